@@ -1,0 +1,2 @@
+//! The sans-IO peer.
+pub mod view;

@@ -1,0 +1,1 @@
+//! The one mio event loop.
