@@ -1,2 +1,1033 @@
-//! The sans-IO peer.
+//! The sans-IO peer: membership, gossip, the catalog and download planning.
+//!
+//! [`Peer`] takes events (a decoded message, a timer, a menu command, a
+//! transfer's outcome) with the current time, and queues [`Effect`]s (send
+//! this to host:port, fetch from that peer, schedule a timer, persist, print)
+//! that the driver drains with [`Peer::take_effects`]. It owns no socket, no
+//! clock and no file; randomness comes from the seeded RNG it is given. That
+//! is what lets `sim` run dozens of peers in one process, deterministically.
+
+pub mod catalog;
+pub mod downloads;
+pub mod gossip;
+pub mod membership;
+pub mod sim;
+pub mod time;
 pub mod view;
+
+use crate::ids::{FileId, PeerAddr, PeerId, TransferId};
+use crate::protocol::message::human_bytes;
+use crate::protocol::{FileRecord, FileSize, Message};
+use catalog::{Catalog, Entry, LocalCopy, Lookup};
+use downloads::{Download, Downloads, Origin};
+use gossip::{SeenCache, MAX_GOSSIP_ID_LEN, SEEN_CAPACITY};
+use log::{debug, info, warn};
+use membership::{Membership, Tracked, MAX_PEER_ID_LEN};
+use rand::rngs::SmallRng;
+use rand::seq::SliceRandom;
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::time::Duration;
+pub use time::Time;
+use view::{FileView, PeerView, StateView, TransferView};
+
+/// How many peers each gossip round and each forward goes to.
+pub const GOSSIP_FANOUT: usize = 3;
+
+/// A given peerId's GOSSIPs are answered at most this often (R-style peers
+/// flood hundreds a second with fresh ids).
+pub const REPLY_MIN_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The sweep for silent peers runs at least this often.
+pub const MAX_SWEEP_PERIOD: Duration = Duration::from_secs(10);
+
+/// How the peer is set up.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Our peerId.
+    pub peer_id: PeerId,
+    /// Where we listen (advertised in GOSSIP).
+    pub addr: PeerAddr,
+    /// Bootstrap peers, gossiped to while we track no one.
+    pub well_known: Vec<PeerAddr>,
+    /// Time between gossip rounds (30 s on the network).
+    pub gossip_interval: Duration,
+    /// Silence after which a peer is dropped (60 s on the network).
+    pub peer_timeout: Duration,
+    /// Files to fetch in the background at start (0: none).
+    pub auto_fetch: usize,
+}
+
+/// Timers the core asks for. They carry no state to cancel: a timer that
+/// fires when it no longer matters is a no-op.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Timer {
+    /// Time for a gossip round.
+    Gossip,
+    /// Time to drop silent peers.
+    Sweep,
+    /// Time to start the start-up auto-fetch.
+    AutoFetch,
+}
+
+/// Menu commands that change state (read-only ones are served from
+/// [`Peer::view`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Download a file (id or unique prefix), optionally copying it to `dest`.
+    Get {
+        /// File id or prefix.
+        file: String,
+        /// Where to copy it when done.
+        dest: Option<PathBuf>,
+    },
+    /// Publish a local file as ours.
+    Push {
+        /// The file to publish.
+        path: PathBuf,
+    },
+    /// Delete a file we own, everywhere.
+    Delete {
+        /// File id or prefix.
+        file: String,
+    },
+}
+
+/// How one attempt at one source ended (reported by the driver).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FetchResult {
+    /// The file is stored under `local_name` (verified, or the kept
+    /// unverified fallback).
+    Saved {
+        /// Name in the storage folder.
+        local_name: String,
+        /// Bytes.
+        len: u64,
+        /// Whether the bytes match the id.
+        verified: bool,
+    },
+    /// A complete copy arrived but does not verify; the driver keeps it as
+    /// a fallback until told [`Effect::KeepUnverified`] or a later source
+    /// succeeds.
+    Unverified {
+        /// Bytes.
+        len: u64,
+    },
+    /// This source failed; the reason is shown to the user.
+    Failed(String),
+}
+
+/// What the core asks the driver to do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Effect {
+    /// Send one message on a new connection.
+    Send {
+        /// Destination.
+        to: PeerAddr,
+        /// The message.
+        msg: Message,
+    },
+    /// Push a file we hold to a peer (unsolicited FILE_DATA, streamed).
+    PushFile {
+        /// Destination.
+        to: PeerAddr,
+        /// The file.
+        file_id: FileId,
+    },
+    /// Fetch a file from one source (GET_FILE, read FILE_DATA).
+    Fetch {
+        /// The download.
+        transfer: TransferId,
+        /// The attempt; results for other attempts are ignored.
+        attempt: u64,
+        /// The source.
+        from: PeerId,
+        /// Its address.
+        to: PeerAddr,
+        /// The file as the catalog knows it.
+        record: FileRecord,
+    },
+    /// No verifying copy came from any source: store the kept unverified
+    /// copy and report it as `Saved { verified: false }` for `attempt`.
+    KeepUnverified {
+        /// The download.
+        transfer: TransferId,
+        /// The attempt the result must carry.
+        attempt: u64,
+    },
+    /// Call [`Peer::on_timer`] with `timer` at `at`.
+    Schedule {
+        /// When.
+        at: Time,
+        /// Which.
+        timer: Timer,
+    },
+    /// The catalog changed: write the metadata file (the driver coalesces).
+    Persist,
+    /// Delete our copy from the storage folder.
+    RemoveLocal {
+        /// Its name in the folder.
+        name: String,
+    },
+    /// Copy a stored file to a user's destination.
+    CopyOut {
+        /// Its name in the folder.
+        name: String,
+        /// Where to.
+        dest: PathBuf,
+    },
+    /// Hash and copy a user's file into storage, then call
+    /// [`Peer::on_imported`].
+    Import {
+        /// The user's file.
+        path: PathBuf,
+    },
+    /// Show a line to the user on the menu.
+    Print(String),
+}
+
+struct AutoBatch {
+    pending: usize,
+    saved: Vec<String>,
+    failed: Vec<String>,
+}
+
+/// The whole sans-IO state of one peer.
+pub struct Peer {
+    cfg: Config,
+    rng: SmallRng,
+    members: Membership,
+    seen: SeenCache,
+    catalog: Catalog,
+    downloads: Downloads,
+    effects: Vec<Effect>,
+    auto_fetch_started: bool,
+    auto_fetch_early: bool,
+    auto_batch: Option<AutoBatch>,
+}
+
+impl Peer {
+    /// A peer with an empty catalog. `rng` is the only source of randomness.
+    pub fn new(cfg: Config, rng: SmallRng) -> Self {
+        Self {
+            cfg,
+            rng,
+            members: Membership::new(),
+            seen: SeenCache::new(SEEN_CAPACITY),
+            catalog: Catalog::new(),
+            downloads: Downloads::new(),
+            effects: Vec::new(),
+            auto_fetch_started: false,
+            auto_fetch_early: false,
+            auto_batch: None,
+        }
+    }
+
+    /// Our configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// The catalog (read-only).
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// The membership table (read-only).
+    pub fn members(&self) -> &Membership {
+        &self.members
+    }
+
+    /// Downloads in flight (read-only).
+    pub fn downloads(&self) -> &Downloads {
+        &self.downloads
+    }
+
+    /// Adds an entry loaded from disk before [`Peer::start`].
+    pub fn load_entry(&mut self, entry: Entry) {
+        self.catalog.insert_entry(entry);
+    }
+
+    /// Drains the effects queued so far, in order.
+    pub fn take_effects(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.effects)
+    }
+
+    /// Our copy of `file`, if we hold one.
+    pub fn local_copy(&self, file: &FileId) -> Option<(&FileRecord, &LocalCopy)> {
+        let e = self.catalog.get(file)?;
+        e.local.as_ref().map(|l| (&e.record, l))
+    }
+
+    fn me(&self) -> &PeerId {
+        &self.cfg.peer_id
+    }
+
+    fn schedule(&mut self, at: Time, timer: Timer) {
+        self.effects.push(Effect::Schedule { at, timer });
+    }
+
+    fn print(&mut self, line: impl Into<String>) {
+        self.effects.push(Effect::Print(line.into()));
+    }
+
+    fn sweep_period(&self) -> Duration {
+        (self.cfg.peer_timeout / 4)
+            .min(MAX_SWEEP_PERIOD)
+            .max(Duration::from_millis(50))
+    }
+
+    /// Starts the peer: first gossip round now, then the periodic timers.
+    pub fn start(&mut self, now: Time) {
+        self.gossip_round(now);
+        let sweep = now.plus(self.sweep_period());
+        self.schedule(sweep, Timer::Sweep);
+        if self.cfg.auto_fetch > 0 {
+            let at = now.plus(self.cfg.gossip_interval);
+            self.schedule(at, Timer::AutoFetch);
+        }
+    }
+
+    /// A timer fired.
+    pub fn on_timer(&mut self, now: Time, timer: Timer) {
+        match timer {
+            Timer::Gossip => self.gossip_round(now),
+            Timer::Sweep => {
+                self.sweep(now);
+                let next = now.plus(self.sweep_period());
+                self.schedule(next, Timer::Sweep);
+            }
+            Timer::AutoFetch => self.auto_fetch(now),
+        }
+    }
+
+    fn gossip_round(&mut self, now: Time) {
+        let id = gossip::uuid4(&mut self.rng);
+        self.seen.insert(&id);
+        let msg = Message::Gossip {
+            host: self.cfg.addr.host.clone(),
+            port: self.cfg.addr.port,
+            id,
+            peer_id: self.cfg.peer_id.clone(),
+        };
+        let targets: Vec<PeerAddr> = if self.members.is_empty() {
+            let own = self.cfg.addr.clone();
+            self.cfg
+                .well_known
+                .iter()
+                .filter(|a| **a != own)
+                .cloned()
+                .collect()
+        } else {
+            self.members
+                .random_peers(&mut self.rng, GOSSIP_FANOUT, &[])
+                .into_iter()
+                .map(|(_, a)| a)
+                .collect()
+        };
+        debug!("gossip round to {} peers", targets.len());
+        for to in targets {
+            self.effects.push(Effect::Send {
+                to,
+                msg: msg.clone(),
+            });
+        }
+        let next = now.plus(self.cfg.gossip_interval);
+        self.schedule(next, Timer::Gossip);
+    }
+
+    fn sweep(&mut self, now: Time) {
+        let dead = self.members.expire(now, self.cfg.peer_timeout);
+        if dead.is_empty() {
+            return;
+        }
+        for p in &dead {
+            info!(
+                "peer {p} dropped: silent for more than {:.1} s",
+                self.cfg.peer_timeout.as_secs_f64()
+            );
+            self.catalog.forget_holder(p);
+        }
+        self.effects.push(Effect::Persist);
+    }
+
+    /// Tracks a peer that told us where it listens; logs joins and moves.
+    fn track(&mut self, now: Time, id: &PeerId, host: &str, port: u16) {
+        let (what, evicted) = self.members.track(now, id, PeerAddr::new(host, port));
+        match what {
+            Tracked::New => info!("peer {id} joined at {host}:{port}"),
+            Tracked::Moved => info!("peer {id} moved to {host}:{port}"),
+            Tracked::Refreshed => {}
+        }
+        if let Some(old) = evicted {
+            info!("peer {old} dropped to make room (peer table full)");
+            self.catalog.forget_holder(&old);
+        }
+    }
+
+    fn valid_peer_id(&self, id: &PeerId) -> bool {
+        !id.0.is_empty() && id.0.len() <= MAX_PEER_ID_LEN
+    }
+
+    /// A message arrived (its sender is named inside it, not by the socket).
+    pub fn on_message(&mut self, now: Time, msg: Message) {
+        match msg {
+            Message::Gossip {
+                host,
+                port,
+                id,
+                peer_id,
+            } => self.on_gossip(now, host, port, id, peer_id),
+            Message::GossipReply {
+                host,
+                port,
+                peer_id,
+                files,
+            } => {
+                if peer_id == *self.me() || !self.valid_peer_id(&peer_id) {
+                    return;
+                }
+                self.track(now, &peer_id, &host, port);
+                if self.catalog.set_holdings(&peer_id, &files) {
+                    self.effects.push(Effect::Persist);
+                }
+                if self.cfg.auto_fetch > 0 && !self.auto_fetch_started && !self.auto_fetch_early {
+                    // Let the other replies of this round arrive first.
+                    self.auto_fetch_early = true;
+                    let at = now.plus((self.cfg.gossip_interval / 10).min(Duration::from_secs(2)));
+                    self.schedule(at, Timer::AutoFetch);
+                }
+            }
+            Message::Announce { from, file } => {
+                self.members.touch(now, &from);
+                if from == *self.me() {
+                    return;
+                }
+                if self.catalog.merge(&file, Some(&from)) {
+                    debug!("{from} announced {}", file.file_name);
+                    self.effects.push(Effect::Persist);
+                }
+            }
+            Message::Delete { from, file_id } => self.on_delete(now, from, file_id),
+            Message::GetFile { .. } | Message::FileData(_) => {
+                // Served and received by the driver (they carry bytes).
+                debug!("core ignores {}", msg.kind());
+            }
+        }
+    }
+
+    fn on_gossip(&mut self, now: Time, host: String, port: u16, id: String, peer_id: PeerId) {
+        if id.len() > MAX_GOSSIP_ID_LEN || !self.valid_peer_id(&peer_id) {
+            debug!("GOSSIP with oversized id or peerId dropped");
+            return;
+        }
+        if !self.seen.insert(&id) || peer_id == *self.me() {
+            return;
+        }
+        self.track(now, &peer_id, &host, port);
+        let forward_window = self.cfg.gossip_interval.mul_f64(0.75);
+        let (reply, forward) = match self.members.get_mut(&peer_id) {
+            Some(p) => {
+                let reply = p
+                    .last_replied
+                    .is_none_or(|t| now.since(t) >= REPLY_MIN_INTERVAL);
+                let forward = p
+                    .last_forwarded
+                    .is_none_or(|t| now.since(t) >= forward_window);
+                if reply {
+                    p.last_replied = Some(now);
+                }
+                if forward {
+                    p.last_forwarded = Some(now);
+                }
+                (reply, forward)
+            }
+            None => (false, false),
+        };
+        if reply {
+            let reply_msg = Message::GossipReply {
+                host: self.cfg.addr.host.clone(),
+                port: self.cfg.addr.port,
+                peer_id: self.cfg.peer_id.clone(),
+                files: self.catalog.local_records(),
+            };
+            self.effects.push(Effect::Send {
+                to: PeerAddr::new(host.clone(), port),
+                msg: reply_msg,
+            });
+        }
+        if forward {
+            let msg = Message::Gossip {
+                host,
+                port,
+                id,
+                peer_id: peer_id.clone(),
+            };
+            for (_, to) in self
+                .members
+                .random_peers(&mut self.rng, GOSSIP_FANOUT, &[&peer_id])
+            {
+                self.effects.push(Effect::Send {
+                    to,
+                    msg: msg.clone(),
+                });
+            }
+        }
+    }
+
+    fn on_delete(&mut self, now: Time, from: PeerId, file_id: FileId) {
+        self.members.touch(now, &from);
+        let Some(entry) = self.catalog.get(&file_id) else {
+            debug!("DELETE of unknown file {file_id} from {from}");
+            return;
+        };
+        if entry.record.file_owner != from {
+            warn!(
+                "DELETE of {} ({}) from {from} ignored: the owner is {}",
+                entry.record.file_name, file_id, entry.record.file_owner
+            );
+            return;
+        }
+        if let Some(e) = self.catalog.remove(&file_id) {
+            info!(
+                "file {} ({file_id}) deleted by its owner {from}",
+                e.record.file_name
+            );
+            if let Some(local) = e.local {
+                self.effects.push(Effect::RemoveLocal { name: local.name });
+            }
+            self.effects.push(Effect::Persist);
+        }
+    }
+
+    /// A menu command.
+    pub fn on_command(&mut self, now: Time, cmd: Command) {
+        match cmd {
+            Command::Get { file, dest } => self.cmd_get(now, &file, dest),
+            Command::Push { path } => self.effects.push(Effect::Import { path }),
+            Command::Delete { file } => self.cmd_delete(&file),
+        }
+    }
+
+    fn resolve(&mut self, verb: &str, prefix: &str) -> Option<FileId> {
+        match self.catalog.lookup(prefix) {
+            Lookup::Found(id) => Some(id),
+            Lookup::None => {
+                self.print(format!(
+                    "{verb}: no known file has an id starting with {prefix:?} (see `list`)"
+                ));
+                None
+            }
+            Lookup::Ambiguous(n) => {
+                self.print(format!(
+                    "{verb}: {prefix:?} matches {n} files; type more of the id"
+                ));
+                None
+            }
+        }
+    }
+
+    fn cmd_get(&mut self, now: Time, prefix: &str, dest: Option<PathBuf>) {
+        let Some(id) = self.resolve("get", prefix) else {
+            return;
+        };
+        if let Some((rec, local)) = self.local_copy(&id) {
+            let (name, local_name) = (rec.file_name.clone(), local.name.clone());
+            match dest {
+                Some(dest) => {
+                    self.print(format!(
+                        "get: already have {name}; copying it to {}",
+                        dest.display()
+                    ));
+                    self.effects.push(Effect::CopyOut {
+                        name: local_name,
+                        dest,
+                    });
+                }
+                None => self.print(format!("get: already have {name} (stored as {local_name})")),
+            }
+            return;
+        }
+        if let Some(t) = self.downloads.by_file(&id) {
+            if let Some(d) = self.downloads.get_mut(t) {
+                d.origins.push(Origin::Menu(dest));
+                let name = d.record.file_name.clone();
+                self.print(format!(
+                    "get: {name} is already being fetched; joined that download"
+                ));
+            }
+            return;
+        }
+        self.start_download(now, id, Origin::Menu(dest));
+    }
+
+    /// Holders of `file` that we can reach, most recently seen first.
+    fn sources(&self, file: &FileId) -> Vec<PeerId> {
+        let Some(e) = self.catalog.get(file) else {
+            return Vec::new();
+        };
+        let mut v: Vec<(&PeerId, Time)> = e
+            .holders
+            .iter()
+            .filter_map(|p| self.members.get(p).map(|s| (p, s.last_seen)))
+            .collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        v.into_iter().map(|(p, _)| p.clone()).collect()
+    }
+
+    fn start_download(&mut self, now: Time, file: FileId, origin: Origin) {
+        let Some(entry) = self.catalog.get(&file) else {
+            return;
+        };
+        let record = entry.record.clone();
+        let sources = self.sources(&file);
+        if sources.is_empty() {
+            if let Origin::Menu(_) = origin {
+                let holders: Vec<String> = entry.holders.iter().map(|p| p.0.clone()).collect();
+                self.print(format!(
+                    "get: no reachable peer holds {} (known holders: {})",
+                    record.file_name,
+                    if holders.is_empty() {
+                        "none".into()
+                    } else {
+                        holders.join(", ")
+                    }
+                ));
+            }
+            return;
+        }
+        let id = self.downloads.next_id();
+        self.downloads.insert(Download {
+            id,
+            record,
+            remaining: VecDeque::from(sources),
+            current: None,
+            failures: Vec::new(),
+            origins: vec![origin],
+            bytes_done: 0,
+            unverified_fallback: None,
+            queued: true,
+        });
+        self.pump_queue(now);
+    }
+
+    fn pump_queue(&mut self, now: Time) {
+        while let Some(id) = self.downloads.next_queued() {
+            if let Some(d) = self.downloads.get_mut(id) {
+                d.queued = false;
+            }
+            self.try_next_source(now, id);
+        }
+    }
+
+    fn try_next_source(&mut self, now: Time, id: TransferId) {
+        loop {
+            let Some(d) = self.downloads.get_mut(id) else {
+                return;
+            };
+            let Some(peer) = d.remaining.pop_front() else {
+                break;
+            };
+            let Some(addr) = self.members.get(&peer).map(|p| p.addr.clone()) else {
+                if let Some(d) = self.downloads.get_mut(id) {
+                    d.failures.push((peer, "no longer tracked".into()));
+                }
+                continue;
+            };
+            let attempt = self.downloads.next_attempt();
+            let Some(d) = self.downloads.get_mut(id) else {
+                return;
+            };
+            d.current = Some((peer.clone(), attempt, now));
+            d.bytes_done = 0;
+            let record = d.record.clone();
+            let auto = d.is_auto();
+            let line = format!(
+                "get: fetching {} ({}) from {peer}",
+                record.file_name, record.file_size
+            );
+            if auto {
+                info!("auto-fetch: {}", &line[5..]);
+            } else {
+                self.print(line);
+            }
+            self.effects.push(Effect::Fetch {
+                transfer: id,
+                attempt,
+                from: peer,
+                to: addr,
+                record,
+            });
+            return;
+        }
+        // No source left.
+        let Some(d) = self.downloads.get_mut(id) else {
+            return;
+        };
+        if let Some(peer) = d.unverified_fallback.take() {
+            let attempt = self.downloads.next_attempt();
+            if let Some(d) = self.downloads.get_mut(id) {
+                d.current = Some((peer, attempt, now));
+            }
+            self.effects.push(Effect::KeepUnverified {
+                transfer: id,
+                attempt,
+            });
+            return;
+        }
+        if let Some(d) = self.downloads.remove(id) {
+            let line = format!(
+                "get: failed to fetch {}: {}",
+                d.record.file_name,
+                d.failure_summary()
+            );
+            self.finish(now, d, Err(line));
+        }
+    }
+
+    fn finish(&mut self, now: Time, d: Download, outcome: Result<String, String>) {
+        for origin in &d.origins {
+            match (origin, &outcome) {
+                (Origin::Menu(_), Ok(line) | Err(line)) => self.print(line.clone()),
+                (Origin::Auto, Ok(line)) => info!("auto-fetch: {line}"),
+                (Origin::Auto, Err(line)) => warn!("auto-fetch: {line}"),
+            }
+        }
+        if d.origins.contains(&Origin::Auto) {
+            if let Some(b) = self.auto_batch.as_mut() {
+                b.pending = b.pending.saturating_sub(1);
+                match &outcome {
+                    Ok(_) => b.saved.push(d.record.file_name.clone()),
+                    Err(_) => b.failed.push(d.record.file_name.clone()),
+                }
+                if b.pending == 0 {
+                    let line = format!(
+                        "auto-fetch: done, fetched {} of {} files{}{}",
+                        b.saved.len(),
+                        b.saved.len() + b.failed.len(),
+                        if b.saved.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" ({})", b.saved.join(", "))
+                        },
+                        if b.failed.is_empty() {
+                            String::new()
+                        } else {
+                            format!("; failed: {}", b.failed.join(", "))
+                        },
+                    );
+                    self.auto_batch = None;
+                    self.print(line);
+                }
+            }
+        }
+        self.pump_queue(now);
+    }
+
+    /// Progress of a running attempt (for `transfers` and the stats page).
+    pub fn on_fetch_progress(&mut self, transfer: TransferId, attempt: u64, bytes_done: u64) {
+        if let Some(d) = self.downloads.get_mut(transfer) {
+            if d.current.as_ref().map(|c| c.1) == Some(attempt) {
+                d.bytes_done = bytes_done;
+            }
+        }
+    }
+
+    /// An attempt ended. Results for stale attempts are ignored.
+    pub fn on_fetch_result(
+        &mut self,
+        now: Time,
+        transfer: TransferId,
+        attempt: u64,
+        result: FetchResult,
+    ) {
+        let Some(d) = self.downloads.get_mut(transfer) else {
+            return;
+        };
+        let Some((peer, _, started)) = d.current.clone().filter(|c| c.1 == attempt) else {
+            debug!("stale result for {transfer} attempt {attempt}");
+            return;
+        };
+        d.current = None;
+        match result {
+            FetchResult::Failed(why) => {
+                debug!("{transfer}: {peer} failed: {why}");
+                d.failures.push((peer, why));
+                self.try_next_source(now, transfer);
+            }
+            FetchResult::Unverified { .. } => {
+                d.failures
+                    .push((peer.clone(), "bytes do not match the file id".into()));
+                d.unverified_fallback = Some(peer);
+                self.try_next_source(now, transfer);
+            }
+            FetchResult::Saved {
+                local_name,
+                len,
+                verified,
+            } => {
+                let Some(d) = self.downloads.remove(transfer) else {
+                    return;
+                };
+                let secs = now.since(started).as_secs_f64().max(0.001);
+                let mut line = format!(
+                    "get: saved {}, {} in {:.1} s ({:.1} MB/s) from {peer}",
+                    d.record.file_name,
+                    human_bytes(len),
+                    secs,
+                    len as f64 / secs / 1e6
+                );
+                if !verified {
+                    line.push_str(" -- UNVERIFIED: no source sent bytes matching the file id");
+                    warn!(
+                        "kept unverified copy of {} ({})",
+                        d.record.file_name, d.record.file_id
+                    );
+                }
+                self.catalog.set_local(
+                    d.record.clone(),
+                    LocalCopy {
+                        name: local_name.clone(),
+                        verified,
+                    },
+                );
+                self.effects.push(Effect::Persist);
+                self.announce(&d.record);
+                for o in &d.origins {
+                    if let Origin::Menu(Some(dest)) = o {
+                        self.effects.push(Effect::CopyOut {
+                            name: local_name.clone(),
+                            dest: dest.clone(),
+                        });
+                    }
+                }
+                self.finish(now, d, Ok(line));
+            }
+        }
+    }
+
+    fn announce(&mut self, record: &FileRecord) {
+        let msg = Message::Announce {
+            from: self.cfg.peer_id.clone(),
+            file: record.clone(),
+        };
+        for (_, p) in self.members.all() {
+            self.effects.push(Effect::Send {
+                to: p.addr.clone(),
+                msg: msg.clone(),
+            });
+        }
+    }
+
+    /// A peer pushed us a file (unsolicited FILE_DATA) and the driver
+    /// stored it under `local_name`.
+    pub fn on_file_received(&mut self, record: FileRecord, local_name: String, verified: bool) {
+        info!(
+            "received pushed file {} ({}){}",
+            record.file_name,
+            record.file_id,
+            if verified { "" } else { ", UNVERIFIED" }
+        );
+        self.catalog.set_local(
+            record.clone(),
+            LocalCopy {
+                name: local_name,
+                verified,
+            },
+        );
+        self.effects.push(Effect::Persist);
+        self.announce(&record);
+    }
+
+    /// A `push` finished copying into storage (or failed with a message).
+    pub fn on_imported(&mut self, result: Result<(FileRecord, String), String>) {
+        let (record, local_name) = match result {
+            Ok(ok) => ok,
+            Err(msg) => {
+                self.print(msg);
+                return;
+            }
+        };
+        info!(
+            "file {} ({}) added by push",
+            record.file_name, record.file_id
+        );
+        self.catalog.set_local(
+            record.clone(),
+            LocalCopy {
+                name: local_name,
+                verified: true,
+            },
+        );
+        self.effects.push(Effect::Persist);
+        let target = self.members.random_peers(&mut self.rng, 1, &[]).pop();
+        let sent = match target {
+            Some((peer, to)) => {
+                self.effects.push(Effect::PushFile {
+                    to,
+                    file_id: record.file_id.clone(),
+                });
+                format!("sent to {peer}")
+            }
+            None => "no peer to send it to yet".into(),
+        };
+        self.announce(&record);
+        self.print(format!(
+            "push: stored {} ({}) as {}; {sent}; announced to {} peers",
+            record.file_name,
+            record.file_size,
+            record.file_id,
+            self.members.len()
+        ));
+    }
+
+    fn cmd_delete(&mut self, prefix: &str) {
+        let Some(id) = self.resolve("delete", prefix) else {
+            return;
+        };
+        let Some(entry) = self.catalog.get(&id) else {
+            return;
+        };
+        if entry.record.file_owner != *self.me() {
+            let line = format!(
+                "delete: {} is owned by {}; only its owner can delete it",
+                entry.record.file_name, entry.record.file_owner
+            );
+            self.print(line);
+            return;
+        }
+        let Some(entry) = self.catalog.remove(&id) else {
+            return;
+        };
+        if let Some(local) = entry.local {
+            self.effects.push(Effect::RemoveLocal { name: local.name });
+        }
+        let msg = Message::Delete {
+            from: self.cfg.peer_id.clone(),
+            file_id: id.clone(),
+        };
+        let peers: Vec<PeerAddr> = self
+            .members
+            .all()
+            .into_iter()
+            .map(|(_, p)| p.addr.clone())
+            .collect();
+        let n = peers.len();
+        for to in peers {
+            self.effects.push(Effect::Send {
+                to,
+                msg: msg.clone(),
+            });
+        }
+        self.effects.push(Effect::Persist);
+        info!("file {} ({id}) deleted", entry.record.file_name);
+        self.print(format!(
+            "delete: deleted {}; told {n} peers",
+            entry.record.file_name
+        ));
+    }
+
+    fn auto_fetch(&mut self, now: Time) {
+        if self.auto_fetch_started || self.cfg.auto_fetch == 0 {
+            return;
+        }
+        self.auto_fetch_started = true;
+        let mut candidates: Vec<FileId> = self
+            .catalog
+            .iter()
+            .filter(|(id, e)| e.local.is_none() && self.downloads.by_file(id).is_none())
+            .map(|(id, _)| id.clone())
+            .filter(|id| !self.sources(id).is_empty())
+            .collect();
+        candidates.shuffle(&mut self.rng);
+        candidates.truncate(self.cfg.auto_fetch);
+        if candidates.is_empty() {
+            info!("auto-fetch: no file held elsewhere to fetch");
+            return;
+        }
+        info!(
+            "auto-fetch: fetching {} files in the background",
+            candidates.len()
+        );
+        self.auto_batch = Some(AutoBatch {
+            pending: candidates.len(),
+            saved: Vec::new(),
+            failed: Vec::new(),
+        });
+        for id in candidates {
+            self.start_download(now, id, Origin::Auto);
+        }
+    }
+
+    /// A snapshot for the stats page, its API and the menu.
+    pub fn view(&self, now: Time) -> StateView {
+        let peers = self
+            .members
+            .all()
+            .into_iter()
+            .map(|(id, p)| PeerView {
+                peer_id: id.0.clone(),
+                host: p.addr.host.clone(),
+                port: p.addr.port,
+                last_seen_secs_ago: now.since(p.last_seen).as_secs(),
+            })
+            .collect();
+        let mut files: Vec<FileView> = self
+            .catalog
+            .iter()
+            .map(|(id, e)| FileView {
+                file_id: id.0.clone(),
+                file_name: e.record.file_name.clone(),
+                file_owner: e.record.file_owner.0.clone(),
+                file_size: e.record.file_size.to_value(),
+                file_timestamp: e.record.file_timestamp.to_value(),
+                local: e.local.is_some(),
+                verified: e.local.as_ref().is_none_or(|l| l.verified),
+                peers_with_file: e.holders.iter().map(|p| p.0.clone()).collect(),
+            })
+            .collect();
+        files.sort_by(|a, b| {
+            a.file_name
+                .cmp(&b.file_name)
+                .then(a.file_id.cmp(&b.file_id))
+        });
+        let transfers = self
+            .downloads
+            .iter()
+            .map(|d| {
+                let (source, rate) = match &d.current {
+                    Some((p, _, started)) => {
+                        let secs = now.since(*started).as_secs_f64();
+                        let rate = if secs > 0.0 {
+                            (d.bytes_done as f64 / secs) as u64
+                        } else {
+                            0
+                        };
+                        (p.0.clone(), rate)
+                    }
+                    None => (if d.queued { "(queued)" } else { "-" }.to_string(), 0),
+                };
+                TransferView {
+                    id: d.id.0,
+                    file_id: d.record.file_id.0.clone(),
+                    file_name: d.record.file_name.clone(),
+                    source,
+                    bytes_done: d.bytes_done,
+                    bytes_total: match d.record.file_size {
+                        FileSize::Bytes(b) => Some(b),
+                        FileSize::Reported(_) => None,
+                    },
+                    rate_bytes_per_sec: rate,
+                }
+            })
+            .collect();
+        StateView {
+            peer_id: self.cfg.peer_id.0.clone(),
+            host: self.cfg.addr.host.clone(),
+            port: self.cfg.addr.port,
+            peers,
+            files,
+            transfers,
+        }
+    }
+}

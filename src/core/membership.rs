@@ -1,0 +1,216 @@
+//! Who we track: peers by peerId, their address, when we last heard from
+//! them, and the per-peer flood limits.
+//!
+//! Bounded: at `MAX_PEERS`, a new peer evicts the one silent the longest.
+
+use crate::core::time::Time;
+use crate::ids::{PeerAddr, PeerId};
+use rand::seq::SliceRandom;
+use rand::RngCore;
+use std::collections::HashMap;
+
+/// Most peers tracked at once. A flood of invented peerIds evicts the
+/// longest-silent entries, never grows the table.
+pub const MAX_PEERS: usize = 1024;
+
+/// Longest peerId accepted; longer ones are refused (bounds the table).
+pub const MAX_PEER_ID_LEN: usize = 256;
+
+/// One tracked peer.
+#[derive(Clone, Debug)]
+pub struct PeerState {
+    /// Where it listens, as it last advertised.
+    pub addr: PeerAddr,
+    /// When we last heard from it.
+    pub last_seen: Time,
+    /// When we last answered one of its GOSSIPs.
+    pub last_replied: Option<Time>,
+    /// When we last forwarded one of its GOSSIPs.
+    pub last_forwarded: Option<Time>,
+}
+
+/// What `track` did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Tracked {
+    /// A peer we didn't know.
+    New,
+    /// Known, same address.
+    Refreshed,
+    /// Known peerId at a new host:port.
+    Moved,
+}
+
+/// The membership table.
+#[derive(Debug, Default)]
+pub struct Membership {
+    peers: HashMap<PeerId, PeerState>,
+}
+
+impl Membership {
+    /// An empty table.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records that `id` is alive at `addr` now. Returns what changed, and
+    /// the peer evicted to make room, if any.
+    pub fn track(&mut self, now: Time, id: &PeerId, addr: PeerAddr) -> (Tracked, Option<PeerId>) {
+        if let Some(p) = self.peers.get_mut(id) {
+            p.last_seen = now;
+            if p.addr != addr {
+                p.addr = addr;
+                return (Tracked::Moved, None);
+            }
+            return (Tracked::Refreshed, None);
+        }
+        let mut evicted = None;
+        if self.peers.len() >= MAX_PEERS {
+            if let Some(oldest) = self.longest_silent() {
+                self.peers.remove(&oldest);
+                evicted = Some(oldest);
+            }
+        }
+        self.peers.insert(
+            id.clone(),
+            PeerState {
+                addr,
+                last_seen: now,
+                last_replied: None,
+                last_forwarded: None,
+            },
+        );
+        (Tracked::New, evicted)
+    }
+
+    fn longest_silent(&self) -> Option<PeerId> {
+        self.peers
+            .iter()
+            .min_by(|a, b| a.1.last_seen.cmp(&b.1.last_seen).then(a.0.cmp(b.0)))
+            .map(|(id, _)| id.clone())
+    }
+
+    /// Refreshes last-seen of a known peer; unknown peers are not added
+    /// (we don't know where they listen).
+    pub fn touch(&mut self, now: Time, id: &PeerId) -> bool {
+        match self.peers.get_mut(id) {
+            Some(p) => {
+                p.last_seen = now;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The state of one peer.
+    pub fn get(&self, id: &PeerId) -> Option<&PeerState> {
+        self.peers.get(id)
+    }
+
+    /// Mutable state of one peer (flood limits).
+    pub fn get_mut(&mut self, id: &PeerId) -> Option<&mut PeerState> {
+        self.peers.get_mut(id)
+    }
+
+    /// Whether `id` is tracked.
+    pub fn contains(&self, id: &PeerId) -> bool {
+        self.peers.contains_key(id)
+    }
+
+    /// Number of tracked peers.
+    pub fn len(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// Whether no peer is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.peers.is_empty()
+    }
+
+    /// Drops every peer silent for longer than `timeout`; returns them.
+    pub fn expire(&mut self, now: Time, timeout: std::time::Duration) -> Vec<PeerId> {
+        let mut dead: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| now.since(p.last_seen) > timeout)
+            .map(|(id, _)| id.clone())
+            .collect();
+        dead.sort();
+        for id in &dead {
+            self.peers.remove(id);
+        }
+        dead
+    }
+
+    /// Up to `n` random tracked peers, excluding `except`. Sorted before
+    /// shuffling so a seeded RNG gives the same choice every run.
+    pub fn random_peers(
+        &self,
+        rng: &mut impl RngCore,
+        n: usize,
+        except: &[&PeerId],
+    ) -> Vec<(PeerId, PeerAddr)> {
+        let mut all: Vec<(PeerId, PeerAddr)> = self
+            .peers
+            .iter()
+            .filter(|(id, _)| !except.contains(id))
+            .map(|(id, p)| (id.clone(), p.addr.clone()))
+            .collect();
+        all.sort();
+        all.shuffle(rng);
+        all.truncate(n);
+        all
+    }
+
+    /// Every tracked peer, sorted by id.
+    pub fn all(&self) -> Vec<(&PeerId, &PeerState)> {
+        let mut v: Vec<_> = self.peers.iter().collect();
+        v.sort_by(|a, b| a.0.cmp(b.0));
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn known_peer_at_new_address_moves() {
+        let mut m = Membership::new();
+        let id = PeerId::from("p");
+        assert_eq!(m.track(Time(0), &id, PeerAddr::new("a", 1)).0, Tracked::New);
+        assert_eq!(
+            m.track(Time(5), &id, PeerAddr::new("a", 1)).0,
+            Tracked::Refreshed
+        );
+        assert_eq!(
+            m.track(Time(9), &id, PeerAddr::new("b", 2)).0,
+            Tracked::Moved
+        );
+        assert_eq!(m.get(&id).map(|p| p.addr.port), Some(2));
+    }
+
+    #[test]
+    fn silent_peers_expire_and_fresh_ones_stay() {
+        let mut m = Membership::new();
+        m.track(Time(0), &"old".into(), PeerAddr::new("h", 1));
+        m.track(Time(50_000), &"new".into(), PeerAddr::new("h", 2));
+        let dead = m.expire(Time(61_000), Duration::from_secs(60));
+        assert_eq!(dead, vec![PeerId::from("old")]);
+        assert!(m.contains(&"new".into()));
+    }
+
+    #[test]
+    fn table_never_grows_past_its_bound() {
+        let mut m = Membership::new();
+        for i in 0..(MAX_PEERS + 10) {
+            m.track(
+                Time(i as u64),
+                &PeerId(format!("p{i}")),
+                PeerAddr::new("h", 1),
+            );
+        }
+        assert_eq!(m.len(), MAX_PEERS);
+        assert!(!m.contains(&"p0".into()));
+    }
+}
