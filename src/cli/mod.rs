@@ -1,1 +1,4 @@
-//! Arguments and menu.
+//! The user's side: command-line arguments and the stdin menu.
+
+pub mod args;
+pub mod menu;

@@ -1,0 +1,143 @@
+//! Command-line arguments (clap derive: each doc comment is its `--help`).
+
+use clap::Parser;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The network's well-known (bootstrap) peers, run by its operators.
+pub const DEFAULT_WELL_KNOWN: [&str; 4] = [
+    "silicon.cs.umanitoba.ca:8999",
+    "eagle.cs.umanitoba.ca:8999",
+    "grebe.cs.umanitoba.ca:8999",
+    "hawk.cs.umanitoba.ca:8999",
+];
+
+/// A peer for the gossip file-sharing network.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "peershare", version, about)]
+pub struct Args {
+    /// This peer's id on the network (any string).
+    pub peer_id: String,
+    /// Address to bind and advertise in GOSSIP (a name or an IPv4 literal).
+    pub host: String,
+    /// TCP port for the peer protocol (0: pick a free one; the real port is printed).
+    pub p2p_port: u16,
+    /// TCP port for the stats page (0: pick a free one).
+    pub http_port: u16,
+    /// Storage folder [default: storage_<peer_id> in the current folder].
+    #[arg(long, value_name = "DIR")]
+    pub storage_dir: Option<PathBuf>,
+    /// A bootstrap peer as HOST:PORT; repeatable [default: the network's four well-known hosts on port 8999].
+    #[arg(long = "well-known", value_name = "HOST:PORT", value_parser = parse_host_port)]
+    pub well_known: Vec<(String, u16)>,
+    /// Start alone: no bootstrap peers.
+    #[arg(long, conflicts_with = "well_known")]
+    pub no_well_known: bool,
+    /// Seconds between gossip rounds (fractions allowed).
+    #[arg(long, default_value = "30", value_name = "SECS", value_parser = parse_secs)]
+    pub gossip_interval: Duration,
+    /// Seconds of silence after which a peer is dropped.
+    #[arg(long, default_value = "60", value_name = "SECS", value_parser = parse_secs)]
+    pub peer_timeout: Duration,
+    /// Seconds allowed for a download source to accept the connection.
+    #[arg(long, default_value = "5", value_name = "SECS", value_parser = parse_secs)]
+    pub connect_timeout: Duration,
+    /// Seconds without a byte after which a transfer (either way) gives up.
+    #[arg(long, default_value = "10", value_name = "SECS", value_parser = parse_secs)]
+    pub idle_timeout: Duration,
+    /// Largest file a peer may send us, in bytes.
+    #[arg(long, default_value_t = crate::protocol::DEFAULT_MAX_FILE_SIZE, value_name = "BYTES")]
+    pub max_file_size: u64,
+    /// Files to fetch in the background at start (0 turns it off).
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub auto_fetch: usize,
+    /// Log level: error, warn, info, debug or trace.
+    #[arg(long, default_value = "info", value_name = "LEVEL")]
+    pub log_level: log::LevelFilter,
+    /// Write the log to this file instead of stderr.
+    #[arg(long, value_name = "PATH")]
+    pub log_file: Option<PathBuf>,
+    /// Seed for the peer's random choices [default: from the clock].
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+}
+
+impl Args {
+    /// The storage folder to use.
+    pub fn storage_dir(&self) -> PathBuf {
+        self.storage_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("storage_{}", self.peer_id)))
+    }
+
+    /// The bootstrap peers to use.
+    pub fn well_known(&self) -> Vec<(String, u16)> {
+        if self.no_well_known {
+            return Vec::new();
+        }
+        if !self.well_known.is_empty() {
+            return self.well_known.clone();
+        }
+        DEFAULT_WELL_KNOWN
+            .iter()
+            .filter_map(|s| parse_host_port(s).ok())
+            .collect()
+    }
+}
+
+/// `HOST:PORT` with a non-empty host and a port in 1..=65535.
+pub fn parse_host_port(s: &str) -> Result<(String, u16), String> {
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{s:?} is not HOST:PORT"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("{port:?} is not a port number"))?;
+    if host.is_empty() || port == 0 {
+        return Err(format!("{s:?} is not HOST:PORT"));
+    }
+    Ok((host.to_string(), port))
+}
+
+/// Seconds as a positive decimal (`0.5`, `30`).
+pub fn parse_secs(s: &str) -> Result<Duration, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !(v.is_finite() && v > 0.0 && v < 1e9) {
+        return Err(format!("{s:?} must be a positive number of seconds"));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fractions_of_seconds_are_accepted_and_nonsense_is_not() {
+        assert_eq!(parse_secs("0.5"), Ok(Duration::from_millis(500)));
+        assert!(parse_secs("-1").is_err());
+        assert!(parse_secs("abc").is_err());
+        assert!(parse_secs("0").is_err());
+    }
+
+    #[test]
+    fn host_port_pairs_parse() {
+        assert_eq!(parse_host_port("127.0.0.1:9001"), Ok(("127.0.0.1".into(), 9001)));
+        assert!(parse_host_port("nope").is_err());
+        assert!(parse_host_port(":9").is_err());
+        assert!(parse_host_port("h:0").is_err());
+    }
+
+    #[test]
+    fn defaults_match_the_network() {
+        let a = Args::try_parse_from(["peershare", "p1", "127.0.0.1", "9001", "8001"]).unwrap();
+        assert_eq!(a.gossip_interval, Duration::from_secs(30));
+        assert_eq!(a.peer_timeout, Duration::from_secs(60));
+        assert_eq!(a.well_known().len(), 4);
+        assert_eq!(a.storage_dir(), PathBuf::from("storage_p1"));
+        let b = Args::try_parse_from(["peershare", "p1", "h", "1", "2", "--no-well-known"]).unwrap();
+        assert!(b.well_known().is_empty());
+    }
+}

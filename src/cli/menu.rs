@@ -1,0 +1,247 @@
+//! The stdin menu: parsing a line into a command, and the tables it prints.
+//!
+//! Read-only commands are answered from a [`StateView`]; commands that change
+//! state become [`core::Command`]s.
+
+use crate::core::view::StateView;
+use crate::core::Command;
+use crate::protocol::message::human_bytes;
+use std::path::PathBuf;
+
+/// Longest menu line accepted.
+pub const MAX_LINE: usize = 4096;
+
+/// The one-screen help.
+pub const HELP: &str = "commands:
+  list                     the catalog: files known on the network
+  peers                    tracked peers and when each was last heard from
+  transfers                downloads in progress
+  get <file_id> [dest]     download a file (a unique prefix of the id is enough)
+  push <path>              publish a local file as yours
+  delete <file_id>         delete a file you own, everywhere
+  help                     this text
+  exit                     save and quit";
+
+/// What a menu line asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum MenuCommand {
+    /// Print the catalog.
+    List,
+    /// Print tracked peers.
+    Peers,
+    /// Print downloads in progress.
+    Transfers,
+    /// Print help.
+    Help,
+    /// Save and quit.
+    Exit,
+    /// A state-changing command for the core.
+    Core(Command),
+    /// A blank line.
+    Nothing,
+    /// A line we can't use, with a one-line hint.
+    Invalid(String),
+}
+
+/// Parses one line of the menu.
+pub fn parse(line: &str) -> MenuCommand {
+    let line = line.trim();
+    let (verb, rest) = match line.split_once(char::is_whitespace) {
+        Some((v, r)) => (v, r.trim()),
+        None => (line, ""),
+    };
+    let arg_hint = |usage: &str| MenuCommand::Invalid(format!("usage: {usage}"));
+    match verb.to_ascii_lowercase().as_str() {
+        "" => MenuCommand::Nothing,
+        "list" | "ls" if rest.is_empty() => MenuCommand::List,
+        "peers" if rest.is_empty() => MenuCommand::Peers,
+        "transfers" if rest.is_empty() => MenuCommand::Transfers,
+        "help" | "?" => MenuCommand::Help,
+        "exit" | "quit" if rest.is_empty() => MenuCommand::Exit,
+        "get" => {
+            let mut parts = rest.splitn(2, char::is_whitespace);
+            match (parts.next(), parts.next()) {
+                (Some(id), dest) if !id.is_empty() => MenuCommand::Core(Command::Get {
+                    file: id.to_string(),
+                    dest: dest.map(str::trim).filter(|d| !d.is_empty()).map(PathBuf::from),
+                }),
+                _ => arg_hint("get <file_id> [dest]"),
+            }
+        }
+        "push" if !rest.is_empty() => MenuCommand::Core(Command::Push {
+            path: PathBuf::from(rest),
+        }),
+        "push" => arg_hint("push <path>"),
+        "delete" | "rm" if !rest.is_empty() && !rest.contains(char::is_whitespace) => {
+            MenuCommand::Core(Command::Delete {
+                file: rest.to_string(),
+            })
+        }
+        "delete" | "rm" => arg_hint("delete <file_id>"),
+        "list" | "peers" | "transfers" | "exit" => {
+            MenuCommand::Invalid(format!("`{verb}` takes no arguments"))
+        }
+        _ => MenuCommand::Invalid(format!(
+            "unknown command {verb:?}; type `help` for the list"
+        )),
+    }
+}
+
+/// Renders rows as a left-aligned table with a header.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                let pad = widths[i].saturating_sub(c.chars().count());
+                s.push_str(c);
+                s.push_str(&" ".repeat(pad + 2));
+            }
+        }
+        s.trim_end().to_string()
+    };
+    let mut out = vec![line(header.to_vec())];
+    for row in rows {
+        out.push(line(row.iter().map(String::as_str).collect()));
+    }
+    out.join("\n")
+}
+
+/// Terminal-safe text: control characters from the network are replaced so
+/// a peer can't move the user's cursor or clear the screen.
+pub fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+fn size_text(v: &serde_json::Value) -> String {
+    match v.as_u64() {
+        Some(b) => human_bytes(b),
+        None => format!("{v} MB?"),
+    }
+}
+
+fn json_text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => printable(s),
+        other => other.to_string(),
+    }
+}
+
+/// The `list` table.
+pub fn render_list(view: &StateView) -> String {
+    if view.files.is_empty() {
+        return "no files known yet".into();
+    }
+    let rows: Vec<Vec<String>> = view
+        .files
+        .iter()
+        .map(|f| {
+            let short: String = f.file_id.chars().take(12).collect();
+            vec![
+                printable(&short),
+                printable(&f.file_name),
+                printable(&f.file_owner),
+                size_text(&f.file_size),
+                json_text(&f.file_timestamp),
+                match (f.local, f.verified) {
+                    (true, true) => "yes".into(),
+                    (true, false) => "yes (UNVERIFIED)".into(),
+                    (false, _) => "no".into(),
+                },
+                printable(&f.peers_with_file.join(", ")),
+            ]
+        })
+        .collect();
+    table(
+        &["ID", "NAME", "OWNER", "SIZE", "TIMESTAMP", "LOCAL", "PEERS WITH FILE"],
+        &rows,
+    )
+}
+
+/// The `peers` table.
+pub fn render_peers(view: &StateView) -> String {
+    if view.peers.is_empty() {
+        return "no peers tracked yet".into();
+    }
+    let rows: Vec<Vec<String>> = view
+        .peers
+        .iter()
+        .map(|p| {
+            vec![
+                printable(&p.peer_id),
+                printable(&format!("{}:{}", p.host, p.port)),
+                format!("{}s ago", p.last_seen_secs_ago),
+            ]
+        })
+        .collect();
+    table(&["PEER", "ADDRESS", "LAST SEEN"], &rows)
+}
+
+/// The `transfers` table.
+pub fn render_transfers(view: &StateView) -> String {
+    if view.transfers.is_empty() {
+        return "no transfers in progress".into();
+    }
+    let rows: Vec<Vec<String>> = view
+        .transfers
+        .iter()
+        .map(|t| {
+            vec![
+                format!("#{}", t.id),
+                printable(&t.file_name),
+                printable(&t.source),
+                match t.bytes_total {
+                    Some(total) => format!("{} / {}", human_bytes(t.bytes_done), human_bytes(total)),
+                    None => human_bytes(t.bytes_done),
+                },
+                format!("{:.1} MB/s", t.rate_bytes_per_sec as f64 / 1e6),
+            ]
+        })
+        .collect();
+    table(&["#", "FILE", "SOURCE", "DONE", "RATE"], &rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_parse_and_bad_ones_get_a_hint() {
+        assert_eq!(parse("list"), MenuCommand::List);
+        assert_eq!(parse("  peers "), MenuCommand::Peers);
+        assert_eq!(parse(""), MenuCommand::Nothing);
+        assert_eq!(
+            parse("get abc /tmp/x y"),
+            MenuCommand::Core(Command::Get { file: "abc".into(), dest: Some("/tmp/x y".into()) })
+        );
+        assert_eq!(parse("get abc"), MenuCommand::Core(Command::Get { file: "abc".into(), dest: None }));
+        assert!(matches!(parse("get"), MenuCommand::Invalid(_)));
+        assert!(matches!(parse("push"), MenuCommand::Invalid(_)));
+        assert!(matches!(parse("frobnicate"), MenuCommand::Invalid(_)));
+        assert!(matches!(parse("list extra"), MenuCommand::Invalid(_)));
+        assert_eq!(parse("push my file.txt"), MenuCommand::Core(Command::Push { path: "my file.txt".into() }));
+    }
+
+    #[test]
+    fn tables_align_columns() {
+        let t = table(&["A", "BB"], &[vec!["xxx".into(), "y".into()]]);
+        assert_eq!(t, "A    BB\nxxx  y");
+    }
+
+    #[test]
+    fn control_characters_from_the_network_are_not_printed() {
+        assert_eq!(printable("a\x1b[2Jb"), "a?[2Jb");
+    }
+}
