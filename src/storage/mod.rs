@@ -1,1 +1,27 @@
-//! The storage folder.
+//! The storage folder (`storage_<peer_id>/`): the files this peer holds and
+//! its `metadata.json`.
+//!
+//! Owns everything that touches that folder, all of it blocking (the caller
+//! runs it off the event loop):
+//! - [`names`]: names from the network are never paths; free local names;
+//! - [`atomic`]: temp files (`.partial-*`), atomic renames, fsyncs, crash
+//!   leftovers;
+//! - [`hashing`]: file ids (`sha256(bytes + str(timestamp))`), streamed;
+//! - [`metadata`]: the metadata file, written atomically and read
+//!   tolerantly (ours and the Python peers' formats);
+//! - [`scan`]: files found in the folder at start, `push <path>` imports and
+//!   copies out.
+//!
+//! Nothing here panics on what it reads from disk.
+
+pub mod atomic;
+pub mod hashing;
+pub mod metadata;
+pub mod names;
+pub mod scan;
+
+pub use atomic::{fsync_dir, remove_partials, write_atomic, PartialFile, PARTIAL_PREFIX};
+pub use hashing::{file_id_for, hash_file, FileHasher};
+pub use metadata::{LoadOutcome, MetadataError, StoredEntry, METADATA_FILE};
+pub use names::{sanitize_file_name, unique_name};
+pub use scan::{copy_out, import_file, scan_folder, ImportError};

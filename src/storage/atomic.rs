@@ -1,0 +1,256 @@
+//! Crash-safe writes into the storage folder.
+//!
+//! Owns the temp-file discipline: every file is written as
+//! `.partial-<random hex>` in the destination folder, fsynced, renamed over
+//! its final name and the folder fsynced, so a crash leaves either the old
+//! file or the new one, never a torn one. Leftover temp files from a crash
+//! are removed at start by [`remove_partials`].
+
+use std::ffi::OsStr;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Component, Path, PathBuf};
+
+/// Prefix of temp files in the storage folder; names starting with it are
+/// reserved (see `names::sanitize_file_name`).
+pub const PARTIAL_PREFIX: &str = ".partial-";
+
+/// How many random names [`PartialFile::create`] tries before giving up.
+const CREATE_TRIES: u32 = 16;
+
+/// Flushes a directory's entries (a rename or create in it) to disk.
+///
+/// File systems that cannot fsync a directory (`EINVAL`) are accepted
+/// silently: there is nothing more we could do.
+pub fn fsync_dir(dir: &Path) -> io::Result<()> {
+    let handle = File::open(dir)?;
+    match handle.sync_all() {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(()),
+        other => other,
+    }
+}
+
+/// A temp file `.partial-<random hex>` in a folder, renamed to its final
+/// name by [`PartialFile::commit`]. Dropped without a commit, it removes
+/// itself.
+#[derive(Debug)]
+pub struct PartialFile {
+    file: File,
+    path: PathBuf,
+    dir: PathBuf,
+    committed: bool,
+}
+
+impl PartialFile {
+    /// Creates a new, empty temp file in `dir` (which must exist).
+    pub fn create(dir: &Path) -> io::Result<PartialFile> {
+        let mut last_err = None;
+        for _ in 0..CREATE_TRIES {
+            let name = format!(
+                "{PARTIAL_PREFIX}{}",
+                faster_hex::hex_string(&rand::random::<[u8; 8]>())
+            );
+            let path = dir.join(name);
+            match OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(file) => {
+                    return Ok(PartialFile {
+                        file,
+                        path,
+                        dir: dir.to_path_buf(),
+                        committed: false,
+                    })
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last_err = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last_err.unwrap_or_else(|| io::Error::other("could not create a temp file")))
+    }
+
+    /// The open temp file, for writing (and reading back).
+    pub fn file(&mut self) -> &mut File {
+        &mut self.file
+    }
+
+    /// Where the temp file is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Fsyncs the file, renames it to `dir/final_name` (replacing any file
+    /// of that name) and fsyncs the folder. `final_name` must be a single
+    /// normal path component. Returns the final path.
+    pub fn commit(self, final_name: &str) -> io::Result<PathBuf> {
+        self.commit_os(OsStr::new(final_name))
+    }
+
+    /// [`PartialFile::commit`] for a name that may not be UTF-8.
+    pub(crate) fn commit_os(mut self, final_name: &OsStr) -> io::Result<PathBuf> {
+        let mut components = Path::new(final_name).components();
+        if !matches!(
+            (components.next(), components.next()),
+            (Some(Component::Normal(_)), None)
+        ) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("not a plain file name: {final_name:?}"),
+            ));
+        }
+        self.file.flush()?;
+        self.file.sync_all()?;
+        let target = self.dir.join(final_name);
+        fs::rename(&self.path, &target)?;
+        self.committed = true;
+        fsync_dir(&self.dir)?;
+        Ok(target)
+    }
+}
+
+impl Drop for PartialFile {
+    fn drop(&mut self) {
+        if !self.committed {
+            if let Err(e) = fs::remove_file(&self.path) {
+                log::debug!("could not remove temp file {}: {e}", self.path.display());
+            }
+        }
+    }
+}
+
+/// Writes `bytes` to `dir/name` atomically: temp file, fsync, rename over
+/// the old file, fsync the folder.
+pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+    let mut partial = PartialFile::create(dir)?;
+    partial.file().write_all(bytes)?;
+    partial.commit(name)?;
+    Ok(())
+}
+
+/// Deletes the temp files (`.partial-*`) a crash left in `dir`; returns how
+/// many were removed. A missing folder has none (`Ok(0)`). A temp file that
+/// can't be removed is logged and skipped.
+pub fn remove_partials(dir: &Path) -> io::Result<usize> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry?;
+        if !entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(PARTIAL_PREFIX)
+        {
+            continue;
+        }
+        match entry.file_type() {
+            Ok(t) if t.is_dir() => continue,
+            Ok(_) => {}
+            Err(e) => {
+                log::warn!("skipping {}: {e}", entry.path().display());
+                continue;
+            }
+        }
+        match fs::remove_file(entry.path()) {
+            Ok(()) => removed += 1,
+            Err(e) => log::warn!("could not remove {}: {e}", entry.path().display()),
+        }
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Seek, SeekFrom};
+
+    fn names_in(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn write_atomic_creates_and_replaces() {
+        let dir = tempfile::tempdir().unwrap();
+        write_atomic(dir.path(), "m.json", b"one").unwrap();
+        assert_eq!(fs::read(dir.path().join("m.json")).unwrap(), b"one");
+        write_atomic(dir.path(), "m.json", b"two!").unwrap();
+        assert_eq!(fs::read(dir.path().join("m.json")).unwrap(), b"two!");
+        assert_eq!(names_in(dir.path()), vec!["m.json"]);
+    }
+
+    #[test]
+    fn partial_file_commits_under_its_final_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = PartialFile::create(dir.path()).unwrap();
+        let name = p.path().file_name().unwrap().to_string_lossy().into_owned();
+        assert!(name.starts_with(PARTIAL_PREFIX));
+        assert_eq!(name.len(), PARTIAL_PREFIX.len() + 16);
+        p.file().write_all(b"data").unwrap();
+        p.file().seek(SeekFrom::Start(0)).unwrap();
+        let mut back = String::new();
+        p.file().read_to_string(&mut back).unwrap();
+        assert_eq!(back, "data");
+        let path = p.commit("x.txt").unwrap();
+        assert_eq!(path, dir.path().join("x.txt"));
+        assert_eq!(fs::read(&path).unwrap(), b"data");
+        assert_eq!(names_in(dir.path()), vec!["x.txt"]);
+    }
+
+    #[test]
+    fn dropped_partial_file_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = PartialFile::create(dir.path()).unwrap();
+        p.file().write_all(b"half").unwrap();
+        let path = p.path().to_path_buf();
+        assert!(path.exists());
+        drop(p);
+        assert!(!path.exists());
+        assert!(names_in(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn commit_refuses_paths_and_cleans_up() {
+        let dir = tempfile::tempdir().unwrap();
+        for bad in ["../x", "a/b", "..", ".", ""] {
+            let p = PartialFile::create(dir.path()).unwrap();
+            assert!(p.commit(bad).is_err(), "{bad:?}");
+        }
+        assert!(names_in(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn remove_partials_removes_only_temp_files() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(".partial-0011"), b"x").unwrap();
+        fs::write(dir.path().join(".partial-ffee"), b"x").unwrap();
+        fs::write(dir.path().join("keep.txt"), b"x").unwrap();
+        fs::write(dir.path().join("_.partial-1"), b"x").unwrap();
+        fs::create_dir(dir.path().join(".partial-dir")).unwrap();
+        let kept = PartialFile::create(dir.path()).unwrap();
+        std::mem::forget(kept); // as if the process had crashed
+        assert_eq!(remove_partials(dir.path()).unwrap(), 3);
+        assert_eq!(
+            names_in(dir.path()),
+            vec![".partial-dir", "_.partial-1", "keep.txt"]
+        );
+        assert_eq!(remove_partials(&dir.path().join("missing")).unwrap(), 0);
+    }
+
+    #[test]
+    fn fsync_dir_works_on_a_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        fsync_dir(dir.path()).unwrap();
+        assert!(fsync_dir(&dir.path().join("missing")).is_err());
+    }
+}

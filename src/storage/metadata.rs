@@ -1,0 +1,517 @@
+//! The storage folder's `metadata.json`: the catalog as it survives restarts.
+//!
+//! Owns the file's format and its tolerant reading. We write an object keyed
+//! by file id, each value the five record fields plus `peers_with_file`,
+//! `has_copy` (`"yes"`/`"no"`, as the Python H peers write), `local_name`
+//! and `verified`. We read that and the Python peers' variants (`peers`,
+//! `hasCopy`, booleans, missing fields). A bad entry is skipped; a file that
+//! is not a JSON object at all is moved aside (`metadata.json.corrupt-<t>`)
+//! and the peer starts with an empty catalog. Writes are atomic.
+
+use crate::ids::{FileId, PeerId};
+use crate::protocol::message::FileRecord;
+use crate::storage::atomic::write_atomic;
+use crate::storage::names::{is_safe_local_name, sanitize_file_name};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use std::collections::HashSet;
+use std::fmt;
+use std::fs;
+use std::io;
+use std::path::Path;
+
+/// Name of the metadata file in the storage folder (reserved: no stored file
+/// may be named `metadata.json*`).
+pub const METADATA_FILE: &str = "metadata.json";
+
+/// One file of the catalog as stored on disk.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredEntry {
+    /// The file's five network fields.
+    pub record: FileRecord,
+    /// Peers known to hold a copy.
+    pub peers_with_file: Vec<PeerId>,
+    /// Whether this peer holds a copy in its storage folder.
+    pub has_copy: bool,
+    /// The copy's name in the storage folder (one safe path component;
+    /// may differ from `record.file_name`, e.g. `x (2).txt`).
+    pub local_name: Option<String>,
+    /// Whether the copy's bytes hashed to `file_id` (false for a download
+    /// kept although its id verifies under no known formula).
+    pub verified: bool,
+}
+
+/// Why a metadata file could not be read at all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetadataError {
+    /// Not valid JSON (or not UTF-8).
+    Json(String),
+    /// Valid JSON whose top level is not an object.
+    NotAnObject,
+}
+
+impl fmt::Display for MetadataError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MetadataError::Json(e) => write!(f, "metadata is not valid JSON: {e}"),
+            MetadataError::NotAnObject => f.write_str("metadata is not a JSON object"),
+        }
+    }
+}
+
+impl std::error::Error for MetadataError {}
+
+/// What [`load`] found: the entries, and messages for the user (a corrupt
+/// file moved aside, skipped entries). `load` does not log them itself.
+#[derive(Debug, Default)]
+pub struct LoadOutcome {
+    /// The entries read (empty if the file was missing or corrupt).
+    pub entries: Vec<StoredEntry>,
+    /// Human-readable warnings, one per problem.
+    pub warnings: Vec<String>,
+}
+
+/// The metadata file's bytes for `entries`: a pretty-printed JSON object
+/// keyed by file id, in file-id order. If two entries share an id, the
+/// last one wins.
+pub fn to_json(entries: &[StoredEntry]) -> Vec<u8> {
+    let mut sorted: Vec<&StoredEntry> = entries.iter().collect();
+    sorted.sort_by(|a, b| a.record.file_id.cmp(&b.record.file_id));
+    let mut top = Map::new();
+    for entry in sorted {
+        let mut obj = Map::new();
+        entry.record.write_fields(&mut obj);
+        obj.insert(
+            "peers_with_file".into(),
+            Value::Array(
+                entry
+                    .peers_with_file
+                    .iter()
+                    .map(|p| Value::String(p.0.clone()))
+                    .collect(),
+            ),
+        );
+        obj.insert(
+            "has_copy".into(),
+            Value::String(if entry.has_copy { "yes" } else { "no" }.into()),
+        );
+        if let Some(name) = &entry.local_name {
+            obj.insert("local_name".into(), Value::String(name.clone()));
+        }
+        obj.insert("verified".into(), Value::Bool(entry.verified));
+        top.insert(entry.record.file_id.0.clone(), Value::Object(obj));
+    }
+    // Four-space indent, like the Python peers' `json.dump(..., indent=4)`.
+    let mut out = Vec::new();
+    let formatter = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, formatter);
+    // Serializing a Value into a Vec cannot fail (string keys only).
+    if Value::Object(top).serialize(&mut ser).is_err() {
+        log::error!("could not serialize the metadata");
+    }
+    out.push(b'\n');
+    out
+}
+
+/// Reads a metadata file tolerantly (ours or a Python peer's). A malformed
+/// entry is skipped with a `log::warn`; only a file that is not a JSON
+/// object is an error. Entries come out in file-id order.
+pub fn parse(bytes: &[u8]) -> Result<Vec<StoredEntry>, MetadataError> {
+    let (entries, warnings) = parse_with_warnings(bytes)?;
+    for w in &warnings {
+        log::warn!("{w}");
+    }
+    Ok(entries)
+}
+
+/// [`parse`], returning the skipped entries' warnings instead of logging
+/// them.
+pub fn parse_with_warnings(bytes: &[u8]) -> Result<(Vec<StoredEntry>, Vec<String>), MetadataError> {
+    let value: Value =
+        serde_json::from_slice(bytes).map_err(|e| MetadataError::Json(e.to_string()))?;
+    let Value::Object(top) = value else {
+        return Err(MetadataError::NotAnObject);
+    };
+    let mut entries = Vec::with_capacity(top.len());
+    let mut warnings = Vec::new();
+    for (key, value) in &top {
+        match parse_entry(key, value) {
+            Ok((entry, mut notes)) => {
+                warnings.append(&mut notes);
+                entries.push(entry);
+            }
+            Err(why) => warnings.push(format!("metadata: skipping entry {key:?}: {why}")),
+        }
+    }
+    entries.sort_by(|a, b| a.record.file_id.cmp(&b.record.file_id));
+    let mut seen = HashSet::new();
+    entries.retain(|e| {
+        let fresh = seen.insert(e.record.file_id.clone());
+        if !fresh {
+            warnings.push(format!(
+                "metadata: skipping a second entry for file id {}",
+                e.record.file_id
+            ));
+        }
+        fresh
+    });
+    Ok((entries, warnings))
+}
+
+/// One entry: the record, the extra fields, and notes about repairs.
+fn parse_entry(key: &str, value: &Value) -> Result<(StoredEntry, Vec<String>), String> {
+    let Value::Object(obj) = value else {
+        return Err("not a JSON object".into());
+    };
+    let record = if matches!(obj.get("file_id"), Some(Value::String(_))) {
+        FileRecord::from_object(obj)
+    } else {
+        let mut with_id = obj.clone();
+        with_id.insert("file_id".into(), Value::String(key.to_string()));
+        FileRecord::from_object(&with_id)
+    }
+    .map_err(|e| e.to_string())?;
+
+    let peers_value = match obj.get("peers_with_file") {
+        Some(v @ Value::Array(_)) => Some(v),
+        _ => obj.get("peers"),
+    };
+    let mut peers_with_file: Vec<PeerId> = Vec::new();
+    if let Some(Value::Array(items)) = peers_value {
+        for item in items {
+            if let Value::String(p) = item {
+                let p = PeerId(p.clone());
+                if !peers_with_file.contains(&p) {
+                    peers_with_file.push(p);
+                }
+            }
+        }
+    }
+
+    let has_copy = obj
+        .get("has_copy")
+        .or_else(|| obj.get("hasCopy"))
+        .and_then(yes_no)
+        .unwrap_or(false);
+    let verified = obj.get("verified").and_then(yes_no).unwrap_or(true);
+
+    let mut notes = Vec::new();
+    let local_name = match obj.get("local_name") {
+        Some(Value::String(name)) if is_safe_local_name(name) => Some(name.clone()),
+        Some(Value::String(name)) => {
+            let safe = sanitize_file_name(name);
+            notes.push(format!(
+                "metadata: entry {}: unsafe local name {name:?} replaced by {safe:?}",
+                record.file_id
+            ));
+            Some(safe)
+        }
+        _ if has_copy => Some(sanitize_file_name(&record.file_name)),
+        _ => None,
+    };
+
+    Ok((
+        StoredEntry {
+            record,
+            peers_with_file,
+            has_copy,
+            local_name,
+            verified,
+        },
+        notes,
+    ))
+}
+
+/// `"yes"`/`"no"` (any case, also `"true"`/`"false"`) or a boolean.
+fn yes_no(v: &Value) -> Option<bool> {
+    match v {
+        Value::Bool(b) => Some(*b),
+        Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
+            "yes" | "y" | "true" => Some(true),
+            "no" | "n" | "false" => Some(false),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Reads `dir/metadata.json`. A missing file gives an empty catalog with no
+/// warning. An unreadable or corrupt one is renamed to
+/// `metadata.json.corrupt-<now_unix>` (so it is kept for inspection and
+/// not overwritten by the next save), with a warning saying so, and the
+/// catalog starts empty. Never fails and never panics.
+pub fn load(dir: &Path, now_unix: u64) -> LoadOutcome {
+    let path = dir.join(METADATA_FILE);
+    let problem = match fs::read(&path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return LoadOutcome::default(),
+        Err(e) => format!("cannot read {}: {e}", path.display()),
+        Ok(bytes) => match parse_with_warnings(&bytes) {
+            Ok((entries, warnings)) => return LoadOutcome { entries, warnings },
+            Err(e) => format!("{} is corrupt ({e})", path.display()),
+        },
+    };
+    let warning = match move_aside(dir, now_unix) {
+        Ok(name) => format!("{problem}; moved it to {name}, starting with an empty catalog"),
+        Err(e) => {
+            format!("{problem}; could not move it aside ({e}), starting with an empty catalog")
+        }
+    };
+    LoadOutcome {
+        entries: Vec::new(),
+        warnings: vec![warning],
+    }
+}
+
+/// Renames the metadata file to a free `metadata.json.corrupt-<now>[-n]`.
+fn move_aside(dir: &Path, now_unix: u64) -> io::Result<String> {
+    let from = dir.join(METADATA_FILE);
+    let base = format!("{METADATA_FILE}.corrupt-{now_unix}");
+    let mut name = base.clone();
+    let mut n = 1u32;
+    while fs::symlink_metadata(dir.join(&name)).is_ok() {
+        n += 1;
+        if n > 1000 {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "too many corrupt metadata copies",
+            ));
+        }
+        name = format!("{base}-{n}");
+    }
+    fs::rename(from, dir.join(&name))?;
+    Ok(name)
+}
+
+/// Writes `dir/metadata.json` atomically (temp file, fsync, rename).
+pub fn save(dir: &Path, entries: &[StoredEntry]) -> io::Result<()> {
+    write_atomic(dir, METADATA_FILE, &to_json(entries))
+}
+
+impl StoredEntry {
+    /// The file's id.
+    pub fn file_id(&self) -> &FileId {
+        &self.record.file_id
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::message::{FileSize, Timestamp};
+
+    const NETWORK_METADATA: &[u8] = include_bytes!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/network-metadata.json"
+    ));
+
+    fn find<'a>(entries: &'a [StoredEntry], id_prefix: &str) -> &'a StoredEntry {
+        entries
+            .iter()
+            .find(|e| e.record.file_id.0.starts_with(id_prefix))
+            .unwrap()
+    }
+
+    fn entry(id: &str, name: &str, has_copy: bool) -> StoredEntry {
+        StoredEntry {
+            record: FileRecord {
+                file_name: name.into(),
+                file_size: FileSize::Bytes(3),
+                file_id: id.into(),
+                file_owner: "me".into(),
+                file_timestamp: Timestamp::from_secs(1_700_000_000),
+            },
+            peers_with_file: vec!["a".into(), "b b!".into()],
+            has_copy,
+            local_name: has_copy.then(|| format!("{name}-local")),
+            verified: true,
+        }
+    }
+
+    #[test]
+    fn network_fixture_loads_every_entry() {
+        let (entries, warnings) = parse_with_warnings(NETWORK_METADATA).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(entries.len(), 22);
+        // Counted with python3 over the fixture: 4 EldenRing.txt, 3 JTEST.txt.
+        let named = |n: &str| entries.iter().filter(|e| e.record.file_name == n).count();
+        assert_eq!(named("EldenRing.txt"), 4);
+        assert_eq!(named("JTEST.txt"), 3);
+        assert_eq!(named("names.txt"), 2);
+        assert_eq!(entries.iter().filter(|e| e.has_copy).count(), 9);
+        assert!(entries.iter().all(|e| e.verified));
+
+        let testfile = find(&entries, "3af4dd84");
+        assert_eq!(testfile.record.file_size.bytes(), None);
+        let FileSize::Reported(n) = &testfile.record.file_size else {
+            panic!("size should be reported, not bytes")
+        };
+        assert_eq!(n.to_string(), "2.8e-05");
+        assert_eq!(testfile.record.file_owner.0, testfile.record.file_id.0);
+        assert_eq!(
+            testfile.record.file_timestamp.to_string(),
+            "1743970142.6140459"
+        );
+        assert_eq!(testfile.local_name.as_deref(), Some("testfile.txt"));
+
+        let poster = find(&entries, "602c86cb");
+        assert_eq!(poster.record.file_timestamp.to_string(), "1744169352.0");
+        assert_eq!(poster.record.file_size.to_value().to_string(), "123.0");
+        assert_eq!(poster.peers_with_file, vec![PeerId::from("Sample")]);
+
+        let elden = find(&entries, "1c1c5194");
+        assert_eq!(elden.record.file_size, FileSize::Bytes(922));
+        assert_eq!(elden.record.file_owner.0, "Starscourge Radahn");
+        assert_eq!(elden.peers_with_file.len(), 5);
+
+        let a_hi = find(&entries, "74d2a9b4");
+        assert_eq!(
+            a_hi.record.file_timestamp,
+            Timestamp::Text("Sun Jun 15 21:36:41 2025".into())
+        );
+        assert_eq!(a_hi.record.file_owner.0, "TEST8!!!");
+        assert!(!a_hi.has_copy);
+        assert_eq!(a_hi.local_name, None);
+    }
+
+    #[test]
+    fn fixture_survives_a_round_trip() {
+        let entries = parse(NETWORK_METADATA).unwrap();
+        let again = parse(&to_json(&entries)).unwrap();
+        assert_eq!(again, entries);
+        // Odd numbers keep their exact text through our own writer.
+        let text = String::from_utf8(to_json(&entries)).unwrap();
+        assert!(text.contains("\"file_size\": 2.8e-05"));
+        assert!(text.contains("\"file_timestamp\": 1744169352.0"));
+        assert!(text.contains("\"file_size\": 1.7906866073608398"));
+    }
+
+    #[test]
+    fn round_trip_is_identity() {
+        let mut unverified = entry("cc", "c", true);
+        unverified.verified = false;
+        let entries = vec![entry("aa", "a", true), entry("bb", "b", false), unverified];
+        let json = to_json(&entries);
+        assert_eq!(parse(&json).unwrap(), entries);
+        let v: Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(v["aa"]["has_copy"], "yes");
+        assert_eq!(v["bb"]["has_copy"], "no");
+        assert!(v["bb"].get("local_name").is_none());
+        assert_eq!(v["cc"]["verified"], false);
+        assert_eq!(v["aa"]["file_size"], 3);
+    }
+
+    #[test]
+    fn output_is_sorted_by_file_id() {
+        let entries = vec![entry("zz", "z", false), entry("aa", "a", false)];
+        let text = String::from_utf8(to_json(&entries)).unwrap();
+        assert!(text.find("\"aa\"").unwrap() < text.find("\"zz\"").unwrap());
+        assert_eq!(
+            to_json(&entries),
+            to_json(&[entries[1].clone(), entries[0].clone()])
+        );
+    }
+
+    #[test]
+    fn a_style_file_loads() {
+        let json = br#"{
+            "k1": {"file_name": "x.txt", "file_size": 0.0, "file_owner": "A",
+                   "file_timestamp": 1744169352.0, "peers": ["A", "B", "A"], "hasCopy": "yes"},
+            "k2": {"file_name": "dir/y.txt", "file_size": 5, "file_id": "real-id",
+                   "file_owner": "A", "file_timestamp": 1, "peers": [], "hasCopy": true},
+            "k3": {"file_name": "z", "file_size": 5, "file_id": "z1",
+                   "file_owner": "A", "file_timestamp": 1, "hasCopy": "NO"}
+        }"#;
+        let entries = parse(json).unwrap();
+        assert_eq!(entries.len(), 3);
+        let k1 = find(&entries, "k1");
+        assert_eq!(
+            k1.peers_with_file,
+            vec![PeerId::from("A"), PeerId::from("B")]
+        );
+        assert!(k1.has_copy);
+        assert!(k1.verified);
+        assert_eq!(k1.local_name.as_deref(), Some("x.txt"));
+        let k2 = find(&entries, "real-id");
+        assert!(k2.has_copy);
+        assert_eq!(k2.local_name.as_deref(), Some("y.txt"));
+        let z = find(&entries, "z1");
+        assert!(!z.has_copy);
+        assert!(z.peers_with_file.is_empty());
+    }
+
+    #[test]
+    fn malformed_entries_are_skipped_not_fatal() {
+        let json = br#"{
+            "ok": {"file_name": "x", "file_size": 1, "file_owner": "o", "file_timestamp": 1},
+            "num": 5,
+            "noname": {"file_size": 1, "file_owner": "o", "file_timestamp": 1},
+            "nots": {"file_name": "x", "file_owner": "o", "file_timestamp": null},
+            "badlocal": {"file_name": "x", "file_owner": "o", "file_timestamp": 1,
+                         "has_copy": "yes", "local_name": "../../etc/passwd", "verified": "no"}
+        }"#;
+        let (entries, warnings) = parse_with_warnings(json).unwrap();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(warnings.len(), 4, "{warnings:?}");
+        let bad = find(&entries, "badlocal");
+        assert_eq!(bad.local_name.as_deref(), Some("passwd"));
+        assert!(!bad.verified);
+    }
+
+    #[test]
+    fn top_level_must_be_an_object() {
+        assert_eq!(parse(b"[1, 2]"), Err(MetadataError::NotAnObject));
+        assert!(matches!(parse(b"{\"a\": "), Err(MetadataError::Json(_))));
+        assert!(matches!(parse(b"\xff\xfe"), Err(MetadataError::Json(_))));
+        assert_eq!(parse(b"{}"), Ok(vec![]));
+        assert!(!MetadataError::NotAnObject.to_string().is_empty());
+    }
+
+    #[test]
+    fn load_missing_is_empty_and_silent() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = load(dir.path(), 5);
+        assert!(out.entries.is_empty());
+        assert!(out.warnings.is_empty());
+    }
+
+    #[test]
+    fn save_then_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let entries = vec![entry("aa", "a", true), entry("bb", "b", false)];
+        save(dir.path(), &entries).unwrap();
+        let out = load(dir.path(), 5);
+        assert_eq!(out.entries, entries);
+        assert!(out.warnings.is_empty());
+    }
+
+    #[test]
+    fn corrupt_file_is_moved_aside_with_a_warning() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(METADATA_FILE);
+        fs::write(&path, b"{\"truncated\": {").unwrap();
+        let out = load(dir.path(), 1_700_000_123);
+        assert!(out.entries.is_empty());
+        assert_eq!(out.warnings.len(), 1);
+        assert!(out.warnings[0].contains("metadata.json.corrupt-1700000123"));
+        assert!(!path.exists());
+        assert_eq!(
+            fs::read(dir.path().join("metadata.json.corrupt-1700000123")).unwrap(),
+            b"{\"truncated\": {"
+        );
+        // A second corruption in the same second does not overwrite the first.
+        fs::write(&path, b"[]").unwrap();
+        let out = load(dir.path(), 1_700_000_123);
+        assert!(out.warnings[0].contains("metadata.json.corrupt-1700000123-2"));
+        assert!(dir.path().join("metadata.json.corrupt-1700000123").exists());
+    }
+
+    #[test]
+    fn unreadable_file_is_moved_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join(METADATA_FILE)).unwrap();
+        let out = load(dir.path(), 9);
+        assert!(out.entries.is_empty());
+        assert_eq!(out.warnings.len(), 1, "{:?}", out.warnings);
+        assert!(dir.path().join("metadata.json.corrupt-9").is_dir());
+    }
+}
