@@ -1,1 +1,16 @@
-//! The one mio event loop.
+//! The one mio event loop that drives the sans-IO core.
+//!
+//! Readiness in, events to [`Peer`], effects out as bytes. One thread owns
+//! every socket (P2P listener and connections, HTTP listener and
+//! connections), stdin, the signal pipe and a waker for helper threads
+//! (name resolution, metadata writes, push imports). Every deadline lives in
+//! one timer wheel whose next deadline is the poll timeout, so an idle peer
+//! uses no CPU. Nothing here blocks on DNS, stdin or a slow peer.
+
+pub mod conn;
+pub mod driver;
+pub mod resolver;
+pub mod stdin;
+pub mod timer;
+
+pub use driver::{run, StartError};

@@ -1,0 +1,1336 @@
+//! The loop itself: setup, dispatch, effects, shutdown.
+
+use crate::cli::args::Args;
+use crate::cli::menu::{self, MenuCommand};
+use crate::core::catalog::{Entry, LocalCopy};
+use crate::core::{Config, Effect, FetchResult, Peer, Time, Timer};
+use crate::http;
+use crate::ids::{FileId, PeerAddr, PeerId, TransferId};
+use crate::net::conn::{
+    connect_status, feed, read_loop, write_payload, Conn, FetchConn, Outcome, PartialSink,
+    Payload, Role, WriteKind,
+};
+use crate::net::resolver::Resolver;
+use crate::net::stdin::{self, LineReader};
+use crate::net::timer::TimerWheel;
+use crate::protocol::decoder::{DataField, Decoded, DecoderLimits, MessageDecoder};
+use crate::protocol::encoder::{FileDataEncoder, FileSource};
+use crate::protocol::{FileRecord, FileSize, Message, MAX_JSON_DEPTH, MAX_MESSAGE_LEN};
+use crate::storage::{self, metadata, PartialFile, StoredEntry};
+use log::{debug, info, warn};
+use mio::net::{TcpListener, TcpStream};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
+use slab::Slab;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, Shutdown, SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const P2P_LISTENER: Token = Token(0);
+const HTTP_LISTENER: Token = Token(1);
+const STDIN: Token = Token(2);
+const WAKER: Token = Token(3);
+const SIGNALS: Token = Token(4);
+const CONN_BASE: usize = 16;
+
+/// Most open connections (P2P and HTTP, both ways). At the cap a new inbound
+/// connection evicts the longest-idle inbound one.
+pub const MAX_CONNECTIONS: usize = 1024;
+
+/// Metadata is written at most this often; bursts are coalesced.
+pub const PERSIST_MIN_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How long a closing connection may take to send its FIN.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Resolved host names are reused for this long.
+const RESOLVE_TTL: Duration = Duration::from_secs(60);
+const RESOLVE_CACHE_MAX: usize = 256;
+
+/// Shared read buffer: socket reads of 1 MiB keep large transfers fast.
+const READ_BUF_LEN: usize = 1024 * 1024;
+
+/// Why the peer could not start.
+#[derive(Debug)]
+pub struct StartError(pub String);
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// Deadlines the wheel holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Due {
+    Core(Timer),
+    Conn { key: usize, gen: u64 },
+    Persist,
+}
+
+/// Results from helper threads.
+enum WorkerMsg {
+    Imported(Result<StoredEntry, String>),
+    Copied(String),
+}
+
+/// An outbound connection waiting for its address.
+struct Pending {
+    addr: PeerAddr,
+    role: Role,
+}
+
+/// Settings of the driver that the core doesn't need.
+struct Settings {
+    dir: PathBuf,
+    connect_timeout: Duration,
+    idle_timeout: Duration,
+    max_file_size: u64,
+}
+
+struct Driver {
+    poll: Poll,
+    start: Instant,
+    core: Peer,
+    settings: Settings,
+    conns: Slab<Conn>,
+    next_gen: u64,
+    wheel: TimerWheel<Due>,
+    ready: VecDeque<(usize, u64)>,
+    read_buf: Vec<u8>,
+    p2p: Option<TcpListener>,
+    http: Option<TcpListener>,
+    resolver: Resolver,
+    resolve_cache: HashMap<String, (Result<SocketAddr, String>, Time)>,
+    unresolvable_logged: HashSet<String>,
+    pending: HashMap<u64, Pending>,
+    next_request: u64,
+    worker_tx: Sender<Box<dyn FnOnce() -> WorkerMsg + Send>>,
+    worker_rx: Receiver<WorkerMsg>,
+    meta_tx: Option<Sender<Vec<u8>>>,
+    meta_thread: Option<thread::JoinHandle<()>>,
+    persist_armed: bool,
+    last_persist: Option<Time>,
+    unverified: HashMap<TransferId, (PartialFile, u64)>,
+    stdin: Option<LineReader>,
+    exit: bool,
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn bind(host: &str, port: u16, what: &str) -> Result<TcpListener, StartError> {
+    let addrs: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| StartError(format!("cannot resolve {what} address {host}:{port}: {e}")))?
+        .collect();
+    let addr = addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| StartError(format!("no address for {what} host {host}")))?;
+    let std = std::net::TcpListener::bind(addr)
+        .map_err(|e| StartError(format!("cannot listen for {what} on {addr}: {e}")))?;
+    std.set_nonblocking(true)
+        .map_err(|e| StartError(format!("cannot listen for {what} on {addr}: {e}")))?;
+    Ok(TcpListener::from_std(std))
+}
+
+/// Loads the catalog: the metadata file, then files found in the folder.
+fn load_catalog(dir: &Path, me: &PeerId) -> Vec<Entry> {
+    match storage::remove_partials(dir) {
+        Ok(0) => {}
+        Ok(n) => info!("removed {n} partial files left by an earlier run"),
+        Err(e) => warn!("cannot clean partial files in {}: {e}", dir.display()),
+    }
+    let loaded = metadata::load(dir, now_unix());
+    for w in &loaded.warnings {
+        warn!("{w}");
+    }
+    let mut entries = Vec::new();
+    let mut known = HashSet::new();
+    for s in loaded.entries {
+        let local = match (&s.local_name, s.has_copy) {
+            (Some(name), true) if dir.join(name).is_file() => {
+                known.insert(name.clone());
+                Some(LocalCopy {
+                    name: name.clone(),
+                    verified: s.verified,
+                })
+            }
+            (Some(name), true) => {
+                warn!(
+                    "{} ({}) is recorded as held but {name} is missing from the folder",
+                    s.record.file_name, s.record.file_id
+                );
+                None
+            }
+            _ => None,
+        };
+        let holders = s.peers_with_file.into_iter().filter(|p| p != me).collect();
+        entries.push(Entry {
+            record: s.record,
+            holders,
+            local,
+        });
+    }
+    match storage::scan_folder(dir, &known, me) {
+        Ok(found) => {
+            if !found.is_empty() {
+                info!("added {} files found in {}", found.len(), dir.display());
+            }
+            for s in found {
+                let Some(name) = s.local_name.clone() else {
+                    continue;
+                };
+                entries.push(Entry {
+                    record: s.record,
+                    holders: Default::default(),
+                    local: Some(LocalCopy {
+                        name,
+                        verified: true,
+                    }),
+                });
+            }
+        }
+        Err(e) => warn!("cannot scan {}: {e}", dir.display()),
+    }
+    entries
+}
+
+fn stored_entries(core: &Peer) -> Vec<StoredEntry> {
+    core.catalog()
+        .iter()
+        .map(|(_, e)| StoredEntry {
+            record: e.record.clone(),
+            peers_with_file: e.holders.iter().cloned().collect(),
+            has_copy: e.local.is_some(),
+            local_name: e.local.as_ref().map(|l| l.name.clone()),
+            verified: e.local.as_ref().is_none_or(|l| l.verified),
+        })
+        .collect()
+}
+
+/// Runs the peer until `exit`, EOF-less shutdown by signal, or a fatal
+/// setup error (returned; `main` turns it into exit status 1).
+pub fn run(args: Args) -> Result<(), StartError> {
+    let dir = args.storage_dir();
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| StartError(format!("cannot create storage folder {}: {e}", dir.display())))?;
+    let p2p = bind(&args.host, args.p2p_port, "the peer server")?;
+    let http = bind(&args.host, args.http_port, "the stats page")?;
+    let p2p_addr = p2p
+        .local_addr()
+        .map_err(|e| StartError(format!("peer server: {e}")))?;
+    let http_addr = http
+        .local_addr()
+        .map_err(|e| StartError(format!("stats page: {e}")))?;
+
+    let me = PeerId(args.peer_id.clone());
+    let entries = load_catalog(&dir, &me);
+    let cfg = Config {
+        peer_id: me,
+        addr: PeerAddr::new(args.host.clone(), p2p_addr.port()),
+        well_known: args
+            .well_known()
+            .into_iter()
+            .map(|(h, p)| PeerAddr::new(h, p))
+            .collect(),
+        gossip_interval: args.gossip_interval,
+        peer_timeout: args.peer_timeout,
+        auto_fetch: args.auto_fetch,
+    };
+    let seed = args.seed.unwrap_or_else(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0)
+            ^ u64::from(std::process::id())
+    });
+    let mut core = Peer::new(cfg, SmallRng::seed_from_u64(seed));
+    let n_files = entries.len();
+    for e in entries {
+        core.load_entry(e);
+    }
+
+    let poll = Poll::new().map_err(|e| StartError(format!("cannot create poll: {e}")))?;
+    let waker = Arc::new(
+        Waker::new(poll.registry(), WAKER)
+            .map_err(|e| StartError(format!("cannot create waker: {e}")))?,
+    );
+    let resolver = Resolver::start(waker.clone())
+        .map_err(|e| StartError(format!("cannot start resolver: {e}")))?;
+    let (worker_tx, worker_rx) = start_worker(waker.clone())
+        .map_err(|e| StartError(format!("cannot start worker: {e}")))?;
+    let (meta_tx, meta_thread) = start_metadata_writer(dir.clone())
+        .map_err(|e| StartError(format!("cannot start metadata writer: {e}")))?;
+
+    let mut driver = Driver {
+        poll,
+        start: Instant::now(),
+        core,
+        settings: Settings {
+            dir,
+            connect_timeout: args.connect_timeout,
+            idle_timeout: args.idle_timeout,
+            max_file_size: args.max_file_size,
+        },
+        conns: Slab::new(),
+        next_gen: 0,
+        wheel: TimerWheel::new(),
+        ready: VecDeque::new(),
+        read_buf: vec![0u8; READ_BUF_LEN],
+        p2p: Some(p2p),
+        http: Some(http),
+        resolver,
+        resolve_cache: HashMap::new(),
+        unresolvable_logged: HashSet::new(),
+        pending: HashMap::new(),
+        next_request: 0,
+        worker_tx,
+        worker_rx,
+        meta_tx: Some(meta_tx),
+        meta_thread: Some(meta_thread),
+        persist_armed: false,
+        last_persist: None,
+        unverified: HashMap::new(),
+        stdin: None,
+        exit: false,
+    };
+    driver.register_sources()?;
+    println!(
+        "peershare {}: peer server listening on {}:{}, stats page on http://{}:{}/ ({} files in {})",
+        args.peer_id,
+        args.host,
+        p2p_addr.port(),
+        args.host,
+        http_addr.port(),
+        n_files,
+        driver.settings.dir.display()
+    );
+    if driver.stdin.is_some() {
+        println!("type `help` for commands");
+    }
+    driver.run_loop();
+    driver.shutdown();
+    Ok(())
+}
+
+fn start_worker(
+    waker: Arc<Waker>,
+) -> io::Result<(Sender<Box<dyn FnOnce() -> WorkerMsg + Send>>, Receiver<WorkerMsg>)> {
+    let (job_tx, job_rx) = mpsc::channel::<Box<dyn FnOnce() -> WorkerMsg + Send>>();
+    let (res_tx, res_rx) = mpsc::channel();
+    thread::Builder::new().name("worker".into()).spawn(move || {
+        for job in job_rx {
+            if res_tx.send(job()).is_err() {
+                break;
+            }
+            let _ = waker.wake();
+        }
+    })?;
+    Ok((job_tx, res_rx))
+}
+
+/// The metadata writer: takes serialized catalogs and writes each one
+/// atomically (temp file, fsync, rename, directory fsync). Only the newest
+/// pending catalog is written.
+fn start_metadata_writer(dir: PathBuf) -> io::Result<(Sender<Vec<u8>>, thread::JoinHandle<()>)> {
+    let (tx, rx) = mpsc::channel::<Vec<u8>>();
+    let handle = thread::Builder::new()
+        .name("metadata".into())
+        .spawn(move || {
+            while let Ok(mut bytes) = rx.recv() {
+                while let Ok(newer) = rx.try_recv() {
+                    bytes = newer;
+                }
+                if let Err(e) = storage::write_atomic(&dir, metadata::METADATA_FILE, &bytes) {
+                    warn!("cannot write {}: {e}", dir.join(metadata::METADATA_FILE).display());
+                }
+            }
+        })?;
+    Ok((tx, handle))
+}
+
+impl Driver {
+    fn now(&self) -> Time {
+        Time(self.start.elapsed().as_millis() as u64)
+    }
+
+    fn register_sources(&mut self) -> Result<(), StartError> {
+        let reg = self.poll.registry();
+        if let Some(l) = self.p2p.as_mut() {
+            reg.register(l, P2P_LISTENER, Interest::READABLE)
+                .map_err(|e| StartError(format!("poll: {e}")))?;
+        }
+        if let Some(l) = self.http.as_mut() {
+            reg.register(l, HTTP_LISTENER, Interest::READABLE)
+                .map_err(|e| StartError(format!("poll: {e}")))?;
+        }
+        let mut signals = signal_hook_mio::v1_0::Signals::new([
+            signal_hook::consts::SIGINT,
+            signal_hook::consts::SIGTERM,
+        ])
+        .map_err(|e| StartError(format!("signals: {e}")))?;
+        reg.register(&mut signals, SIGNALS, Interest::READABLE)
+            .map_err(|e| StartError(format!("poll: {e}")))?;
+        // Keep the signal source alive for the life of the process; the
+        // loop only needs its readiness.
+        std::mem::forget(signals);
+        // stdin: epoll refuses regular files and /dev/null (EPERM); then the
+        // peer runs without a menu.
+        match reg.register(&mut SourceFd(&stdin::STDIN_FD), STDIN, Interest::READABLE) {
+            Ok(()) => {
+                if let Err(e) = stdin::set_nonblocking() {
+                    warn!("stdin can't be made non-blocking ({e}); running without a menu");
+                    let _ = reg.deregister(&mut SourceFd(&stdin::STDIN_FD));
+                } else {
+                    self.stdin = Some(LineReader::default());
+                    // Input typed before we registered is read right away.
+                    self.read_stdin();
+                }
+            }
+            Err(e) => info!("stdin is not a terminal or pipe ({e}); running without a menu"),
+        }
+        Ok(())
+    }
+
+    fn run_loop(&mut self) {
+        let now = self.now();
+        self.core.start(now);
+        self.apply_effects();
+        let mut events = Events::with_capacity(1024);
+        while !self.exit {
+            let timeout = if !self.ready.is_empty() {
+                Some(Duration::ZERO)
+            } else {
+                let now = self.now();
+                self.wheel
+                    .next_deadline()
+                    .map(|d| Duration::from_millis(d.0.saturating_sub(now.0) + 1))
+            };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    warn!("poll failed: {e}");
+                    thread::sleep(Duration::from_millis(10));
+                }
+                continue;
+            }
+            for event in events.iter() {
+                match event.token() {
+                    P2P_LISTENER => self.accept(false),
+                    HTTP_LISTENER => self.accept(true),
+                    STDIN => self.read_stdin(),
+                    WAKER => self.on_wake(),
+                    SIGNALS => {
+                        info!("signal received; saving and exiting");
+                        self.exit = true;
+                    }
+                    Token(t) if t >= CONN_BASE => {
+                        let key = t - CONN_BASE;
+                        if let Some(gen) = self.conns.get(key).map(|c| c.gen) {
+                            self.step(key, gen);
+                        }
+                    }
+                    _ => {} // sporadic events happen
+                }
+                self.apply_effects();
+            }
+            let ready: Vec<(usize, u64)> = self.ready.drain(..).collect();
+            for (key, gen) in ready {
+                self.step(key, gen);
+                self.apply_effects();
+            }
+            let now = self.now();
+            for due in self.wheel.poll(now) {
+                self.on_due(due);
+                self.apply_effects();
+            }
+        }
+    }
+
+    fn shutdown(&mut self) {
+        // Stop accepting, then write the final catalog synchronously.
+        self.p2p = None;
+        self.http = None;
+        drop(self.meta_tx.take());
+        if let Some(t) = self.meta_thread.take() {
+            let _ = t.join();
+        }
+        let bytes = metadata::to_json(&stored_entries(&self.core));
+        if let Err(e) = storage::write_atomic(&self.settings.dir, metadata::METADATA_FILE, &bytes) {
+            warn!("cannot write metadata on exit: {e}");
+        }
+        info!("metadata saved; bye");
+    }
+
+    // ---- timers -------------------------------------------------------
+
+    fn on_due(&mut self, due: Due) {
+        let now = self.now();
+        match due {
+            Due::Core(t) => self.core.on_timer(now, t),
+            Due::Persist => {
+                self.persist_armed = false;
+                self.persist_now();
+            }
+            Due::Conn { key, gen } => {
+                let Some(c) = self.conns.get(key).filter(|c| c.gen == gen) else {
+                    return;
+                };
+                let deadline = self.deadline(c);
+                if now >= deadline {
+                    let why = match &c.role {
+                        Role::Connecting(_) => "connect timed out",
+                        Role::Drain => "",
+                        Role::Http { .. } => "HTTP request timed out",
+                        Role::Read { .. } => "no complete message within the idle timeout",
+                        _ => "no progress within the idle timeout",
+                    };
+                    let why = (!why.is_empty()).then(|| why.to_string());
+                    self.close(key, why);
+                } else {
+                    self.wheel.schedule(deadline, Due::Conn { key, gen });
+                }
+            }
+        }
+    }
+
+    fn deadline(&self, c: &Conn) -> Time {
+        let s = &self.settings;
+        match &c.role {
+            Role::Read { .. } => c.last_active.plus(crate::protocol::MESSAGE_IDLE_TIMEOUT),
+            Role::Http { .. } => c.opened.plus(http::REQUEST_TIMEOUT),
+            Role::Connecting(_) => c.phase_started.plus(s.connect_timeout),
+            Role::Write {
+                kind: WriteKind::Http,
+                ..
+            } => c.opened.plus(http::REQUEST_TIMEOUT),
+            Role::Write { .. } | Role::Fetch(_) => c.last_active.plus(s.idle_timeout),
+            Role::Drain => c.phase_started.plus(DRAIN_TIMEOUT),
+        }
+    }
+
+    fn persist_now(&mut self) {
+        self.last_persist = Some(self.now());
+        let bytes = metadata::to_json(&stored_entries(&self.core));
+        if let Some(tx) = &self.meta_tx {
+            let _ = tx.send(bytes);
+        }
+    }
+
+    // ---- effects ------------------------------------------------------
+
+    fn apply_effects(&mut self) {
+        loop {
+            let effects = self.core.take_effects();
+            if effects.is_empty() {
+                return;
+            }
+            for e in effects {
+                self.apply(e);
+            }
+        }
+    }
+
+    fn apply(&mut self, effect: Effect) {
+        let now = self.now();
+        match effect {
+            Effect::Send { to, msg } => {
+                debug!("send {} to {to}", msg.kind());
+                let role = Role::Write {
+                    payload: Payload::bytes(msg.to_bytes()),
+                    kind: WriteKind::Send,
+                };
+                self.connect_to(to, role);
+            }
+            Effect::PushFile { to, file_id } => match self.open_file(&file_id) {
+                Ok(enc) => {
+                    let role = Role::Write {
+                        payload: Payload::File(Box::new(enc)),
+                        kind: WriteKind::Push,
+                    };
+                    self.connect_to(to, role);
+                }
+                Err(e) => warn!("cannot push {file_id}: {e}"),
+            },
+            Effect::Fetch {
+                transfer,
+                attempt,
+                from,
+                to,
+                record,
+            } => {
+                let role = Role::Fetch(Box::new(FetchConn {
+                    transfer,
+                    attempt,
+                    request: Message::GetFile {
+                        file_id: record.file_id.clone(),
+                    }
+                    .to_bytes(),
+                    record,
+                    source: from.0,
+                    request_pos: 0,
+                    decoder: MessageDecoder::new(self.limits()),
+                    sink: PartialSink::new(self.settings.dir.clone()),
+                    received: 0,
+                }));
+                self.connect_to(to, role);
+            }
+            Effect::KeepUnverified { transfer, attempt } => {
+                let result = match self.unverified.remove(&transfer) {
+                    Some((partial, len)) => {
+                        let record = self
+                            .core
+                            .downloads()
+                            .get(transfer)
+                            .map(|d| d.record.clone());
+                        match record {
+                            Some(r) => self.commit(partial, &r.file_name, len, false),
+                            None => FetchResult::Failed("download vanished".into()),
+                        }
+                    }
+                    None => FetchResult::Failed("the unverified copy was lost".into()),
+                };
+                self.core.on_fetch_result(now, transfer, attempt, result);
+            }
+            Effect::Schedule { at, timer } => {
+                self.wheel.schedule(at, Due::Core(timer));
+            }
+            Effect::Persist => {
+                if !self.persist_armed {
+                    self.persist_armed = true;
+                    let at = match self.last_persist {
+                        Some(t) => t.plus(PERSIST_MIN_INTERVAL).max(now),
+                        None => now,
+                    };
+                    self.wheel.schedule(at, Due::Persist);
+                }
+            }
+            Effect::RemoveLocal { name } => {
+                let path = self.settings.dir.join(&name);
+                match std::fs::remove_file(&path) {
+                    Ok(()) => info!("removed {}", path.display()),
+                    Err(e) => warn!("cannot remove {}: {e}", path.display()),
+                }
+            }
+            Effect::CopyOut { name, dest } => {
+                let src = self.settings.dir.join(&name);
+                let _ = self.worker_tx.send(Box::new(move || {
+                    WorkerMsg::Copied(match storage::copy_out(&src, &dest) {
+                        Ok(()) => format!("get: copied {name} to {}", dest.display()),
+                        Err(e) => format!("get: cannot copy {name} to {}: {e}", dest.display()),
+                    })
+                }));
+            }
+            Effect::Import { path } => {
+                let dir = self.settings.dir.clone();
+                let owner = self.core.config().peer_id.clone();
+                let _ = self.worker_tx.send(Box::new(move || {
+                    WorkerMsg::Imported(
+                        storage::import_file(&path, &dir, &owner, now_unix())
+                            .map_err(|e| e.to_string()),
+                    )
+                }));
+            }
+            Effect::Print(line) => println!("{line}"),
+        }
+    }
+
+    fn limits(&self) -> DecoderLimits {
+        DecoderLimits {
+            max_envelope: MAX_MESSAGE_LEN,
+            max_data: self.settings.max_file_size,
+            max_depth: MAX_JSON_DEPTH,
+        }
+    }
+
+    fn open_file(&self, file_id: &FileId) -> io::Result<FileDataEncoder> {
+        let Some((record, local)) = self.core.local_copy(file_id) else {
+            return Err(io::Error::new(io::ErrorKind::NotFound, "not held"));
+        };
+        let source = map_file(&self.settings.dir.join(&local.name))?;
+        Ok(FileDataEncoder::new(record, source))
+    }
+
+    // ---- helper threads -------------------------------------------------
+
+    fn on_wake(&mut self) {
+        for r in self.resolver.drain() {
+            let now = self.now();
+            if let Err(e) = &r.result {
+                if self.unresolvable_logged.len() < RESOLVE_CACHE_MAX
+                    && self.unresolvable_logged.insert(r.host.clone())
+                {
+                    info!("cannot resolve {}: {e} (will retry)", r.host);
+                }
+            }
+            if self.resolve_cache.len() >= RESOLVE_CACHE_MAX {
+                self.resolve_cache.clear();
+            }
+            self.resolve_cache
+                .insert(r.host.clone(), (r.result.clone(), now));
+            if let Some(p) = self.pending.remove(&r.id) {
+                match r.result {
+                    Ok(sa) => self.open_outbound(SocketAddr::new(sa.ip(), p.addr.port), p.addr, p.role),
+                    Err(e) => self.outbound_failed(p.role, format!("cannot resolve {}: {e}", p.addr.host)),
+                }
+            }
+        }
+        while let Ok(msg) = self.worker_rx.try_recv() {
+            match msg {
+                WorkerMsg::Imported(r) => self.core.on_imported(r.map(|s| {
+                    let name = s.local_name.clone().unwrap_or_default();
+                    (s.record, name)
+                })),
+                WorkerMsg::Copied(line) => println!("{line}"),
+            }
+        }
+    }
+
+    fn read_stdin(&mut self) {
+        let Some(reader) = self.stdin.as_mut() else {
+            return;
+        };
+        let got = reader.drain(io::stdin().lock(), menu::MAX_LINE);
+        if got.too_long > 0 {
+            println!("line too long (over {} bytes); ignored", menu::MAX_LINE);
+        }
+        for line in got.lines {
+            self.on_menu_line(&line);
+            if self.exit {
+                return;
+            }
+        }
+        if got.eof {
+            info!("stdin closed; running without a menu");
+            let _ = self
+                .poll
+                .registry()
+                .deregister(&mut SourceFd(&stdin::STDIN_FD));
+            self.stdin = None;
+        }
+    }
+
+    fn on_menu_line(&mut self, line: &str) {
+        let now = self.now();
+        match menu::parse(line) {
+            MenuCommand::List => println!("{}", menu::render_list(&self.core.view(now))),
+            MenuCommand::Peers => println!("{}", menu::render_peers(&self.core.view(now))),
+            MenuCommand::Transfers => {
+                println!("{}", menu::render_transfers(&self.core.view(now)))
+            }
+            MenuCommand::Help => println!("{}", menu::HELP),
+            MenuCommand::Exit => {
+                println!("saving and exiting");
+                self.exit = true;
+            }
+            MenuCommand::Core(cmd) => self.core.on_command(now, cmd),
+            MenuCommand::Nothing => {}
+            MenuCommand::Invalid(hint) => println!("{hint}"),
+        }
+        self.apply_effects();
+    }
+
+    // ---- connections ----------------------------------------------------
+
+    fn add_conn(&mut self, stream: TcpStream, role: Role, inbound: bool, interest: Interest) -> Option<usize> {
+        let now = self.now();
+        self.next_gen += 1;
+        let gen = self.next_gen;
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        let mut conn = Conn {
+            stream,
+            gen,
+            role,
+            opened: now,
+            last_active: now,
+            phase_started: now,
+            inbound,
+        };
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut conn.stream, Token(CONN_BASE + key), interest)
+        {
+            warn!("cannot register connection: {e}");
+            return None;
+        }
+        let deadline = self.deadline(&conn);
+        entry.insert(conn);
+        self.wheel.schedule(deadline, Due::Conn { key, gen });
+        Some(key)
+    }
+
+    /// Makes room at the cap by closing the longest-idle inbound
+    /// connection; false if none can be closed.
+    fn make_room(&mut self) -> bool {
+        if self.conns.len() < MAX_CONNECTIONS {
+            return true;
+        }
+        let victim = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.inbound)
+            .min_by_key(|(_, c)| c.last_active)
+            .map(|(k, _)| k);
+        match victim {
+            Some(k) => {
+                debug!("connection cap reached; closing the longest-idle connection");
+                self.close(k, None);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn accept(&mut self, is_http: bool) {
+        loop {
+            let listener = if is_http { self.http.as_ref() } else { self.p2p.as_ref() };
+            let Some(listener) = listener else {
+                return;
+            };
+            match listener.accept() {
+                Ok((stream, from)) => {
+                    if !self.make_room() {
+                        debug!("connection from {from} refused: at the cap");
+                        continue;
+                    }
+                    let role = if is_http {
+                        Role::Http { buf: Vec::new() }
+                    } else {
+                        Role::Read {
+                            decoder: MessageDecoder::new(self.limits()),
+                            sink: PartialSink::new(self.settings.dir.clone()),
+                            received: 0,
+                        }
+                    };
+                    if let Some(key) = self.add_conn(stream, role, true, Interest::READABLE) {
+                        // Data may already be waiting.
+                        let gen = self.conns[key].gen;
+                        self.ready.push_back((key, gen));
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // EMFILE and friends: try again on the next event.
+                    warn!("accept failed: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Opens a connection to a peer's advertised host:port, resolving names
+    /// off the loop.
+    fn connect_to(&mut self, to: PeerAddr, role: Role) {
+        if let Ok(ip) = to.host.parse::<IpAddr>() {
+            self.open_outbound(SocketAddr::new(ip, to.port), to, role);
+            return;
+        }
+        let now = self.now();
+        if let Some((res, at)) = self.resolve_cache.get(&to.host) {
+            if now.since(*at) < RESOLVE_TTL {
+                match res.clone() {
+                    Ok(sa) => self.open_outbound(SocketAddr::new(sa.ip(), to.port), to, role),
+                    Err(e) => {
+                        let why = format!("cannot resolve {}: {e}", to.host);
+                        self.outbound_failed(role, why)
+                    }
+                }
+                return;
+            }
+        }
+        self.next_request += 1;
+        let id = self.next_request;
+        if self.pending.len() >= crate::net::resolver::MAX_PENDING
+            || !self.resolver.request(id, &to.host, to.port)
+        {
+            self.outbound_failed(role, "too many names waiting to be resolved".into());
+            return;
+        }
+        self.pending.insert(id, Pending { addr: to, role });
+    }
+
+    fn open_outbound(&mut self, sa: SocketAddr, to: PeerAddr, role: Role) {
+        if self.conns.len() >= MAX_CONNECTIONS && !self.make_room() {
+            self.outbound_failed(role, "too many open connections".into());
+            return;
+        }
+        match TcpStream::connect(sa) {
+            Ok(stream) => {
+                let role = Role::Connecting(Box::new(role));
+                if self
+                    .add_conn(stream, role, false, Interest::READABLE | Interest::WRITABLE)
+                    .is_none()
+                {
+                    debug!("cannot register connection to {to}");
+                }
+            }
+            Err(e) => self.outbound_failed(role, format!("cannot connect to {to}: {e}")),
+        }
+    }
+
+    fn outbound_failed(&mut self, role: Role, why: String) {
+        match role {
+            Role::Fetch(f) => {
+                let now = self.now();
+                self.core
+                    .on_fetch_result(now, f.transfer, f.attempt, FetchResult::Failed(why));
+            }
+            Role::Connecting(inner) => self.outbound_failed(*inner, why),
+            _ => debug!("{why}"),
+        }
+    }
+
+    fn close(&mut self, key: usize, why: Option<String>) {
+        let Some(mut c) = self.conns.try_remove(key) else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut c.stream);
+        match c.role {
+            Role::Fetch(_) | Role::Connecting(_) => {
+                let why = why.unwrap_or_else(|| "connection closed".into());
+                self.outbound_failed(c.role, why);
+            }
+            _ => {
+                if let Some(why) = why {
+                    debug!("connection closed: {why}");
+                }
+            }
+        }
+    }
+
+    /// Our side is finished: send FIN and wait for the peer's, so unread
+    /// input never turns the close into a reset that loses the reply's tail.
+    fn finish_conn(&mut self, key: usize) {
+        let now = self.now();
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        let _ = c.stream.shutdown(Shutdown::Write);
+        c.role = Role::Drain;
+        c.phase_started = now;
+        let gen = c.gen;
+        let _ = self.poll.registry().reregister(
+            &mut c.stream,
+            Token(CONN_BASE + key),
+            Interest::READABLE,
+        );
+        let deadline = now.plus(DRAIN_TIMEOUT);
+        self.wheel.schedule(deadline, Due::Conn { key, gen });
+        self.ready.push_back((key, gen));
+    }
+
+    fn set_role(&mut self, key: usize, role: Role, interest: Interest) {
+        let now = self.now();
+        if let Some(c) = self.conns.get_mut(key) {
+            c.role = role;
+            c.phase_started = now;
+            c.last_active = now;
+            let gen = c.gen;
+            let _ = self
+                .poll
+                .registry()
+                .reregister(&mut c.stream, Token(CONN_BASE + key), interest);
+            self.ready.push_back((key, gen));
+        }
+    }
+
+    /// Runs one I/O step of a connection and acts on its outcome.
+    fn step(&mut self, key: usize, gen: u64) {
+        let now = self.now();
+        let Driver {
+            conns,
+            read_buf,
+            core,
+            ..
+        } = self;
+        let Some(c) = conns.get_mut(key).filter(|c| c.gen == gen) else {
+            return;
+        };
+        let mut active = false;
+        let outcome = match &mut c.role {
+            Role::Read {
+                decoder,
+                sink,
+                received,
+            } => read_loop(
+                &mut c.stream,
+                read_buf,
+                |bytes| {
+                    active = true;
+                    *received += bytes.len() as u64;
+                    match feed(decoder, sink, bytes) {
+                        Ok(false) => None,
+                        Ok(true) => Some(Outcome::Written),
+                        Err(e) => Some(Outcome::Close(Some(format!("bad message: {e}")))),
+                    }
+                },
+                || Outcome::Close(Some("closed before a complete message".into())),
+            ),
+            Role::Http { buf } => read_loop(
+                &mut c.stream,
+                read_buf,
+                |bytes| {
+                    active = true;
+                    let room = (http::MAX_REQUEST_HEAD + 1).saturating_sub(buf.len());
+                    buf.extend_from_slice(&bytes[..bytes.len().min(room)]);
+                    match http::parse_request(buf) {
+                        http::ParseOutcome::Incomplete => None,
+                        _ => Some(Outcome::HttpHead),
+                    }
+                },
+                || Outcome::Close(Some("HTTP client closed early".into())),
+            ),
+            Role::Connecting(_) => match connect_status(&c.stream) {
+                Ok(true) => Outcome::Connected,
+                Ok(false) => Outcome::Blocked,
+                Err(e) => Outcome::Close(Some(format!("cannot connect: {e}"))),
+            },
+            Role::Write { payload, .. } => match write_payload(&mut c.stream, payload) {
+                Ok(o) => {
+                    active = true;
+                    o
+                }
+                Err(e) => Outcome::Close(Some(format!("write failed: {e}"))),
+            },
+            Role::Fetch(f) => {
+                if f.request_pos < f.request.len() {
+                    let mut p = Payload::Bytes {
+                        buf: std::mem::take(&mut f.request),
+                        pos: f.request_pos,
+                    };
+                    let r = write_payload(&mut c.stream, &mut p);
+                    if let Payload::Bytes { buf, pos } = p {
+                        f.request = buf;
+                        f.request_pos = pos;
+                    }
+                    match r {
+                        Ok(Outcome::Written) => {}
+                        Ok(o) => {
+                            if let Some(c) = conns.get_mut(key) {
+                                c.last_active = now;
+                            }
+                            return self.after_step(key, gen, o);
+                        }
+                        Err(e) => {
+                            let o = Outcome::Close(Some(format!("cannot send GET_FILE: {e}")));
+                            return self.after_step(key, gen, o);
+                        }
+                    }
+                }
+                let o = read_loop(
+                    &mut c.stream,
+                    read_buf,
+                    |bytes| {
+                        active = true;
+                        f.received += bytes.len() as u64;
+                        match feed(&mut f.decoder, &mut f.sink, bytes) {
+                            Ok(false) => None,
+                            Ok(true) => Some(Outcome::Written),
+                            Err(e) => Some(Outcome::Close(Some(describe_decode_error(&e)))),
+                        }
+                    },
+                    || Outcome::Close(Some("the source closed the connection mid-transfer".into())),
+                );
+                core.on_fetch_progress(f.transfer, f.attempt, f.decoder.data_len());
+                o
+            }
+            Role::Drain => read_loop(&mut c.stream, read_buf, |_| None, || Outcome::Close(None)),
+        };
+        if active {
+            c.last_active = now;
+        }
+        self.after_step(key, gen, outcome);
+    }
+
+    fn after_step(&mut self, key: usize, gen: u64, outcome: Outcome) {
+        match outcome {
+            Outcome::Blocked => {}
+            Outcome::Yield => self.ready.push_back((key, gen)),
+            Outcome::Close(why) => self.close(key, why),
+            Outcome::Connected => {
+                let Some(c) = self.conns.get_mut(key) else {
+                    return;
+                };
+                let role = std::mem::replace(&mut c.role, Role::Drain);
+                let Role::Connecting(next) = role else {
+                    c.role = role;
+                    return;
+                };
+                let interest = Interest::READABLE | Interest::WRITABLE;
+                self.set_role(key, *next, interest);
+            }
+            Outcome::Written => self.on_written(key),
+            Outcome::HttpHead => self.on_http_head(key),
+            Outcome::Message(..) | Outcome::Fetched(_) => {}
+        }
+    }
+
+    /// A role's work is complete: a write finished, or a read got its whole
+    /// message.
+    fn on_written(&mut self, key: usize) {
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        let role = std::mem::replace(&mut c.role, Role::Drain);
+        match role {
+            Role::Write { kind, .. } => {
+                debug!("{kind:?} written");
+                match kind {
+                    // We are the client: nothing to wait for.
+                    WriteKind::Send | WriteKind::Push => self.close(key, None),
+                    WriteKind::FileReply | WriteKind::Http => self.finish_conn(key),
+                }
+            }
+            Role::Read { decoder, sink, .. } => match decoder.finish() {
+                Ok(decoded) => self.on_inbound_message(key, decoded, sink),
+                Err(e) => self.close(key, Some(format!("bad message: {e}"))),
+            },
+            Role::Fetch(f) => {
+                let FetchConn {
+                    transfer,
+                    attempt,
+                    record,
+                    decoder,
+                    sink,
+                    source,
+                    ..
+                } = *f;
+                // The client stops at the closing brace and closes.
+                self.close(key, None);
+                let result = match decoder.finish() {
+                    Ok(decoded) => self.check_fetched(transfer, &record, decoded, sink),
+                    Err(e) => FetchResult::Failed(describe_decode_error(&e)),
+                };
+                debug!("{transfer} from {source}: {result:?}");
+                let now = self.now();
+                self.core.on_fetch_result(now, transfer, attempt, result);
+            }
+            other => {
+                if let Some(c) = self.conns.get_mut(key) {
+                    c.role = other;
+                }
+            }
+        }
+    }
+
+    fn on_inbound_message(&mut self, key: usize, decoded: Decoded, sink: PartialSink) {
+        let msg = match Message::from_object(&decoded.fields) {
+            Ok(m) => m,
+            Err(e) => {
+                debug!("message dropped: {e}");
+                self.finish_conn(key);
+                return;
+            }
+        };
+        debug!("received {}", msg.kind());
+        match msg {
+            Message::GetFile { file_id } => {
+                let payload = match self.open_file(&file_id) {
+                    Ok(enc) => {
+                        info!("serving {file_id}");
+                        Payload::File(Box::new(enc))
+                    }
+                    Err(e) => {
+                        debug!("GET_FILE {file_id}: {e}; replying not found");
+                        let mut bytes = Message::file_not_found().to_bytes();
+                        bytes.push(b'\n');
+                        Payload::bytes(bytes)
+                    }
+                };
+                let role = Role::Write {
+                    payload,
+                    kind: WriteKind::FileReply,
+                };
+                self.set_role(key, role, Interest::READABLE | Interest::WRITABLE);
+            }
+            Message::FileData(header) => {
+                self.finish_conn(key);
+                self.on_pushed(header, decoded.data, sink);
+            }
+            other => {
+                self.finish_conn(key);
+                let now = self.now();
+                self.core.on_message(now, other);
+            }
+        }
+    }
+
+    /// An unsolicited FILE_DATA: stored like a download (limits, safe name,
+    /// integrity) and handed to the core.
+    fn on_pushed(
+        &mut self,
+        header: crate::protocol::FileDataHeader,
+        data: DataField,
+        sink: PartialSink,
+    ) {
+        let Some(mut record) = header.to_record() else {
+            debug!("pushed FILE_DATA without a complete header dropped");
+            return;
+        };
+        if self.core.local_copy(&record.file_id).is_some() {
+            debug!("pushed {} already held", record.file_id);
+            return;
+        }
+        let (DataField::Bytes { len }, Some(partial)) = (data, sink.partial) else {
+            if let DataField::Bytes { len: 0 } = data {
+                // An empty file: no temp file was created.
+                match PartialFile::create(&self.settings.dir) {
+                    Ok(p) => {
+                        let verified = sink.hasher.matches(&record.file_id, &record.file_timestamp);
+                        self.store_pushed(record, p, 0, verified);
+                    }
+                    Err(e) => warn!("cannot store pushed file: {e}"),
+                }
+            } else {
+                debug!("pushed FILE_DATA without data dropped");
+            }
+            return;
+        };
+        record.file_size = FileSize::Bytes(len);
+        let verified = sink.hasher.matches(&record.file_id, &record.file_timestamp);
+        self.store_pushed(record, partial, len, verified);
+    }
+
+    fn store_pushed(&mut self, record: FileRecord, partial: PartialFile, len: u64, verified: bool) {
+        if !verified {
+            warn!(
+                "pushed file {} ({}) does not match its id; kept as UNVERIFIED",
+                record.file_name, record.file_id
+            );
+        }
+        match self.commit(partial, &record.file_name, len, verified) {
+            FetchResult::Saved { local_name, .. } => {
+                self.core.on_file_received(record, local_name, verified)
+            }
+            other => warn!("cannot store pushed file {}: {other:?}", record.file_name),
+        }
+    }
+
+    /// Checks a complete FILE_DATA against the file we asked for.
+    fn check_fetched(
+        &mut self,
+        transfer: TransferId,
+        record: &FileRecord,
+        decoded: Decoded,
+        sink: PartialSink,
+    ) -> FetchResult {
+        let header = match Message::from_object(&decoded.fields) {
+            Ok(Message::FileData(h)) => h,
+            Ok(other) => return FetchResult::Failed(format!("replied {} instead of FILE_DATA", other.kind())),
+            Err(e) => return FetchResult::Failed(format!("malformed reply: {e}")),
+        };
+        let Some(id) = header.file_id.as_ref() else {
+            return FetchResult::Failed("does not have the file (not-found reply)".into());
+        };
+        if !id.0.eq_ignore_ascii_case(&record.file_id.0) {
+            return FetchResult::Failed(format!("sent a different file ({id})"));
+        }
+        let len = match decoded.data {
+            DataField::Bytes { len } => len,
+            DataField::Null | DataField::Absent => {
+                return FetchResult::Failed("reply has no data".into())
+            }
+        };
+        let verified = sink.hasher.clone().matches(&record.file_id, &record.file_timestamp)
+            || header
+                .file_timestamp
+                .as_ref()
+                .is_some_and(|ts| sink.hasher.clone().matches(&record.file_id, ts));
+        let partial = match sink.partial {
+            Some(p) => p,
+            None => match PartialFile::create(&self.settings.dir) {
+                Ok(p) => p,
+                Err(e) => return FetchResult::Failed(format!("cannot create file: {e}")),
+            },
+        };
+        if verified {
+            self.unverified.remove(&transfer);
+            self.commit(partial, &record.file_name, len, true)
+        } else {
+            // Kept until the core decides no other source verifies.
+            self.unverified.insert(transfer, (partial, len));
+            FetchResult::Unverified { len }
+        }
+    }
+
+    /// Moves a complete temp file to a safe, unique final name.
+    fn commit(&mut self, partial: PartialFile, wanted: &str, len: u64, verified: bool) -> FetchResult {
+        let name = storage::unique_name(&self.settings.dir, &storage::sanitize_file_name(wanted));
+        match partial.commit(&name) {
+            Ok(_) => FetchResult::Saved {
+                local_name: name,
+                len,
+                verified,
+            },
+            Err(e) => FetchResult::Failed(format!("cannot store the file: {e}")),
+        }
+    }
+
+    fn on_http_head(&mut self, key: usize) {
+        let Some(c) = self.conns.get(key) else {
+            return;
+        };
+        let Role::Http { buf } = &c.role else {
+            return;
+        };
+        let response = match http::parse_request(buf) {
+            http::ParseOutcome::Ready { route, head_only } => {
+                let view = self.core.view(self.now());
+                http::render(route, head_only, &view)
+            }
+            http::ParseOutcome::Respond(bytes) => bytes,
+            http::ParseOutcome::Incomplete => return,
+        };
+        let role = Role::Write {
+            payload: Payload::bytes(response),
+            kind: WriteKind::Http,
+        };
+        self.set_role(key, role, Interest::READABLE | Interest::WRITABLE);
+    }
+}
+
+fn describe_decode_error(e: &crate::protocol::decoder::DecodeError) -> String {
+    use crate::protocol::decoder::DecodeError as E;
+    match e {
+        E::TooLarge => "the reply is larger than allowed".into(),
+        E::TooDeep => "the reply is nested too deeply".into(),
+        E::Malformed(m) => format!("malformed reply: {m}"),
+        E::BadHex => "data is not hex (corrupt, or base64 from an old peer)".into(),
+        E::Sink(io) => format!("cannot write the file: {io}"),
+    }
+}
+
+/// Maps a stored file for serving.
+#[allow(unsafe_code)]
+fn map_file(path: &Path) -> io::Result<FileSource> {
+    let file = std::fs::File::open(path)?;
+    if file.metadata()?.len() == 0 {
+        return Ok(FileSource::Memory(Vec::new()));
+    }
+    // SAFETY: files in the storage folder are never written in place: a
+    // new version is written to a temp file and renamed over the name, and
+    // deletes are unlinks. Either way the inode we mapped keeps its bytes
+    // and length until the mapping is dropped, so it can't shrink under us.
+    let map = unsafe { memmap2::Mmap::map(&file)? };
+    Ok(FileSource::Mapped(map))
+}
