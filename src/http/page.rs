@@ -1,0 +1,350 @@
+//! The stats page: server-rendered HTML of a [`StateView`], with inline CSS
+//! (`page.css`) and a small inline script (`page.js`) that re-renders the
+//! tables from `/api/state` every second without reloading the page.
+//!
+//! Every string that came from the network goes through [`escape_html`]
+//! here; the script only ever sets `textContent`.
+
+use super::format::{
+    count, done_text, local_text, rate_text, short_id, size_text, timestamp_text, timestamp_title,
+};
+use crate::core::view::{FileView, PeerView, StateView, TransferView};
+
+/// The page's stylesheet, inlined into a `<style>` element.
+const CSS: &str = include_str!("page.css");
+/// The live-update script, inlined into a `<script>` element.
+const SCRIPT: &str = include_str!("page.js");
+
+/// Escapes `s` for HTML text and quoted attribute values: `&`, `<`, `>`,
+/// `"` and `'` become character references.
+pub fn escape_html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + s.len() / 8);
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The whole page for `state`.
+pub(crate) fn render_page(state: &StateView) -> String {
+    let title = escape_html(&format!("Peer Stats for {}", state.peer_id));
+    let mut html = String::with_capacity(
+        CSS.len() + SCRIPT.len() + 2048 + 256 * (state.peers.len() + state.files.len()),
+    );
+    html.push_str("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n");
+    html.push_str("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n");
+    html.push_str("<noscript><meta http-equiv=\"refresh\" content=\"5\"></noscript>\n");
+    html.push_str(&format!(
+        "<title>{title}</title>\n<style>\n{CSS}</style>\n</head>\n<body>\n"
+    ));
+    html.push_str(&format!("<header>\n<h1 id=\"heading\">{title}</h1>\n"));
+    html.push_str(&format!(
+        "<p id=\"summary\" class=\"summary\">{}</p>\n",
+        escape_html(&summary(state))
+    ));
+    html.push_str("<p id=\"status\" class=\"status\" role=\"status\" aria-live=\"polite\"></p>\n");
+    html.push_str(
+        "<noscript><p class=\"status\">Scripts are off: this page reloads every 5 seconds.</p></noscript>\n",
+    );
+    html.push_str("</header>\n<main>\n");
+
+    section(
+        &mut html,
+        "Tracked peers",
+        "peers",
+        &[
+            ("Peer ID", ""),
+            ("Host", ""),
+            ("Port", "num"),
+            ("Last Seen", "num"),
+        ],
+        &state.peers,
+        "No tracked peers.",
+        peer_row,
+    );
+    section(
+        &mut html,
+        "Files",
+        "files",
+        &[
+            ("ID", ""),
+            ("Name", ""),
+            ("Owner", ""),
+            ("Size", "num"),
+            ("Timestamp", ""),
+            ("Local copy", ""),
+            ("Peers", ""),
+        ],
+        &state.files,
+        "No files known.",
+        file_row,
+    );
+    section(
+        &mut html,
+        "Transfers",
+        "transfers",
+        &[
+            ("File", ""),
+            ("Source", ""),
+            ("Done", "num"),
+            ("Rate", "num"),
+        ],
+        &state.transfers,
+        "No transfers in flight.",
+        transfer_row,
+    );
+
+    html.push_str("</main>\n<script>\n");
+    html.push_str(SCRIPT);
+    html.push_str("</script>\n</body>\n</html>\n");
+    html
+}
+
+/// The line under the heading: address and counts (plain text).
+fn summary(state: &StateView) -> String {
+    format!(
+        "{}:{} · {} · {} · {}",
+        state.host,
+        state.port,
+        count(state.peers.len(), "tracked peer", "tracked peers"),
+        count(state.files.len(), "file", "files"),
+        count(state.transfers.len(), "transfer", "transfers"),
+    )
+}
+
+/// One titled table; `columns` are (heading, class) pairs, and the body is
+/// `<tbody id="{id}-body">`, which the script replaces.
+fn section<T>(
+    html: &mut String,
+    heading: &str,
+    id: &str,
+    columns: &[(&str, &str)],
+    items: &[T],
+    empty: &str,
+    row: fn(&mut String, &T),
+) {
+    html.push_str(&format!(
+        "<section>\n<h2>{heading}</h2>\n<div class=\"scroll\"><table id=\"{id}\">\n<thead><tr>"
+    ));
+    for (name, class) in columns {
+        html.push_str(&format!("<th{}>{name}</th>", class_attr(class)));
+    }
+    html.push_str(&format!("</tr></thead>\n<tbody id=\"{id}-body\">\n"));
+    if items.is_empty() {
+        html.push_str(&format!(
+            "<tr><td class=\"empty\" colspan=\"{}\">{empty}</td></tr>\n",
+            columns.len()
+        ));
+    }
+    for item in items {
+        html.push_str("<tr>");
+        row(html, item);
+        html.push_str("</tr>\n");
+    }
+    html.push_str("</tbody>\n</table></div>\n</section>\n");
+}
+
+fn peer_row(html: &mut String, peer: &PeerView) {
+    cell(html, "mono", None, &peer.peer_id);
+    cell(html, "", None, &peer.host);
+    cell(html, "num", None, &peer.port.to_string());
+    cell(
+        html,
+        "num",
+        None,
+        &format!("{}s ago", peer.last_seen_secs_ago),
+    );
+}
+
+fn file_row(html: &mut String, file: &FileView) {
+    cell(html, "mono", Some(&file.file_id), &short_id(&file.file_id));
+    cell(html, "", None, &file.file_name);
+    cell(html, "", None, &file.file_owner);
+    cell(html, "num", None, &size_text(&file.file_size));
+    cell(
+        html,
+        "",
+        timestamp_title(&file.file_timestamp).as_deref(),
+        &timestamp_text(&file.file_timestamp),
+    );
+    cell(html, "", None, local_text(file.local, file.verified));
+    let peers = if file.peers_with_file.is_empty() {
+        "—".to_owned()
+    } else {
+        file.peers_with_file.join(", ")
+    };
+    cell(html, "", None, &peers);
+}
+
+fn transfer_row(html: &mut String, t: &TransferView) {
+    cell(html, "", Some(&t.file_id), &t.file_name);
+    cell(html, "", None, &t.source);
+    cell(html, "num", None, &done_text(t.bytes_done, t.bytes_total));
+    cell(html, "num", None, &rate_text(t.rate_bytes_per_sec));
+}
+
+/// A `<td>` with an optional class and title; `text` and `title` are
+/// escaped here.
+fn cell(html: &mut String, class: &str, title: Option<&str>, text: &str) {
+    html.push_str("<td");
+    html.push_str(&class_attr(class));
+    if let Some(title) = title {
+        html.push_str(&format!(" title=\"{}\"", escape_html(title)));
+    }
+    html.push('>');
+    html.push_str(&escape_html(text));
+    html.push_str("</td>");
+}
+
+/// ` class="…"`, or nothing for an empty class (classes here are constants).
+fn class_attr(class: &str) -> String {
+    if class.is_empty() {
+        String::new()
+    } else {
+        format!(" class=\"{class}\"")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::test_support::sample_state;
+    use serde_json::json;
+
+    #[test]
+    fn escapes_the_five_characters() {
+        assert_eq!(
+            escape_html(r#"<a href="x" onclick='y'>&amp;</a>"#),
+            "&lt;a href=&quot;x&quot; onclick=&#39;y&#39;&gt;&amp;amp;&lt;/a&gt;"
+        );
+        assert_eq!(escape_html("plain ünïcode"), "plain ünïcode");
+    }
+
+    #[test]
+    fn page_shows_the_state() {
+        let page = render_page(&sample_state());
+        assert!(page.contains("<title>Peer Stats for nanday</title>"));
+        assert!(page.contains("<h1 id=\"heading\">Peer Stats for nanday</h1>"));
+        assert!(page.contains("127.0.0.1:8001 · 1 tracked peer · 1 file · 1 transfer"));
+        for header in [
+            "Peer ID",
+            "Host",
+            "Port",
+            "Last Seen",
+            "ID",
+            "Name",
+            "Owner",
+            "Size",
+        ] {
+            assert!(page.contains(&format!(">{header}</th>")), "{header}");
+        }
+        for header in [
+            "Timestamp",
+            "Local copy",
+            "Peers",
+            "File",
+            "Source",
+            "Done",
+            "Rate",
+        ] {
+            assert!(page.contains(&format!(">{header}</th>")), "{header}");
+        }
+        assert!(page.contains("<td class=\"num\">7s ago</td>"));
+        assert!(page.contains("silicon.cs.umanitoba.ca"));
+        assert!(page.contains(
+            "<td class=\"mono\" title=\"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\">9f86d081884c…</td>"
+        ));
+        assert!(page.contains("<td class=\"num\">1.5 KiB</td>"));
+        assert!(page.contains("<td title=\"2025-04-09 03:29:12 UTC\">1744169352</td>"));
+        assert!(page.contains("<td>yes (unverified)</td>"));
+        assert!(page.contains("<td>Silicon, nanday</td>"));
+        assert!(page.contains("768 B of 1.0 KiB (75%)"));
+        assert!(page.contains("1.5 KiB/s"));
+        assert!(page.contains("<noscript><meta http-equiv=\"refresh\" content=\"5\"></noscript>"));
+        assert!(page.contains("fetch(\"/api/state\""));
+        assert!(page.contains("connection lost"));
+        // Self-contained: no external assets.
+        for external in ["src=\"http", "href=\"http", "<link", "src=\"/"] {
+            assert!(!page.contains(external), "{external}");
+        }
+    }
+
+    #[test]
+    fn local_column_variants() {
+        let mut state = sample_state();
+        state.files[0].verified = true;
+        assert!(render_page(&state).contains("<td>yes</td>"));
+        state.files[0].local = false;
+        state.files[0].peers_with_file.clear();
+        let page = render_page(&state);
+        assert!(page.contains("<td>no</td>"));
+        assert!(page.contains("<td>—</td>"));
+    }
+
+    #[test]
+    fn empty_state_has_placeholder_rows() {
+        let mut state = sample_state();
+        state.peers.clear();
+        state.files.clear();
+        state.transfers.clear();
+        let page = render_page(&state);
+        assert!(page.contains("colspan=\"4\">No tracked peers.</td>"));
+        assert!(page.contains("colspan=\"7\">No files known.</td>"));
+        assert!(page.contains("colspan=\"4\">No transfers in flight.</td>"));
+        assert!(page.contains("0 tracked peers · 0 files · 0 transfers"));
+    }
+
+    #[test]
+    fn network_strings_are_escaped() {
+        let peer_name = "<script>alert(1)</script>";
+        let file_name = "\"><img src=x onerror=alert(1)>";
+        let mut state = sample_state();
+        state.peer_id = "me & <b>you</b>".into();
+        state.host = "<i>host</i>".into();
+        state.peers[0].peer_id = peer_name.into();
+        state.peers[0].host = file_name.into();
+        state.files[0].file_name = file_name.into();
+        state.files[0].file_id = file_name.into();
+        state.files[0].file_owner = peer_name.into();
+        state.files[0].file_timestamp = json!(peer_name);
+        state.files[0].file_size = json!(file_name);
+        state.files[0].peers_with_file = vec![peer_name.into()];
+        state.transfers[0].file_name = peer_name.into();
+        state.transfers[0].file_id = file_name.into();
+        state.transfers[0].source = file_name.into();
+        let page = render_page(&state);
+        for raw in [
+            peer_name,
+            file_name,
+            "<b>you</b>",
+            "<i>host</i>",
+            "alert(1)>",
+        ] {
+            assert!(!page.contains(raw), "unescaped {raw:?}");
+        }
+        assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+        assert!(page.contains("&quot;&gt;&lt;img src=x onerror=alert(1)&gt;"));
+        assert!(page.contains("<title>Peer Stats for me &amp; &lt;b&gt;you&lt;/b&gt;</title>"));
+        // Only our own script element.
+        assert_eq!(page.matches("<script").count(), 1);
+        assert_eq!(page.matches("<img").count(), 0);
+    }
+
+    #[test]
+    fn inline_assets_cannot_break_out_of_their_elements() {
+        for asset in [CSS, SCRIPT] {
+            let lower = asset.to_ascii_lowercase();
+            assert!(!lower.contains("</script"));
+            assert!(!lower.contains("</style"));
+            assert!(!lower.contains("<!--"));
+        }
+        assert!(!SCRIPT.contains("innerHTML"));
+    }
+}

@@ -1,0 +1,311 @@
+//! Parsing an HTTP request head and routing it.
+
+use super::response::{error_response, error_response_for};
+use super::MAX_REQUEST_HEAD;
+
+/// The most request headers accepted; more is answered with 431.
+const MAX_HEADERS: usize = 32;
+
+/// What a request asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// The stats page (`/` or `/index.html`).
+    Page,
+    /// The state as JSON (`/api/state`).
+    ApiState,
+}
+
+/// The result of looking at the bytes received so far on a connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ParseOutcome {
+    /// The request head is not complete yet: read more.
+    Incomplete,
+    /// A valid request: answer it with [`render`](super::render).
+    Ready {
+        /// The page asked for.
+        route: Route,
+        /// `true` for HEAD: send the headers only.
+        head_only: bool,
+    },
+    /// The request cannot be served: write these bytes (a complete
+    /// response) and close.
+    Respond(Vec<u8>),
+}
+
+/// Parses the request head at the start of `buf` (everything received so
+/// far on the connection) and routes it.
+///
+/// Returns [`ParseOutcome::Incomplete`] while the head is incomplete and
+/// `buf` is at most [`MAX_REQUEST_HEAD`] bytes long; anything after the head
+/// (a body) is ignored, since every response closes the connection.
+pub fn parse_request(buf: &[u8]) -> ParseOutcome {
+    // Only the first MAX_REQUEST_HEAD bytes can hold an acceptable head,
+    // which also bounds the work done per call.
+    let window = &buf[..buf.len().min(MAX_REQUEST_HEAD)];
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(window) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) if buf.len() > MAX_REQUEST_HEAD => {
+            return ParseOutcome::Respond(error_response(431, "Request Header Fields Too Large"));
+        }
+        Ok(httparse::Status::Partial) => return ParseOutcome::Incomplete,
+        Err(httparse::Error::TooManyHeaders) => {
+            return ParseOutcome::Respond(error_response(431, "Request Header Fields Too Large"));
+        }
+        Err(e) => {
+            log::debug!("http: malformed request: {e}");
+            return ParseOutcome::Respond(error_response(400, "Bad Request"));
+        }
+    }
+    // A complete parse always sets the method and the path.
+    let (Some(method), Some(target)) = (req.method, req.path) else {
+        return ParseOutcome::Respond(error_response(400, "Bad Request"));
+    };
+    let head_only = match method {
+        "GET" => false,
+        "HEAD" => true,
+        _ => return ParseOutcome::Respond(error_response(405, "Method Not Allowed")),
+    };
+    match route(target) {
+        Some(route) => ParseOutcome::Ready { route, head_only },
+        None => ParseOutcome::Respond(error_response_for(404, "Not Found", head_only)),
+    }
+}
+
+/// Maps a request target to a route: origin-form (`/path?query`) or
+/// absolute-form (`http://host/path?query`); the query is ignored.
+fn route(target: &str) -> Option<Route> {
+    let path = target.split(['?', '#']).next().unwrap_or(target);
+    let path = match strip_scheme(path) {
+        // Absolute-form: the path starts at the first '/' after the authority.
+        Some(rest) => rest.find('/').map_or("/", |i| &rest[i..]),
+        None => path,
+    };
+    match path {
+        "/" | "/index.html" => Some(Route::Page),
+        "/api/state" => Some(Route::ApiState),
+        _ => None,
+    }
+}
+
+/// The part after `http://` or `https://` (case-insensitive), if present.
+fn strip_scheme(target: &str) -> Option<&str> {
+    ["http://", "https://"].iter().find_map(|scheme| {
+        let head = target.get(..scheme.len())?;
+        head.eq_ignore_ascii_case(scheme)
+            .then(|| &target[scheme.len()..])
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const GET_STATE: &[u8] =
+        b"GET /api/state HTTP/1.1\r\nHost: localhost:8080\r\nAccept: */*\r\n\r\n";
+
+    fn status_of(outcome: &ParseOutcome) -> u16 {
+        match outcome {
+            ParseOutcome::Respond(bytes) => {
+                let text = String::from_utf8_lossy(bytes);
+                text.get(9..12)
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or_else(|| panic!("no status in {text:?}"))
+            }
+            other => panic!("expected a response, got {other:?}"),
+        }
+    }
+
+    fn ready(route: Route, head_only: bool) -> ParseOutcome {
+        ParseOutcome::Ready { route, head_only }
+    }
+
+    #[test]
+    fn routes_page_and_api() {
+        assert_eq!(
+            parse_request(b"GET / HTTP/1.1\r\n\r\n"),
+            ready(Route::Page, false)
+        );
+        assert_eq!(
+            parse_request(b"GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n"),
+            ready(Route::Page, false)
+        );
+        assert_eq!(parse_request(GET_STATE), ready(Route::ApiState, false));
+        assert_eq!(
+            parse_request(b"GET /api/state?t=123 HTTP/1.0\r\n\r\n"),
+            ready(Route::ApiState, false)
+        );
+        assert_eq!(
+            parse_request(b"GET /?refresh=1 HTTP/1.1\r\n\r\n"),
+            ready(Route::Page, false)
+        );
+        assert_eq!(
+            parse_request(b"GET http://example:8080/api/state HTTP/1.1\r\n\r\n"),
+            ready(Route::ApiState, false)
+        );
+        assert_eq!(
+            parse_request(b"GET http://example:8080 HTTP/1.1\r\n\r\n"),
+            ready(Route::Page, false)
+        );
+    }
+
+    #[test]
+    fn head_is_head_only() {
+        assert_eq!(
+            parse_request(b"HEAD / HTTP/1.1\r\n\r\n"),
+            ready(Route::Page, true)
+        );
+        assert_eq!(
+            parse_request(b"HEAD /api/state HTTP/1.1\r\n\r\n"),
+            ready(Route::ApiState, true)
+        );
+    }
+
+    #[test]
+    fn unknown_path_is_404() {
+        let out = parse_request(b"GET /x HTTP/1.1\r\n\r\n");
+        assert_eq!(status_of(&out), 404);
+        for path in [
+            "/api/state/",
+            "/api",
+            "/index.htm",
+            "/favicon.ico",
+            "//",
+            "/API/STATE",
+        ] {
+            let req = format!("GET {path} HTTP/1.1\r\n\r\n");
+            assert_eq!(status_of(&parse_request(req.as_bytes())), 404, "{path}");
+        }
+    }
+
+    #[test]
+    fn head_404_has_no_body() {
+        let ParseOutcome::Respond(bytes) = parse_request(b"HEAD /x HTTP/1.1\r\n\r\n") else {
+            panic!("expected a response");
+        };
+        assert!(bytes.starts_with(b"HTTP/1.1 404 "));
+        assert!(bytes.ends_with(b"\r\n\r\n"));
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(!text.contains("Content-Length: 0\r\n"), "{text}");
+    }
+
+    #[test]
+    fn other_methods_are_405_with_allow() {
+        for method in ["POST", "PUT", "DELETE", "OPTIONS", "get", "CONNECT"] {
+            let req = format!("{method} / HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+            let out = parse_request(req.as_bytes());
+            assert_eq!(status_of(&out), 405, "{method}");
+            let ParseOutcome::Respond(bytes) = out else {
+                unreachable!()
+            };
+            let text = String::from_utf8_lossy(&bytes);
+            assert!(text.contains("\r\nAllow: GET, HEAD\r\n"), "{text}");
+        }
+    }
+
+    #[test]
+    fn garbage_is_400() {
+        assert_eq!(
+            status_of(&parse_request(b"\x00\x01\x02\xffgarbage\r\n\r\n")),
+            400
+        );
+        assert_eq!(status_of(&parse_request(b"GET / FTP/1.1\r\n\r\n")), 400);
+        assert_eq!(
+            status_of(&parse_request(b"GET / HTTP/1.1\r\nBad Header\r\n\r\n")),
+            400
+        );
+        assert_eq!(
+            status_of(&parse_request(
+                b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"
+            )),
+            400
+        );
+    }
+
+    #[test]
+    fn oversized_head_is_431() {
+        let mut req = b"GET / HTTP/1.1\r\n".to_vec();
+        while req.len() < 9 * 1024 {
+            req.extend_from_slice(b"X-Filler: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n");
+        }
+        // Not even finished: too long already.
+        assert_eq!(status_of(&parse_request(&req)), 431);
+        req.extend_from_slice(b"\r\n");
+        assert_eq!(status_of(&parse_request(&req)), 431);
+        // One long header line, no end in sight.
+        let mut long = b"GET / HTTP/1.1\r\nCookie: ".to_vec();
+        long.resize(9 * 1024, b'a');
+        assert_eq!(status_of(&parse_request(&long)), 431);
+        // Exactly at the cap and still incomplete: wait for more.
+        long.truncate(MAX_REQUEST_HEAD);
+        assert_eq!(parse_request(&long), ParseOutcome::Incomplete);
+    }
+
+    #[test]
+    fn head_filling_the_cap_exactly_is_accepted() {
+        let mut req = b"GET / HTTP/1.1\r\nX-Pad: ".to_vec();
+        req.resize(MAX_REQUEST_HEAD - 4, b'p');
+        req.extend_from_slice(b"\r\n\r\n");
+        assert_eq!(req.len(), MAX_REQUEST_HEAD);
+        assert_eq!(parse_request(&req), ready(Route::Page, false));
+        // A body after it does not matter.
+        req.extend_from_slice(b"ignored body");
+        assert_eq!(parse_request(&req), ready(Route::Page, false));
+    }
+
+    #[test]
+    fn too_many_headers_is_431() {
+        let mut req = b"GET / HTTP/1.1\r\n".to_vec();
+        for i in 0..=MAX_HEADERS {
+            req.extend_from_slice(format!("X-H{i}: v\r\n").as_bytes());
+        }
+        req.extend_from_slice(b"\r\n");
+        assert_eq!(status_of(&parse_request(&req)), 431);
+    }
+
+    #[test]
+    fn partial_head_is_incomplete_at_every_split() {
+        for end in 0..GET_STATE.len() {
+            assert_eq!(
+                parse_request(&GET_STATE[..end]),
+                ParseOutcome::Incomplete,
+                "split at {end}"
+            );
+        }
+        assert_eq!(parse_request(GET_STATE), ready(Route::ApiState, false));
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..10_000)) {
+            if let ParseOutcome::Respond(resp) = parse_request(&bytes) {
+                prop_assert!(resp.starts_with(b"HTTP/1.1 "));
+                prop_assert!(resp.windows(4).any(|w| w == b"\r\n\r\n"));
+            }
+        }
+
+        #[test]
+        fn request_like_bytes_never_panic(
+            method in "(GET|HEAD|POST|[A-Z]{0,8})",
+            path in "[ -~]{0,40}",
+            headers in proptest::collection::vec(("[!-~&&[^:]]{0,12}", "[ -~]{0,30}"), 0..40),
+            cut in any::<proptest::sample::Index>(),
+        ) {
+            let mut req = format!("{method} {path} HTTP/1.1\r\n");
+            for (name, value) in &headers {
+                req.push_str(&format!("{name}: {value}\r\n"));
+            }
+            req.push_str("\r\n");
+            let bytes = req.as_bytes();
+            let cut = cut.index(bytes.len() + 1);
+            for buf in [bytes, &bytes[..cut]] {
+                if let ParseOutcome::Respond(resp) = parse_request(buf) {
+                    prop_assert!(resp.starts_with(b"HTTP/1.1 "));
+                    prop_assert!(resp.windows(4).any(|w| w == b"\r\n\r\n"));
+                }
+            }
+        }
+    }
+}

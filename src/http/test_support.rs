@@ -1,0 +1,38 @@
+//! A sample [`StateView`] shared by the module's tests.
+
+use crate::core::view::{FileView, PeerView, StateView, TransferView};
+use serde_json::json;
+
+/// A small state with one peer, one local unverified file and one transfer.
+pub(crate) fn sample_state() -> StateView {
+    StateView {
+        peer_id: "nanday".into(),
+        host: "127.0.0.1".into(),
+        port: 8001,
+        peers: vec![PeerView {
+            peer_id: "Silicon".into(),
+            host: "silicon.cs.umanitoba.ca".into(),
+            port: 8999,
+            last_seen_secs_ago: 7,
+        }],
+        files: vec![FileView {
+            file_id: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into(),
+            file_name: "EldenRing.txt".into(),
+            file_owner: "Silicon".into(),
+            file_size: json!(1536),
+            file_timestamp: json!(1744169352),
+            local: true,
+            verified: false,
+            peers_with_file: vec!["Silicon".into(), "nanday".into()],
+        }],
+        transfers: vec![TransferView {
+            id: 1,
+            file_id: "abc".into(),
+            file_name: "big.bin".into(),
+            source: "Silicon".into(),
+            bytes_done: 768,
+            bytes_total: Some(1024),
+            rate_bytes_per_sec: 1536,
+        }],
+    }
+}
