@@ -4,6 +4,7 @@
 use clap::Parser;
 use peershare::cli::args::Args;
 use simplelog::{ColorChoice, ConfigBuilder, TermLogger, TerminalMode, WriteLogger};
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -14,14 +15,26 @@ fn main() -> ExitCode {
         .set_thread_level(log::LevelFilter::Off)
         .build();
     let logger_ok = match &args.log_file {
-        Some(path) => match std::fs::OpenOptions::new().create(true).append(true).open(path) {
+        Some(path) => match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
             Ok(f) => WriteLogger::init(args.log_level, config, f).is_ok(),
             Err(e) => {
                 eprintln!("peershare: cannot open log file {}: {e}", path.display());
                 return ExitCode::from(1);
             }
         },
-        None => TermLogger::init(args.log_level, config, TerminalMode::Stderr, ColorChoice::Auto).is_ok(),
+        None => {
+            // Colour only on a terminal: redirected logs stay plain text.
+            let color = if std::io::stderr().is_terminal() {
+                ColorChoice::Auto
+            } else {
+                ColorChoice::Never
+            };
+            TermLogger::init(args.log_level, config, TerminalMode::Stderr, color).is_ok()
+        }
     };
     if !logger_ok {
         eprintln!("peershare: logging could not be set up");

@@ -124,7 +124,10 @@ mod tests {
 
     #[test]
     fn host_port_pairs_parse() {
-        assert_eq!(parse_host_port("127.0.0.1:9001"), Ok(("127.0.0.1".into(), 9001)));
+        assert_eq!(
+            parse_host_port("127.0.0.1:9001"),
+            Ok(("127.0.0.1".into(), 9001))
+        );
         assert!(parse_host_port("nope").is_err());
         assert!(parse_host_port(":9").is_err());
         assert!(parse_host_port("h:0").is_err());
@@ -137,7 +140,8 @@ mod tests {
         assert_eq!(a.peer_timeout, Duration::from_secs(60));
         assert_eq!(a.well_known().len(), 4);
         assert_eq!(a.storage_dir(), PathBuf::from("storage_p1"));
-        let b = Args::try_parse_from(["peershare", "p1", "h", "1", "2", "--no-well-known"]).unwrap();
+        let b =
+            Args::try_parse_from(["peershare", "p1", "h", "1", "2", "--no-well-known"]).unwrap();
         assert!(b.well_known().is_empty());
     }
 }

@@ -63,7 +63,10 @@ pub fn parse(line: &str) -> MenuCommand {
             match (parts.next(), parts.next()) {
                 (Some(id), dest) if !id.is_empty() => MenuCommand::Core(Command::Get {
                     file: id.to_string(),
-                    dest: dest.map(str::trim).filter(|d| !d.is_empty()).map(PathBuf::from),
+                    dest: dest
+                        .map(str::trim)
+                        .filter(|d| !d.is_empty())
+                        .map(PathBuf::from),
                 }),
                 _ => arg_hint("get <file_id> [dest]"),
             }
@@ -165,7 +168,15 @@ pub fn render_list(view: &StateView) -> String {
         })
         .collect();
     table(
-        &["ID", "NAME", "OWNER", "SIZE", "TIMESTAMP", "LOCAL", "PEERS WITH FILE"],
+        &[
+            "ID",
+            "NAME",
+            "OWNER",
+            "SIZE",
+            "TIMESTAMP",
+            "LOCAL",
+            "PEERS WITH FILE",
+        ],
         &rows,
     )
 }
@@ -203,7 +214,9 @@ pub fn render_transfers(view: &StateView) -> String {
                 printable(&t.file_name),
                 printable(&t.source),
                 match t.bytes_total {
-                    Some(total) => format!("{} / {}", human_bytes(t.bytes_done), human_bytes(total)),
+                    Some(total) => {
+                        format!("{} / {}", human_bytes(t.bytes_done), human_bytes(total))
+                    }
                     None => human_bytes(t.bytes_done),
                 },
                 format!("{:.1} MB/s", t.rate_bytes_per_sec as f64 / 1e6),
@@ -224,14 +237,28 @@ mod tests {
         assert_eq!(parse(""), MenuCommand::Nothing);
         assert_eq!(
             parse("get abc /tmp/x y"),
-            MenuCommand::Core(Command::Get { file: "abc".into(), dest: Some("/tmp/x y".into()) })
+            MenuCommand::Core(Command::Get {
+                file: "abc".into(),
+                dest: Some("/tmp/x y".into())
+            })
         );
-        assert_eq!(parse("get abc"), MenuCommand::Core(Command::Get { file: "abc".into(), dest: None }));
+        assert_eq!(
+            parse("get abc"),
+            MenuCommand::Core(Command::Get {
+                file: "abc".into(),
+                dest: None
+            })
+        );
         assert!(matches!(parse("get"), MenuCommand::Invalid(_)));
         assert!(matches!(parse("push"), MenuCommand::Invalid(_)));
         assert!(matches!(parse("frobnicate"), MenuCommand::Invalid(_)));
         assert!(matches!(parse("list extra"), MenuCommand::Invalid(_)));
-        assert_eq!(parse("push my file.txt"), MenuCommand::Core(Command::Push { path: "my file.txt".into() }));
+        assert_eq!(
+            parse("push my file.txt"),
+            MenuCommand::Core(Command::Push {
+                path: "my file.txt".into()
+            })
+        );
     }
 
     #[test]

@@ -689,8 +689,12 @@ impl Peer {
         for origin in &d.origins {
             match (origin, &outcome) {
                 (Origin::Menu(_), Ok(line) | Err(line)) => self.print(line.clone()),
-                (Origin::Auto, Ok(line)) => info!("auto-fetch: {line}"),
-                (Origin::Auto, Err(line)) => warn!("auto-fetch: {line}"),
+                (Origin::Auto, Ok(line)) => {
+                    info!("auto-fetch: {}", line.trim_start_matches("get: "))
+                }
+                (Origin::Auto, Err(line)) => {
+                    warn!("auto-fetch: {}", line.trim_start_matches("get: "))
+                }
             }
         }
         if d.origins.contains(&Origin::Auto) {

@@ -8,7 +8,7 @@
 
 use crate::core::Time;
 use crate::ids::TransferId;
-use crate::protocol::decoder::{DataSink, Decoded, DecodeError, Feed, MessageDecoder};
+use crate::protocol::decoder::{DataSink, DecodeError, Decoded, Feed, MessageDecoder};
 use crate::protocol::encoder::{FileDataEncoder, WriteProgress};
 use crate::protocol::FileRecord;
 use crate::storage::{FileHasher, PartialFile};
@@ -116,8 +116,8 @@ pub struct FetchConn {
 pub enum Role {
     /// Inbound P2P: reading one message.
     Read {
-        /// Decoder.
-        decoder: MessageDecoder,
+        /// Decoder (boxed: it is the largest state of any role).
+        decoder: Box<MessageDecoder>,
         /// Where pushed data goes.
         sink: PartialSink,
         /// Bytes received.
@@ -221,7 +221,11 @@ pub fn write_payload(stream: &mut TcpStream, payload: &mut Payload) -> io::Resul
                     Ok(n) => *pos += n,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        return Ok(if w.hit { Outcome::Yield } else { Outcome::Blocked })
+                        return Ok(if w.hit {
+                            Outcome::Yield
+                        } else {
+                            Outcome::Blocked
+                        })
                     }
                     Err(e) => return Err(e),
                 }

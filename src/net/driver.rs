@@ -7,8 +7,8 @@ use crate::core::{Config, Effect, FetchResult, Peer, Time, Timer};
 use crate::http;
 use crate::ids::{FileId, PeerAddr, PeerId, TransferId};
 use crate::net::conn::{
-    connect_status, feed, read_loop, write_payload, Conn, FetchConn, Outcome, PartialSink,
-    Payload, Role, WriteKind,
+    connect_status, feed, read_loop, write_payload, Conn, FetchConn, Outcome, PartialSink, Payload,
+    Role, WriteKind,
 };
 use crate::net::resolver::Resolver;
 use crate::net::stdin::{self, LineReader};
@@ -78,6 +78,9 @@ enum Due {
     Persist,
 }
 
+/// A job for the worker thread (disk work kept off the loop).
+type Job = Box<dyn FnOnce() -> WorkerMsg + Send>;
+
 /// Results from helper threads.
 enum WorkerMsg {
     Imported(Result<StoredEntry, String>),
@@ -115,7 +118,7 @@ struct Driver {
     unresolvable_logged: HashSet<String>,
     pending: HashMap<u64, Pending>,
     next_request: u64,
-    worker_tx: Sender<Box<dyn FnOnce() -> WorkerMsg + Send>>,
+    worker_tx: Sender<Job>,
     worker_rx: Receiver<WorkerMsg>,
     meta_tx: Option<Sender<Vec<u8>>>,
     meta_thread: Option<thread::JoinHandle<()>>,
@@ -230,8 +233,12 @@ fn stored_entries(core: &Peer) -> Vec<StoredEntry> {
 /// setup error (returned; `main` turns it into exit status 1).
 pub fn run(args: Args) -> Result<(), StartError> {
     let dir = args.storage_dir();
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| StartError(format!("cannot create storage folder {}: {e}", dir.display())))?;
+    std::fs::create_dir_all(&dir).map_err(|e| {
+        StartError(format!(
+            "cannot create storage folder {}: {e}",
+            dir.display()
+        ))
+    })?;
     let p2p = bind(&args.host, args.p2p_port, "the peer server")?;
     let http = bind(&args.host, args.http_port, "the stats page")?;
     let p2p_addr = p2p
@@ -275,8 +282,8 @@ pub fn run(args: Args) -> Result<(), StartError> {
     );
     let resolver = Resolver::start(waker.clone())
         .map_err(|e| StartError(format!("cannot start resolver: {e}")))?;
-    let (worker_tx, worker_rx) = start_worker(waker.clone())
-        .map_err(|e| StartError(format!("cannot start worker: {e}")))?;
+    let (worker_tx, worker_rx) =
+        start_worker(waker.clone()).map_err(|e| StartError(format!("cannot start worker: {e}")))?;
     let (meta_tx, meta_thread) = start_metadata_writer(dir.clone())
         .map_err(|e| StartError(format!("cannot start metadata writer: {e}")))?;
 
@@ -331,19 +338,19 @@ pub fn run(args: Args) -> Result<(), StartError> {
     Ok(())
 }
 
-fn start_worker(
-    waker: Arc<Waker>,
-) -> io::Result<(Sender<Box<dyn FnOnce() -> WorkerMsg + Send>>, Receiver<WorkerMsg>)> {
-    let (job_tx, job_rx) = mpsc::channel::<Box<dyn FnOnce() -> WorkerMsg + Send>>();
+fn start_worker(waker: Arc<Waker>) -> io::Result<(Sender<Job>, Receiver<WorkerMsg>)> {
+    let (job_tx, job_rx) = mpsc::channel::<Job>();
     let (res_tx, res_rx) = mpsc::channel();
-    thread::Builder::new().name("worker".into()).spawn(move || {
-        for job in job_rx {
-            if res_tx.send(job()).is_err() {
-                break;
+    thread::Builder::new()
+        .name("worker".into())
+        .spawn(move || {
+            for job in job_rx {
+                if res_tx.send(job()).is_err() {
+                    break;
+                }
+                let _ = waker.wake();
             }
-            let _ = waker.wake();
-        }
-    })?;
+        })?;
     Ok((job_tx, res_rx))
 }
 
@@ -360,7 +367,10 @@ fn start_metadata_writer(dir: PathBuf) -> io::Result<(Sender<Vec<u8>>, thread::J
                     bytes = newer;
                 }
                 if let Err(e) = storage::write_atomic(&dir, metadata::METADATA_FILE, &bytes) {
-                    warn!("cannot write {}: {e}", dir.join(metadata::METADATA_FILE).display());
+                    warn!(
+                        "cannot write {}: {e}",
+                        dir.join(metadata::METADATA_FILE).display()
+                    );
                 }
             }
         })?;
@@ -687,8 +697,12 @@ impl Driver {
                 .insert(r.host.clone(), (r.result.clone(), now));
             if let Some(p) = self.pending.remove(&r.id) {
                 match r.result {
-                    Ok(sa) => self.open_outbound(SocketAddr::new(sa.ip(), p.addr.port), p.addr, p.role),
-                    Err(e) => self.outbound_failed(p.role, format!("cannot resolve {}: {e}", p.addr.host)),
+                    Ok(sa) => {
+                        self.open_outbound(SocketAddr::new(sa.ip(), p.addr.port), p.addr, p.role)
+                    }
+                    Err(e) => {
+                        self.outbound_failed(p.role, format!("cannot resolve {}: {e}", p.addr.host))
+                    }
                 }
             }
         }
@@ -749,13 +763,17 @@ impl Driver {
 
     // ---- connections ----------------------------------------------------
 
-    fn add_conn(&mut self, stream: TcpStream, role: Role, inbound: bool, interest: Interest) -> Option<usize> {
+    fn add_conn(
+        &mut self,
+        stream: TcpStream,
+        role: Role,
+        inbound: bool,
+        interest: Interest,
+    ) -> Option<usize> {
         let now = self.now();
         self.next_gen += 1;
         let gen = self.next_gen;
-        let entry = self.conns.vacant_entry();
-        let key = entry.key();
-        let mut conn = Conn {
+        let conn = Conn {
             stream,
             gen,
             role,
@@ -764,16 +782,17 @@ impl Driver {
             phase_started: now,
             inbound,
         };
-        if let Err(e) = self
-            .poll
-            .registry()
-            .register(&mut conn.stream, Token(CONN_BASE + key), interest)
-        {
+        let deadline = self.deadline(&conn);
+        let key = self.conns.insert(conn);
+        if let Err(e) = self.poll.registry().register(
+            &mut self.conns[key].stream,
+            Token(CONN_BASE + key),
+            interest,
+        ) {
             warn!("cannot register connection: {e}");
+            self.conns.remove(key);
             return None;
         }
-        let deadline = self.deadline(&conn);
-        entry.insert(conn);
         self.wheel.schedule(deadline, Due::Conn { key, gen });
         Some(key)
     }
@@ -802,7 +821,11 @@ impl Driver {
 
     fn accept(&mut self, is_http: bool) {
         loop {
-            let listener = if is_http { self.http.as_ref() } else { self.p2p.as_ref() };
+            let listener = if is_http {
+                self.http.as_ref()
+            } else {
+                self.p2p.as_ref()
+            };
             let Some(listener) = listener else {
                 return;
             };
@@ -816,7 +839,7 @@ impl Driver {
                         Role::Http { buf: Vec::new() }
                     } else {
                         Role::Read {
-                            decoder: MessageDecoder::new(self.limits()),
+                            decoder: Box::new(MessageDecoder::new(self.limits())),
                             sink: PartialSink::new(self.settings.dir.clone()),
                             received: 0,
                         }
@@ -946,10 +969,10 @@ impl Driver {
             c.phase_started = now;
             c.last_active = now;
             let gen = c.gen;
-            let _ = self
-                .poll
-                .registry()
-                .reregister(&mut c.stream, Token(CONN_BASE + key), interest);
+            let _ =
+                self.poll
+                    .registry()
+                    .reregister(&mut c.stream, Token(CONN_BASE + key), interest);
             self.ready.push_back((key, gen));
         }
     }
@@ -1236,7 +1259,12 @@ impl Driver {
     ) -> FetchResult {
         let header = match Message::from_object(&decoded.fields) {
             Ok(Message::FileData(h)) => h,
-            Ok(other) => return FetchResult::Failed(format!("replied {} instead of FILE_DATA", other.kind())),
+            Ok(other) => {
+                return FetchResult::Failed(format!(
+                    "replied {} instead of FILE_DATA",
+                    other.kind()
+                ))
+            }
             Err(e) => return FetchResult::Failed(format!("malformed reply: {e}")),
         };
         let Some(id) = header.file_id.as_ref() else {
@@ -1251,7 +1279,10 @@ impl Driver {
                 return FetchResult::Failed("reply has no data".into())
             }
         };
-        let verified = sink.hasher.clone().matches(&record.file_id, &record.file_timestamp)
+        let verified = sink
+            .hasher
+            .clone()
+            .matches(&record.file_id, &record.file_timestamp)
             || header
                 .file_timestamp
                 .as_ref()
@@ -1274,7 +1305,13 @@ impl Driver {
     }
 
     /// Moves a complete temp file to a safe, unique final name.
-    fn commit(&mut self, partial: PartialFile, wanted: &str, len: u64, verified: bool) -> FetchResult {
+    fn commit(
+        &mut self,
+        partial: PartialFile,
+        wanted: &str,
+        len: u64,
+        verified: bool,
+    ) -> FetchResult {
         let name = storage::unique_name(&self.settings.dir, &storage::sanitize_file_name(wanted));
         match partial.commit(&name) {
             Ok(_) => FetchResult::Saved {

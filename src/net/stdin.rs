@@ -66,7 +66,8 @@ impl LineReader {
             }
         }
         if out.eof && !self.buf.is_empty() && !self.overlong {
-            out.lines.push(String::from_utf8_lossy(&self.buf).into_owned());
+            out.lines
+                .push(String::from_utf8_lossy(&self.buf).into_owned());
             self.buf.clear();
         }
         out
