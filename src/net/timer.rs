@@ -27,7 +27,8 @@ struct Entry<T> {
 pub struct TimerWheel<T> {
     slots: Vec<Vec<usize>>,
     entries: Slab<Entry<T>>,
-    /// Every tick before this one has been processed.
+    /// The last tick processed. Its slot is visited again by the next
+    /// `poll`, so a deadline scheduled in the past still fires.
     hand: u64,
 }
 
@@ -118,7 +119,8 @@ impl<T> TimerWheel<T> {
         let now_tick = Self::tick_of(now);
         let mut due: Vec<(Time, usize)> = Vec::new();
         if now_tick >= self.hand {
-            // Visit each slot the hand passes, at most one full turn.
+            // Visit each slot the hand passes (its current one included), at
+            // most one full turn.
             let steps = (now_tick - self.hand + 1).min(SLOTS as u64);
             for i in 0..steps {
                 let idx = ((self.hand + i) % SLOTS as u64) as usize;
@@ -133,7 +135,7 @@ impl<T> TimerWheel<T> {
                     None => false,
                 });
             }
-            self.hand = now_tick + 1;
+            self.hand = now_tick;
         }
         due.sort();
         due.into_iter()
