@@ -204,6 +204,8 @@ pub struct Peer {
     auto_fetch_started: bool,
     auto_fetch_early: bool,
     auto_batch: Option<AutoBatch>,
+    started_at: Option<Time>,
+    loaded_holders_checked: bool,
 }
 
 impl Peer {
@@ -220,6 +222,8 @@ impl Peer {
             auto_fetch_started: false,
             auto_fetch_early: false,
             auto_batch: None,
+            started_at: None,
+            loaded_holders_checked: false,
         }
     }
 
@@ -279,6 +283,7 @@ impl Peer {
 
     /// Starts the peer: first gossip round now, then the periodic timers.
     pub fn start(&mut self, now: Time) {
+        self.started_at = Some(now);
         self.gossip_round(now);
         let sweep = now.plus(self.sweep_period());
         self.schedule(sweep, Timer::Sweep);
@@ -337,6 +342,19 @@ impl Peer {
     }
 
     fn sweep(&mut self, now: Time) {
+        // Holders loaded from the metadata file were heard from in an earlier
+        // run: one peer timeout after start, those not heard from since are
+        // as silent as any dropped peer.
+        let timed_out = self
+            .started_at
+            .is_some_and(|t| now.since(t) > self.cfg.peer_timeout);
+        if timed_out && !self.loaded_holders_checked {
+            self.loaded_holders_checked = true;
+            let members = &self.members;
+            if self.catalog.retain_holders(|p| members.contains(p)) {
+                self.effects.push(Effect::Persist);
+            }
+        }
         let dead = self.members.expire(now, self.cfg.peer_timeout);
         if dead.is_empty() {
             return;
@@ -1033,5 +1051,129 @@ impl Peer {
             files,
             transfers,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Timestamp;
+    use rand::SeedableRng;
+
+    fn peer() -> Peer {
+        Peer::new(
+            Config {
+                peer_id: "me".into(),
+                addr: PeerAddr::new("127.0.0.1", 9000),
+                well_known: vec![PeerAddr::new("127.0.0.1", 9999)],
+                gossip_interval: Duration::from_secs(30),
+                peer_timeout: Duration::from_secs(60),
+                auto_fetch: 0,
+            },
+            SmallRng::seed_from_u64(7),
+        )
+    }
+
+    fn record(id: &str, owner: &str) -> FileRecord {
+        FileRecord {
+            file_name: format!("{id}.txt"),
+            file_size: FileSize::Bytes(3),
+            file_id: id.into(),
+            file_owner: owner.into(),
+            file_timestamp: Timestamp::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn first_gossip_goes_to_the_well_known_peers() {
+        let mut p = peer();
+        p.start(Time(0));
+        let sends: Vec<_> = p
+            .take_effects()
+            .into_iter()
+            .filter_map(|e| match e {
+                Effect::Send {
+                    to,
+                    msg: Message::Gossip { .. },
+                } => Some(to),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(sends, vec![PeerAddr::new("127.0.0.1", 9999)]);
+    }
+
+    #[test]
+    fn holders_loaded_from_disk_that_never_speak_are_dropped_after_the_timeout() {
+        let mut p = peer();
+        p.load_entry(Entry {
+            record: record("f", "ghost"),
+            holders: [PeerId::from("ghost")].into_iter().collect(),
+            local: None,
+        });
+        p.start(Time(0));
+        p.on_timer(Time(10_000), Timer::Sweep);
+        assert!(p.catalog().get(&"f".into()).is_some());
+        p.on_timer(Time(61_000), Timer::Sweep);
+        assert!(p.catalog().get(&"f".into()).is_none());
+    }
+
+    #[test]
+    fn own_gossip_echoed_back_is_ignored() {
+        let mut p = peer();
+        p.on_message(
+            Time(0),
+            Message::Gossip {
+                host: "127.0.0.1".into(),
+                port: 9000,
+                id: "x".into(),
+                peer_id: "me".into(),
+            },
+        );
+        assert!(p.members().is_empty());
+        assert!(p.take_effects().is_empty());
+    }
+
+    #[test]
+    fn delete_from_a_non_owner_changes_nothing() {
+        let mut p = peer();
+        p.on_message(
+            Time(0),
+            Message::GossipReply {
+                host: "127.0.0.1".into(),
+                port: 9001,
+                peer_id: "owner".into(),
+                files: vec![record("f", "owner")],
+            },
+        );
+        p.on_message(
+            Time(1),
+            Message::Delete {
+                from: "mallory".into(),
+                file_id: "f".into(),
+            },
+        );
+        assert!(p.catalog().get(&"f".into()).is_some());
+        p.on_message(
+            Time(2),
+            Message::Delete {
+                from: "owner".into(),
+                file_id: "f".into(),
+            },
+        );
+        assert!(p.catalog().get(&"f".into()).is_none());
+    }
+
+    #[test]
+    fn get_of_an_unknown_id_says_so() {
+        let mut p = peer();
+        p.on_command(
+            Time(0),
+            Command::Get {
+                file: "zz".into(),
+                dest: None,
+            },
+        );
+        let effects = p.take_effects();
+        assert!(matches!(&effects[..], [Effect::Print(l)] if l.contains("no known file")));
     }
 }
