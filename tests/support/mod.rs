@@ -4,9 +4,10 @@
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -43,6 +44,7 @@ pub struct PeerBuilder {
     args: Vec<String>,
     stdin: StdinMode,
     dir: Option<PathBuf>,
+    files: Vec<(String, Vec<u8>)>,
 }
 
 impl PeerBuilder {
@@ -54,6 +56,7 @@ impl PeerBuilder {
             args: Vec::new(),
             stdin: StdinMode::Piped,
             dir: None,
+            files: Vec::new(),
         }
     }
     /// Adds `--well-known 127.0.0.1:<port>`.
@@ -77,6 +80,12 @@ impl PeerBuilder {
         self.dir = Some(dir.to_path_buf());
         self
     }
+    /// Puts a file named `name` with these bytes in the storage folder
+    /// before the peer starts (its folder scan adds it as a local file).
+    pub fn file(mut self, name: &str, bytes: &[u8]) -> Self {
+        self.files.push((name.to_string(), bytes.to_vec()));
+        self
+    }
     /// Starts the process and waits for its "listening" line.
     pub fn spawn(self) -> PeerProc {
         let tmp = tempfile::tempdir().expect("tempdir");
@@ -84,6 +93,12 @@ impl PeerBuilder {
             .dir
             .clone()
             .unwrap_or_else(|| tmp.path().join("storage"));
+        if !self.files.is_empty() {
+            std::fs::create_dir_all(&dir).expect("create storage folder");
+            for (name, bytes) in &self.files {
+                std::fs::write(dir.join(name), bytes).expect("write storage file");
+            }
+        }
         let mut args: Vec<String> = vec![
             self.id.clone(),
             "127.0.0.1".into(),
@@ -243,6 +258,27 @@ impl PeerProc {
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+    /// Sends `signal` (e.g. `libc::SIGTERM`) to the process; does not wait.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) with the pid of our own, not yet reaped, child.
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
+        assert_eq!(rc, 0, "kill({}, {signal}) failed", self.child.id());
+    }
+    /// Waits (bounded) for the process to exit; its status, or None if it
+    /// is still running after `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        wait_exit(&mut self.child, timeout)
+    }
+    /// The file entry with this id in `/api/state`, if listed.
+    pub fn file(&self, file_id: &str) -> Option<Value> {
+        self.files()
+            .into_iter()
+            .find(|f| f["file_id"].as_str() == Some(file_id))
+    }
     /// Sends SIGKILL and reaps.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -298,4 +334,277 @@ pub fn file_id(bytes: &[u8], ts: &str) -> String {
     h.update(bytes);
     h.update(ts.as_bytes());
     faster_hex::hex_string(&h.finalize())
+}
+
+/// Polls `child` until it exits or `timeout` passes; its status, or None if
+/// it is still running (the caller decides whether to kill it).
+pub fn wait_exit(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let mut status = None;
+    wait_until(timeout, || {
+        status = child.try_wait().ok().flatten();
+        status.is_some()
+    });
+    status
+}
+
+/// What a process run to completion by [`run_binary`] left behind.
+#[derive(Debug)]
+pub struct Finished {
+    /// Exit status (None: killed after the timeout).
+    pub status: Option<ExitStatus>,
+    /// Everything it wrote to stdout.
+    pub stdout: String,
+    /// Everything it wrote to stderr.
+    pub stderr: String,
+}
+
+/// Runs the peershare binary with exactly `args` (no defaults added), stdin
+/// from `/dev/null`, and waits up to `timeout` for it to exit; a process
+/// still running then is killed (status None).
+pub fn run_binary(args: &[&str], timeout: Duration) -> Finished {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_peershare"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start peershare");
+    let collect = |mut r: Box<dyn Read + Send>| {
+        thread::spawn(move || {
+            let mut s = String::new();
+            let _ = r.read_to_string(&mut s);
+            s
+        })
+    };
+    let out = collect(Box::new(child.stdout.take().expect("stdout")));
+    let err = collect(Box::new(child.stderr.take().expect("stderr")));
+    let status = wait_exit(&mut child, timeout);
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    Finished {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    }
+}
+
+/// Where the first top-level JSON object in `bytes` ends: the index just
+/// past its closing brace, tracking `{}`/`[]` depth outside strings and
+/// honouring backslash escapes (the protocol's framing). None while it is
+/// incomplete.
+pub fn object_end(bytes: &[u8]) -> Option<usize> {
+    let (mut depth, mut in_str, mut escaped, mut started) = (0usize, false, false, false);
+    for (i, &b) in bytes.iter().enumerate() {
+        if in_str {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_str = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_str = true,
+            b'{' | b'[' => {
+                depth += 1;
+                started = true;
+            }
+            b'}' | b']' => {
+                depth = depth.saturating_sub(1);
+                if started && depth == 0 {
+                    return Some(i + 1);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Reads one message from `stream`: bytes up to the closing brace of the
+/// top-level object (not EOF), parsed as JSON. None on timeout, EOF before
+/// the object ends, or bad JSON.
+pub fn read_object(stream: &mut TcpStream, timeout: Duration) -> Option<Value> {
+    let deadline = Instant::now() + timeout;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = object_end(&buf) {
+            return serde_json::from_slice(&buf[..end]).ok();
+        }
+        let left = deadline.checked_duration_since(Instant::now())?;
+        stream
+            .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .ok()?;
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// A fake peer's P2P side: a listener on 127.0.0.1:0 that accepts every
+/// connection and records the one message each carries (read up to its
+/// closing brace). Stops when dropped.
+pub struct FakePeer {
+    /// Port it listens on (advertise it in GOSSIP).
+    pub port: u16,
+    received: Arc<Mutex<Vec<Value>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl FakePeer {
+    /// Starts listening.
+    pub fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind fake peer");
+        let port = listener.local_addr().expect("local addr").port();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (sink, stopped) = (received.clone(), stop.clone());
+        thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stopped.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(mut conn) = conn else { continue };
+                let sink = sink.clone();
+                thread::spawn(move || {
+                    if let Some(v) = read_object(&mut conn, Duration::from_secs(5)) {
+                        sink.lock().unwrap().push(v);
+                    }
+                });
+            }
+        });
+        Self {
+            port,
+            received,
+            stop,
+        }
+    }
+    /// Every message received so far.
+    pub fn messages(&self) -> Vec<Value> {
+        self.received.lock().unwrap().clone()
+    }
+    /// Messages of this `type` received so far.
+    pub fn of_type(&self, kind: &str) -> Vec<Value> {
+        self.messages()
+            .into_iter()
+            .filter(|m| m["type"] == kind)
+            .collect()
+    }
+    /// Waits until a message of this `type` has arrived; the first one.
+    pub fn wait_for(&self, kind: &str, timeout: Duration) -> Option<Value> {
+        let mut found = None;
+        wait_until(timeout, || {
+            found = self.of_type(kind).into_iter().next();
+            found.is_some()
+        });
+        found
+    }
+    /// Forgets the messages received so far.
+    pub fn clear(&self) {
+        self.received.lock().unwrap().clear();
+    }
+}
+
+impl Drop for FakePeer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the accept loop so it sees the flag.
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+/// Raises this process's soft limit on open files to at least `want`
+/// (capped by the hard limit); peers started afterwards inherit it.
+/// Returns the soft limit now in force.
+#[allow(clippy::unnecessary_cast)] // rlim_t is not u64 on every target
+pub fn raise_fd_limit(want: u64) -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 0;
+        }
+        let target = (want as libc::rlim_t).min(lim.rlim_max);
+        if lim.rlim_cur < target {
+            let new = libc::rlimit {
+                rlim_cur: target,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &new) == 0 {
+                lim.rlim_cur = target;
+            }
+        }
+    }
+    lim.rlim_cur as u64
+}
+
+/// Opens `n` TCP connections to 127.0.0.1:`port` and keeps them open (idle)
+/// until the returned streams are dropped.
+pub fn open_idle(port: u16, n: usize) -> Vec<TcpStream> {
+    (0..n)
+        .map(|i| {
+            TcpStream::connect(("127.0.0.1", port))
+                .unwrap_or_else(|e| panic!("idle connection {i} to port {port}: {e}"))
+        })
+        .collect()
+}
+
+/// How many of `streams` the other side has closed (EOF or reset); reads
+/// nothing that is still open. The streams are left non-blocking.
+pub fn count_closed(streams: &[TcpStream]) -> usize {
+    streams
+        .iter()
+        .filter(|s| {
+            s.set_nonblocking(true).expect("nonblocking");
+            let mut b = [0u8; 1];
+            match (&**s).read(&mut b) {
+                Ok(0) => true,
+                Ok(_) => false,
+                Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+            }
+        })
+        .count()
+}
+
+/// Sets the soft limit on open files of process `pid` (e.g. a peer just
+/// started) to `soft`, keeping its hard limit; models a machine whose
+/// default `ulimit -n` is that low.
+#[allow(clippy::unnecessary_cast)] // rlim_t is not u64 on every target
+pub fn set_fd_limit(pid: u32, soft: u64) {
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: prlimit(2) on our own child with valid pointers to locals.
+    let rc = unsafe {
+        libc::prlimit(
+            pid as libc::pid_t,
+            libc::RLIMIT_NOFILE,
+            std::ptr::null(),
+            &mut old,
+        )
+    };
+    assert_eq!(rc, 0, "prlimit get: {}", std::io::Error::last_os_error());
+    let new = libc::rlimit {
+        rlim_cur: (soft as libc::rlim_t).min(old.rlim_max),
+        rlim_max: old.rlim_max,
+    };
+    // SAFETY: as above.
+    let rc = unsafe {
+        libc::prlimit(
+            pid as libc::pid_t,
+            libc::RLIMIT_NOFILE,
+            &new,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(rc, 0, "prlimit set: {}", std::io::Error::last_os_error());
 }
