@@ -275,7 +275,6 @@ fn garbage_half_messages_and_idle_connections_do_not_stop_the_peer() {
 }
 
 #[test]
-#[ignore = "bug: the peer never raises its RLIMIT_NOFILE soft limit, so under the common default of 1024 it runs out of descriptors (EMFILE) at about 1012 connections, before its 1024-connection cap; accept() then fails, no idle connection is evicted, and the stats page, GOSSIP replies and outbound sends all fail until the idle connections time out (10 s)"]
 fn at_a_1024_file_limit_idle_connections_still_cannot_starve_the_peer() {
     raise_fd_limit(4096);
     let p = PeerBuilder::new("lowfd").spawn();

@@ -42,7 +42,8 @@ const SIGNALS: Token = Token(4);
 const CONN_BASE: usize = 16;
 
 /// Most open connections (P2P and HTTP, both ways). At the cap a new inbound
-/// connection evicts the longest-idle inbound one.
+/// connection evicts the longest-idle inbound one. Lowered at start if the
+/// open-file limit can't hold it (see [`crate::net::limits`]).
 pub const MAX_CONNECTIONS: usize = 1024;
 
 /// Metadata is written at most this often; bursts are coalesced.
@@ -107,6 +108,7 @@ struct Driver {
     core: Peer,
     settings: Settings,
     conns: Slab<Conn>,
+    max_conns: usize,
     next_gen: u64,
     wheel: TimerWheel<Due>,
     ready: VecDeque<(usize, u64)>,
@@ -232,6 +234,13 @@ fn stored_entries(core: &Peer) -> Vec<StoredEntry> {
 /// Runs the peer until `exit`, EOF-less shutdown by signal, or a fatal
 /// setup error (returned; `main` turns it into exit status 1).
 pub fn run(args: Args) -> Result<(), StartError> {
+    let fd_limit = match crate::net::limits::raise_fd_limit() {
+        Ok(n) => n,
+        Err(e) => {
+            warn!("cannot read the open-file limit ({e}); assuming 1024");
+            1024
+        }
+    };
     let dir = args.storage_dir();
     std::fs::create_dir_all(&dir).map_err(|e| {
         StartError(format!(
@@ -298,6 +307,7 @@ pub fn run(args: Args) -> Result<(), StartError> {
             max_file_size: args.max_file_size,
         },
         conns: Slab::new(),
+        max_conns: crate::net::limits::connection_cap(fd_limit, MAX_CONNECTIONS),
         next_gen: 0,
         wheel: TimerWheel::new(),
         ready: VecDeque::new(),
@@ -800,9 +810,14 @@ impl Driver {
     /// Makes room at the cap by closing the longest-idle inbound
     /// connection; false if none can be closed.
     fn make_room(&mut self) -> bool {
-        if self.conns.len() < MAX_CONNECTIONS {
+        if self.conns.len() < self.max_conns {
             return true;
         }
+        self.evict_longest_idle()
+    }
+
+    /// Closes the longest-idle inbound connection; false if there is none.
+    fn evict_longest_idle(&mut self) -> bool {
         let victim = self
             .conns
             .iter()
@@ -852,8 +867,16 @@ impl Driver {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if is_out_of_fds(&e) => {
+                    // Out of descriptors below our own cap (another part of
+                    // the process holds more than reserved): free one and
+                    // retry, rather than leave the backlog to starve.
+                    if !self.evict_longest_idle() {
+                        warn!("accept failed: {e}");
+                        return;
+                    }
+                }
                 Err(e) => {
-                    // EMFILE and friends: try again on the next event.
                     warn!("accept failed: {e}");
                     return;
                 }
@@ -893,11 +916,15 @@ impl Driver {
     }
 
     fn open_outbound(&mut self, sa: SocketAddr, to: PeerAddr, role: Role) {
-        if self.conns.len() >= MAX_CONNECTIONS && !self.make_room() {
+        if self.conns.len() >= self.max_conns && !self.make_room() {
             self.outbound_failed(role, "too many open connections".into());
             return;
         }
-        match TcpStream::connect(sa) {
+        let mut connected = TcpStream::connect(sa);
+        if matches!(&connected, Err(e) if is_out_of_fds(e)) && self.evict_longest_idle() {
+            connected = TcpStream::connect(sa);
+        }
+        match connected {
             Ok(stream) => {
                 let role = Role::Connecting(Box::new(role));
                 if self
@@ -1344,6 +1371,11 @@ impl Driver {
         };
         self.set_role(key, role, Interest::READABLE | Interest::WRITABLE);
     }
+}
+
+/// EMFILE or ENFILE: no descriptor left for a new socket.
+fn is_out_of_fds(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
 }
 
 fn describe_decode_error(e: &crate::protocol::decoder::DecodeError) -> String {

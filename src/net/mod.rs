@@ -9,6 +9,7 @@
 
 pub mod conn;
 pub mod driver;
+pub mod limits;
 pub mod resolver;
 pub mod stdin;
 pub mod timer;
