@@ -624,3 +624,39 @@ fn metadata_from_a_python_peer_loads() {
     assert_eq!(std::fs::read(aside[0].path()).unwrap(), junk);
     stats_page_answers(&q);
 }
+
+#[test]
+fn an_unreachable_and_an_unresolvable_well_known_host_are_logged_once_and_retried() {
+    // A closed port on 127.0.0.1, and a name that can't resolve (.invalid is
+    // reserved: no lookup leaves the machine with an answer).
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let p = PeerBuilder::new("lonely")
+        .args(&[
+            "--well-known",
+            &format!("127.0.0.1:{port}"),
+            "--well-known",
+            "no-such-host.invalid:8999",
+            "--gossip-interval",
+            "0.2",
+        ])
+        .spawn();
+    // Several rounds go by; each retries both hosts.
+    assert!(wait_until(WAIT, || p.log().matches("gossip round").count() >= 5));
+    let log = p.log();
+    let info = |needle: &str| {
+        log.lines()
+            .filter(|l| l.contains("[INFO]") && l.contains(needle))
+            .count()
+    };
+    let reach = info(&format!("cannot reach 127.0.0.1:{port}"));
+    assert_eq!(reach, 1, "unreachable host logged once:\n{log}");
+    assert!(
+        info("cannot resolve no-such-host.invalid") <= 1,
+        "unresolvable host logged at most once at info:\n{log}"
+    );
+    // Retried: the debug log shows a failure in several rounds.
+    assert!(log.matches("cannot connect: Connection refused").count() >= 3);
+    stats_page_answers(&p);
+}

@@ -160,6 +160,8 @@ pub struct Conn {
     pub phase_started: Time,
     /// Whether it came from a listener (candidates for eviction at the cap).
     pub inbound: bool,
+    /// For outbound connections: the peer address dialled (for logs).
+    pub target: Option<crate::ids::PeerAddr>,
 }
 
 /// What the driver should do after a step.

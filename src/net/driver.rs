@@ -54,6 +54,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Resolved host names are reused for this long.
 const RESOLVE_TTL: Duration = Duration::from_secs(60);
+/// A failed lookup is remembered only this long, so the next round retries.
+const RESOLVE_FAILURE_TTL: Duration = Duration::from_secs(1);
 const RESOLVE_CACHE_MAX: usize = 256;
 
 /// Shared read buffer: socket reads of 1 MiB keep large transfers fast.
@@ -118,6 +120,7 @@ struct Driver {
     resolver: Resolver,
     resolve_cache: HashMap<String, (Result<SocketAddr, String>, Time)>,
     unresolvable_logged: HashSet<String>,
+    unreachable_logged: HashSet<PeerAddr>,
     pending: HashMap<u64, Pending>,
     next_request: u64,
     worker_tx: Sender<Job>,
@@ -317,6 +320,7 @@ pub fn run(args: Args) -> Result<(), StartError> {
         resolver,
         resolve_cache: HashMap::new(),
         unresolvable_logged: HashSet::new(),
+        unreachable_logged: HashSet::new(),
         pending: HashMap::new(),
         next_request: 0,
         worker_tx,
@@ -791,6 +795,7 @@ impl Driver {
             last_active: now,
             phase_started: now,
             inbound,
+            target: None,
         };
         let deadline = self.deadline(&conn);
         let key = self.conns.insert(conn);
@@ -893,7 +898,12 @@ impl Driver {
         }
         let now = self.now();
         if let Some((res, at)) = self.resolve_cache.get(&to.host) {
-            if now.since(*at) < RESOLVE_TTL {
+            let ttl = if res.is_ok() {
+                RESOLVE_TTL
+            } else {
+                RESOLVE_FAILURE_TTL
+            };
+            if now.since(*at) < ttl {
                 match res.clone() {
                     Ok(sa) => self.open_outbound(SocketAddr::new(sa.ip(), to.port), to, role),
                     Err(e) => {
@@ -927,11 +937,9 @@ impl Driver {
         match connected {
             Ok(stream) => {
                 let role = Role::Connecting(Box::new(role));
-                if self
-                    .add_conn(stream, role, false, Interest::READABLE | Interest::WRITABLE)
-                    .is_none()
-                {
-                    debug!("cannot register connection to {to}");
+                match self.add_conn(stream, role, false, Interest::READABLE | Interest::WRITABLE) {
+                    Some(key) => self.conns[key].target = Some(to),
+                    None => debug!("cannot register connection to {to}"),
                 }
             }
             Err(e) => self.outbound_failed(role, format!("cannot connect to {to}: {e}")),
@@ -955,6 +963,15 @@ impl Driver {
             return;
         };
         let _ = self.poll.registry().deregister(&mut c.stream);
+        if let (Role::Connecting(_), Some(to), Some(why)) = (&c.role, &c.target, &why) {
+            // A peer we can't reach (a well-known host that is down, say) is
+            // worth one info line, not one per gossip round.
+            if self.unreachable_logged.len() < RESOLVE_CACHE_MAX
+                && self.unreachable_logged.insert(to.clone())
+            {
+                info!("cannot reach {to}: {why} (will retry)");
+            }
+        }
         match c.role {
             Role::Fetch(_) | Role::Connecting(_) => {
                 let why = why.unwrap_or_else(|| "connection closed".into());
@@ -1126,6 +1143,9 @@ impl Driver {
                     c.role = role;
                     return;
                 };
+                if let Some(to) = c.target.clone() {
+                    self.unreachable_logged.remove(&to);
+                }
                 let interest = Interest::READABLE | Interest::WRITABLE;
                 self.set_role(key, *next, interest);
             }
