@@ -517,6 +517,16 @@ impl Driver {
                 let Some(c) = self.conns.get(key).filter(|c| c.gen == gen) else {
                     return;
                 };
+                if now >= self.deadline(c) && !matches!(c.role, Role::Connecting(_)) {
+                    // Bytes may be waiting that a long step elsewhere kept us
+                    // from reading: give the connection one step before
+                    // calling it idle.
+                    self.step(key, gen);
+                }
+                let now = self.now();
+                let Some(c) = self.conns.get(key).filter(|c| c.gen == gen) else {
+                    return;
+                };
                 let deadline = self.deadline(c);
                 if now >= deadline {
                     let why = match &c.role {
@@ -1028,6 +1038,7 @@ impl Driver {
             conns,
             read_buf,
             core,
+            start,
             ..
         } = self;
         let Some(c) = conns.get_mut(key).filter(|c| c.gen == gen) else {
@@ -1124,7 +1135,9 @@ impl Driver {
             Role::Drain => read_loop(&mut c.stream, read_buf, |_| None, || Outcome::Close(None)),
         };
         if active {
-            c.last_active = now;
+            // The step itself may take long (up to a whole budget of bytes on
+            // a slow disk): activity counts from its end, not its start.
+            c.last_active = Time(start.elapsed().as_millis() as u64);
         }
         self.after_step(key, gen, outcome);
     }
