@@ -146,6 +146,21 @@ impl Catalog {
         changed
     }
 
+    /// Keeps only the holders for which `keep` is true; prunes entries
+    /// nobody holds any more. Returns true if anything changed.
+    pub fn retain_holders(&mut self, mut keep: impl FnMut(&PeerId) -> bool) -> bool {
+        let mut changed = false;
+        for e in self.files.values_mut() {
+            let before = e.holders.len();
+            e.holders.retain(|p| keep(p));
+            changed |= e.holders.len() != before;
+        }
+        if changed {
+            self.prune();
+        }
+        changed
+    }
+
     fn prune(&mut self) {
         self.files
             .retain(|_, e| !e.holders.is_empty() || e.local.is_some());

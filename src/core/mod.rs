@@ -338,17 +338,23 @@ impl Peer {
 
     fn sweep(&mut self, now: Time) {
         let dead = self.members.expire(now, self.cfg.peer_timeout);
-        if dead.is_empty() {
-            return;
-        }
         for p in &dead {
             info!(
                 "peer {p} dropped: silent for more than {:.1} s",
                 self.cfg.peer_timeout.as_secs_f64()
             );
-            self.catalog.forget_holder(p);
         }
-        self.effects.push(Effect::Persist);
+        // Fix (found by the simulator): drop every holder we do not track,
+        // not only the peers that just expired. A holder named by an
+        // ANNOUNCE from a peer we never tracked (H-style `from` = owner, a
+        // restarted peer, an invented name) never expired, so it stayed in
+        // peers_with_file forever, and 256 of them filled a file's holder
+        // set so that real holders could no longer be recorded.
+        let members = &self.members;
+        let forgot = self.catalog.retain_holders(|p| members.contains(p));
+        if forgot || !dead.is_empty() {
+            self.effects.push(Effect::Persist);
+        }
     }
 
     /// Tracks a peer that told us where it listens; logs joins and moves.
@@ -477,14 +483,28 @@ impl Peer {
 
     fn on_delete(&mut self, now: Time, from: PeerId, file_id: FileId) {
         self.members.touch(now, &from);
-        let Some(entry) = self.catalog.get(&file_id) else {
-            debug!("DELETE of unknown file {file_id} from {from}");
-            return;
+        // Fix (found by the simulator): a download of the file still in
+        // flight used to complete after the owner's DELETE, re-create the
+        // entry and ANNOUNCE it, resurrecting the file on every peer. The
+        // owner's DELETE wins: the download ends (its late result is then
+        // ignored as stale). The entry may already be gone (the owner's
+        // GOSSIP_REPLY without the file can arrive first), so the download's
+        // record also tells who the owner is.
+        let download = self.downloads.by_file(&file_id);
+        let record = match self.catalog.get(&file_id) {
+            Some(e) => &e.record,
+            None => match download.and_then(|t| self.downloads.get(t)) {
+                Some(d) => &d.record,
+                None => {
+                    debug!("DELETE of unknown file {file_id} from {from}");
+                    return;
+                }
+            },
         };
-        if entry.record.file_owner != from {
+        if record.file_owner != from {
             warn!(
                 "DELETE of {} ({}) from {from} ignored: the owner is {}",
-                entry.record.file_name, file_id, entry.record.file_owner
+                record.file_name, file_id, record.file_owner
             );
             return;
         }
@@ -497,6 +517,13 @@ impl Peer {
                 self.effects.push(Effect::RemoveLocal { name: local.name });
             }
             self.effects.push(Effect::Persist);
+        }
+        if let Some(d) = download.and_then(|t| self.downloads.remove(t)) {
+            let line = format!(
+                "get: stopped fetching {}: deleted by its owner {from}",
+                d.record.file_name
+            );
+            self.finish(now, d, Err(line));
         }
     }
 
