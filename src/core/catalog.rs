@@ -155,7 +155,9 @@ impl Catalog {
             e.holders.retain(|p| keep(p));
             changed |= e.holders.len() != before;
         }
-        self.prune();
+        if changed {
+            self.prune();
+        }
         changed
     }
 

@@ -205,7 +205,6 @@ pub struct Peer {
     auto_fetch_early: bool,
     auto_batch: Option<AutoBatch>,
     started_at: Option<Time>,
-    loaded_holders_checked: bool,
 }
 
 impl Peer {
@@ -223,7 +222,6 @@ impl Peer {
             auto_fetch_early: false,
             auto_batch: None,
             started_at: None,
-            loaded_holders_checked: false,
         }
     }
 
@@ -342,31 +340,28 @@ impl Peer {
     }
 
     fn sweep(&mut self, now: Time) {
-        // Holders loaded from the metadata file were heard from in an earlier
-        // run: one peer timeout after start, those not heard from since are
-        // as silent as any dropped peer.
-        let timed_out = self
-            .started_at
-            .is_some_and(|t| now.since(t) > self.cfg.peer_timeout);
-        if timed_out && !self.loaded_holders_checked {
-            self.loaded_holders_checked = true;
-            let members = &self.members;
-            if self.catalog.retain_holders(|p| members.contains(p)) {
-                self.effects.push(Effect::Persist);
-            }
-        }
         let dead = self.members.expire(now, self.cfg.peer_timeout);
-        if dead.is_empty() {
-            return;
-        }
         for p in &dead {
             info!(
                 "peer {p} dropped: silent for more than {:.1} s",
                 self.cfg.peer_timeout.as_secs_f64()
             );
-            self.catalog.forget_holder(p);
         }
-        self.effects.push(Effect::Persist);
+        // Drop every holder we do not track, not only the peers that just
+        // expired (found by the simulator): a holder named by an ANNOUNCE
+        // from a peer we never tracked (H-style `from` = owner, a restarted
+        // peer, an invented name) would otherwise stay in peers_with_file
+        // forever, and 256 of them would fill a file's holder set. Holders
+        // loaded from the metadata file get one peer timeout after start to
+        // show up again.
+        let settled = self
+            .started_at
+            .is_some_and(|t| now.since(t) > self.cfg.peer_timeout);
+        let members = &self.members;
+        let forgot = settled && self.catalog.retain_holders(|p| members.contains(p));
+        if forgot || !dead.is_empty() {
+            self.effects.push(Effect::Persist);
+        }
     }
 
     /// Tracks a peer that told us where it listens; logs joins and moves.
@@ -495,14 +490,28 @@ impl Peer {
 
     fn on_delete(&mut self, now: Time, from: PeerId, file_id: FileId) {
         self.members.touch(now, &from);
-        let Some(entry) = self.catalog.get(&file_id) else {
-            debug!("DELETE of unknown file {file_id} from {from}");
-            return;
+        // Fix (found by the simulator): a download of the file still in
+        // flight used to complete after the owner's DELETE, re-create the
+        // entry and ANNOUNCE it, resurrecting the file on every peer. The
+        // owner's DELETE wins: the download ends (its late result is then
+        // ignored as stale). The entry may already be gone (the owner's
+        // GOSSIP_REPLY without the file can arrive first), so the download's
+        // record also tells who the owner is.
+        let download = self.downloads.by_file(&file_id);
+        let record = match self.catalog.get(&file_id) {
+            Some(e) => &e.record,
+            None => match download.and_then(|t| self.downloads.get(t)) {
+                Some(d) => &d.record,
+                None => {
+                    debug!("DELETE of unknown file {file_id} from {from}");
+                    return;
+                }
+            },
         };
-        if entry.record.file_owner != from {
+        if record.file_owner != from {
             warn!(
                 "DELETE of {} ({}) from {from} ignored: the owner is {}",
-                entry.record.file_name, file_id, entry.record.file_owner
+                record.file_name, file_id, record.file_owner
             );
             return;
         }
@@ -515,6 +524,13 @@ impl Peer {
                 self.effects.push(Effect::RemoveLocal { name: local.name });
             }
             self.effects.push(Effect::Persist);
+        }
+        if let Some(d) = download.and_then(|t| self.downloads.remove(t)) {
+            let line = format!(
+                "get: stopped fetching {}: deleted by its owner {from}",
+                d.record.file_name
+            );
+            self.finish(now, d, Err(line));
         }
     }
 
