@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
-use support::chaos::*;
+use support::procfs::*;
 use support::*;
 
 /// Timestamps of the fake peers' files.

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
-use support::chaos::*;
+use support::procfs::*;
 use support::*;
 
 /// The stated bound on the peer's anonymous memory during any attack

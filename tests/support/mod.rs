@@ -608,4 +608,4 @@ pub fn set_fd_limit(pid: u32, soft: u64) {
     };
     assert_eq!(rc, 0, "prlimit set: {}", std::io::Error::last_os_error());
 }
-pub mod chaos;
+pub mod procfs;
