@@ -611,3 +611,4 @@ pub fn set_fd_limit(pid: u32, soft: u64) {
 
 pub mod chaos;
 pub mod files;
+pub mod procfs;
