@@ -489,6 +489,12 @@ impl Peer {
     }
 
     fn on_delete(&mut self, now: Time, from: PeerId, file_id: FileId) {
+        if from == *self.me() {
+            // We never send ourselves a DELETE: one claiming our id is forged,
+            // and honouring it would let anyone delete the files we own.
+            warn!("DELETE of {file_id} claiming to come from us ignored (forged)");
+            return;
+        }
         self.members.touch(now, &from);
         // Fix (found by the simulator): a download of the file still in
         // flight used to complete after the owner's DELETE, re-create the

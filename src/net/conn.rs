@@ -15,9 +15,15 @@ use crate::storage::{FileHasher, PartialFile};
 use mio::net::TcpStream;
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
+use std::time::Instant;
 
 /// Bytes one step may move before yielding to other connections.
 pub const STEP_BUDGET: usize = 8 * 1024 * 1024;
+
+/// Time one step may take before yielding, whatever it moved: on a slow
+/// host (or a debug build) 8 MiB of hex can take seconds to decode and
+/// hash, and nobody else may wait that long.
+pub const STEP_TIME: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// Where the decoded bytes of a FILE_DATA go: a temp file in the storage
 /// folder (created when the first byte arrives), hashed on the way.
@@ -189,12 +195,15 @@ pub enum Outcome {
 struct Budgeted<'a> {
     inner: &'a mut TcpStream,
     left: usize,
+    until: Instant,
     hit: bool,
 }
 
 impl Write for Budgeted<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if self.left == 0 {
+        // At least one write per step, so a slow encoder still progresses.
+        let wrote = self.left < STEP_BUDGET;
+        if self.left == 0 || (wrote && Instant::now() >= self.until) {
             self.hit = true;
             return Err(io::ErrorKind::WouldBlock.into());
         }
@@ -213,6 +222,7 @@ pub fn write_payload(stream: &mut TcpStream, payload: &mut Payload) -> io::Resul
     let mut w = Budgeted {
         inner: stream,
         left: STEP_BUDGET,
+        until: Instant::now() + STEP_TIME,
         hit: false,
     };
     match payload {
@@ -251,8 +261,9 @@ pub fn read_loop(
     on_eof: impl FnOnce() -> Outcome,
 ) -> Outcome {
     let mut moved = 0usize;
+    let until = Instant::now() + STEP_TIME;
     loop {
-        if moved >= STEP_BUDGET {
+        if moved >= STEP_BUDGET || (moved > 0 && Instant::now() >= until) {
             return Outcome::Yield;
         }
         match stream.read(buf) {
