@@ -977,9 +977,6 @@ fn held_in_metadata(dir: &Path, id: &str) -> Option<String> {
 }
 
 #[test]
-#[ignore = "bug: an owner's DELETE (and the menu's `delete`) unlinks the file at once but the metadata \
-            write is coalesced up to PERSIST_MIN_INTERVAL (1 s) later, so a kill in between leaves \
-            metadata.json recording the file as held (has_copy \"yes\") with its local_name gone from disk"]
 fn a_kill_right_after_an_owner_delete_leaves_no_held_entry_without_its_file() {
     let mut rng = SmallRng::seed_from_u64(21);
     let tmp = tempfile::tempdir().unwrap();
@@ -1013,10 +1010,6 @@ fn a_kill_right_after_an_owner_delete_leaves_no_held_entry_without_its_file() {
 }
 
 #[test]
-#[ignore = "bug: a download (or received push) is renamed to its final name up to PERSIST_MIN_INTERVAL \
-            (1 s) before metadata.json records it; a kill in between makes the restart adopt the file \
-            as a new file owned by this peer (new id from its mtime) and the original file_id is no \
-            longer held"]
 fn a_download_committed_just_before_a_kill_keeps_its_identity() {
     let mut rng = SmallRng::seed_from_u64(22);
     let tmp = tempfile::tempdir().unwrap();

@@ -768,6 +768,16 @@ impl Peer {
         self.pump_queue(now);
     }
 
+    /// Whether `attempt` is the one `transfer` is waiting for. The driver
+    /// asks before storing a download: a download ended meanwhile (by its
+    /// owner's DELETE, say) must leave no file behind.
+    pub fn is_current(&self, transfer: TransferId, attempt: u64) -> bool {
+        self.downloads
+            .get(transfer)
+            .and_then(|d| d.current.as_ref())
+            .is_some_and(|c| c.1 == attempt)
+    }
+
     /// Progress of a running attempt (for `transfers` and the stats page).
     pub fn on_fetch_progress(&mut self, transfer: TransferId, attempt: u64, bytes_done: u64) {
         if let Some(d) = self.downloads.get_mut(transfer) {

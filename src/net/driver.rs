@@ -125,7 +125,7 @@ struct Driver {
     next_request: u64,
     worker_tx: Sender<Job>,
     worker_rx: Receiver<WorkerMsg>,
-    meta_tx: Option<Sender<Vec<u8>>>,
+    meta_tx: Option<Sender<MetaJob>>,
     meta_thread: Option<thread::JoinHandle<()>>,
     persist_armed: bool,
     last_persist: Option<Time>,
@@ -199,13 +199,19 @@ fn load_catalog(dir: &Path, me: &PeerId) -> Vec<Entry> {
     }
     match storage::scan_folder(dir, &known, me) {
         Ok(found) => {
-            if !found.is_empty() {
-                info!("added {} files found in {}", found.len(), dir.display());
-            }
+            let mut added = 0;
             for s in found {
                 let Some(name) = s.local_name.clone() else {
                     continue;
                 };
+                if let Some(e) = claimed_by_catalog(dir, &name, &mut entries) {
+                    info!(
+                        "{name} is {} ({}), committed just before the last exit",
+                        e.record.file_name, e.record.file_id
+                    );
+                    continue;
+                }
+                added += 1;
                 entries.push(Entry {
                     record: s.record,
                     holders: Default::default(),
@@ -215,10 +221,53 @@ fn load_catalog(dir: &Path, me: &PeerId) -> Vec<Entry> {
                     }),
                 });
             }
+            if added > 0 {
+                info!("added {added} files found in {}", dir.display());
+            }
         }
         Err(e) => warn!("cannot scan {}: {e}", dir.display()),
     }
     entries
+}
+
+/// A file found in the folder that the catalog doesn't list as held may be
+/// a download or push committed just before a crash, before the metadata
+/// caught up. If an entry we don't hold has that name (or its `x (2).txt`
+/// form) and the bytes verify against its id, it is that file: mark it held
+/// instead of adopting it as a new file of ours.
+fn claimed_by_catalog<'a>(dir: &Path, name: &str, entries: &'a mut [Entry]) -> Option<&'a Entry> {
+    let path = dir.join(name);
+    let pos = entries.iter().position(|e| {
+        e.local.is_none()
+            && same_or_suffixed(name, &storage::sanitize_file_name(&e.record.file_name))
+            && e.record.file_timestamp.hash_forms().iter().any(|ts| {
+                storage::hash_file(&path, ts)
+                    .is_ok_and(|(id, _)| id.0.eq_ignore_ascii_case(&e.record.file_id.0))
+            })
+    })?;
+    let e = &mut entries[pos];
+    e.local = Some(LocalCopy {
+        name: name.to_string(),
+        verified: true,
+    });
+    Some(e)
+}
+
+/// `found` is `wanted`, or the `stem (N).ext` name `unique_name` gives it.
+fn same_or_suffixed(found: &str, wanted: &str) -> bool {
+    if found == wanted {
+        return true;
+    }
+    let (stem, ext) = match wanted.rfind('.') {
+        Some(i) if i > 0 => (&wanted[..i], &wanted[i..]),
+        _ => (wanted, ""),
+    };
+    found
+        .strip_prefix(stem)
+        .and_then(|r| r.strip_prefix(" ("))
+        .and_then(|r| r.strip_suffix(ext))
+        .and_then(|r| r.strip_suffix(')'))
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 fn stored_entries(core: &Peer) -> Vec<StoredEntry> {
@@ -368,23 +417,55 @@ fn start_worker(waker: Arc<Waker>) -> io::Result<(Sender<Job>, Receiver<WorkerMs
     Ok((job_tx, res_rx))
 }
 
+/// Work for the metadata thread, done in order.
+enum MetaJob {
+    /// Write this serialized catalog atomically.
+    Write(Vec<u8>),
+    /// Unlink a stored file. Queued right after the catalog that no longer
+    /// lists it, so a crash can never leave an entry held whose file is gone.
+    Remove(PathBuf),
+}
+
 /// The metadata writer: takes serialized catalogs and writes each one
-/// atomically (temp file, fsync, rename, directory fsync). Only the newest
-/// pending catalog is written.
-fn start_metadata_writer(dir: PathBuf) -> io::Result<(Sender<Vec<u8>>, thread::JoinHandle<()>)> {
-    let (tx, rx) = mpsc::channel::<Vec<u8>>();
+/// atomically (temp file, fsync, rename, directory fsync). Consecutive
+/// catalogs are coalesced (only the newest is written); a removal is never
+/// moved before the catalog queued ahead of it.
+fn start_metadata_writer(dir: PathBuf) -> io::Result<(Sender<MetaJob>, thread::JoinHandle<()>)> {
+    let (tx, rx) = mpsc::channel::<MetaJob>();
     let handle = thread::Builder::new()
         .name("metadata".into())
         .spawn(move || {
-            while let Ok(mut bytes) = rx.recv() {
-                while let Ok(newer) = rx.try_recv() {
-                    bytes = newer;
-                }
-                if let Err(e) = storage::write_atomic(&dir, metadata::METADATA_FILE, &bytes) {
+            let write = |bytes: &[u8]| {
+                if let Err(e) = storage::write_atomic(&dir, metadata::METADATA_FILE, bytes) {
                     warn!(
                         "cannot write {}: {e}",
                         dir.join(metadata::METADATA_FILE).display()
                     );
+                }
+            };
+            let mut next = rx.recv().ok();
+            while let Some(job) = next.take() {
+                match job {
+                    MetaJob::Write(mut bytes) => {
+                        loop {
+                            match rx.try_recv() {
+                                Ok(MetaJob::Write(newer)) => bytes = newer,
+                                Ok(other) => {
+                                    next = Some(other);
+                                    break;
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                        write(&bytes);
+                    }
+                    MetaJob::Remove(path) => match std::fs::remove_file(&path) {
+                        Ok(()) => info!("removed {}", path.display()),
+                        Err(e) => warn!("cannot remove {}: {e}", path.display()),
+                    },
+                }
+                if next.is_none() {
+                    next = rx.recv().ok();
                 }
             }
         })?;
@@ -564,7 +645,7 @@ impl Driver {
         self.last_persist = Some(self.now());
         let bytes = metadata::to_json(&stored_entries(&self.core));
         if let Some(tx) = &self.meta_tx {
-            let _ = tx.send(bytes);
+            let _ = tx.send(MetaJob::Write(bytes));
         }
     }
 
@@ -657,10 +738,12 @@ impl Driver {
                 }
             }
             Effect::RemoveLocal { name } => {
+                // The catalog no longer lists the file: write that first, and
+                // unlink only after it is on disk (same thread, in order).
+                self.persist_now();
                 let path = self.settings.dir.join(&name);
-                match std::fs::remove_file(&path) {
-                    Ok(()) => info!("removed {}", path.display()),
-                    Err(e) => warn!("cannot remove {}: {e}", path.display()),
+                if let Some(tx) = &self.meta_tx {
+                    let _ = tx.send(MetaJob::Remove(path));
                 }
             }
             Effect::CopyOut { name, dest } => {
@@ -1200,6 +1283,11 @@ impl Driver {
                 } = *f;
                 // The client stops at the closing brace and closes.
                 self.close(key, None);
+                if !self.core.is_current(transfer, attempt) {
+                    // Dropping the sink removes its temp file.
+                    debug!("{transfer} from {source} ended meanwhile; bytes discarded");
+                    return;
+                }
                 let result = match decoder.finish() {
                     Ok(decoded) => self.check_fetched(transfer, &record, decoded, sink),
                     Err(e) => FetchResult::Failed(describe_decode_error(&e)),
@@ -1435,4 +1523,19 @@ fn map_file(path: &Path) -> io::Result<FileSource> {
     // and length until the mapping is dropped, so it can't shrink under us.
     let map = unsafe { memmap2::Mmap::map(&file)? };
     Ok(FileSource::Mapped(map))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_suffixed_name_is_recognised_as_the_same_file() {
+        assert!(same_or_suffixed("a.txt", "a.txt"));
+        assert!(same_or_suffixed("a (2).txt", "a.txt"));
+        assert!(same_or_suffixed("noext (13)", "noext"));
+        assert!(!same_or_suffixed("a (x).txt", "a.txt"));
+        assert!(!same_or_suffixed("ab.txt", "a.txt"));
+        assert!(!same_or_suffixed("a ().txt", "a.txt"));
+    }
 }
