@@ -46,6 +46,15 @@ const CONN_BASE: usize = 16;
 /// open-file limit can't hold it (see [`crate::net::limits`]).
 pub const MAX_CONNECTIONS: usize = 1024;
 
+/// Memory all unfinished inbound messages may hold together. Each message
+/// is capped at `MAX_MESSAGE_LEN`; without a total, a thousand connections
+/// each sending a 16 MiB message that never ends would hold 16 GiB. Over
+/// it, the connection holding the most is closed.
+pub const INBOUND_BUFFER_BUDGET: usize = 32 * 1024 * 1024;
+
+/// Only a step that leaves a connection holding this much checks the total.
+const BUDGET_CHECK_FLOOR: usize = 1024 * 1024;
+
 /// Metadata is written at most this often; bursts are coalesced.
 pub const PERSIST_MIN_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -1217,12 +1226,44 @@ impl Driver {
             }
             Role::Drain => read_loop(&mut c.stream, read_buf, |_| None, || Outcome::Close(None)),
         };
+        let buffered = match &c.role {
+            Role::Read { decoder, .. } => decoder.buffered(),
+            _ => 0,
+        };
         if active {
             // The step itself may take long (up to a whole budget of bytes on
             // a slow disk): activity counts from its end, not its start.
             c.last_active = Time(start.elapsed().as_millis() as u64);
         }
+        if buffered >= BUDGET_CHECK_FLOOR && matches!(outcome, Outcome::Blocked | Outcome::Yield) {
+            self.enforce_inbound_budget();
+        }
         self.after_step(key, gen, outcome);
+    }
+
+    /// Closes the inbound connections holding the most unfinished message
+    /// bytes until all of them together fit in [`INBOUND_BUFFER_BUDGET`].
+    fn enforce_inbound_budget(&mut self) {
+        loop {
+            let mut total = 0usize;
+            let mut largest: Option<(usize, usize)> = None;
+            for (k, c) in self.conns.iter() {
+                if let Role::Read { decoder, .. } = &c.role {
+                    let b = decoder.buffered();
+                    total += b;
+                    if largest.is_none_or(|(_, most)| b > most) {
+                        largest = Some((k, b));
+                    }
+                }
+            }
+            match largest {
+                Some((k, b)) if total > INBOUND_BUFFER_BUDGET => {
+                    debug!("inbound messages hold {total} bytes; closing one holding {b}");
+                    self.close(k, Some("over the inbound memory budget".into()));
+                }
+                _ => return,
+            }
+        }
     }
 
     fn after_step(&mut self, key: usize, gen: u64, outcome: Outcome) {

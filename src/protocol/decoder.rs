@@ -236,6 +236,12 @@ impl MessageDecoder {
         self.data_len
     }
 
+    /// Bytes of memory this decoder holds now (its envelope and data
+    /// buffers), for budgets across many connections.
+    pub fn buffered(&self) -> usize {
+        self.env.capacity() + self.buf.capacity()
+    }
+
     /// Whether the closing brace has been seen.
     pub fn is_done(&self) -> bool {
         self.state == State::Done
