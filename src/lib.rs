@@ -15,6 +15,7 @@
 
 pub mod cli;
 pub mod core;
+pub mod fuzzing;
 pub mod http;
 pub mod ids;
 pub mod net;

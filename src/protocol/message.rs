@@ -150,7 +150,9 @@ impl FileSize {
             },
             // A string, null or missing size is shown as 0 reported: the
             // size is display-only, so a bad one must not drop the record.
-            _ => FileSize::Reported(Number::from(0u8)),
+            // It is `0.0`, not `0`: re-sent, an integer 0 would read back
+            // as `Bytes(0)`, a size nobody reported.
+            _ => FileSize::Reported(Number::from_f64(0.0).unwrap_or_else(|| Number::from(0u8))),
         }
     }
 }
