@@ -54,6 +54,13 @@ impl Default for DecoderLimits {
 pub trait DataSink {
     /// Receives the next decoded bytes of `data`, in order.
     fn write_data(&mut self, bytes: &[u8]) -> io::Result<()>;
+
+    /// The `data` string ended: every byte has been passed to
+    /// [`write_data`](DataSink::write_data). Called once, before `feed`
+    /// returns; a sink that works in the background finishes here.
+    fn end_data(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// A sink that drops data (messages that must not carry any).
@@ -549,6 +556,7 @@ impl MessageDecoder {
         if ended {
             self.flush(sink)?;
             self.buf = Vec::new();
+            sink.end_data().map_err(DecodeError::Sink)?;
         }
         Ok((used, ended))
     }
@@ -1165,6 +1173,61 @@ mod tests {
         assert!(matches!(
             decoder.feed(msg.as_bytes(), &mut Full),
             Err(DecodeError::Sink(_))
+        ));
+    }
+
+    #[test]
+    fn end_data_comes_once_after_the_last_bytes_and_its_error_is_reported() {
+        /// Records the bytes and whether `end_data` came after them.
+        struct Ending(Vec<u8>, Vec<usize>, bool);
+        impl DataSink for Ending {
+            fn write_data(&mut self, bytes: &[u8]) -> io::Result<()> {
+                assert!(self.1.is_empty(), "data after end_data");
+                self.0.extend_from_slice(bytes);
+                Ok(())
+            }
+            fn end_data(&mut self) -> io::Result<()> {
+                self.1.push(self.0.len());
+                if self.2 {
+                    Err(io::Error::other("flush failed"))
+                } else {
+                    Ok(())
+                }
+            }
+        }
+        let payload: Vec<u8> = (0..=255).cycle().take(3 * DATA_BUFFER_LEN + 7).collect();
+        let msg = file_data(&format!("\"{}\"", hex(&payload)));
+        let mut sink = Ending(Vec::new(), Vec::new(), false);
+        let mut decoder = MessageDecoder::new(limits());
+        for piece in msg.as_bytes().chunks(100_003) {
+            let _ = decoder.feed(piece, &mut sink).unwrap();
+        }
+        assert!(decoder.is_done());
+        assert!(sink.0 == payload);
+        assert_eq!(sink.1, vec![payload.len()]);
+        // An empty string ends too; null and absent data never start.
+        for (data, ends) in [("\"\"", 1), ("null", 0)] {
+            let mut sink = Ending(Vec::new(), Vec::new(), false);
+            decode_into(file_data(data).as_bytes(), &mut sink);
+            assert_eq!(sink.1.len(), ends, "{data}");
+        }
+        let mut sink = Ending(Vec::new(), Vec::new(), false);
+        decode_into(br#"{"type":"GOSSIP"}"#, &mut sink);
+        assert!(sink.1.is_empty());
+        // A failing end is a sink error.
+        let mut sink = Ending(Vec::new(), Vec::new(), true);
+        let mut decoder = MessageDecoder::new(limits());
+        assert!(matches!(
+            decoder.feed(file_data("\"0011\"").as_bytes(), &mut sink),
+            Err(DecodeError::Sink(_))
+        ));
+    }
+
+    fn decode_into(msg: &[u8], sink: &mut dyn DataSink) {
+        let mut decoder = MessageDecoder::new(limits());
+        assert!(matches!(
+            decoder.feed(msg, sink).unwrap(),
+            Feed::Done { .. }
         ));
     }
 
