@@ -45,8 +45,10 @@
 #[path = "support/peers.rs"]
 mod peers;
 
+use criterion::measurement::WallTime;
 use criterion::{
-    criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
+    criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, SamplingMode,
+    Throughput,
 };
 use peershare::protocol::decoder::{DecoderLimits, DiscardSink, Feed, MessageDecoder};
 use peershare::protocol::encoder::{FileDataEncoder, FileSource, WriteProgress};
@@ -120,12 +122,24 @@ fn map_file(file: &std::fs::File) -> memmap2::Mmap {
     }
 }
 
+/// 20 samples of 1 MiB; 10 flat samples of larger sizes.
+fn codec_sampling(g: &mut BenchmarkGroup<'_, WallTime>, len: usize) {
+    if len <= MIB {
+        g.sample_size(20)
+            .sampling_mode(SamplingMode::Auto)
+            .measurement_time(Duration::from_secs(2));
+    } else {
+        g.sample_size(10)
+            .sampling_mode(SamplingMode::Flat)
+            .measurement_time(Duration::from_secs(3));
+    }
+}
+
 fn encode(c: &mut Criterion) {
     let mut g = c.benchmark_group("encode");
-    g.sample_size(20)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(3));
+    g.warm_up_time(Duration::from_millis(500));
     for len in [MIB, 64 * MIB] {
+        codec_sampling(&mut g, len);
         let data = random_bytes(len, 1);
         let rec = record(len);
         g.throughput(Throughput::Bytes(len as u64));
@@ -159,10 +173,9 @@ fn encode(c: &mut Criterion) {
 
 fn decode(c: &mut Criterion) {
     let mut g = c.benchmark_group("decode");
-    g.sample_size(20)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(3));
+    g.warm_up_time(Duration::from_millis(500));
     for len in [MIB, 64 * MIB] {
+        codec_sampling(&mut g, len);
         let mut wire = Vec::with_capacity(wire_len(len));
         let mut enc = FileDataEncoder::new(&record(len), FileSource::Memory(random_bytes(len, 2)));
         encode_all(&mut enc, &mut wire);
@@ -223,10 +236,10 @@ fn loopback_raw(c: &mut Criterion) {
     let mut g = c.benchmark_group("loopback_raw");
     g.sample_size(10)
         .sampling_mode(SamplingMode::Flat)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(3));
-    for len in [MIB, 64 * MIB, 512 * MIB] {
+        .warm_up_time(Duration::from_millis(500));
+    for (len, measure) in [(MIB, 1), (64 * MIB, 3), (512 * MIB, 8)] {
         let total = wire_len(len);
+        g.measurement_time(Duration::from_secs(measure));
         // Twice the file's bytes (plus the envelope) cross the socket, but
         // the throughput is counted in file bytes, like end_to_end's.
         g.throughput(Throughput::Bytes(len as u64));
@@ -244,10 +257,10 @@ fn end_to_end(c: &mut Criterion) {
     g.sample_size(10)
         .sampling_mode(SamplingMode::Flat)
         .warm_up_time(Duration::from_millis(100));
-    // Each iteration also starts a downloader (untimed, ~0.1 s), so the
-    // measurement time stays short; criterion then runs 10 samples of
-    // one or a few iterations each.
-    for (len, measure) in [(MIB, 0.2), (64 * MIB, 1.0), (512 * MIB, 5.0)] {
+    // Each iteration also starts a downloader (untimed, a few tenths of a
+    // second), so the measurement times stay short: criterion then runs 10
+    // samples of one or a few iterations each.
+    for (len, measure) in [(MIB, 0.5), (64 * MIB, 3.0), (512 * MIB, 10.0)] {
         let root = tempfile::tempdir().expect("temp dir");
         let server = peers::Server::start(root.path(), len as u64);
         g.throughput(Throughput::Bytes(len as u64))

@@ -23,6 +23,7 @@
 #[path = "../benches/support/peers.rs"]
 mod peers;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -41,32 +42,71 @@ fn status_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// User + system CPU time of a process, in seconds.
-fn cpu_secs(pid: u32) -> f64 {
-    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
+/// User + system CPU time in a `/proc/.../stat` file, in seconds, and the
+/// name in it.
+fn stat_cpu(path: &str) -> Option<(String, f64)> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    let comm = text[open + 1..close].to_string();
     // Fields after the `(comm)`, which may hold spaces.
-    let rest = &text[text.rfind(')').map_or(0, |i| i + 2)..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
+    let f: Vec<&str> = text[close + 1..].split_whitespace().collect();
     // utime and stime are fields 14 and 15 of the whole line (11 and 12 here).
-    let ticks: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
-        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
     // SAFETY: sysconf has no preconditions.
     #[allow(unsafe_code)]
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    ticks as f64 / hz
+    Some((comm, ticks as f64 / hz))
 }
 
-#[derive(Default, Clone, Copy)]
+/// User + system CPU time of a process (all its threads), in seconds.
+fn cpu_secs(pid: u32) -> f64 {
+    stat_cpu(&format!("/proc/{pid}/stat")).map_or(0.0, |(_, s)| s)
+}
+
+/// CPU seconds of each live thread of a process, by thread id.
+fn thread_cpus(pid: u32) -> HashMap<u32, (String, f64)> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return HashMap::new();
+    };
+    dir.filter_map(|e| {
+        let tid: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+        Some((tid, stat_cpu(&format!("/proc/{pid}/task/{tid}/stat"))?))
+    })
+    .collect()
+}
+
+/// CPU time each thread used since `base`, summed by thread name (a thread
+/// that ended between two samples loses its last 20 ms).
+fn by_thread(base: &HashMap<u32, (String, f64)>, last: &HashMap<u32, (String, f64)>) -> String {
+    let mut sums: Vec<(String, f64)> = Vec::new();
+    for (tid, (comm, cpu)) in last {
+        let used = cpu - base.get(tid).map_or(0.0, |b| b.1);
+        match sums.iter_mut().find(|(c, _)| c == comm) {
+            Some(s) => s.1 += used,
+            None => sums.push((comm.clone(), used)),
+        }
+    }
+    sums.retain(|(_, used)| *used >= 0.005);
+    sums.sort_by(|a, b| b.1.total_cmp(&a.1));
+    sums.iter()
+        .map(|(c, u)| format!("{c} {u:.2} s"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[derive(Default)]
 struct Peaks {
     anon: u64,
     file: u64,
+    /// Last CPU time seen of every thread.
+    threads: HashMap<u32, (String, f64)>,
 }
 
 fn sample(pid: u32, p: &mut Peaks) {
     p.anon = p.anon.max(status_kib(pid, "RssAnon"));
     p.file = p.file.max(status_kib(pid, "RssFile"));
+    p.threads.extend(thread_cpus(pid));
 }
 
 /// With `PROBE_PERF_DIR` set, records both processes during the transfer
@@ -128,6 +168,7 @@ fn run(size_mib: u64) {
         (s, d)
     });
     let perf = start_perf(spid, dpid, size_mib);
+    let threads0 = (thread_cpus(spid), thread_cpus(dpid));
     let cpu0 = (cpu_secs(spid), cpu_secs(dpid));
     let elapsed = down.get(&server.file_id);
     let cpu1 = (cpu_secs(spid), cpu_secs(dpid));
@@ -141,17 +182,18 @@ fn run(size_mib: u64) {
         len as f64 / secs / 1e6,
         len as f64 / secs / 1e9
     );
-    for (who, peak, idle, cpu) in [
-        ("serving", s, idle.0, cpu1.0 - cpu0.0),
-        ("downloading", d, idle.1, cpu1.1 - cpu0.1),
+    for (who, peak, idle, cpu, base) in [
+        ("serving", s, idle.0, cpu1.0 - cpu0.0, threads0.0),
+        ("downloading", d, idle.1, cpu1.1 - cpu0.1, threads0.1),
     ] {
         println!(
             "  {who:<11} peak RssAnon {:>7.1} MiB (idle {:.1} MiB), peak RssFile {:>7.1} MiB, \
-             CPU {cpu:.2} s ({:.0}% of the transfer)",
+             CPU {cpu:.2} s ({:.0}% of the transfer: {})",
             peak.anon as f64 / 1024.0,
             idle as f64 / 1024.0,
             peak.file as f64 / 1024.0,
-            100.0 * cpu / secs
+            100.0 * cpu / secs,
+            by_thread(&base, &peak.threads)
         );
     }
     drop(down);

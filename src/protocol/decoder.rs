@@ -14,9 +14,11 @@
 //! without recursion, and copies the members as JSON text into a capped
 //! buffer; `finish()` hands that text to `serde_json`. When the scanner meets
 //! the top-level key `data` followed by a string, it switches to a bulk path:
-//! find the closing quote with a vectorisable search, then validate and
-//! decode whole runs of hex with `faster_hex` into a fixed 256 KiB buffer
-//! that is handed to the sink whenever it fills and at the end of the string.
+//! validate each input with `faster_hex` (an input that is all hex is then
+//! decoded without a second check; only one that is not is searched for the
+//! closing quote with a vectorisable search), then decode whole runs of hex
+//! with `faster_hex` into a fixed 256 KiB buffer that is handed to the sink
+//! whenever it fills and at the end of the string.
 
 use serde_json::{Map, Value};
 use std::fmt;
@@ -525,7 +527,16 @@ impl MessageDecoder {
         input: &[u8],
         sink: &mut dyn DataSink,
     ) -> Result<(usize, bool), DecodeError> {
-        let (mut run, ended) = match find_byte(input, b'"') {
+        // One pass settles the usual case, a read that is all hex (no
+        // closing quote yet): it is then decoded without a second check and
+        // without a search for the quote.
+        let all_hex = faster_hex::hex_check(input);
+        let quote = if all_hex {
+            None
+        } else {
+            find_byte(input, b'"')
+        };
+        let (mut run, ended) = match quote {
             Some(p) => (&input[..p], true),
             None => (input, false),
         };
@@ -546,7 +557,7 @@ impl MessageDecoder {
             }
         }
         let (body, odd) = run.split_at(run.len() & !1);
-        self.decode_run(body, sink)?;
+        self.decode_run(body, all_hex, sink)?;
         if let Some(&c) = odd.first() {
             if ended {
                 return Err(DecodeError::BadHex);
@@ -561,8 +572,14 @@ impl MessageDecoder {
         Ok((used, ended))
     }
 
-    /// Decodes an even-length run of hex into the buffer, flushing as it fills.
-    fn decode_run(&mut self, mut src: &[u8], sink: &mut dyn DataSink) -> Result<(), DecodeError> {
+    /// Decodes an even-length run of hex into the buffer, flushing as it
+    /// fills; `checked`: the run is known to be all hex digits.
+    fn decode_run(
+        &mut self,
+        mut src: &[u8],
+        checked: bool,
+        sink: &mut dyn DataSink,
+    ) -> Result<(), DecodeError> {
         if self.buf.is_empty() {
             self.buf = vec![0; DATA_BUFFER_LEN];
         }
@@ -572,8 +589,12 @@ impl MessageDecoder {
             }
             let n = (src.len() / 2).min(self.buf.len() - self.fill);
             self.reserve_data(n)?;
-            faster_hex::hex_decode(&src[..2 * n], &mut self.buf[self.fill..self.fill + n])
-                .map_err(|_| DecodeError::BadHex)?;
+            let (hex, out) = (&src[..2 * n], &mut self.buf[self.fill..self.fill + n]);
+            if checked {
+                faster_hex::hex_decode_unchecked(hex, out);
+            } else {
+                faster_hex::hex_decode(hex, out).map_err(|_| DecodeError::BadHex)?;
+            }
             self.fill += n;
             self.data_len += n as u64;
             src = &src[2 * n..];
