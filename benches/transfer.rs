@@ -2,8 +2,7 @@
 //! peershare processes end to end.
 //!
 //! ```text
-//! cargo build --release          # the end-to-end group runs this binary
-//! cargo bench --bench transfer   # everything (about 3-5 minutes on 2 cores)
+//! cargo bench --bench transfer   # everything (3-7 minutes on 2 cores)
 //! cargo bench --bench transfer -- end_to_end   # one group
 //! ```
 //!
@@ -32,10 +31,11 @@
 //!   `get: saved ...` stdout line, which the peer prints after the file is
 //!   hashed, fsynced and renamed into place.
 //!
-//! The peershare binary: `PEERSHARE_BIN` if set, else the `peershare` in the
-//! same `<target>/release/` folder as this bench (so build it with the same
-//! `CARGO_TARGET_DIR`), else `$CARGO_TARGET_DIR/release/peershare`.
-//! `cargo bench` does not rebuild it: run `cargo build --release` first.
+//! The peershare binary: `PEERSHARE_BIN` if set, else the one cargo builds
+//! for this bench (`CARGO_BIN_EXE_peershare`): that is
+//! `$CARGO_TARGET_DIR/release/peershare` (default `target/release/`), the
+//! file `cargo build --release` makes, rebuilt by `cargo bench` with the
+//! bench profile (the release settings), so it is never stale.
 //!
 //! Storage folders, the served files and temp files live in temp folders
 //! under `$TMPDIR` (default `/tmp`), removed when done. The downloader's

@@ -2,11 +2,13 @@
 //! (included with `#[path]` by `benches/transfer.rs` and
 //! `examples/rss_probe.rs`).
 //!
-//! The binary is the release build: `PEERSHARE_BIN` if set, else the
-//! `peershare` in the same `<target>/release/` folder as the running bench
-//! or example, else `$CARGO_TARGET_DIR/release/peershare` (default
-//! `target/release/peershare` in the package). Build it first with
-//! `cargo build --release`: `cargo bench` does not rebuild it.
+//! The binary: `PEERSHARE_BIN` if set; else, in a bench, the one cargo
+//! built for it (`CARGO_BIN_EXE_peershare`: `cargo bench` builds the binary
+//! with the bench profile, i.e. release settings, into `<target>/release/`);
+//! else, in an example, the `peershare` in the same `<target>/release/`
+//! folder, else `$CARGO_TARGET_DIR/release/peershare` (default
+//! `target/release/peershare`). Examples don't build it: run
+//! `cargo build --release` first.
 //!
 //! Every process is killed and reaped on drop; every folder is a
 //! `tempfile::TempDir` (under `$TMPDIR`, default `/tmp`) removed on drop.
@@ -36,7 +38,11 @@ pub fn peershare_bin() -> PathBuf {
         );
         return bin;
     }
-    // This bench or example runs from `<target>/release/{deps,examples}/`.
+    // Cargo builds the binary for a bench and says where.
+    if let Some(p) = option_env!("CARGO_BIN_EXE_peershare") {
+        return PathBuf::from(p);
+    }
+    // An example runs from `<target>/release/examples/`.
     let beside_us = std::env::current_exe()
         .ok()
         .and_then(|exe| Some(exe.parent()?.parent()?.join("peershare")));

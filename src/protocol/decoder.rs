@@ -1244,6 +1244,45 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn a_bad_digit_anywhere_in_a_long_run_is_bad_hex_however_it_is_fed() {
+        let payload: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let good = file_data(&format!("\"{}\"", hex(&payload)));
+        let start = good.find("\"data\":\"").unwrap() + 8;
+        for offset in [0, 1, 31, 32, 100_001, 599_999] {
+            for bad in [b'g', b' ', b'"', 0xff] {
+                let mut msg = good.clone().into_bytes();
+                msg[start + offset] = bad;
+                for piece in [7, 4096, 65_536, msg.len()] {
+                    let mut decoder = MessageDecoder::new(limits());
+                    let mut data = Vec::new();
+                    let mut result = Ok(Feed::NeedMore);
+                    for chunk in msg.chunks(piece) {
+                        result = decoder.feed(chunk, &mut data);
+                        if !matches!(result, Ok(Feed::NeedMore)) {
+                            break;
+                        }
+                    }
+                    // A quote ends the string early: then what follows is
+                    // not `,` or `}`.
+                    match bad {
+                        b'"' => assert!(
+                            matches!(result, Err(DecodeError::Malformed(_) | DecodeError::BadHex)),
+                            "offset {offset} piece {piece}"
+                        ),
+                        _ => assert!(
+                            matches!(result, Err(DecodeError::BadHex)),
+                            "offset {offset} byte {bad} piece {piece}: {result:?}"
+                        ),
+                    }
+                    // Nothing past the bad digit was handed on.
+                    assert!(data.len() <= offset / 2, "offset {offset} piece {piece}");
+                    assert!(payload.starts_with(&data));
+                }
+            }
+        }
+    }
+
     fn decode_into(msg: &[u8], sink: &mut dyn DataSink) {
         let mut decoder = MessageDecoder::new(limits());
         assert!(matches!(
