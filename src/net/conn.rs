@@ -15,6 +15,10 @@ use crate::storage::{FileHasher, PartialFile};
 use mio::net::TcpStream;
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::Arc;
+use std::thread;
 use std::time::Instant;
 
 /// Bytes one step may move before yielding to other connections.
@@ -27,41 +31,232 @@ pub const STEP_TIME: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// Where the decoded bytes of a FILE_DATA go: a temp file in the storage
 /// folder (created when the first byte arrives), hashed on the way.
+///
+/// Hashing and writing run on a writer thread started with the temp file,
+/// so the loop goes on reading and decoding the socket meanwhile: the
+/// decoded bytes are copied into one of at most [`WRITER_DEPTH`] + 2
+/// buffers and queued to it. When the `data` string ends
+/// ([`DataSink::end_data`]) the thread is joined and `partial`, `hasher`
+/// and `len` are final, as the driver reads them after the message.
+/// Without a thread (it could not be started) the work is done inline.
 pub struct PartialSink {
-    dir: PathBuf,
-    /// The temp file, once data started.
+    /// Boxed slice, not `PathBuf`: keeps the sink as small as it was
+    /// before it had a writer (it rides in `Outcome::Message`).
+    dir: Box<std::path::Path>,
+    /// The temp file, once data started (while the writer thread has it:
+    /// `None` until `end_data`).
     pub partial: Option<PartialFile>,
-    /// SHA-256 of the bytes so far.
+    /// SHA-256 of the bytes so far (final after `end_data`).
     pub hasher: FileHasher,
     /// Bytes written.
     pub len: u64,
+    /// Boxed: the sink lives in every connection's role.
+    writer: Option<Box<Writer>>,
+}
+
+/// Buffers queued to a writer thread before `write_data` waits for it.
+pub const WRITER_DEPTH: usize = 4;
+
+/// Most writer threads at once (downloads are capped at 8, but every
+/// inbound push has a sink too); past it a sink writes inline.
+pub const MAX_WRITER_THREADS: usize = 16;
+
+static WRITER_THREADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// One of the [`MAX_WRITER_THREADS`] slots, given back when dropped.
+struct WriterSlot;
+
+impl WriterSlot {
+    fn take() -> Option<WriterSlot> {
+        WRITER_THREADS
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_WRITER_THREADS).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| WriterSlot)
+    }
+}
+
+impl Drop for WriterSlot {
+    fn drop(&mut self) {
+        WRITER_THREADS.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Bytes written between two calls that start the disk writeback of what
+/// was written, so the final fsync has little left to do.
+#[cfg(target_os = "linux")]
+const WRITEBACK_STEP: u64 = 8 * 1024 * 1024;
+
+/// The writer thread of a [`PartialSink`] and its channels. Dropped before
+/// the data ended (a failed message), it tells the thread to drop what is
+/// queued and waits for it; the thread's temp file removes itself.
+struct Writer {
+    /// Filled buffers, in order.
+    full: Option<SyncSender<Vec<u8>>>,
+    /// Buffers the thread is done with, for reuse.
+    empty: Receiver<Vec<u8>>,
+    /// Tells the thread to stop writing.
+    cancel: Arc<AtomicBool>,
+    handle: Option<thread::JoinHandle<io::Result<(PartialFile, FileHasher)>>>,
+    /// Held for the writer's life (declared last: freed after the join).
+    _slot: WriterSlot,
+}
+
+impl Writer {
+    /// Starts a thread that hashes and writes queued buffers into `partial`.
+    fn spawn(mut partial: PartialFile, slot: WriterSlot) -> io::Result<Writer> {
+        let (full, queued) = mpsc::sync_channel::<Vec<u8>>(WRITER_DEPTH);
+        let (done, empty) = mpsc::channel::<Vec<u8>>();
+        let cancel = Arc::new(AtomicBool::new(false));
+        let stop = cancel.clone();
+        let handle = thread::Builder::new()
+            .name("file-writer".into())
+            .spawn(move || {
+                let mut hasher = FileHasher::new();
+                let mut written = 0u64;
+                let mut flushed = 0u64;
+                for buf in queued {
+                    if stop.load(Ordering::Relaxed) {
+                        return Err(io::Error::other("cancelled"));
+                    }
+                    hasher.update(&buf);
+                    partial.file().write_all(&buf)?;
+                    written += buf.len() as u64;
+                    start_writeback(partial.file(), &mut flushed, written);
+                    // The sink may be gone already; the buffer is then freed.
+                    let _ = done.send(buf);
+                }
+                Ok((partial, hasher))
+            })?;
+        Ok(Writer {
+            full: Some(full),
+            empty,
+            cancel,
+            handle: Some(handle),
+            _slot: slot,
+        })
+    }
+
+    /// Queues a copy of `bytes`; false if the thread has stopped.
+    fn send(&mut self, bytes: &[u8]) -> bool {
+        let Some(full) = self.full.as_ref() else {
+            return false;
+        };
+        let mut buf = self.empty.try_recv().unwrap_or_default();
+        buf.clear();
+        buf.extend_from_slice(bytes);
+        full.send(buf).is_ok()
+    }
+
+    /// Waits until everything queued is written; the file and its hash.
+    fn finish(mut self) -> io::Result<(PartialFile, FileHasher)> {
+        drop(self.full.take());
+        match self.handle.take().map(thread::JoinHandle::join) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(io::Error::other("the file writer thread panicked")),
+            None => Err(io::Error::other("the file writer was already finished")),
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            self.cancel.store(true, Ordering::Relaxed);
+            drop(self.full.take());
+            let _ = handle.join();
+        }
+    }
 }
 
 impl PartialSink {
     /// A sink that will create its temp file in `dir`.
     pub fn new(dir: PathBuf) -> Self {
         Self {
-            dir,
+            dir: dir.into_boxed_path(),
             partial: None,
             hasher: FileHasher::new(),
             len: 0,
+            writer: None,
         }
+    }
+
+    /// Waits for the writer thread, if any, and takes back the file and
+    /// the hash.
+    fn join_writer(&mut self) -> io::Result<()> {
+        if let Some(w) = self.writer.take() {
+            let (partial, hasher) = w.finish()?;
+            self.partial = Some(partial);
+            self.hasher = hasher;
+        }
+        Ok(())
     }
 }
 
 impl DataSink for PartialSink {
     fn write_data(&mut self, bytes: &[u8]) -> io::Result<()> {
-        if self.partial.is_none() {
-            self.partial = Some(PartialFile::create(&self.dir)?);
+        if bytes.is_empty() {
+            return Ok(());
         }
-        if let Some(p) = self.partial.as_mut() {
+        if self.partial.is_none() && self.writer.is_none() {
+            let Some(slot) = WriterSlot::take() else {
+                self.partial = Some(PartialFile::create(&self.dir)?);
+                return self.write_data(bytes);
+            };
+            match Writer::spawn(PartialFile::create(&self.dir)?, slot) {
+                Ok(w) => self.writer = Some(Box::new(w)),
+                Err(e) => {
+                    // That temp file went with the closure: make another.
+                    log::warn!("cannot start a file writer thread ({e}); writing inline");
+                    self.partial = Some(PartialFile::create(&self.dir)?);
+                }
+            }
+        }
+        if let Some(w) = self.writer.as_mut() {
+            if !w.send(bytes) {
+                // The thread stopped: its error says why.
+                self.join_writer()?;
+                return Err(io::Error::other("the file writer stopped early"));
+            }
+        } else if let Some(p) = self.partial.as_mut() {
             p.file().write_all(bytes)?;
+            self.hasher.update(bytes);
         }
-        self.hasher.update(bytes);
         self.len += bytes.len() as u64;
         Ok(())
     }
+
+    fn end_data(&mut self) -> io::Result<()> {
+        self.join_writer()
+    }
 }
+
+/// Starts the disk writeback of the bytes written since the last call once
+/// [`WRITEBACK_STEP`] of them are pending (Linux; elsewhere a no-op).
+/// Only a hint: the final fsync is what makes the file durable.
+#[cfg(target_os = "linux")]
+fn start_writeback(file: &std::fs::File, flushed: &mut u64, written: u64) {
+    use std::os::unix::io::AsRawFd;
+    if written - *flushed < WRITEBACK_STEP {
+        return;
+    }
+    // SAFETY: a valid open descriptor and an in-file range; the flag only
+    // starts writeback and waits for nothing.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::sync_file_range(
+            file.as_raw_fd(),
+            *flushed as libc::off64_t,
+            (written - *flushed) as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        );
+    }
+    *flushed = written;
+}
+
+#[cfg(not(target_os = "linux"))]
+fn start_writeback(_file: &std::fs::File, _flushed: &mut u64, _written: u64) {}
 
 /// What to write.
 pub enum Payload {
@@ -304,5 +499,88 @@ pub fn connect_status(stream: &TcpStream) -> io::Result<bool> {
         Ok(_) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::decoder::{DecoderLimits, Feed, MessageDecoder};
+    use crate::storage::file_id_for;
+
+    fn names_in(dir: &std::path::Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn the_writer_thread_hashes_and_writes_every_byte_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+        let mut sink = PartialSink::new(dir.path().to_path_buf());
+        // More buffers than the queue holds, of varied sizes.
+        for piece in bytes.chunks(40_001) {
+            sink.write_data(piece).unwrap();
+        }
+        assert_eq!(sink.len, bytes.len() as u64);
+        sink.end_data().unwrap();
+        let partial = sink
+            .partial
+            .take()
+            .expect("the file is back after end_data");
+        assert_eq!(std::fs::read(partial.path()).unwrap(), bytes);
+        assert_eq!(sink.hasher.clone().finish("7"), file_id_for(&bytes, "7"));
+        let path = partial.path().to_path_buf();
+        drop(partial);
+        assert!(!path.exists(), "an uncommitted temp file removes itself");
+    }
+
+    #[test]
+    fn a_sink_dropped_mid_data_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = PartialSink::new(dir.path().to_path_buf());
+        for _ in 0..20 {
+            sink.write_data(&[5u8; 100_000]).unwrap();
+        }
+        assert_eq!(names_in(dir.path()).len(), 1);
+        drop(sink);
+        assert!(names_in(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn a_decoded_file_data_ends_with_the_file_and_hash_in_the_sink() {
+        let dir = tempfile::tempdir().unwrap();
+        let payload: Vec<u8> = (0..700_000u32).map(|i| (i % 253) as u8).collect();
+        let msg = format!(
+            r#"{{"type":"FILE_DATA","file_id":"x","data":"{}"}}"#,
+            faster_hex::hex_string(&payload)
+        );
+        let mut sink = PartialSink::new(dir.path().to_path_buf());
+        let mut decoder = MessageDecoder::new(DecoderLimits::default());
+        let mut done = false;
+        for piece in msg.as_bytes().chunks(65_536) {
+            if let Feed::Done { .. } = decoder.feed(piece, &mut sink).unwrap() {
+                done = true;
+            }
+        }
+        assert!(done);
+        let partial = sink.partial.take().expect("temp file");
+        assert_eq!(std::fs::read(partial.path()).unwrap(), payload);
+        assert_eq!(sink.hasher.finish(""), file_id_for(&payload, ""));
+        // Without data, nothing is created.
+        let empty = tempfile::tempdir().unwrap();
+        let mut sink = PartialSink::new(empty.path().to_path_buf());
+        let mut decoder = MessageDecoder::new(DecoderLimits::default());
+        let msg = br#"{"type":"FILE_DATA","data":""}"#;
+        assert!(matches!(
+            decoder.feed(msg, &mut sink).unwrap(),
+            Feed::Done { .. }
+        ));
+        assert!(sink.partial.is_none());
+        assert!(names_in(empty.path()).is_empty());
     }
 }

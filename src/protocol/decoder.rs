@@ -14,9 +14,11 @@
 //! without recursion, and copies the members as JSON text into a capped
 //! buffer; `finish()` hands that text to `serde_json`. When the scanner meets
 //! the top-level key `data` followed by a string, it switches to a bulk path:
-//! find the closing quote with a vectorisable search, then validate and
-//! decode whole runs of hex with `faster_hex` into a fixed 256 KiB buffer
-//! that is handed to the sink whenever it fills and at the end of the string.
+//! validate each input with `faster_hex` (an input that is all hex is then
+//! decoded without a second check; only one that is not is searched for the
+//! closing quote with a vectorisable search), then decode whole runs of hex
+//! with `faster_hex` into a fixed 256 KiB buffer that is handed to the sink
+//! whenever it fills and at the end of the string.
 
 use serde_json::{Map, Value};
 use std::fmt;
@@ -54,6 +56,13 @@ impl Default for DecoderLimits {
 pub trait DataSink {
     /// Receives the next decoded bytes of `data`, in order.
     fn write_data(&mut self, bytes: &[u8]) -> io::Result<()>;
+
+    /// The `data` string ended: every byte has been passed to
+    /// [`write_data`](DataSink::write_data). Called once, before `feed`
+    /// returns; a sink that works in the background finishes here.
+    fn end_data(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// A sink that drops data (messages that must not carry any).
@@ -524,7 +533,16 @@ impl MessageDecoder {
         input: &[u8],
         sink: &mut dyn DataSink,
     ) -> Result<(usize, bool), DecodeError> {
-        let (mut run, ended) = match find_byte(input, b'"') {
+        // One pass settles the usual case, a read that is all hex (no
+        // closing quote yet): it is then decoded without a second check and
+        // without a search for the quote.
+        let all_hex = faster_hex::hex_check(input);
+        let quote = if all_hex {
+            None
+        } else {
+            find_byte(input, b'"')
+        };
+        let (mut run, ended) = match quote {
             Some(p) => (&input[..p], true),
             None => (input, false),
         };
@@ -545,7 +563,7 @@ impl MessageDecoder {
             }
         }
         let (body, odd) = run.split_at(run.len() & !1);
-        self.decode_run(body, sink)?;
+        self.decode_run(body, all_hex, sink)?;
         if let Some(&c) = odd.first() {
             if ended {
                 return Err(DecodeError::BadHex);
@@ -555,12 +573,19 @@ impl MessageDecoder {
         if ended {
             self.flush(sink)?;
             self.buf = Vec::new();
+            sink.end_data().map_err(DecodeError::Sink)?;
         }
         Ok((used, ended))
     }
 
-    /// Decodes an even-length run of hex into the buffer, flushing as it fills.
-    fn decode_run(&mut self, mut src: &[u8], sink: &mut dyn DataSink) -> Result<(), DecodeError> {
+    /// Decodes an even-length run of hex into the buffer, flushing as it
+    /// fills; `checked`: the run is known to be all hex digits.
+    fn decode_run(
+        &mut self,
+        mut src: &[u8],
+        checked: bool,
+        sink: &mut dyn DataSink,
+    ) -> Result<(), DecodeError> {
         if self.buf.is_empty() {
             self.buf = vec![0; DATA_BUFFER_LEN];
         }
@@ -570,8 +595,12 @@ impl MessageDecoder {
             }
             let n = (src.len() / 2).min(self.buf.len() - self.fill);
             self.reserve_data(n)?;
-            faster_hex::hex_decode(&src[..2 * n], &mut self.buf[self.fill..self.fill + n])
-                .map_err(|_| DecodeError::BadHex)?;
+            let (hex, out) = (&src[..2 * n], &mut self.buf[self.fill..self.fill + n]);
+            if checked {
+                faster_hex::hex_decode_unchecked(hex, out);
+            } else {
+                faster_hex::hex_decode(hex, out).map_err(|_| DecodeError::BadHex)?;
+            }
             self.fill += n;
             self.data_len += n as u64;
             src = &src[2 * n..];
@@ -1171,6 +1200,100 @@ mod tests {
         assert!(matches!(
             decoder.feed(msg.as_bytes(), &mut Full),
             Err(DecodeError::Sink(_))
+        ));
+    }
+
+    #[test]
+    fn end_data_comes_once_after_the_last_bytes_and_its_error_is_reported() {
+        /// Records the bytes and whether `end_data` came after them.
+        struct Ending(Vec<u8>, Vec<usize>, bool);
+        impl DataSink for Ending {
+            fn write_data(&mut self, bytes: &[u8]) -> io::Result<()> {
+                assert!(self.1.is_empty(), "data after end_data");
+                self.0.extend_from_slice(bytes);
+                Ok(())
+            }
+            fn end_data(&mut self) -> io::Result<()> {
+                self.1.push(self.0.len());
+                if self.2 {
+                    Err(io::Error::other("flush failed"))
+                } else {
+                    Ok(())
+                }
+            }
+        }
+        let payload: Vec<u8> = (0..=255).cycle().take(3 * DATA_BUFFER_LEN + 7).collect();
+        let msg = file_data(&format!("\"{}\"", hex(&payload)));
+        let mut sink = Ending(Vec::new(), Vec::new(), false);
+        let mut decoder = MessageDecoder::new(limits());
+        for piece in msg.as_bytes().chunks(100_003) {
+            let _ = decoder.feed(piece, &mut sink).unwrap();
+        }
+        assert!(decoder.is_done());
+        assert!(sink.0 == payload);
+        assert_eq!(sink.1, vec![payload.len()]);
+        // An empty string ends too; null and absent data never start.
+        for (data, ends) in [("\"\"", 1), ("null", 0)] {
+            let mut sink = Ending(Vec::new(), Vec::new(), false);
+            decode_into(file_data(data).as_bytes(), &mut sink);
+            assert_eq!(sink.1.len(), ends, "{data}");
+        }
+        let mut sink = Ending(Vec::new(), Vec::new(), false);
+        decode_into(br#"{"type":"GOSSIP"}"#, &mut sink);
+        assert!(sink.1.is_empty());
+        // A failing end is a sink error.
+        let mut sink = Ending(Vec::new(), Vec::new(), true);
+        let mut decoder = MessageDecoder::new(limits());
+        assert!(matches!(
+            decoder.feed(file_data("\"0011\"").as_bytes(), &mut sink),
+            Err(DecodeError::Sink(_))
+        ));
+    }
+
+    #[test]
+    fn a_bad_digit_anywhere_in_a_long_run_is_bad_hex_however_it_is_fed() {
+        let payload: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let good = file_data(&format!("\"{}\"", hex(&payload)));
+        let start = good.find("\"data\":\"").unwrap() + 8;
+        for offset in [0, 1, 31, 32, 100_001, 599_999] {
+            for bad in [b'g', b' ', b'"', 0xff] {
+                let mut msg = good.clone().into_bytes();
+                msg[start + offset] = bad;
+                for piece in [7, 4096, 65_536, msg.len()] {
+                    let mut decoder = MessageDecoder::new(limits());
+                    let mut data = Vec::new();
+                    let mut result = Ok(Feed::NeedMore);
+                    for chunk in msg.chunks(piece) {
+                        result = decoder.feed(chunk, &mut data);
+                        if !matches!(result, Ok(Feed::NeedMore)) {
+                            break;
+                        }
+                    }
+                    // A quote ends the string early: then what follows is
+                    // not `,` or `}`.
+                    match bad {
+                        b'"' => assert!(
+                            matches!(result, Err(DecodeError::Malformed(_) | DecodeError::BadHex)),
+                            "offset {offset} piece {piece}"
+                        ),
+                        _ => assert!(
+                            matches!(result, Err(DecodeError::BadHex)),
+                            "offset {offset} byte {bad} piece {piece}: {result:?}"
+                        ),
+                    }
+                    // Nothing past the bad digit was handed on.
+                    assert!(data.len() <= offset / 2, "offset {offset} piece {piece}");
+                    assert!(payload.starts_with(&data));
+                }
+            }
+        }
+    }
+
+    fn decode_into(msg: &[u8], sink: &mut dyn DataSink) {
+        let mut decoder = MessageDecoder::new(limits());
+        assert!(matches!(
+            decoder.feed(msg, sink).unwrap(),
+            Feed::Done { .. }
         ));
     }
 

@@ -1,0 +1,298 @@
+//! Real `peershare` processes for the end-to-end bench and the RSS probe
+//! (included with `#[path]` by `benches/transfer.rs` and
+//! `examples/rss_probe.rs`).
+//!
+//! The binary: `PEERSHARE_BIN` if set; else, in a bench, the one cargo
+//! built for it (`CARGO_BIN_EXE_peershare`: `cargo bench` builds the binary
+//! with the bench profile, i.e. release settings, into `<target>/release/`);
+//! else, in an example, the `peershare` in the same `<target>/release/`
+//! folder, else `$CARGO_TARGET_DIR/release/peershare` (default
+//! `target/release/peershare`). Examples don't build it: run
+//! `cargo build --release` first.
+//!
+//! Every process is killed and reaped on drop; every folder is a
+//! `tempfile::TempDir` (under `$TMPDIR`, default `/tmp`) removed on drop.
+#![allow(dead_code)]
+
+use rand::rngs::SmallRng;
+use rand::{RngCore, SeedableRng};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Bound on every wait (start-up hashes the served file, so it is generous).
+pub const WAIT: Duration = Duration::from_secs(120);
+
+/// The release binary to run.
+pub fn peershare_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("PEERSHARE_BIN") {
+        let bin = PathBuf::from(p);
+        assert!(
+            bin.is_file(),
+            "PEERSHARE_BIN={} is not a file",
+            bin.display()
+        );
+        return bin;
+    }
+    // Cargo builds the binary for a bench and says where.
+    if let Some(p) = option_env!("CARGO_BIN_EXE_peershare") {
+        return PathBuf::from(p);
+    }
+    // An example runs from `<target>/release/examples/`.
+    let beside_us = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join("peershare")));
+    let from_env = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
+        .join("release")
+        .join("peershare");
+    let bin = beside_us.filter(|p| p.is_file()).unwrap_or(from_env);
+    assert!(
+        bin.is_file(),
+        "{} not found: run `cargo build --release` first (same CARGO_TARGET_DIR) \
+         or set PEERSHARE_BIN",
+        bin.display()
+    );
+    bin
+}
+
+/// Writes `len` pseudo-random bytes to `path` in 1 MiB pieces.
+pub fn write_random_file(path: &Path, len: u64, seed: u64) {
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).expect("create file"));
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        rng.fill_bytes(&mut buf[..n]);
+        f.write_all(&buf[..n]).expect("write file");
+        left -= n as u64;
+    }
+    f.flush().expect("flush file");
+}
+
+/// A running peer: stdout lines arrive on a channel.
+pub struct Peer {
+    /// The process.
+    pub child: Child,
+    stdin: ChildStdin,
+    lines: Receiver<String>,
+    /// P2P port.
+    pub p2p_port: u16,
+    /// Stats page port.
+    pub http_port: u16,
+    /// Its storage folder.
+    pub dir: PathBuf,
+}
+
+impl Peer {
+    /// Starts `peershare <id> 127.0.0.1 0 0 --storage-dir <dir> <extra...>`
+    /// (log to `<dir>/../<id>.log` at warn level, so logging costs nothing)
+    /// and waits for its banner.
+    pub fn spawn(id: &str, dir: &Path, extra: &[String]) -> Peer {
+        std::fs::create_dir_all(dir).expect("storage dir");
+        let log = dir
+            .parent()
+            .unwrap_or(dir)
+            .join(format!("{id}.log"))
+            .display()
+            .to_string();
+        let mut child = Command::new(peershare_bin())
+            .args([id, "127.0.0.1", "0", "0", "--storage-dir"])
+            .arg(dir)
+            .args(["--log-file", &log, "--log-level", "warn"])
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start peershare");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut peer = Peer {
+            child,
+            stdin,
+            lines,
+            p2p_port: 0,
+            http_port: 0,
+            dir: dir.to_path_buf(),
+        };
+        let banner = peer
+            .wait_line("listening on", WAIT)
+            .unwrap_or_else(|| panic!("peer {id} did not start"));
+        peer.p2p_port = port_after(&banner, "listening on 127.0.0.1:");
+        peer.http_port = port_after(&banner, "http://127.0.0.1:");
+        peer
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Types a menu line.
+    pub fn send_line(&mut self, line: &str) {
+        writeln!(self.stdin, "{line}").expect("write stdin");
+        self.stdin.flush().expect("flush stdin");
+    }
+
+    /// Waits for the next stdout line containing `needle` (earlier lines
+    /// are dropped).
+    pub fn wait_line(&mut self, needle: &str, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return Some(line),
+                Ok(_) => {}
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return None,
+            }
+        }
+    }
+
+    /// The ids of the files in `/api/state`.
+    pub fn file_ids(&self) -> Vec<String> {
+        let Some(body) = http_get(self.http_port, "/api/state") else {
+            return Vec::new();
+        };
+        let Ok(state) = serde_json::from_slice::<serde_json::Value>(&body) else {
+            return Vec::new();
+        };
+        state["files"]
+            .as_array()
+            .map(|fs| {
+                fs.iter()
+                    .filter_map(|f| f["file_id"].as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Waits until the catalog lists `file_id`.
+    pub fn wait_knows(&self, file_id: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.file_ids().iter().any(|f| f == file_id) {
+                return true;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+
+    /// Types `get <file_id>` and waits for `get: saved`; the time between.
+    pub fn get(&mut self, file_id: &str) -> Duration {
+        let start = Instant::now();
+        self.send_line(&format!("get {file_id}"));
+        // Skip `get: fetching ...`; wait for how it ended.
+        let line = loop {
+            let line = self
+                .wait_line("get: ", WAIT)
+                .expect("no `get:` line from the downloader");
+            if !line.contains("get: fetching") {
+                break line;
+            }
+        };
+        let elapsed = start.elapsed();
+        assert!(line.contains("get: saved"), "download failed: {line}");
+        elapsed
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn port_after(line: &str, marker: &str) -> u16 {
+    let rest = &line[line.find(marker).expect("port in banner") + marker.len()..];
+    rest.chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect::<String>()
+        .parse()
+        .expect("port")
+}
+
+/// A GET over raw TCP; the body, or None on error.
+pub fn http_get(port: u16, path: &str) -> Option<Vec<u8>> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).ok()?;
+    let split = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+    buf.starts_with(b"HTTP/1.1 200")
+        .then(|| buf[split + 4..].to_vec())
+}
+
+/// A serving peer holding one random file of `len` bytes, and its id.
+pub struct Server {
+    /// The peer.
+    pub peer: Peer,
+    /// The file's id.
+    pub file_id: String,
+    /// The file's length.
+    pub len: u64,
+}
+
+impl Server {
+    /// Writes the file into a fresh storage folder under `root` and starts
+    /// the peer (its folder scan adds the file).
+    pub fn start(root: &Path, len: u64) -> Server {
+        let dir = root.join("server");
+        std::fs::create_dir_all(&dir).expect("server dir");
+        write_random_file(&dir.join(format!("blob-{len}.bin")), len, len);
+        let extra: Vec<String> = ["--gossip-interval", "0.2", "--auto-fetch", "0"]
+            .iter()
+            .chain(&["--no-well-known"])
+            .map(|s| s.to_string())
+            .collect();
+        let peer = Peer::spawn("bench-server", &dir, &extra);
+        let ids = peer.file_ids();
+        assert_eq!(ids.len(), 1, "the server should hold exactly one file");
+        Server {
+            file_id: ids[0].clone(),
+            peer,
+            len,
+        }
+    }
+
+    /// Starts a downloader with an empty storage folder `dir` that
+    /// bootstraps from this server, and waits until it knows the file.
+    pub fn downloader(&self, dir: &Path) -> Peer {
+        let extra: Vec<String> = vec![
+            "--well-known".into(),
+            format!("127.0.0.1:{}", self.peer.p2p_port),
+            "--gossip-interval".into(),
+            "0.2".into(),
+            "--auto-fetch".into(),
+            "0".into(),
+        ];
+        let peer = Peer::spawn("bench-downloader", dir, &extra);
+        assert!(
+            peer.wait_knows(&self.file_id, WAIT),
+            "the downloader never learnt the file"
+        );
+        peer
+    }
+}
