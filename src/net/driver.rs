@@ -1501,9 +1501,8 @@ impl Driver {
         len: u64,
         verified: bool,
     ) -> FetchResult {
-        let name = storage::unique_name(&self.settings.dir, &storage::sanitize_file_name(wanted));
-        match partial.commit(&name) {
-            Ok(_) => FetchResult::Saved {
+        match partial.commit_unique(&storage::sanitize_file_name(wanted)) {
+            Ok(name) => FetchResult::Saved {
                 local_name: name,
                 len,
                 verified,

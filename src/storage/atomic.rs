@@ -111,6 +111,56 @@ impl PartialFile {
     }
 }
 
+impl PartialFile {
+    /// Gives the temp file a final name that no file has yet: fsync, hard
+    /// link to `dir/final_name` (which fails with `AlreadyExists` instead of
+    /// replacing), unlink the temp name, fsync the folder. Two writers that
+    /// picked the same free name (a download on the loop and a `push` on the
+    /// worker) can then never overwrite each other's file. On
+    /// `AlreadyExists` the temp file is kept, so the caller can try another
+    /// name.
+    pub fn commit_new(&mut self, final_name: &str) -> io::Result<PathBuf> {
+        let mut components = Path::new(final_name).components();
+        if !matches!(
+            (components.next(), components.next()),
+            (Some(Component::Normal(_)), None)
+        ) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("not a plain file name: {final_name:?}"),
+            ));
+        }
+        self.file.flush()?;
+        self.file.sync_all()?;
+        let target = self.dir.join(final_name);
+        fs::hard_link(&self.path, &target)?;
+        self.committed = true;
+        // A crash before this unlink leaves a `.partial-*` that the next
+        // start removes; the file itself is complete under its final name.
+        if let Err(e) = fs::remove_file(&self.path) {
+            log::debug!("could not remove temp name {}: {e}", self.path.display());
+        }
+        fsync_dir(&self.dir)?;
+        Ok(target)
+    }
+
+    /// Commits under a free name derived from `wanted` (`x.txt`,
+    /// `x (2).txt`, ...), retrying when another writer takes the name
+    /// first. Returns the name used.
+    pub fn commit_unique(mut self, wanted: &str) -> io::Result<String> {
+        let mut last = None;
+        for _ in 0..8 {
+            let name = crate::storage::unique_name(&self.dir, wanted);
+            match self.commit_new(&name) {
+                Ok(_) => return Ok(name),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| io::Error::other("no free name")))
+    }
+}
+
 impl Drop for PartialFile {
     fn drop(&mut self) {
         if !self.committed {
@@ -163,6 +213,30 @@ pub fn remove_partials(dir: &Path) -> io::Result<usize> {
         }
     }
     Ok(removed)
+}
+
+#[cfg(test)]
+mod commit_new_tests {
+    use super::*;
+
+    #[test]
+    fn commit_new_never_replaces_an_existing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("x.txt"), b"theirs").unwrap();
+        let mut p = PartialFile::create(dir.path()).unwrap();
+        p.file().write_all(b"ours").unwrap();
+        let err = p.commit_new("x.txt").unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read(dir.path().join("x.txt")).unwrap(), b"theirs");
+        let name = p.commit_unique("x.txt").unwrap();
+        assert_eq!(name, "x (2).txt");
+        assert_eq!(std::fs::read(dir.path().join(&name)).unwrap(), b"ours");
+        assert_eq!(
+            remove_partials(dir.path()).unwrap(),
+            0,
+            "temp name unlinked"
+        );
+    }
 }
 
 #[cfg(test)]

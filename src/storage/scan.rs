@@ -12,7 +12,7 @@ use crate::protocol::message::{FileRecord, FileSize, Timestamp};
 use crate::storage::atomic::{PartialFile, PARTIAL_PREFIX};
 use crate::storage::hashing::{hash_file, FileHasher, READ_BUF_LEN};
 use crate::storage::metadata::{StoredEntry, METADATA_FILE};
-use crate::storage::names::{is_safe_local_name, sanitize_file_name, unique_name};
+use crate::storage::names::{is_safe_local_name, sanitize_file_name};
 use std::collections::HashSet;
 use std::fmt;
 use std::fs::{self, File};
@@ -207,8 +207,7 @@ pub fn import_file(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let file_name = sanitize_file_name(&wanted);
-    let local_name = unique_name(dir, &file_name);
-    partial.commit(&local_name).map_err(store_err)?;
+    let local_name = partial.commit_unique(&file_name).map_err(store_err)?;
 
     Ok(StoredEntry {
         record: FileRecord {
