@@ -652,11 +652,6 @@ fn gossip_reply_with_100000_files(pretty: bool, attack: &'static str) {
 }
 
 #[test]
-#[ignore = "bug: a 14.9 MB GOSSIP_REPLY with 100 000 files (under the 16 MiB cap) is parsed whole on \
-            the loop thread: peak RssAnon 149 MiB (10x the message; debug and release alike) and the \
-            loop stalls ~2.5 s in release (1.45 s from its last byte to `received GOSSIP_REPLY`, then \
-            the merge and the 20 000-entry metadata serialization) and 8-11 s in debug, so a GOSSIP \
-            isn't answered within 1 s; the catalog bound itself holds (19 998 of 100 000 kept)"]
 fn gossip_reply_with_100000_compact_files() {
     gossip_reply_with_100000_files(false, "GOSSIP_REPLY, 100 000 files (compact, 14.9 MB)");
 }

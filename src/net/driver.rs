@@ -1346,7 +1346,12 @@ impl Driver {
     }
 
     fn on_inbound_message(&mut self, key: usize, decoded: Decoded, sink: PartialSink) {
-        let msg = match Message::from_object(&decoded.fields) {
+        let Decoded { fields, data } = decoded;
+        let parsed = Message::from_object(&fields);
+        // A large GOSSIP_REPLY's JSON tree is no longer needed: free it
+        // before the core merges the records.
+        drop(fields);
+        let msg = match parsed {
             Ok(m) => m,
             Err(e) => {
                 debug!("message dropped: {e}");
@@ -1377,7 +1382,7 @@ impl Driver {
             }
             Message::FileData(header) => {
                 self.finish_conn(key);
-                self.on_pushed(header, decoded.data, sink);
+                self.on_pushed(header, data, sink);
             }
             other => {
                 self.finish_conn(key);

@@ -174,6 +174,50 @@ enum State {
     Failed,
 }
 
+/// Most items kept from a top-level array (a GOSSIP_REPLY's `files`): as
+/// many as the catalog can hold. Items past it are skipped unparsed, so a
+/// reply listing 100 000 files costs a list of pointers, not a JSON tree.
+pub const MAX_TOP_LEVEL_ITEMS: usize = 20_000;
+
+/// Parses the envelope into its top-level fields. Each field is first
+/// borrowed as raw JSON text, so only what is kept becomes a `Value`.
+fn parse_envelope(env: &[u8]) -> Result<Map<String, Value>, DecodeError> {
+    use serde_json::value::RawValue;
+    let bad = |e: serde_json::Error| DecodeError::Malformed(e.to_string());
+    let text = std::str::from_utf8(env).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    let raw: Value =
+        match serde_json::from_str::<std::collections::BTreeMap<String, &RawValue>>(text) {
+            Ok(members) => {
+                let mut fields = Map::new();
+                for (key, value) in members {
+                    let v = if value.get().starts_with('[') {
+                        let items: Vec<&RawValue> =
+                            serde_json::from_str(value.get()).map_err(bad)?;
+                        Value::Array(
+                            items
+                                .into_iter()
+                                .take(MAX_TOP_LEVEL_ITEMS)
+                                .map(|item| serde_json::from_str(item.get()))
+                                .collect::<Result<_, _>>()
+                                .map_err(bad)?,
+                        )
+                    } else {
+                        serde_json::from_str(value.get()).map_err(bad)?
+                    };
+                    fields.insert(key, v);
+                }
+                return Ok(fields);
+            }
+            // Not an object of members (or a duplicate-key oddity): parse it the
+            // plain way to report the right error.
+            Err(_) => serde_json::from_slice(env).map_err(bad)?,
+        };
+    match raw {
+        Value::Object(fields) => Ok(fields),
+        _ => Err(malformed("top-level value is not an object")),
+    }
+}
+
 /// Incremental decoder state for one message.
 pub struct MessageDecoder {
     limits: DecoderLimits,
@@ -227,12 +271,7 @@ impl MessageDecoder {
         if self.state != State::Done {
             return Err(malformed("message incomplete"));
         }
-        let value: Value =
-            serde_json::from_slice(&self.env).map_err(|e| DecodeError::Malformed(e.to_string()))?;
-        let fields = match value {
-            Value::Object(fields) => fields,
-            _ => return Err(malformed("top-level value is not an object")),
-        };
+        let fields = parse_envelope(&self.env)?;
         let data = match self.data {
             DataField::Bytes { .. } => DataField::Bytes { len: self.data_len },
             other => other,
