@@ -240,6 +240,11 @@ impl Peer {
         &self.members
     }
 
+    /// GOSSIP ids remembered in the seen cache now.
+    pub fn seen_len(&self) -> usize {
+        self.seen.len()
+    }
+
     /// Downloads in flight (read-only).
     pub fn downloads(&self) -> &Downloads {
         &self.downloads
