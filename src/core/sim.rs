@@ -461,6 +461,12 @@ impl Sim {
             .collect()
     }
 
+    /// Whether running peer `i` has a download of `file` in flight (a
+    /// crashed peer has none).
+    pub fn downloads_of(&self, i: usize, file: &FileId) -> bool {
+        self.is_running(i) && self.nodes[i].peer.downloads().by_file(file).is_some()
+    }
+
     /// Lines peer `i` printed on its menu.
     pub fn prints(&self, i: usize) -> &[String] {
         &self.nodes[i].prints
