@@ -19,7 +19,7 @@
 //!   `RemoveLocal` and `CopyOut` are recorded per peer.
 //!
 //! Peer `i` is `p{i}` at `sim-{i}:{9000+i}` (names only: nothing is opened
-//! or resolved). Peer 0 is every peer's well-known peer. One seeded RNG
+//! or resolved). Peer 0 is every peer's well-known peer (peers `0..well_known` with [`SimConfig::well_known`]). One seeded RNG
 //! drives latency and loss, and each peer gets its own seeded RNG, so a
 //! seed fully determines a run: [`Sim::log`] of two runs with the same seed
 //! and the same calls is identical.
@@ -107,6 +107,9 @@ pub struct SimConfig {
     pub corrupt: f64,
     /// Silence after which a stalled transfer is abandoned.
     pub idle_timeout: Duration,
+    /// How many well-known (bootstrap) peers every peer is given: peers
+    /// `0..well_known` (the real network has four).
+    pub well_known: usize,
     /// Whether to keep the event log and every sent message ([`Sim::log`],
     /// [`Sim::sent`]). Long sweeps turn it off; checks work either way.
     pub record: bool,
@@ -130,6 +133,7 @@ impl Default for SimConfig {
             corrupt: 0.0,
             idle_timeout: Duration::from_secs(2),
             record: true,
+            well_known: 1,
         }
     }
 }
@@ -378,7 +382,7 @@ impl Sim {
         Config {
             peer_id: peer_id(i),
             addr: addr(i),
-            well_known: vec![addr(0)],
+            well_known: (0..self.cfg.well_known.max(1)).map(addr).collect(),
             gossip_interval: self.cfg.gossip_interval,
             peer_timeout: self.cfg.peer_timeout,
             auto_fetch,
