@@ -1351,3 +1351,57 @@ fn bound_violations(i: usize, p: &Peer) -> Vec<String> {
     }
     bad
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_checker_sees_corrupt_verified_copies_and_forgotten_ones() {
+        let mut sim = Sim::new(SimConfig {
+            peers: 3,
+            ..SimConfig::default()
+        });
+        let f = sim.add_local_file(1, "a.bin", 1000);
+        sim.start_all();
+        sim.run_for(Duration::from_secs(3));
+        assert_eq!(sim.check_invariants(), Ok(()));
+        if let Some(d) = sim.nodes[1].disk.get_mut(&f) {
+            d.intact = false;
+        }
+        let err = sim.check_invariants().unwrap_err();
+        assert!(err.contains("corrupt bytes"), "{err}");
+        if let Some(d) = sim.nodes[1].disk.get_mut(&f) {
+            d.intact = true;
+        }
+        // Bytes on disk the catalog no longer records: a deletion that
+        // was not the owner's.
+        sim.store(2, &f, "a.bin", 1000, true);
+        let err = sim.check_invariants().unwrap_err();
+        assert!(err.contains("no longer records"), "{err}");
+    }
+
+    #[test]
+    fn restart_reloads_the_last_persisted_snapshot_not_the_live_state() {
+        let mut sim = Sim::new(SimConfig {
+            peers: 3,
+            ..SimConfig::default()
+        });
+        let f = sim.add_local_file(1, "a.bin", 1000);
+        sim.start_all();
+        sim.run_for(Duration::from_secs(3));
+        // A copy the live state has but no Persist recorded is lost.
+        let rec = sim.peer(1).local_copy(&f).map(|(r, _)| r.clone()).unwrap();
+        sim.nodes[2].peer.catalog.set_local(
+            rec,
+            LocalCopy {
+                name: "a.bin".into(),
+                verified: true,
+            },
+        );
+        sim.crash(2);
+        sim.restart(2);
+        assert!(sim.peer(2).local_copy(&f).is_none());
+        assert!(sim.peer(1).local_copy(&f).is_some());
+    }
+}
