@@ -240,6 +240,11 @@ impl Peer {
         &self.members
     }
 
+    /// GOSSIP ids remembered in the seen cache now.
+    pub fn seen_len(&self) -> usize {
+        self.seen.len()
+    }
+
     /// Downloads in flight (read-only).
     pub fn downloads(&self) -> &Downloads {
         &self.downloads
@@ -313,7 +318,7 @@ impl Peer {
             id,
             peer_id: self.cfg.peer_id.clone(),
         };
-        let targets: Vec<PeerAddr> = if self.members.is_empty() {
+        let mut targets: Vec<PeerAddr> = if self.members.is_empty() {
             let own = self.cfg.addr.clone();
             self.cfg
                 .well_known
@@ -328,6 +333,31 @@ impl Peer {
                 .map(|(_, a)| a)
                 .collect()
         };
+        // Fix (found by the simulator): a partition longer than the peer
+        // timeout left two groups that had each dropped the other, and
+        // since the well-known peers were gossiped to only while we track
+        // no one, the groups never met again after the partition healed.
+        // A well-known peer we do not track also gets this round's GOSSIP
+        // (one per round, at most one extra message), so every group keeps
+        // knocking on the bootstrap peers and re-merges once they answer.
+        if !self.members.is_empty() {
+            let own = &self.cfg.addr;
+            let tracked: Vec<&PeerAddr> = self
+                .members
+                .all()
+                .into_iter()
+                .map(|(_, p)| &p.addr)
+                .collect();
+            let untracked: Vec<&PeerAddr> = self
+                .cfg
+                .well_known
+                .iter()
+                .filter(|a| *a != own && !tracked.contains(a) && !targets.contains(a))
+                .collect();
+            if let Some(a) = untracked.choose(&mut self.rng) {
+                targets.push((*a).clone());
+            }
+        }
         debug!("gossip round to {} peers", targets.len());
         for to in targets {
             self.effects.push(Effect::Send {

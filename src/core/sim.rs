@@ -19,12 +19,14 @@
 //!   `RemoveLocal` and `CopyOut` are recorded per peer.
 //!
 //! Peer `i` is `p{i}` at `sim-{i}:{9000+i}` (names only: nothing is opened
-//! or resolved). Peer 0 is every peer's well-known peer. One seeded RNG
+//! or resolved). Peer 0 is every peer's well-known peer (peers `0..well_known` with [`SimConfig::well_known`]). One seeded RNG
 //! drives latency and loss, and each peer gets its own seeded RNG, so a
 //! seed fully determines a run: [`Sim::log`] of two runs with the same seed
 //! and the same calls is identical.
 
-use super::catalog::{Entry, LocalCopy};
+use super::catalog::{Entry, LocalCopy, MAX_FILES, MAX_HOLDERS};
+use super::gossip::SEEN_CAPACITY;
+use super::membership::MAX_PEERS;
 use super::view::StateView;
 use super::{Command, Config, Effect, FetchResult, Peer, Time, Timer};
 use crate::ids::{FileId, PeerAddr, PeerId, TransferId};
@@ -33,9 +35,19 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
 use std::cmp::{Ordering, Reverse};
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashSet};
 use std::path::PathBuf;
 use std::time::Duration;
+
+/// Appends a line to the event log, formatting it only if the log is kept.
+macro_rules! note {
+    ($sim:expr, $($arg:tt)*) => {
+        if $sim.cfg.record {
+            let line = format!($($arg)*);
+            $sim.note(line);
+        }
+    };
+}
 
 /// Peer `i` listens on port `SIM_PORT_BASE + i`.
 pub const SIM_PORT_BASE: u16 = 9000;
@@ -80,6 +92,27 @@ pub struct SimConfig {
     pub connect_timeout: Duration,
     /// Transfer rate of fetches and pushes, bytes per second.
     pub bandwidth: u64,
+    /// Probability that a message that is not lost is delivered twice (the
+    /// copy with its own latency, so it may arrive first).
+    pub dup: f64,
+    /// Per fetch attempt from a live source holding the file: probability
+    /// that the source stops sending part-way (the attempt fails after
+    /// `idle_timeout` of silence).
+    pub stall: f64,
+    /// Per fetch attempt: probability that the connection is reset after a
+    /// random number of bytes (`Failed("connection reset")`).
+    pub reset: f64,
+    /// Per fetch attempt: probability that the bytes arrive complete but
+    /// corrupt (`Unverified`).
+    pub corrupt: f64,
+    /// Silence after which a stalled transfer is abandoned.
+    pub idle_timeout: Duration,
+    /// How many well-known (bootstrap) peers every peer is given: peers
+    /// `0..well_known` (the real network has four).
+    pub well_known: usize,
+    /// Whether to keep the event log and every sent message ([`Sim::log`],
+    /// [`Sim::sent`]). Long sweeps turn it off; checks work either way.
+    pub record: bool,
 }
 
 impl Default for SimConfig {
@@ -94,6 +127,13 @@ impl Default for SimConfig {
             auto_fetch: 0,
             connect_timeout: Duration::from_secs(1),
             bandwidth: 10_000_000,
+            dup: 0.0,
+            stall: 0.0,
+            reset: 0.0,
+            corrupt: 0.0,
+            idle_timeout: Duration::from_secs(2),
+            record: true,
+            well_known: 1,
         }
     }
 }
@@ -119,6 +159,12 @@ pub struct SimStats {
     pub fetches_failed: u64,
     /// Pushes started.
     pub pushes: u64,
+    /// Messages delivered twice (`dup`).
+    pub duplicated: u64,
+    /// Fetch attempts given a fault (stall, reset, corrupt).
+    pub transfer_faults: u64,
+    /// Events processed.
+    pub events: u64,
 }
 
 /// One message a peer sent (whether or not it arrived).
@@ -166,8 +212,35 @@ struct Node {
     sent: Vec<Sent>,
     forwards: Vec<Forward>,
     /// Complete copies that failed verification, held "by the driver" until
-    /// the core says `KeepUnverified`: transfer -> (local name, length).
-    kept: BTreeMap<TransferId, (String, u64)>,
+    /// the core says `KeepUnverified`: transfer -> (file, local name, length).
+    kept: BTreeMap<TransferId, (FileId, String, u64)>,
+    /// The metadata file: the entries of the files held at the last
+    /// `Effect::Persist` (or at start). A restart reloads these.
+    snapshot: Vec<Entry>,
+    /// The storage folder: what bytes the driver stored for each file.
+    disk: BTreeMap<FileId, DiskFile>,
+    /// GOSSIP ids this incarnation forwarded.
+    forwarded_ids: HashSet<String>,
+}
+
+/// A file in a simulated storage folder: its bytes are modelled as the file
+/// they belong to, their length, and whether they are intact.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct DiskFile {
+    name: String,
+    len: u64,
+    intact: bool,
+}
+
+/// Why a peer is being called (to tell a legitimate removal of a local
+/// copy from one that is not).
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Cause {
+    Other,
+    /// A DELETE of this file from its owner arrived.
+    OwnerDelete(FileId),
+    /// The peer's own `delete` command.
+    DeleteCommand,
 }
 
 enum Event {
@@ -196,6 +269,7 @@ enum Event {
         transfer: TransferId,
         attempt: u64,
         name: String,
+        file: FileId,
         result: FetchResult,
         /// The source and its incarnation, while bytes are streaming: if it
         /// crashes or is cut off before the end, the attempt fails.
@@ -268,6 +342,9 @@ pub struct Sim {
     log: Vec<String>,
     stats: SimStats,
     files_made: u64,
+    owners: BTreeMap<FileId, PeerId>,
+    cause: Cause,
+    violations: Vec<String>,
 }
 
 impl Sim {
@@ -291,6 +368,9 @@ impl Sim {
             log: Vec::new(),
             stats: SimStats::default(),
             files_made: 0,
+            owners: BTreeMap::new(),
+            cause: Cause::Other,
+            violations: Vec::new(),
         };
         for _ in 0..sim.cfg.peers {
             sim.add_peer(sim.cfg.auto_fetch);
@@ -302,7 +382,7 @@ impl Sim {
         Config {
             peer_id: peer_id(i),
             addr: addr(i),
-            well_known: vec![addr(0)],
+            well_known: (0..self.cfg.well_known.max(1)).map(addr).collect(),
             gossip_interval: self.cfg.gossip_interval,
             peer_timeout: self.cfg.peer_timeout,
             auto_fetch,
@@ -331,6 +411,9 @@ impl Sim {
             sent: Vec::new(),
             forwards: Vec::new(),
             kept: BTreeMap::new(),
+            snapshot: Vec::new(),
+            disk: BTreeMap::new(),
+            forwarded_ids: HashSet::new(),
         });
         i
     }
@@ -380,6 +463,12 @@ impl Sim {
         (0..self.nodes.len())
             .filter(|&i| self.is_running(i))
             .collect()
+    }
+
+    /// Whether running peer `i` has a download of `file` in flight (a
+    /// crashed peer has none).
+    pub fn downloads_of(&self, i: usize, file: &FileId) -> bool {
+        self.is_running(i) && self.nodes[i].peer.downloads().by_file(file).is_some()
     }
 
     /// Lines peer `i` printed on its menu.
@@ -446,7 +535,9 @@ impl Sim {
     }
 
     fn note(&mut self, line: String) {
-        self.log.push(format!("{:>8} {line}", self.now.0));
+        if self.cfg.record {
+            self.log.push(format!("{:>8} {line}", self.now.0));
+        }
     }
 
     fn running_or_panic(&self, i: usize, what: &str) {
@@ -465,7 +556,9 @@ impl Sim {
             "start: peer {i} was already started"
         );
         self.nodes[i].state = NodeState::Running;
-        self.note(format!("p{i} start"));
+        self.nodes[i].forwarded_ids.clear();
+        self.take_snapshot(i);
+        note!(self, "p{i} start");
         let now = self.now;
         self.nodes[i].peer.start(now);
         self.flush(i);
@@ -508,12 +601,12 @@ impl Sim {
         n.state = NodeState::Crashed;
         n.incarnation += 1;
         n.kept.clear();
-        self.note(format!("p{i} crash"));
+        note!(self, "p{i} crash");
     }
 
     /// Restarts crashed peer `i` as a new `Peer` that reloads the catalog
-    /// entries of the files it holds (as from its metadata file, holders
-    /// cleared), and starts it now.
+    /// entries of the files it held at its last `Effect::Persist` (as from
+    /// its metadata file, holders cleared), and starts it now.
     pub fn restart(&mut self, i: usize) {
         assert_eq!(
             self.nodes[i].state,
@@ -523,14 +616,14 @@ impl Sim {
         let incarnation = self.nodes[i].incarnation;
         let cfg = self.nodes[i].peer.config().clone();
         let mut peer = Peer::new(cfg, self.peer_rng(i, incarnation));
-        for (_, e) in self.nodes[i].peer.catalog().iter() {
-            if e.local.is_some() {
-                peer.load_entry(Entry {
-                    record: e.record.clone(),
-                    holders: BTreeSet::new(),
-                    local: e.local.clone(),
-                });
-            }
+        // From the metadata file as last written, not from the live state:
+        // whatever the crashed incarnation did not persist is lost.
+        for e in &self.nodes[i].snapshot {
+            peer.load_entry(Entry {
+                record: e.record.clone(),
+                holders: BTreeSet::new(),
+                local: e.local.clone(),
+            });
         }
         let n = &mut self.nodes[i];
         n.peer = peer;
@@ -541,14 +634,14 @@ impl Sim {
     /// Cuts every link between a peer of `a` and a peer of `b` (both ways)
     /// until [`Sim::heal`]. Messages already in flight still arrive.
     pub fn partition(&mut self, a: &[usize], b: &[usize]) {
-        self.note(format!("partition {a:?} | {b:?}"));
+        note!(self, "partition {a:?} | {b:?}");
         self.cuts
             .push((a.iter().copied().collect(), b.iter().copied().collect()));
     }
 
     /// Removes every partition.
     pub fn heal(&mut self) {
-        self.note("heal".into());
+        note!(self, "heal");
         self.cuts.clear();
     }
 
@@ -566,10 +659,14 @@ impl Sim {
     /// Gives peer `i` a menu command now.
     pub fn command(&mut self, i: usize, cmd: Command) {
         self.running_or_panic(i, "command");
-        self.note(format!("p{i} command {cmd:?}"));
+        note!(self, "p{i} command {cmd:?}");
         let now = self.now;
+        if matches!(cmd, Command::Delete { .. }) {
+            self.cause = Cause::DeleteCommand;
+        }
         self.nodes[i].peer.on_command(now, cmd);
         self.flush(i);
+        self.cause = Cause::Other;
     }
 
     /// Hands `msg` to peer `i` now, as if it had just arrived (from anyone:
@@ -577,10 +674,12 @@ impl Sim {
     pub fn deliver(&mut self, i: usize, msg: Message) {
         self.running_or_panic(i, "deliver");
         self.stats.delivered += 1;
-        self.note(format!("p{i} <- {} (injected)", describe(&msg)));
+        note!(self, "p{i} <- {} (injected)", describe(&msg));
         let now = self.now;
+        self.cause = self.cause_of(&msg);
         self.nodes[i].peer.on_message(now, msg);
         self.flush(i);
+        self.cause = Cause::Other;
     }
 
     /// Queues `msg` for peer `i` at `at` (dropped if `i` is not running
@@ -604,6 +703,7 @@ impl Sim {
         h.update(ts.to_string());
         let id = FileId(faster_hex::hex_string(&h.finalize()));
         self.sizes.insert(id.clone(), len);
+        self.owners.insert(id.clone(), peer_id(owner));
         FileRecord {
             file_name: name.to_string(),
             file_size: FileSize::Bytes(len),
@@ -620,6 +720,7 @@ impl Sim {
     pub fn add_local_file(&mut self, i: usize, name: &str, len: u64) -> FileId {
         let record = self.new_record(i, name, len);
         let id = record.file_id.clone();
+        self.store(i, &id, name, len, true);
         match self.nodes[i].state {
             NodeState::Idle => self.nodes[i].peer.load_entry(Entry {
                 record,
@@ -630,7 +731,7 @@ impl Sim {
                 }),
             }),
             NodeState::Running => {
-                self.note(format!("p{i} imported {name}"));
+                note!(self, "p{i} imported {name}");
                 self.nodes[i]
                     .peer
                     .on_imported(Ok((record, name.to_string())));
@@ -647,20 +748,143 @@ impl Sim {
         self.user_files.insert(path.into(), len);
     }
 
+    /// Why a message may remove a local copy: only a DELETE from the owner
+    /// the simulator gave the file.
+    fn cause_of(&self, msg: &Message) -> Cause {
+        match msg {
+            Message::Delete { from, file_id } if self.owners.get(file_id) == Some(from) => {
+                Cause::OwnerDelete(file_id.clone())
+            }
+            _ => Cause::Other,
+        }
+    }
+
+    /// Records that peer `i`'s storage folder now has bytes for `file`.
+    fn store(&mut self, i: usize, file: &FileId, name: &str, len: u64, intact: bool) {
+        self.nodes[i].disk.insert(
+            file.clone(),
+            DiskFile {
+                name: name.to_string(),
+                len,
+                intact,
+            },
+        );
+    }
+
+    /// Writes peer `i`'s metadata file: the entries of the files it holds.
+    fn take_snapshot(&mut self, i: usize) {
+        let n = &mut self.nodes[i];
+        n.snapshot = n
+            .peer
+            .catalog()
+            .iter()
+            .filter(|(_, e)| e.local.is_some())
+            .map(|(_, e)| e.clone())
+            .collect();
+    }
+
+    fn violation(&mut self, what: String) {
+        if self.violations.len() < 100 {
+            self.violations.push(format!("t={} ms: {what}", self.now.0));
+        }
+    }
+
+    /// Every safety property, checked now over every running peer (and
+    /// every violation recorded while events ran since the start):
+    ///
+    /// - a file recorded as held has bytes in the peer's storage, of the
+    ///   size its catalog entry gives, and intact if recorded as verified;
+    /// - no local copy disappears except by its owner's DELETE or the
+    ///   owner's own `delete` (checked as each event runs; a copy whose
+    ///   bytes are stored but the catalog forgot is reported here);
+    /// - members <= MAX_PEERS, catalog <= MAX_FILES, holders per file <=
+    ///   MAX_HOLDERS, seen GOSSIP ids <= SEEN_CAPACITY (the three
+    ///   whole-table bounds are also checked after every event);
+    /// - no peer forwards one GOSSIP id twice in one incarnation (checked
+    ///   after every event; a restarted peer starts with an empty seen
+    ///   cache, as the real peer does).
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let mut bad: Vec<String> = self.violations.clone();
+        for (i, n) in self.nodes.iter().enumerate() {
+            if n.state != NodeState::Running {
+                continue;
+            }
+            let p = &n.peer;
+            bad.extend(bound_violations(i, p));
+            for (id, e) in p.catalog().iter() {
+                if e.holders.len() > MAX_HOLDERS {
+                    bad.push(format!(
+                        "p{i}: {} has {} holders > {MAX_HOLDERS}",
+                        id.short(),
+                        e.holders.len()
+                    ));
+                }
+                let Some(local) = &e.local else {
+                    continue;
+                };
+                match n.disk.get(id) {
+                    None => bad.push(format!(
+                        "p{i} records {} as held but has no bytes for it",
+                        id.short()
+                    )),
+                    Some(d) => {
+                        if local.verified && !d.intact {
+                            bad.push(format!(
+                                "p{i} records corrupt bytes of {} as verified",
+                                id.short()
+                            ));
+                        }
+                        let size = self.sizes.get(id).copied();
+                        if d.intact && size.is_some_and(|s| s != d.len) {
+                            bad.push(format!(
+                                "p{i} holds {} bytes of {}, its size is {size:?}",
+                                d.len,
+                                id.short()
+                            ));
+                        }
+                        if e.record.file_size.bytes().is_some_and(|b| Some(b) != size) {
+                            bad.push(format!(
+                                "p{i}: catalog size of {} differs from the file's",
+                                id.short()
+                            ));
+                        }
+                    }
+                }
+            }
+            for id in n.disk.keys() {
+                if p.local_copy(id).is_none() {
+                    bad.push(format!(
+                        "p{i} no longer records its copy of {} (removed without a DELETE)",
+                        id.short()
+                    ));
+                }
+            }
+        }
+        if bad.is_empty() {
+            Ok(())
+        } else {
+            bad.truncate(20);
+            Err(bad.join("\n"))
+        }
+    }
+
     fn dispatch(&mut self, ev: Event) {
+        self.stats.events += 1;
         let now = self.now;
         match ev {
             Event::Deliver { to, from, msg } => {
                 let who = from.map_or("injected".to_string(), |f| format!("from p{f}"));
                 if !self.is_running(to) {
                     self.stats.dropped_down += 1;
-                    self.note(format!("p{to} x {} {who} (down)", describe(&msg)));
+                    note!(self, "p{to} x {} {who} (down)", describe(&msg));
                     return;
                 }
                 self.stats.delivered += 1;
-                self.note(format!("p{to} <- {} {who}", describe(&msg)));
+                note!(self, "p{to} <- {} {who}", describe(&msg));
+                self.cause = self.cause_of(&msg);
                 self.nodes[to].peer.on_message(now, msg);
                 self.flush(to);
+                self.cause = Cause::Other;
             }
             Event::Timer {
                 peer,
@@ -670,7 +894,7 @@ impl Sim {
                 if !self.current(peer, incarnation) {
                     return;
                 }
-                self.note(format!("p{peer} timer {timer:?}"));
+                note!(self, "p{peer} timer {timer:?}");
                 self.nodes[peer].peer.on_timer(now, timer);
                 self.flush(peer);
             }
@@ -694,6 +918,7 @@ impl Sim {
                             transfer,
                             attempt,
                             name,
+                            file: record.file_id.clone(),
                             result: FetchResult::Failed("connect failed".into()),
                             source: None,
                         },
@@ -710,7 +935,9 @@ impl Sim {
                         .copied()
                         .or(record.file_size.bytes())
                         .unwrap_or(0);
-                    let result = if src.corrupt {
+                    let corrupt_source = src.corrupt;
+                    let mut at = now.plus(back + self.transfer_time(len));
+                    let mut result = if corrupt_source {
                         FetchResult::Unverified { len }
                     } else {
                         FetchResult::Saved {
@@ -719,7 +946,26 @@ impl Sim {
                             verified: true,
                         }
                     };
-                    (result, now.plus(back + self.transfer_time(len)), streaming)
+                    let (stall, reset, corrupt) =
+                        (self.cfg.stall, self.cfg.reset, self.cfg.corrupt);
+                    if stall + reset + corrupt > 0.0 {
+                        let r = self.rng.gen::<f64>();
+                        let k = self.rng.gen_range(0..=len);
+                        let partial = now.plus(back + self.transfer_time(k));
+                        if r < stall {
+                            at = partial.plus(self.cfg.idle_timeout);
+                            result = FetchResult::Failed("idle timeout".into());
+                        } else if r < stall + reset {
+                            at = partial;
+                            result = FetchResult::Failed("connection reset".into());
+                        } else if r < stall + reset + corrupt {
+                            result = FetchResult::Unverified { len };
+                        }
+                        if r < stall + reset + corrupt {
+                            self.stats.transfer_faults += 1;
+                        }
+                    }
+                    (result, at, streaming)
                 } else {
                     (
                         FetchResult::Failed("the peer does not have the file".into()),
@@ -735,6 +981,7 @@ impl Sim {
                         transfer,
                         attempt,
                         name,
+                        file: record.file_id,
                         result,
                         source,
                     },
@@ -746,12 +993,16 @@ impl Sim {
                 transfer,
                 attempt,
                 name,
+                file,
                 mut result,
                 source,
             } => {
                 if !self.current(peer, incarnation) {
                     return;
                 }
+                // The driver stores a download only for the attempt the
+                // core is waiting for.
+                let wanted = self.nodes[peer].peer.is_current(transfer, attempt);
                 if let Some((src, inc)) = source {
                     if !self.current(src, inc) || self.cut(peer, src) {
                         result = FetchResult::Failed("connection reset".into());
@@ -759,12 +1010,22 @@ impl Sim {
                 }
                 match &result {
                     FetchResult::Unverified { len } => {
-                        self.nodes[peer].kept.insert(transfer, (name, *len));
+                        self.nodes[peer].kept.insert(transfer, (file, name, *len));
                     }
                     FetchResult::Failed(_) => self.stats.fetches_failed += 1,
-                    FetchResult::Saved { .. } => {}
+                    FetchResult::Saved {
+                        local_name,
+                        len,
+                        verified,
+                    } => {
+                        if wanted {
+                            // Verified bytes come only from an intact
+                            // transfer; unverified ones are the kept copy.
+                            self.store(peer, &file, local_name, *len, *verified);
+                        }
+                    }
                 }
-                self.note(format!("p{peer} fetch {transfer} #{attempt}: {result:?}"));
+                note!(self, "p{peer} fetch {transfer} #{attempt}: {result:?}");
                 self.nodes[peer]
                     .peer
                     .on_fetch_result(now, transfer, attempt, result);
@@ -777,14 +1038,17 @@ impl Sim {
                 verified,
             } => {
                 if !self.is_running(to) {
-                    self.note(format!(
+                    note!(
+                        self,
                         "p{to} x push {} from p{from} (down)",
                         record.file_name
-                    ));
+                    );
                     return;
                 }
-                self.note(format!("p{to} <- push {} from p{from}", record.file_name));
+                note!(self, "p{to} <- push {} from p{from}", record.file_name);
                 let name = record.file_name.clone();
+                let len = self.sizes.get(&record.file_id).copied().unwrap_or(0);
+                self.store(to, &record.file_id, &name, len, verified);
                 self.nodes[to].peer.on_file_received(record, name, verified);
                 self.flush(to);
             }
@@ -796,10 +1060,11 @@ impl Sim {
                 if !self.current(peer, incarnation) {
                     return;
                 }
-                self.note(format!(
-                    "p{peer} imported {:?}",
-                    result.as_ref().map(|r| &r.1)
-                ));
+                note!(self, "p{peer} imported {:?}", result.as_ref().map(|r| &r.1));
+                if let Ok((record, name)) = &result {
+                    let len = self.sizes.get(&record.file_id).copied().unwrap_or(0);
+                    self.store(peer, &record.file_id, name, len, true);
+                }
                 self.nodes[peer].peer.on_imported(result);
                 self.flush(peer);
             }
@@ -831,11 +1096,13 @@ impl Sim {
                                 .1 += 1;
                         }
                     }
-                    self.nodes[i].sent.push(Sent {
-                        at: now,
-                        to: to.clone(),
-                        msg: msg.clone(),
-                    });
+                    if self.cfg.record {
+                        self.nodes[i].sent.push(Sent {
+                            at: now,
+                            to: to.clone(),
+                            msg: msg.clone(),
+                        });
+                    }
                     let Some(&j) = self.by_addr.get(&to) else {
                         self.stats.unroutable += 1;
                         continue;
@@ -846,8 +1113,20 @@ impl Sim {
                     }
                     if self.rng.gen::<f64>() < self.cfg.loss {
                         self.stats.dropped_loss += 1;
-                        self.note(format!("p{i} -> p{j} {} lost", describe(&msg)));
+                        note!(self, "p{i} -> p{j} {} lost", describe(&msg));
                         continue;
+                    }
+                    if self.cfg.dup > 0.0 && self.rng.gen::<f64>() < self.cfg.dup {
+                        self.stats.duplicated += 1;
+                        let at = now.plus(self.latency());
+                        self.push(
+                            at,
+                            Event::Deliver {
+                                to: j,
+                                from: Some(i),
+                                msg: msg.clone(),
+                            },
+                        );
                     }
                     let at = now.plus(self.latency());
                     self.push(
@@ -901,6 +1180,7 @@ impl Sim {
                                     transfer,
                                     attempt,
                                     name: record.file_name,
+                                    file: record.file_id,
                                     result: FetchResult::Failed("connect failed".into()),
                                     source: None,
                                 },
@@ -909,9 +1189,10 @@ impl Sim {
                     }
                 }
                 Effect::KeepUnverified { transfer, attempt } => {
-                    let (name, result) = match self.nodes[i].kept.remove(&transfer) {
-                        Some((name, len)) => (
+                    let (name, file, result) = match self.nodes[i].kept.remove(&transfer) {
+                        Some((file, name, len)) => (
                             name.clone(),
+                            file,
                             FetchResult::Saved {
                                 local_name: name,
                                 len,
@@ -920,6 +1201,7 @@ impl Sim {
                         ),
                         None => (
                             String::new(),
+                            FileId(String::new()),
                             FetchResult::Failed("no unverified copy was kept".into()),
                         ),
                     };
@@ -931,6 +1213,7 @@ impl Sim {
                             transfer,
                             attempt,
                             name,
+                            file,
                             result,
                             source: None,
                         },
@@ -991,20 +1274,50 @@ impl Sim {
                         },
                     );
                 }
-                Effect::Persist => self.nodes[i].actions.push("persist".into()),
+                Effect::Persist => {
+                    if self.cfg.record {
+                        self.nodes[i].actions.push("persist".into());
+                    }
+                    self.take_snapshot(i);
+                }
                 Effect::RemoveLocal { name } => {
+                    let file = self.nodes[i]
+                        .disk
+                        .iter()
+                        .find(|(_, d)| d.name == name)
+                        .map(|(f, _)| f.clone());
+                    if let Some(file) = file {
+                        let allowed = match &self.cause {
+                            Cause::OwnerDelete(f) => *f == file,
+                            Cause::DeleteCommand => self.owners.get(&file) == Some(&me),
+                            Cause::Other => false,
+                        };
+                        if !allowed {
+                            self.violation(format!(
+                                "p{i} removed its copy of {} without its owner's DELETE",
+                                file.short()
+                            ));
+                        }
+                        self.nodes[i].disk.remove(&file);
+                    }
                     self.nodes[i].actions.push(format!("remove-local {name}"))
                 }
                 Effect::CopyOut { name, dest } => self.nodes[i]
                     .actions
                     .push(format!("copy-out {name} -> {}", dest.display())),
                 Effect::Print(line) => {
-                    self.note(format!("p{i} print {line}"));
+                    note!(self, "p{i} print {line}");
                     self.nodes[i].prints.push(line);
                 }
             }
         }
+        for v in bound_violations(i, &self.nodes[i].peer) {
+            self.violation(v);
+        }
         for (gossip_id, (origin, sends)) in forwarded {
+            if !self.nodes[i].forwarded_ids.insert(gossip_id.clone()) {
+                self.violation(format!("p{i} forwarded GOSSIP {gossip_id} twice"));
+            }
             self.nodes[i].forwards.push(Forward {
                 at: now,
                 gossip_id,
@@ -1012,5 +1325,83 @@ impl Sim {
                 sends,
             });
         }
+    }
+}
+
+/// Whole-table bounds of one peer (cheap: checked after every event).
+fn bound_violations(i: usize, p: &Peer) -> Vec<String> {
+    let mut bad = Vec::new();
+    if p.members().len() > MAX_PEERS {
+        bad.push(format!(
+            "p{i} tracks {} peers > {MAX_PEERS}",
+            p.members().len()
+        ));
+    }
+    if p.catalog().len() > MAX_FILES {
+        bad.push(format!(
+            "p{i} knows {} files > {MAX_FILES}",
+            p.catalog().len()
+        ));
+    }
+    if p.seen_len() > SEEN_CAPACITY {
+        bad.push(format!(
+            "p{i} remembers {} GOSSIP ids > {SEEN_CAPACITY}",
+            p.seen_len()
+        ));
+    }
+    bad
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_checker_sees_corrupt_verified_copies_and_forgotten_ones() {
+        let mut sim = Sim::new(SimConfig {
+            peers: 3,
+            ..SimConfig::default()
+        });
+        let f = sim.add_local_file(1, "a.bin", 1000);
+        sim.start_all();
+        sim.run_for(Duration::from_secs(3));
+        assert_eq!(sim.check_invariants(), Ok(()));
+        if let Some(d) = sim.nodes[1].disk.get_mut(&f) {
+            d.intact = false;
+        }
+        let err = sim.check_invariants().unwrap_err();
+        assert!(err.contains("corrupt bytes"), "{err}");
+        if let Some(d) = sim.nodes[1].disk.get_mut(&f) {
+            d.intact = true;
+        }
+        // Bytes on disk the catalog no longer records: a deletion that
+        // was not the owner's.
+        sim.store(2, &f, "a.bin", 1000, true);
+        let err = sim.check_invariants().unwrap_err();
+        assert!(err.contains("no longer records"), "{err}");
+    }
+
+    #[test]
+    fn restart_reloads_the_last_persisted_snapshot_not_the_live_state() {
+        let mut sim = Sim::new(SimConfig {
+            peers: 3,
+            ..SimConfig::default()
+        });
+        let f = sim.add_local_file(1, "a.bin", 1000);
+        sim.start_all();
+        sim.run_for(Duration::from_secs(3));
+        // A copy the live state has but no Persist recorded is lost.
+        let rec = sim.peer(1).local_copy(&f).map(|(r, _)| r.clone()).unwrap();
+        sim.nodes[2].peer.catalog.set_local(
+            rec,
+            LocalCopy {
+                name: "a.bin".into(),
+                verified: true,
+            },
+        );
+        sim.crash(2);
+        sim.restart(2);
+        assert!(sim.peer(2).local_copy(&f).is_none());
+        assert!(sim.peer(1).local_copy(&f).is_some());
     }
 }
