@@ -601,8 +601,9 @@ fn parse_strace(text: &str) -> Vec<Call> {
     calls
 }
 
-/// Checks every rename into `dir`: `.partial-*` created with O_EXCL,
-/// written, fsynced, then renamed, then the folder opened and fsynced. Also
+/// Checks every rename (or hard link) into `dir`: `.partial-*` created with
+/// O_EXCL, written, fsynced, then renamed or linked to its final name, then
+/// the folder opened and fsynced. Also
 /// that nothing in `dir` is opened for writing under a final name. Returns
 /// the final names seen.
 fn check_write_discipline(calls: &[Call], dir: &str) -> Result<Vec<String>, String> {
@@ -633,7 +634,10 @@ fn check_write_discipline(calls: &[Call], dir: &str) -> Result<Vec<String>, Stri
     }
     let mut finals = Vec::new();
     for (r, c) in calls.iter().enumerate() {
-        if !c.name.starts_with("rename") || c.ret != 0 {
+        // A rename, or (for files that must never replace another) a hard
+        // link of the temp file to its final name: the same commit step.
+        let commits = c.name.starts_with("rename") || c.name == "link" || c.name == "linkat";
+        if !commits || c.ret != 0 {
             continue;
         }
         let paths = c.paths();
@@ -810,7 +814,7 @@ fn every_write_is_temp_file_fsync_rename_folder_fsync() {
         .arg(&trace)
         .args([
             "-e",
-            "trace=open,openat,creat,write,pwrite64,writev,fsync,fdatasync,rename,renameat,renameat2,close",
+            "trace=open,openat,creat,write,pwrite64,writev,fsync,fdatasync,rename,renameat,renameat2,link,linkat,close",
             "--",
             env!("CARGO_BIN_EXE_peershare"),
             "traced",
