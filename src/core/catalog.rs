@@ -106,7 +106,11 @@ impl Catalog {
             .file_timestamp
             .is_newer_than(&e.record.file_timestamp)
         {
+            // The owner never changes: DELETE is honoured only from it, so a
+            // record that could re-assign it would let anyone delete anything.
+            let owner = e.record.file_owner.clone();
             e.record = record.clone();
+            e.record.file_owner = owner;
             changed = true;
         }
         if let Some(h) = holder {
@@ -251,6 +255,19 @@ mod tests {
         newer.file_name = "renamed".into();
         c.merge(&newer, None);
         assert_eq!(c.get(&"a".into()).unwrap().record.file_name, "renamed");
+    }
+
+    #[test]
+    fn a_newer_record_never_changes_the_owner() {
+        let mut c = Catalog::new();
+        c.merge(&rec("a", Timestamp::from_secs(10)), Some(&"p".into()));
+        let mut forged = rec("a", Timestamp::from_secs(99));
+        forged.file_owner = "evil".into();
+        c.merge(&forged, Some(&"evil".into()));
+        assert_eq!(
+            c.get(&"a".into()).unwrap().record.file_owner,
+            PeerId::from("o")
+        );
     }
 
     #[test]

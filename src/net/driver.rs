@@ -53,7 +53,7 @@ pub const MAX_CONNECTIONS: usize = 1024;
 pub const INBOUND_BUFFER_BUDGET: usize = 32 * 1024 * 1024;
 
 /// Only a step that leaves a connection holding this much checks the total.
-const BUDGET_CHECK_FLOOR: usize = 1024 * 1024;
+const BUDGET_CHECK_FLOOR: usize = 64 * 1024;
 
 /// Metadata is written at most this often; bursts are coalesced.
 pub const PERSIST_MIN_INTERVAL: Duration = Duration::from_secs(1);
@@ -1388,6 +1388,11 @@ impl Driver {
                 self.finish_conn(key);
                 let now = self.now();
                 self.core.on_message(now, other);
+                // A download ended by the message (its owner's DELETE) may
+                // have left an unverified copy waiting: drop its temp file.
+                let core = &self.core;
+                self.unverified
+                    .retain(|t, _| core.downloads().get(*t).is_some());
             }
         }
     }

@@ -314,18 +314,28 @@ pub enum Message {
     },
 }
 
+/// Longest file name accepted from the network (a stored name is cut to
+/// 255 bytes anyway; the record keeps what was sent).
+pub const MAX_NAME_FIELD: usize = 16 * 1024;
+
+/// Longest other string field (peer ids, hosts, file ids, owners). Together
+/// with the table bounds this bounds what a peer can make us remember.
+pub const MAX_STRING_FIELD: usize = 1024;
+
 fn str_field(obj: &Map<String, Value>, name: &'static str) -> Result<String, ParseError> {
+    let max = if name == "file_name" {
+        MAX_NAME_FIELD
+    } else {
+        MAX_STRING_FIELD
+    };
     match obj.get(name) {
-        Some(Value::String(s)) => Ok(s.clone()),
+        Some(Value::String(s)) if s.len() <= max => Ok(s.clone()),
         _ => Err(ParseError::BadField(name)),
     }
 }
 
 fn opt_str(obj: &Map<String, Value>, name: &'static str) -> Option<String> {
-    match obj.get(name) {
-        Some(Value::String(s)) => Some(s.clone()),
-        _ => None,
-    }
+    str_field(obj, name).ok()
 }
 
 /// A port as an int or a numeric string, in 1..=65535.
