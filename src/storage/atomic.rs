@@ -89,8 +89,9 @@ impl PartialFile {
         self.commit_os(OsStr::new(final_name))
     }
 
-    /// [`PartialFile::commit`] for a name that may not be UTF-8.
-    pub(crate) fn commit_os(mut self, final_name: &OsStr) -> io::Result<PathBuf> {
+    /// Checks that `final_name` is one plain component, makes the bytes
+    /// durable, and returns the final path (shared by both commits).
+    fn durable_target(&mut self, final_name: &OsStr) -> io::Result<PathBuf> {
         let mut components = Path::new(final_name).components();
         if !matches!(
             (components.next(), components.next()),
@@ -103,7 +104,12 @@ impl PartialFile {
         }
         self.file.flush()?;
         self.file.sync_all()?;
-        let target = self.dir.join(final_name);
+        Ok(self.dir.join(final_name))
+    }
+
+    /// [`PartialFile::commit`] for a name that may not be UTF-8.
+    pub(crate) fn commit_os(mut self, final_name: &OsStr) -> io::Result<PathBuf> {
+        let target = self.durable_target(final_name)?;
         fs::rename(&self.path, &target)?;
         self.committed = true;
         fsync_dir(&self.dir)?;
@@ -120,19 +126,7 @@ impl PartialFile {
     /// `AlreadyExists` the temp file is kept, so the caller can try another
     /// name.
     pub fn commit_new(&mut self, final_name: &str) -> io::Result<PathBuf> {
-        let mut components = Path::new(final_name).components();
-        if !matches!(
-            (components.next(), components.next()),
-            (Some(Component::Normal(_)), None)
-        ) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("not a plain file name: {final_name:?}"),
-            ));
-        }
-        self.file.flush()?;
-        self.file.sync_all()?;
-        let target = self.dir.join(final_name);
+        let target = self.durable_target(OsStr::new(final_name))?;
         fs::hard_link(&self.path, &target)?;
         self.committed = true;
         // A crash before this unlink leaves a `.partial-*` that the next
