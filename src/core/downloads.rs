@@ -7,7 +7,8 @@
 
 use crate::core::time::Time;
 use crate::ids::{FileId, PeerId, TransferId};
-use crate::protocol::FileRecord;
+use crate::protocol::decoder::DataField;
+use crate::protocol::{FileRecord, Message, ParseError, Timestamp};
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 
@@ -65,6 +66,33 @@ impl Download {
             .map(|(p, why)| format!("{p}: {why}"))
             .collect::<Vec<_>>()
             .join("; ")
+    }
+}
+
+/// Judges a complete reply to GET_FILE against the file we asked for.
+/// `Ok` gives the length of the data and the reply's own timestamp (the id
+/// is verified under the catalog's timestamp and this one); `Err` is why
+/// this source failed, as shown to the user. The bytes themselves are the
+/// driver's: it hashes them on the way in.
+pub fn judge_reply(
+    requested: &FileRecord,
+    reply: Result<Message, ParseError>,
+    data: DataField,
+) -> Result<(u64, Option<Timestamp>), String> {
+    let header = match reply {
+        Ok(Message::FileData(h)) => h,
+        Ok(other) => return Err(format!("replied {} instead of FILE_DATA", other.kind())),
+        Err(e) => return Err(format!("malformed reply: {e}")),
+    };
+    let Some(id) = header.file_id.as_ref() else {
+        return Err("does not have the file (not-found reply)".into());
+    };
+    if !id.0.eq_ignore_ascii_case(&requested.file_id.0) {
+        return Err(format!("sent a different file ({id})"));
+    }
+    match data {
+        DataField::Bytes { len } => Ok((len, header.file_timestamp)),
+        DataField::Null | DataField::Absent => Err("reply has no data".into()),
     }
 }
 
@@ -160,5 +188,53 @@ impl Downloads {
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.active.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{FileDataHeader, FileSize};
+
+    fn wanted() -> FileRecord {
+        FileRecord {
+            file_name: "x".into(),
+            file_size: FileSize::Bytes(3),
+            file_id: "abc".into(),
+            file_owner: "o".into(),
+            file_timestamp: Timestamp::from_secs(1),
+        }
+    }
+
+    fn reply(id: Option<&str>) -> Result<Message, ParseError> {
+        Ok(Message::FileData(FileDataHeader {
+            file_id: id.map(Into::into),
+            file_timestamp: Some(Timestamp::from_secs(2)),
+            ..FileDataHeader::default()
+        }))
+    }
+
+    #[test]
+    fn replies_are_judged_against_the_file_asked_for() {
+        let bytes = DataField::Bytes { len: 3 };
+        assert_eq!(
+            judge_reply(&wanted(), reply(Some("ABC")), bytes),
+            Ok((3, Some(Timestamp::from_secs(2))))
+        );
+        assert!(judge_reply(&wanted(), reply(None), bytes)
+            .unwrap_err()
+            .contains("not-found"));
+        assert!(judge_reply(&wanted(), reply(Some("zzz")), bytes)
+            .unwrap_err()
+            .contains("different file"));
+        assert!(judge_reply(&wanted(), reply(Some("abc")), DataField::Null)
+            .unwrap_err()
+            .contains("no data"));
+        let other = Ok(Message::GetFile {
+            file_id: "abc".into(),
+        });
+        assert!(judge_reply(&wanted(), other, bytes)
+            .unwrap_err()
+            .contains("instead of FILE_DATA"));
     }
 }

@@ -3,6 +3,7 @@
 use crate::cli::args::Args;
 use crate::cli::menu::{self, MenuCommand};
 use crate::core::catalog::{Entry, LocalCopy};
+use crate::core::downloads::judge_reply;
 use crate::core::{Config, Effect, FetchResult, Peer, Time, Timer};
 use crate::http;
 use crate::ids::{FileId, PeerAddr, PeerId, TransferId};
@@ -1456,34 +1457,16 @@ impl Driver {
         decoded: Decoded,
         sink: PartialSink,
     ) -> FetchResult {
-        let header = match Message::from_object(&decoded.fields) {
-            Ok(Message::FileData(h)) => h,
-            Ok(other) => {
-                return FetchResult::Failed(format!(
-                    "replied {} instead of FILE_DATA",
-                    other.kind()
-                ))
-            }
-            Err(e) => return FetchResult::Failed(format!("malformed reply: {e}")),
-        };
-        let Some(id) = header.file_id.as_ref() else {
-            return FetchResult::Failed("does not have the file (not-found reply)".into());
-        };
-        if !id.0.eq_ignore_ascii_case(&record.file_id.0) {
-            return FetchResult::Failed(format!("sent a different file ({id})"));
-        }
-        let len = match decoded.data {
-            DataField::Bytes { len } => len,
-            DataField::Null | DataField::Absent => {
-                return FetchResult::Failed("reply has no data".into())
-            }
+        let reply = Message::from_object(&decoded.fields);
+        let (len, reply_ts) = match judge_reply(record, reply, decoded.data) {
+            Ok(ok) => ok,
+            Err(why) => return FetchResult::Failed(why),
         };
         let verified = sink
             .hasher
             .clone()
             .matches(&record.file_id, &record.file_timestamp)
-            || header
-                .file_timestamp
+            || reply_ts
                 .as_ref()
                 .is_some_and(|ts| sink.hasher.clone().matches(&record.file_id, ts));
         let partial = match sink.partial {
