@@ -63,6 +63,16 @@ pub trait DataSink {
     fn end_data(&mut self) -> io::Result<()> {
         Ok(())
     }
+
+    /// Receives a full buffer of decoded bytes by value and returns one for
+    /// the decoder to fill next (its length and contents don't matter). A
+    /// sink that queues the bytes elsewhere keeps `buf` and saves a copy;
+    /// by default it is [`write_data`](DataSink::write_data) and `buf`
+    /// comes back.
+    fn write_buffer(&mut self, buf: Vec<u8>) -> io::Result<Vec<u8>> {
+        self.write_data(&buf)?;
+        Ok(buf)
+    }
 }
 
 /// A sink that drops data (messages that must not carry any).
@@ -572,94 +582,120 @@ impl MessageDecoder {
         input: &[u8],
         sink: &mut dyn DataSink,
     ) -> Result<(usize, bool), DecodeError> {
-        // One pass settles the usual case, a read that is all hex (no
-        // closing quote yet): it is then decoded without a second check and
-        // without a search for the quote.
-        let all_hex = faster_hex::hex_check(input);
-        let quote = if all_hex {
-            None
-        } else {
-            find_byte(input, b'"')
-        };
-        let (mut run, ended) = match quote {
-            Some(p) => (&input[..p], true),
-            None => (input, false),
-        };
-        let used = if ended { run.len() + 1 } else { run.len() };
+        let mut run = input;
+        let mut used = 0;
         if let Some(hi) = self.pending.take() {
             match run.split_first() {
-                None if ended => return Err(DecodeError::BadHex),
                 None => {
                     self.pending = Some(hi);
-                    return Ok((used, false));
+                    return Ok((0, false));
                 }
+                // An odd number of digits before the quote.
+                Some((&b'"', _)) => return Err(DecodeError::BadHex),
                 Some((&lo, rest)) => {
                     let mut one = [0u8; 1];
                     faster_hex::hex_decode(&[hi, lo], &mut one).map_err(|_| DecodeError::BadHex)?;
                     self.decoded_bytes(&one, sink)?;
                     run = rest;
+                    used = 1;
                 }
             }
         }
-        let (body, odd) = run.split_at(run.len() & !1);
-        self.decode_run(body, all_hex, sink)?;
-        if let Some(&c) = odd.first() {
-            if ended {
-                return Err(DecodeError::BadHex);
+        // One validating pass decodes every digit up to the first byte that
+        // is not one: the closing quote, or bad input. Searching for the
+        // quote first would read each buffer twice.
+        match self.decode_run(run, sink)? {
+            None => {
+                if let Some(&c) = run.get(run.len() & !1..).and_then(<[u8]>::first) {
+                    self.pending = Some(c);
+                }
+                Ok((input.len(), false))
             }
-            self.pending = Some(c);
+            // `stop` is even: every digit before it is decoded.
+            Some(stop) if run[stop] == b'"' && stop % 2 == 0 => {
+                self.flush(sink)?;
+                self.buf = Vec::new();
+                sink.end_data().map_err(DecodeError::Sink)?;
+                Ok((used + stop + 1, true))
+            }
+            Some(_) => Err(DecodeError::BadHex),
         }
-        if ended {
-            self.flush(sink)?;
-            self.buf = Vec::new();
-            sink.end_data().map_err(DecodeError::Sink)?;
-        }
-        Ok((used, ended))
     }
 
-    /// Decodes an even-length run of hex into the buffer, flushing as it
-    /// fills; `checked`: the run is known to be all hex digits.
+    /// Decodes `src` into the buffer, flushing as it fills, up to its first
+    /// byte that is not a hex digit: `Some(index)` of that byte (the digits
+    /// before it are decoded, but for an odd last one), or `None` when the
+    /// even-length prefix is all digits and decoded, and a last odd byte, if
+    /// any, is a digit left for the caller.
     fn decode_run(
         &mut self,
         mut src: &[u8],
-        checked: bool,
         sink: &mut dyn DataSink,
-    ) -> Result<(), DecodeError> {
-        if self.buf.is_empty() {
-            self.buf = vec![0; DATA_BUFFER_LEN];
-        }
+    ) -> Result<Option<usize>, DecodeError> {
+        let mut done = 0;
         while src.len() >= 2 {
-            if self.fill == self.buf.len() {
-                self.flush(sink)?;
+            self.make_room(sink)?;
+            let room = self.buf.len() - self.fill;
+            let allowed = self.limits.max_data.saturating_sub(self.data_len);
+            let n = (src.len() / 2)
+                .min(room)
+                .min(usize::try_from(allowed).unwrap_or(usize::MAX));
+            if n == 0 {
+                // At the size limit: the string must end here.
+                return if is_hex_digit(src[0]) && is_hex_digit(src[1]) {
+                    Err(DecodeError::TooLarge)
+                } else {
+                    Ok(Some(done + usize::from(is_hex_digit(src[0]))))
+                };
             }
-            let n = (src.len() / 2).min(self.buf.len() - self.fill);
-            self.reserve_data(n)?;
-            let (hex, out) = (&src[..2 * n], &mut self.buf[self.fill..self.fill + n]);
-            if checked {
-                faster_hex::hex_decode_unchecked(hex, out);
-            } else {
-                faster_hex::hex_decode(hex, out).map_err(|_| DecodeError::BadHex)?;
+            let out = &mut self.buf[self.fill..self.fill + n];
+            let stop = match faster_hex::hex_decode(&src[..2 * n], out) {
+                Ok(_) => None,
+                Err(faster_hex::Error::InvalidChar { index, .. }) => Some(index),
+                Err(_) => return Err(DecodeError::BadHex),
+            };
+            if let Some(index) = stop {
+                // Nothing was written: decode the digits before it again.
+                let whole = index / 2;
+                faster_hex::hex_decode(
+                    &src[..2 * whole],
+                    &mut self.buf[self.fill..self.fill + whole],
+                )
+                .map_err(|_| DecodeError::BadHex)?;
+                self.fill += whole;
+                self.data_len += whole as u64;
+                return Ok(Some(done + index));
             }
             self.fill += n;
             self.data_len += n as u64;
+            done += 2 * n;
             src = &src[2 * n..];
         }
-        Ok(())
+        match src.first() {
+            Some(&c) if !is_hex_digit(c) => Ok(Some(done)),
+            _ => Ok(None),
+        }
     }
 
     /// Adds already-decoded bytes (the odd nibble pair across feeds).
     fn decoded_bytes(&mut self, bytes: &[u8], sink: &mut dyn DataSink) -> Result<(), DecodeError> {
-        if self.buf.is_empty() {
-            self.buf = vec![0; DATA_BUFFER_LEN];
-        }
         for &b in bytes {
-            if self.fill == self.buf.len() {
-                self.flush(sink)?;
-            }
+            self.make_room(sink)?;
             self.reserve_data(1)?;
             self.buf[self.fill] = b;
             self.fill += 1;
             self.data_len += 1;
+        }
+        Ok(())
+    }
+
+    /// Flushes a full buffer and sizes the next one, so there is room.
+    fn make_room(&mut self, sink: &mut dyn DataSink) -> Result<(), DecodeError> {
+        if self.fill > 0 && self.fill == self.buf.len() {
+            self.flush(sink)?;
+        }
+        if self.buf.len() < DATA_BUFFER_LEN {
+            self.buf.resize(DATA_BUFFER_LEN, 0);
         }
         Ok(())
     }
@@ -671,14 +707,28 @@ impl MessageDecoder {
         }
     }
 
+    /// Hands the decoded bytes to the sink: a full buffer by value (a sink
+    /// that keeps it gives another back, so nothing is copied), a partial
+    /// one (the end of the data) as a slice.
     fn flush(&mut self, sink: &mut dyn DataSink) -> Result<(), DecodeError> {
-        if self.fill > 0 {
+        if self.fill == self.buf.len() && self.fill > 0 {
+            let full = std::mem::take(&mut self.buf);
+            self.buf = sink.write_buffer(full).map_err(DecodeError::Sink)?;
+            // A new buffer is sized on next use, a recycled one is reused
+            // as it is (no zeroing).
+            self.fill = 0;
+        } else if self.fill > 0 {
             sink.write_data(&self.buf[..self.fill])
                 .map_err(DecodeError::Sink)?;
             self.fill = 0;
         }
         Ok(())
     }
+}
+
+/// Whether `b` is a hex digit (either case, as the decoder accepts).
+fn is_hex_digit(b: u8) -> bool {
+    b.is_ascii_hexdigit()
 }
 
 /// Decodes one complete message held in memory: the fields and the decoded
@@ -695,26 +745,6 @@ pub fn decode_all(bytes: &[u8], limits: DecoderLimits) -> Result<(Decoded, Vec<u
 
 fn is_ws(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r')
-}
-
-/// Index of the first `needle` in `hay`. Compares 64 bytes at a time with a
-/// branch-free reduction the compiler vectorises, so scanning megabytes of
-/// hex for the closing quote costs a fraction of decoding them.
-fn find_byte(hay: &[u8], needle: u8) -> Option<usize> {
-    const BLOCK: usize = 64;
-    let mut chunks = hay.chunks_exact(BLOCK);
-    let mut base = 0;
-    for chunk in &mut chunks {
-        if chunk.iter().fold(false, |acc, &b| acc | (b == needle)) {
-            return chunk.iter().position(|&b| b == needle).map(|p| base + p);
-        }
-        base += BLOCK;
-    }
-    chunks
-        .remainder()
-        .iter()
-        .position(|&b| b == needle)
-        .map(|p| base + p)
 }
 
 #[cfg(test)]
@@ -1337,14 +1367,93 @@ mod tests {
     }
 
     #[test]
-    fn find_byte_agrees_with_position() {
-        let mut hay = vec![b'a'; 300];
-        assert_eq!(find_byte(&hay, b'"'), None);
-        for p in [0, 1, 63, 64, 65, 127, 128, 200, 299] {
-            hay[p] = b'"';
-            assert_eq!(find_byte(&hay, b'"'), Some(p));
-            hay[p] = b'a';
+    fn the_closing_quote_ends_the_data_wherever_it_falls_in_a_read() {
+        // Lengths around the buffer size, and the quote at every offset of
+        // the last read relative to it.
+        for len in [
+            0,
+            1,
+            31,
+            32,
+            33,
+            DATA_BUFFER_LEN - 1,
+            DATA_BUFFER_LEN,
+            DATA_BUFFER_LEN + 1,
+        ] {
+            let payload: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
+            let msg = file_data(&format!("\"{}\"", hex(&payload)));
+            let quote = msg.rfind('"').unwrap();
+            for cut in [quote.saturating_sub(3), quote - 1, quote, quote + 1] {
+                let mut decoder = MessageDecoder::new(limits());
+                let mut sink = Vec::new();
+                let (a, b) = msg.as_bytes().split_at(cut);
+                assert!(matches!(
+                    decoder.feed(a, &mut sink).unwrap(),
+                    Feed::NeedMore
+                ));
+                assert!(matches!(
+                    decoder.feed(b, &mut sink).unwrap(),
+                    Feed::Done { .. }
+                ));
+                assert_eq!(sink, payload, "len {len}, cut {cut}");
+            }
         }
+    }
+
+    #[test]
+    fn data_exactly_at_the_limit_ends_in_the_same_read() {
+        let mut l = small_limits();
+        l.max_data = 4;
+        for tail in ["\"", "\"}", "\"}\n"] {
+            let msg = format!("{{\"type\":\"FILE_DATA\",\"data\":\"00112233{tail}");
+            let mut decoder = MessageDecoder::new(l);
+            let mut sink = Vec::new();
+            let fed = decoder.feed(msg.as_bytes(), &mut sink);
+            assert!(fed.is_ok(), "{tail:?}: {fed:?}");
+            assert_eq!(sink, [0, 0x11, 0x22, 0x33]);
+        }
+        // One digit past the limit, then the quote: too large or bad hex,
+        // never accepted.
+        let mut decoder = MessageDecoder::new(l);
+        assert!(decoder
+            .feed(b"{\"data\":\"001122334\"}", &mut Vec::new())
+            .is_err());
+    }
+
+    #[test]
+    fn full_buffers_are_handed_over_by_value() {
+        /// Keeps every full buffer and gives back an empty one.
+        #[derive(Default)]
+        struct Keeping {
+            full: Vec<Vec<u8>>,
+            tail: Vec<u8>,
+        }
+        impl DataSink for Keeping {
+            fn write_data(&mut self, bytes: &[u8]) -> io::Result<()> {
+                self.tail.extend_from_slice(bytes);
+                Ok(())
+            }
+            fn write_buffer(&mut self, buf: Vec<u8>) -> io::Result<Vec<u8>> {
+                self.full.push(buf);
+                Ok(Vec::new())
+            }
+        }
+        let payload: Vec<u8> = (0..2 * DATA_BUFFER_LEN + 5)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let msg = file_data(&format!("\"{}\"", hex(&payload)));
+        let mut sink = Keeping::default();
+        let mut decoder = MessageDecoder::new(limits());
+        for piece in msg.as_bytes().chunks(100_003) {
+            if let Feed::Done { .. } = decoder.feed(piece, &mut sink).unwrap() {
+                break;
+            }
+        }
+        assert_eq!(sink.full.len(), 2);
+        assert!(sink.full.iter().all(|b| b.len() == DATA_BUFFER_LEN));
+        assert_eq!(sink.tail.len(), 5);
+        let all: Vec<u8> = sink.full.concat().into_iter().chain(sink.tail).collect();
+        assert_eq!(all, payload);
     }
 
     fn arb_message() -> impl Strategy<Value = (String, Vec<u8>)> {
