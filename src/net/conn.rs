@@ -8,14 +8,17 @@
 
 use crate::core::Time;
 use crate::ids::TransferId;
-use crate::protocol::decoder::{DataSink, DecodeError, Decoded, Feed, MessageDecoder};
+use crate::protocol::decoder::{
+    DataSink, DecodeError, Decoded, Feed, MessageDecoder, DATA_BUFFER_LEN,
+};
 use crate::protocol::encoder::{FileDataEncoder, WriteProgress};
 use crate::protocol::FileRecord;
 use crate::storage::{FileHasher, PartialFile};
 use mio::net::TcpStream;
+use mio::Waker;
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::Arc;
 use std::thread;
@@ -52,10 +55,23 @@ pub struct PartialSink {
     pub len: u64,
     /// Boxed: the sink lives in every connection's role.
     writer: Option<Box<Writer>>,
+    /// Given to the writer thread, to wake the loop when there is room.
+    waker: Option<Arc<Waker>>,
 }
 
-/// Buffers queued to a writer thread before `write_data` waits for it.
-pub const WRITER_DEPTH: usize = 4;
+/// Socket reads of 1 MiB keep large transfers fast (the driver's shared
+/// read buffer).
+pub const READ_BUF_LEN: usize = 1024 * 1024;
+
+/// Most buffers one read can hand to a writer: the full buffers its hex
+/// decodes to, plus the partial one that ends the data.
+const MAX_SENDS_PER_READ: usize = READ_BUF_LEN / 2 / DATA_BUFFER_LEN + 1;
+
+/// Buffers queued to (or being written by) a writer thread at most. The
+/// loop reads a connection only while one more read's worth fits
+/// ([`PartialSink::has_room`]), so it never waits on the channel; a slow
+/// disk slows the socket down instead (TCP flow control), not the loop.
+pub const WRITER_DEPTH: usize = 2 * MAX_SENDS_PER_READ;
 
 /// Most writer threads at once (downloads are capped at 8, but every
 /// inbound push has a sink too); past it a sink writes inline.
@@ -98,21 +114,72 @@ struct Writer {
     empty: Receiver<Vec<u8>>,
     /// Tells the thread to stop writing.
     cancel: Arc<AtomicBool>,
+    /// Shared with the thread: what it has to write, and whether the loop
+    /// waits for room.
+    flow: Arc<Flow>,
     handle: Option<thread::JoinHandle<io::Result<(PartialFile, FileHasher)>>>,
     /// Held for the writer's life (declared last: freed after the join).
     _slot: WriterSlot,
 }
 
+/// The flow control between the loop and a writer thread.
+struct Flow {
+    /// Buffers sent and not yet written.
+    in_flight: AtomicUsize,
+    /// The thread has ended (done, failed or cancelled): never wait for it.
+    ended: AtomicBool,
+    /// The loop parked a connection until there is room: wake it.
+    parked: AtomicBool,
+    /// Wakes the loop (`None` in tests without one).
+    waker: Option<Arc<Waker>>,
+}
+
+impl Flow {
+    fn wake_if_parked(&self) {
+        if self.parked.swap(false, Ordering::AcqRel) {
+            if let Some(w) = &self.waker {
+                // A failed wake leaves the connection to its idle timeout.
+                let _ = w.wake();
+            }
+        }
+    }
+}
+
+/// Marks the thread ended however it exits (an error, a panic), so the
+/// loop never waits for room that won't come.
+struct EndGuard(Arc<Flow>);
+
+impl Drop for EndGuard {
+    fn drop(&mut self) {
+        self.0.ended.store(true, Ordering::Release);
+        self.0.wake_if_parked();
+    }
+}
+
 impl Writer {
     /// Starts a thread that hashes and writes queued buffers into `partial`.
-    fn spawn(mut partial: PartialFile, slot: WriterSlot) -> io::Result<Writer> {
+    fn spawn(
+        mut partial: PartialFile,
+        slot: WriterSlot,
+        waker: Option<Arc<Waker>>,
+    ) -> io::Result<Writer> {
+        // Room for one read more than the gate lets in, so `send` never
+        // blocks even when a read comes right at the limit.
         let (full, queued) = mpsc::sync_channel::<Vec<u8>>(WRITER_DEPTH);
         let (done, empty) = mpsc::channel::<Vec<u8>>();
         let cancel = Arc::new(AtomicBool::new(false));
         let stop = cancel.clone();
+        let flow = Arc::new(Flow {
+            in_flight: AtomicUsize::new(0),
+            ended: AtomicBool::new(false),
+            parked: AtomicBool::new(false),
+            waker,
+        });
+        let guard = EndGuard(flow.clone());
         let handle = thread::Builder::new()
             .name("file-writer".into())
             .spawn(move || {
+                let guard = guard;
                 let mut hasher = FileHasher::new();
                 let mut written = 0u64;
                 let mut flushed = 0u64;
@@ -126,6 +193,8 @@ impl Writer {
                     start_writeback(partial.file(), &mut flushed, written);
                     // The sink may be gone already; the buffer is then freed.
                     let _ = done.send(buf);
+                    guard.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+                    guard.0.wake_if_parked();
                 }
                 Ok((partial, hasher))
             })?;
@@ -133,20 +202,40 @@ impl Writer {
             full: Some(full),
             empty,
             cancel,
+            flow,
             handle: Some(handle),
             _slot: slot,
         })
     }
 
+    /// Whether one more read's worth of buffers fits in the queue.
+    fn has_room(&self) -> bool {
+        self.flow.ended.load(Ordering::Acquire)
+            || self.flow.in_flight.load(Ordering::Acquire) + MAX_SENDS_PER_READ <= WRITER_DEPTH
+    }
+
     /// Queues a copy of `bytes`; false if the thread has stopped.
     fn send(&mut self, bytes: &[u8]) -> bool {
+        let mut buf = self.recycled();
+        buf.clear();
+        buf.extend_from_slice(bytes);
+        self.send_owned(buf)
+    }
+
+    /// Queues `buf` itself; false if the thread has stopped.
+    fn send_owned(&mut self, buf: Vec<u8>) -> bool {
         let Some(full) = self.full.as_ref() else {
             return false;
         };
-        let mut buf = self.empty.try_recv().unwrap_or_default();
-        buf.clear();
-        buf.extend_from_slice(bytes);
+        self.flow.in_flight.fetch_add(1, Ordering::AcqRel);
         full.send(buf).is_ok()
+    }
+
+    /// A buffer the thread is done with, or a new empty one. At most
+    /// [`WRITER_DEPTH`] + 2 exist: the queue's, the thread's and the
+    /// decoder's (a new one is made only while none is back).
+    fn recycled(&mut self) -> Vec<u8> {
+        self.empty.try_recv().unwrap_or_default()
     }
 
     /// Waits until everything queued is written; the file and its hash.
@@ -179,7 +268,34 @@ impl PartialSink {
             hasher: FileHasher::new(),
             len: 0,
             writer: None,
+            waker: None,
         }
+    }
+
+    /// The same, with a waker the writer thread calls when a connection
+    /// parked by [`park`](PartialSink::park) may read again.
+    pub fn with_waker(dir: PathBuf, waker: Arc<Waker>) -> Self {
+        Self {
+            waker: Some(waker),
+            ..Self::new(dir)
+        }
+    }
+
+    /// Whether the connection may read once more without the writer's
+    /// queue overflowing.
+    pub fn has_room(&self) -> bool {
+        self.writer.as_ref().is_none_or(|w| w.has_room())
+    }
+
+    /// Asks the writer thread to wake the loop once there is room; false
+    /// if there is room already (then read on). Asked before the check
+    /// again, so a buffer finished in between is not missed.
+    pub fn park(&self) -> bool {
+        let Some(w) = self.writer.as_ref() else {
+            return false;
+        };
+        w.flow.parked.store(true, Ordering::Release);
+        !w.has_room()
     }
 
     /// Waits for the writer thread, if any, and takes back the file and
@@ -204,7 +320,7 @@ impl DataSink for PartialSink {
                 self.partial = Some(PartialFile::create(&self.dir)?);
                 return self.write_data(bytes);
             };
-            match Writer::spawn(PartialFile::create(&self.dir)?, slot) {
+            match Writer::spawn(PartialFile::create(&self.dir)?, slot, self.waker.clone()) {
                 Ok(w) => self.writer = Some(Box::new(w)),
                 Err(e) => {
                     // That temp file went with the closure: make another.
@@ -225,6 +341,24 @@ impl DataSink for PartialSink {
         }
         self.len += bytes.len() as u64;
         Ok(())
+    }
+
+    /// The decoder's full buffer goes to the writer thread as it is, and a
+    /// buffer the thread is done with comes back: no copy on the loop.
+    fn write_buffer(&mut self, buf: Vec<u8>) -> io::Result<Vec<u8>> {
+        let len = buf.len() as u64;
+        let Some(w) = self.writer.as_mut() else {
+            // Inline, or the first bytes, which start the writer.
+            self.write_data(&buf)?;
+            return Ok(buf);
+        };
+        if !w.send_owned(buf) {
+            self.join_writer()?;
+            return Err(io::Error::other("the file writer stopped early"));
+        }
+        let next = w.recycled();
+        self.len += len;
+        Ok(next)
     }
 
     fn end_data(&mut self) -> io::Result<()> {
@@ -383,6 +517,8 @@ pub enum Outcome {
     Written,
     /// The fetched FILE_DATA is complete.
     Fetched(Decoded),
+    /// The file writer's queue is full: step again when it wakes the loop.
+    Parked,
 }
 
 /// A writer that reports WouldBlock once `left` bytes are written, so a
@@ -537,6 +673,70 @@ mod tests {
         let path = partial.path().to_path_buf();
         drop(partial);
         assert!(!path.exists(), "an uncommitted temp file removes itself");
+    }
+
+    #[test]
+    fn a_full_writer_queue_parks_the_reader_and_its_wake_comes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut poll = mio::Poll::new().unwrap();
+        let waker = Arc::new(Waker::new(poll.registry(), mio::Token(7)).unwrap());
+        let mut sink = PartialSink::with_waker(dir.path().to_path_buf(), waker);
+        let mut events = mio::Events::with_capacity(8);
+        let mut bytes = Vec::new();
+        let mut parks = 0;
+        let mut buf = Vec::new();
+        for round in 0..2_000u32 {
+            // What the loop does: read only while there is room...
+            if !sink.has_room() && sink.park() {
+                parks += 1;
+                // ...and wait for the writer's wake, which must come.
+                poll.poll(&mut events, Some(std::time::Duration::from_secs(10)))
+                    .unwrap();
+                assert!(
+                    events.iter().any(|e| e.token() == mio::Token(7)),
+                    "no wake within 10 s"
+                );
+                continue;
+            }
+            for _ in 0..MAX_SENDS_PER_READ {
+                buf.clear();
+                buf.resize(DATA_BUFFER_LEN, round as u8);
+                bytes.extend_from_slice(&buf);
+                buf = sink.write_buffer(std::mem::take(&mut buf)).unwrap();
+                let w = sink.writer.as_ref().unwrap();
+                assert!(w.flow.in_flight.load(Ordering::Acquire) <= WRITER_DEPTH);
+            }
+            if parks >= 3 {
+                break;
+            }
+        }
+        assert!(parks > 0, "the writer never fell behind");
+        sink.end_data().unwrap();
+        let partial = sink.partial.take().unwrap();
+        assert_eq!(sink.len, bytes.len() as u64);
+        assert_eq!(std::fs::read(partial.path()).unwrap(), bytes);
+    }
+
+    #[test]
+    fn a_writer_that_ended_never_leaves_the_reader_parked() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = PartialSink::new(dir.path().to_path_buf());
+        sink.write_data(&[1u8; 1000]).unwrap();
+        let w = sink.writer.as_ref().unwrap();
+        w.flow.in_flight.store(WRITER_DEPTH, Ordering::Release);
+        assert!(!sink.has_room());
+        w.cancel.store(true, Ordering::Relaxed);
+        // Wake the thread with one more buffer: it sees the cancel and ends.
+        let _ = sink.write_buffer(vec![2u8; 10]);
+        let t = Instant::now();
+        while !sink.has_room() {
+            assert!(
+                t.elapsed().as_secs() < 10,
+                "still no room after the writer ended"
+            );
+            thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert!(!sink.park());
     }
 
     #[test]

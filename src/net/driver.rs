@@ -9,7 +9,7 @@ use crate::http;
 use crate::ids::{FileId, PeerAddr, PeerId, TransferId};
 use crate::net::conn::{
     connect_status, feed, read_loop, write_payload, Conn, FetchConn, Outcome, PartialSink, Payload,
-    Role, WriteKind,
+    Role, WriteKind, READ_BUF_LEN,
 };
 use crate::net::resolver::Resolver;
 use crate::net::stdin::{self, LineReader};
@@ -68,9 +68,6 @@ const RESOLVE_TTL: Duration = Duration::from_secs(60);
 const RESOLVE_FAILURE_TTL: Duration = Duration::from_secs(1);
 const RESOLVE_CACHE_MAX: usize = 256;
 
-/// Shared read buffer: socket reads of 1 MiB keep large transfers fast.
-const READ_BUF_LEN: usize = 1024 * 1024;
-
 /// Why the peer could not start.
 #[derive(Debug)]
 pub struct StartError(pub String);
@@ -124,6 +121,11 @@ struct Driver {
     next_gen: u64,
     wheel: TimerWheel<Due>,
     ready: VecDeque<(usize, u64)>,
+    /// Connections waiting for room in their file writer's queue; stepped
+    /// again when a writer wakes the loop.
+    parked: Vec<(usize, u64)>,
+    /// Wakes the loop from helper threads (file writers get a clone).
+    waker: Arc<Waker>,
     read_buf: Vec<u8>,
     p2p: Option<TcpListener>,
     http: Option<TcpListener>,
@@ -373,6 +375,8 @@ pub fn run(args: Args) -> Result<(), StartError> {
         next_gen: 0,
         wheel: TimerWheel::new(),
         ready: VecDeque::new(),
+        parked: Vec::new(),
+        waker: waker.clone(),
         read_buf: vec![0u8; READ_BUF_LEN],
         p2p: Some(p2p),
         http: Some(http),
@@ -712,7 +716,7 @@ impl Driver {
                     source: from.0,
                     request_pos: 0,
                     decoder: MessageDecoder::new(self.limits()),
-                    sink: PartialSink::new(self.settings.dir.clone()),
+                    sink: PartialSink::with_waker(self.settings.dir.clone(), self.waker.clone()),
                     received: 0,
                 }));
                 self.connect_to(to, role);
@@ -798,6 +802,9 @@ impl Driver {
     // ---- helper threads -------------------------------------------------
 
     fn on_wake(&mut self) {
+        // A file writer made room (or a wake for something else: a parked
+        // connection without room parks again).
+        self.ready.extend(self.parked.drain(..));
         for r in self.resolver.drain() {
             let now = self.now();
             if let Err(e) = &r.result {
@@ -963,7 +970,10 @@ impl Driver {
                     } else {
                         Role::Read {
                             decoder: Box::new(MessageDecoder::new(self.limits())),
-                            sink: PartialSink::new(self.settings.dir.clone()),
+                            sink: PartialSink::with_waker(
+                                self.settings.dir.clone(),
+                                self.waker.clone(),
+                            ),
                             received: 0,
                         }
                     };
@@ -1138,6 +1148,16 @@ impl Driver {
             return;
         };
         let mut active = false;
+        // A readable event does not lift a park: a full writer queue
+        // gets no more bytes until the writer wakes the loop.
+        let writer_full = match &c.role {
+            Role::Read { sink, .. } => !sink.has_room() && sink.park(),
+            Role::Fetch(f) => !f.sink.has_room() && f.sink.park(),
+            _ => false,
+        };
+        if writer_full {
+            return self.after_step(key, gen, Outcome::Parked);
+        }
         let outcome = match &mut c.role {
             Role::Read {
                 decoder,
@@ -1150,6 +1170,7 @@ impl Driver {
                     active = true;
                     *received += bytes.len() as u64;
                     match feed(decoder, sink, bytes) {
+                        Ok(false) if !sink.has_room() && sink.park() => Some(Outcome::Parked),
                         Ok(false) => None,
                         Ok(true) => Some(Outcome::Written),
                         Err(e) => Some(Outcome::Close(Some(format!("bad message: {e}")))),
@@ -1215,6 +1236,9 @@ impl Driver {
                         active = true;
                         f.received += bytes.len() as u64;
                         match feed(&mut f.decoder, &mut f.sink, bytes) {
+                            Ok(false) if !f.sink.has_room() && f.sink.park() => {
+                                Some(Outcome::Parked)
+                            }
                             Ok(false) => None,
                             Ok(true) => Some(Outcome::Written),
                             Err(e) => Some(Outcome::Close(Some(describe_decode_error(&e)))),
@@ -1271,6 +1295,11 @@ impl Driver {
         match outcome {
             Outcome::Blocked => {}
             Outcome::Yield => self.ready.push_back((key, gen)),
+            Outcome::Parked => {
+                if !self.parked.contains(&(key, gen)) {
+                    self.parked.push((key, gen));
+                }
+            }
             Outcome::Close(why) => self.close(key, why),
             Outcome::Connected => {
                 let Some(c) = self.conns.get_mut(key) else {
