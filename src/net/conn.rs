@@ -8,9 +8,7 @@
 
 use crate::core::Time;
 use crate::ids::TransferId;
-use crate::protocol::decoder::{
-    DataSink, DecodeError, Decoded, Feed, MessageDecoder, DATA_BUFFER_LEN,
-};
+use crate::protocol::decoder::{DataSink, DecodeError, Feed, MessageDecoder, DATA_BUFFER_LEN};
 use crate::protocol::encoder::{FileDataEncoder, WriteProgress};
 use crate::protocol::FileRecord;
 use crate::storage::{FileHasher, PartialFile};
@@ -43,8 +41,7 @@ pub const STEP_TIME: std::time::Duration = std::time::Duration::from_millis(5);
 /// and `len` are final, as the driver reads them after the message.
 /// Without a thread (it could not be started) the work is done inline.
 pub struct PartialSink {
-    /// Boxed slice, not `PathBuf`: keeps the sink as small as it was
-    /// before it had a writer (it rides in `Outcome::Message`).
+    /// Where the temp file goes.
     dir: Box<std::path::Path>,
     /// The temp file, once data started (while the writer thread has it:
     /// `None` until `end_data`).
@@ -507,16 +504,12 @@ pub enum Outcome {
     Yield,
     /// Close it (done, or failed: the reason for logs).
     Close(Option<String>),
-    /// An inbound message is complete.
-    Message(Decoded, PartialSink),
     /// An HTTP request head is complete.
     HttpHead,
     /// The outbound connect finished.
     Connected,
     /// Everything is written.
     Written,
-    /// The fetched FILE_DATA is complete.
-    Fetched(Decoded),
     /// The file writer's queue is full: step again when it wakes the loop.
     Parked,
 }

@@ -1318,7 +1318,6 @@ impl Driver {
             }
             Outcome::Written => self.on_written(key),
             Outcome::HttpHead => self.on_http_head(key),
-            Outcome::Message(..) | Outcome::Fetched(_) => {}
         }
     }
 
