@@ -8,7 +8,8 @@
 
 use crate::core::Time;
 use crate::ids::TransferId;
-use crate::protocol::decoder::{DataSink, DecodeError, Feed, MessageDecoder, DATA_BUFFER_LEN};
+use crate::net::file_writer::{Started, Writer};
+use crate::protocol::decoder::{DataSink, DecodeError, Feed, MessageDecoder};
 use crate::protocol::encoder::{FileDataEncoder, WriteProgress};
 use crate::protocol::FileRecord;
 use crate::storage::{FileHasher, PartialFile};
@@ -16,10 +17,7 @@ use mio::net::TcpStream;
 use mio::Waker;
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::Arc;
-use std::thread;
 use std::time::Instant;
 
 /// Bytes one step may move before yielding to other connections.
@@ -33,10 +31,11 @@ pub const STEP_TIME: std::time::Duration = std::time::Duration::from_millis(5);
 /// Where the decoded bytes of a FILE_DATA go: a temp file in the storage
 /// folder (created when the first byte arrives), hashed on the way.
 ///
-/// Hashing and writing run on a writer thread started with the temp file,
-/// so the loop goes on reading and decoding the socket meanwhile: the
-/// decoded bytes are copied into one of at most [`WRITER_DEPTH`] + 2
-/// buffers and queued to it. When the `data` string ends
+/// Hashing and writing run on a [`Writer`] thread started with the temp
+/// file, so the loop goes on reading and decoding the socket meanwhile: the
+/// decoder's full buffers are queued to it as they are (see
+/// [`crate::net::file_writer`] for the flow control and the direct I/O).
+/// When the `data` string ends
 /// ([`DataSink::end_data`]) the thread is joined and `partial`, `hasher`
 /// and `len` are final, as the driver reads them after the message.
 /// Without a thread (it could not be started) the work is done inline.
@@ -59,202 +58,6 @@ pub struct PartialSink {
 /// Socket reads of 1 MiB keep large transfers fast (the driver's shared
 /// read buffer).
 pub const READ_BUF_LEN: usize = 1024 * 1024;
-
-/// Most buffers one read can hand to a writer: the full buffers its hex
-/// decodes to, plus the partial one that ends the data.
-const MAX_SENDS_PER_READ: usize = READ_BUF_LEN / 2 / DATA_BUFFER_LEN + 1;
-
-/// Buffers queued to (or being written by) a writer thread at most. The
-/// loop reads a connection only while one more read's worth fits
-/// ([`PartialSink::has_room`]), so it never waits on the channel; a slow
-/// disk slows the socket down instead (TCP flow control), not the loop.
-pub const WRITER_DEPTH: usize = 2 * MAX_SENDS_PER_READ;
-
-/// Most writer threads at once (downloads are capped at 8, but every
-/// inbound push has a sink too); past it a sink writes inline.
-pub const MAX_WRITER_THREADS: usize = 16;
-
-static WRITER_THREADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-/// One of the [`MAX_WRITER_THREADS`] slots, given back when dropped.
-struct WriterSlot;
-
-impl WriterSlot {
-    fn take() -> Option<WriterSlot> {
-        WRITER_THREADS
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < MAX_WRITER_THREADS).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| WriterSlot)
-    }
-}
-
-impl Drop for WriterSlot {
-    fn drop(&mut self) {
-        WRITER_THREADS.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// Bytes written between two calls that start the disk writeback of what
-/// was written, so the final fsync has little left to do.
-#[cfg(target_os = "linux")]
-const WRITEBACK_STEP: u64 = 8 * 1024 * 1024;
-
-/// The writer thread of a [`PartialSink`] and its channels. Dropped before
-/// the data ended (a failed message), it tells the thread to drop what is
-/// queued and waits for it; the thread's temp file removes itself.
-struct Writer {
-    /// Filled buffers, in order.
-    full: Option<SyncSender<Vec<u8>>>,
-    /// Buffers the thread is done with, for reuse.
-    empty: Receiver<Vec<u8>>,
-    /// Tells the thread to stop writing.
-    cancel: Arc<AtomicBool>,
-    /// Shared with the thread: what it has to write, and whether the loop
-    /// waits for room.
-    flow: Arc<Flow>,
-    handle: Option<thread::JoinHandle<io::Result<(PartialFile, FileHasher)>>>,
-    /// Held for the writer's life (declared last: freed after the join).
-    _slot: WriterSlot,
-}
-
-/// The flow control between the loop and a writer thread.
-struct Flow {
-    /// Buffers sent and not yet written.
-    in_flight: AtomicUsize,
-    /// The thread has ended (done, failed or cancelled): never wait for it.
-    ended: AtomicBool,
-    /// The loop parked a connection until there is room: wake it.
-    parked: AtomicBool,
-    /// Wakes the loop (`None` in tests without one).
-    waker: Option<Arc<Waker>>,
-}
-
-impl Flow {
-    fn wake_if_parked(&self) {
-        if self.parked.swap(false, Ordering::AcqRel) {
-            if let Some(w) = &self.waker {
-                // A failed wake leaves the connection to its idle timeout.
-                let _ = w.wake();
-            }
-        }
-    }
-}
-
-/// Marks the thread ended however it exits (an error, a panic), so the
-/// loop never waits for room that won't come.
-struct EndGuard(Arc<Flow>);
-
-impl Drop for EndGuard {
-    fn drop(&mut self) {
-        self.0.ended.store(true, Ordering::Release);
-        self.0.wake_if_parked();
-    }
-}
-
-impl Writer {
-    /// Starts a thread that hashes and writes queued buffers into `partial`.
-    fn spawn(
-        mut partial: PartialFile,
-        slot: WriterSlot,
-        waker: Option<Arc<Waker>>,
-    ) -> io::Result<Writer> {
-        // Room for one read more than the gate lets in, so `send` never
-        // blocks even when a read comes right at the limit.
-        let (full, queued) = mpsc::sync_channel::<Vec<u8>>(WRITER_DEPTH);
-        let (done, empty) = mpsc::channel::<Vec<u8>>();
-        let cancel = Arc::new(AtomicBool::new(false));
-        let stop = cancel.clone();
-        let flow = Arc::new(Flow {
-            in_flight: AtomicUsize::new(0),
-            ended: AtomicBool::new(false),
-            parked: AtomicBool::new(false),
-            waker,
-        });
-        let guard = EndGuard(flow.clone());
-        let handle = thread::Builder::new()
-            .name("file-writer".into())
-            .spawn(move || {
-                let guard = guard;
-                let mut hasher = FileHasher::new();
-                let mut written = 0u64;
-                let mut flushed = 0u64;
-                for buf in queued {
-                    if stop.load(Ordering::Relaxed) {
-                        return Err(io::Error::other("cancelled"));
-                    }
-                    hasher.update(&buf);
-                    partial.file().write_all(&buf)?;
-                    written += buf.len() as u64;
-                    start_writeback(partial.file(), &mut flushed, written);
-                    // The sink may be gone already; the buffer is then freed.
-                    let _ = done.send(buf);
-                    guard.0.in_flight.fetch_sub(1, Ordering::AcqRel);
-                    guard.0.wake_if_parked();
-                }
-                Ok((partial, hasher))
-            })?;
-        Ok(Writer {
-            full: Some(full),
-            empty,
-            cancel,
-            flow,
-            handle: Some(handle),
-            _slot: slot,
-        })
-    }
-
-    /// Whether one more read's worth of buffers fits in the queue.
-    fn has_room(&self) -> bool {
-        self.flow.ended.load(Ordering::Acquire)
-            || self.flow.in_flight.load(Ordering::Acquire) + MAX_SENDS_PER_READ <= WRITER_DEPTH
-    }
-
-    /// Queues a copy of `bytes`; false if the thread has stopped.
-    fn send(&mut self, bytes: &[u8]) -> bool {
-        let mut buf = self.recycled();
-        buf.clear();
-        buf.extend_from_slice(bytes);
-        self.send_owned(buf)
-    }
-
-    /// Queues `buf` itself; false if the thread has stopped.
-    fn send_owned(&mut self, buf: Vec<u8>) -> bool {
-        let Some(full) = self.full.as_ref() else {
-            return false;
-        };
-        self.flow.in_flight.fetch_add(1, Ordering::AcqRel);
-        full.send(buf).is_ok()
-    }
-
-    /// A buffer the thread is done with, or a new empty one. At most
-    /// [`WRITER_DEPTH`] + 2 exist: the queue's, the thread's and the
-    /// decoder's (a new one is made only while none is back).
-    fn recycled(&mut self) -> Vec<u8> {
-        self.empty.try_recv().unwrap_or_default()
-    }
-
-    /// Waits until everything queued is written; the file and its hash.
-    fn finish(mut self) -> io::Result<(PartialFile, FileHasher)> {
-        drop(self.full.take());
-        match self.handle.take().map(thread::JoinHandle::join) {
-            Some(Ok(result)) => result,
-            Some(Err(_)) => Err(io::Error::other("the file writer thread panicked")),
-            None => Err(io::Error::other("the file writer was already finished")),
-        }
-    }
-}
-
-impl Drop for Writer {
-    fn drop(&mut self) {
-        if let Some(handle) = self.handle.take() {
-            self.cancel.store(true, Ordering::Relaxed);
-            drop(self.full.take());
-            let _ = handle.join();
-        }
-    }
-}
 
 impl PartialSink {
     /// A sink that will create its temp file in `dir`.
@@ -288,11 +91,7 @@ impl PartialSink {
     /// if there is room already (then read on). Asked before the check
     /// again, so a buffer finished in between is not missed.
     pub fn park(&self) -> bool {
-        let Some(w) = self.writer.as_ref() else {
-            return false;
-        };
-        w.flow.parked.store(true, Ordering::Release);
-        !w.has_room()
+        self.writer.as_ref().is_some_and(|w| w.park())
     }
 
     /// Waits for the writer thread, if any, and takes back the file and
@@ -313,14 +112,11 @@ impl DataSink for PartialSink {
             return Ok(());
         }
         if self.partial.is_none() && self.writer.is_none() {
-            let Some(slot) = WriterSlot::take() else {
-                self.partial = Some(PartialFile::create(&self.dir)?);
-                return self.write_data(bytes);
-            };
-            match Writer::spawn(PartialFile::create(&self.dir)?, slot, self.waker.clone()) {
-                Ok(w) => self.writer = Some(Box::new(w)),
-                Err(e) => {
-                    // That temp file went with the closure: make another.
+            match Writer::start(PartialFile::create(&self.dir)?, self.waker.clone()) {
+                Started::Running(w) => self.writer = Some(Box::new(w)),
+                Started::Busy(partial) => self.partial = Some(partial),
+                Started::Failed(e) => {
+                    // That temp file went with the thread: make another.
                     log::warn!("cannot start a file writer thread ({e}); writing inline");
                     self.partial = Some(PartialFile::create(&self.dir)?);
                 }
@@ -362,32 +158,6 @@ impl DataSink for PartialSink {
         self.join_writer()
     }
 }
-
-/// Starts the disk writeback of the bytes written since the last call once
-/// [`WRITEBACK_STEP`] of them are pending (Linux; elsewhere a no-op).
-/// Only a hint: the final fsync is what makes the file durable.
-#[cfg(target_os = "linux")]
-fn start_writeback(file: &std::fs::File, flushed: &mut u64, written: u64) {
-    use std::os::unix::io::AsRawFd;
-    if written - *flushed < WRITEBACK_STEP {
-        return;
-    }
-    // SAFETY: a valid open descriptor and an in-file range; the flag only
-    // starts writeback and waits for nothing.
-    #[allow(unsafe_code)]
-    unsafe {
-        libc::sync_file_range(
-            file.as_raw_fd(),
-            *flushed as libc::off64_t,
-            (written - *flushed) as libc::off64_t,
-            libc::SYNC_FILE_RANGE_WRITE,
-        );
-    }
-    *flushed = written;
-}
-
-#[cfg(not(target_os = "linux"))]
-fn start_writeback(_file: &std::fs::File, _flushed: &mut u64, _written: u64) {}
 
 /// What to write.
 pub enum Payload {
@@ -634,8 +404,11 @@ pub fn connect_status(stream: &TcpStream) -> io::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::decoder::{DecoderLimits, Feed, MessageDecoder};
+    use crate::net::file_writer::{MAX_SENDS_PER_READ, WRITER_DEPTH};
+    use crate::protocol::decoder::{DecoderLimits, Feed, MessageDecoder, DATA_BUFFER_LEN};
     use crate::storage::file_id_for;
+    use std::sync::atomic::Ordering;
+    use std::thread;
 
     fn names_in(dir: &std::path::Path) -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(dir)

@@ -9,6 +9,7 @@
 
 pub mod conn;
 pub mod driver;
+pub mod file_writer;
 pub mod limits;
 pub mod resolver;
 pub mod stdin;

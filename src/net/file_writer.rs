@@ -1,0 +1,619 @@
+//! The threads that hash and write a download's decoded bytes, off the loop.
+//!
+//! The loop decodes a FILE_DATA's hex into buffers of
+//! [`DATA_BUFFER_LEN`] and hands each to a [`Writer`] by value; its thread
+//! hashes the bytes and writes them to the temp file. Two things keep that
+//! from costing the loop:
+//!
+//! - **Flow control, not a blocking queue.** At most [`WRITER_DEPTH`]
+//!   buffers are in flight. The loop reads a connection only while one more
+//!   read's worth fits ([`Writer::has_room`]); otherwise it parks the
+//!   connection ([`Writer::park`]) and the thread wakes the loop when it has
+//!   written one. A slow disk slows the socket (TCP flow control), never
+//!   the loop.
+//! - **Direct I/O for large files.** A buffered `write()` into ext4's page
+//!   cache costs about 3 CPU-seconds per GiB here (page allocation, memcg
+//!   accounting, delayed allocation), more than hashing and decoding
+//!   together; with `O_DIRECT` the device copies the bytes itself. The bytes
+//!   are staged in aligned blocks of [`STAGE_LEN`]; once the first block is
+//!   full the file switches to `O_DIRECT` and a second thread writes the
+//!   blocks while the first hashes the next, so the hash and the device
+//!   overlap. Files smaller than one block, file systems that refuse
+//!   `O_DIRECT`, and the unaligned tail of every file are written through
+//!   the page cache as before. Either way the commit's fsync makes the file
+//!   durable.
+
+use crate::net::conn::READ_BUF_LEN;
+use crate::protocol::decoder::DATA_BUFFER_LEN;
+use crate::storage::{FileHasher, PartialFile};
+use mio::Waker;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::sync::Arc;
+use std::thread;
+
+/// Most buffers one read can hand to a writer: the full buffers its hex
+/// decodes to, plus the partial one that ends the data.
+pub const MAX_SENDS_PER_READ: usize = READ_BUF_LEN / 2 / DATA_BUFFER_LEN + 1;
+
+/// Buffers queued to (or being written by) a writer thread at most. The
+/// loop reads a connection only while one more read's worth fits, so it
+/// never waits on the channel.
+pub const WRITER_DEPTH: usize = 2 * MAX_SENDS_PER_READ;
+
+/// Most writers at once (downloads are capped at 8, but every inbound push
+/// has a sink too); past it a sink writes inline. Each has up to two
+/// threads.
+pub const MAX_WRITERS: usize = 16;
+
+/// Size of a direct-I/O block, and the least a file must have for direct
+/// I/O to be tried.
+pub const STAGE_LEN: usize = 512 * 1024;
+
+/// Alignment of direct-I/O memory, offsets and lengths: the largest logical
+/// block size of common devices.
+const DIRECT_ALIGN: usize = 4096;
+
+/// Bytes written through the page cache between two calls that start their
+/// writeback, so the final fsync has little left to do.
+#[cfg(target_os = "linux")]
+const WRITEBACK_STEP: u64 = 8 * 1024 * 1024;
+
+static WRITERS: AtomicUsize = AtomicUsize::new(0);
+
+/// One of the [`MAX_WRITERS`] slots, given back when dropped.
+struct WriterSlot;
+
+impl WriterSlot {
+    fn take() -> Option<WriterSlot> {
+        WRITERS
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_WRITERS).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| WriterSlot)
+    }
+}
+
+impl Drop for WriterSlot {
+    fn drop(&mut self) {
+        WRITERS.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The flow control between the loop and a writer thread.
+pub(crate) struct Flow {
+    /// Buffers sent and not yet written.
+    pub(crate) in_flight: AtomicUsize,
+    /// The thread has ended (done, failed or cancelled): never wait for it.
+    ended: AtomicBool,
+    /// The loop parked a connection until there is room: wake it.
+    parked: AtomicBool,
+    /// Wakes the loop (`None` in tests without one).
+    waker: Option<Arc<Waker>>,
+}
+
+impl Flow {
+    fn wake_if_parked(&self) {
+        if self.parked.swap(false, Ordering::AcqRel) {
+            if let Some(w) = &self.waker {
+                // A failed wake leaves the connection to its idle timeout.
+                let _ = w.wake();
+            }
+        }
+    }
+}
+
+/// Marks the thread ended however it exits (an error, a panic), so the
+/// loop never waits for room that won't come.
+struct EndGuard(Arc<Flow>);
+
+impl Drop for EndGuard {
+    fn drop(&mut self) {
+        self.0.ended.store(true, Ordering::Release);
+        self.0.wake_if_parked();
+    }
+}
+
+/// A writer thread and its channels. Dropped before the data ended (a
+/// failed message), it tells the thread to drop what is queued and waits
+/// for it; the thread's temp file removes itself.
+pub struct Writer {
+    /// Filled buffers, in order.
+    full: Option<SyncSender<Vec<u8>>>,
+    /// Buffers the thread is done with, for reuse.
+    empty: Receiver<Vec<u8>>,
+    /// Tells the thread to stop writing.
+    pub(crate) cancel: Arc<AtomicBool>,
+    pub(crate) flow: Arc<Flow>,
+    handle: Option<thread::JoinHandle<io::Result<(PartialFile, FileHasher)>>>,
+    /// Held for the writer's life (declared last: freed after the join).
+    _slot: WriterSlot,
+}
+
+/// What [`Writer::start`] made of a temp file.
+pub enum Started {
+    /// A thread hashes and writes it.
+    Running(Writer),
+    /// [`MAX_WRITERS`] run already: the file back, to write inline.
+    Busy(PartialFile),
+    /// The thread could not start (the file is gone with it).
+    Failed(io::Error),
+}
+
+impl Writer {
+    /// Starts a thread that hashes and writes queued buffers into
+    /// `partial`, waking the loop through `waker` when a parked
+    /// connection may read again.
+    pub fn start(partial: PartialFile, waker: Option<Arc<Waker>>) -> Started {
+        let Some(slot) = WriterSlot::take() else {
+            return Started::Busy(partial);
+        };
+        // The hard bound: `send` would wait only if the gate let more in.
+        let (full, queued) = mpsc::sync_channel::<Vec<u8>>(WRITER_DEPTH);
+        let (done, empty) = mpsc::channel::<Vec<u8>>();
+        let cancel = Arc::new(AtomicBool::new(false));
+        let stop = cancel.clone();
+        let flow = Arc::new(Flow {
+            in_flight: AtomicUsize::new(0),
+            ended: AtomicBool::new(false),
+            parked: AtomicBool::new(false),
+            waker,
+        });
+        let guard = EndGuard(flow.clone());
+        let spawned = thread::Builder::new()
+            .name("file-writer".into())
+            .spawn(move || {
+                let guard = guard;
+                hash_and_write(partial, queued, done, &stop, &guard.0)
+            });
+        match spawned {
+            Ok(handle) => Started::Running(Writer {
+                full: Some(full),
+                empty,
+                cancel,
+                flow,
+                handle: Some(handle),
+                _slot: slot,
+            }),
+            Err(e) => Started::Failed(e),
+        }
+    }
+
+    /// Queues a copy of `bytes`; false if the thread has stopped.
+    pub fn send(&mut self, bytes: &[u8]) -> bool {
+        let mut buf = self.recycled();
+        buf.clear();
+        buf.extend_from_slice(bytes);
+        self.send_owned(buf)
+    }
+
+    /// Queues `buf` itself; false if the thread has stopped.
+    pub fn send_owned(&mut self, buf: Vec<u8>) -> bool {
+        let Some(full) = self.full.as_ref() else {
+            return false;
+        };
+        self.flow.in_flight.fetch_add(1, Ordering::AcqRel);
+        full.send(buf).is_ok()
+    }
+
+    /// A buffer the thread is done with, or a new empty one. At most
+    /// [`WRITER_DEPTH`] + 2 exist: the queue's, the thread's and the
+    /// decoder's (a new one is made only while none is back).
+    pub fn recycled(&mut self) -> Vec<u8> {
+        self.empty.try_recv().unwrap_or_default()
+    }
+
+    /// Whether one more read's worth of buffers fits in the queue.
+    pub fn has_room(&self) -> bool {
+        self.flow.ended.load(Ordering::Acquire)
+            || self.flow.in_flight.load(Ordering::Acquire) + MAX_SENDS_PER_READ <= WRITER_DEPTH
+    }
+
+    /// Asks the thread to wake the loop once there is room; false if there
+    /// is room already. Asked before the check again, so a buffer finished
+    /// in between is not missed.
+    pub fn park(&self) -> bool {
+        self.flow.parked.store(true, Ordering::Release);
+        !self.has_room()
+    }
+
+    /// Waits until everything queued is written; the file and its hash.
+    pub fn finish(mut self) -> io::Result<(PartialFile, FileHasher)> {
+        drop(self.full.take());
+        match self.handle.take().map(thread::JoinHandle::join) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(io::Error::other("the file writer thread panicked")),
+            None => Err(io::Error::other("the file writer was already finished")),
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            self.cancel.store(true, Ordering::Relaxed);
+            drop(self.full.take());
+            let _ = handle.join();
+        }
+    }
+}
+
+/// The writer thread: hashes each buffer, writes it, gives it back.
+fn hash_and_write(
+    mut partial: PartialFile,
+    queued: Receiver<Vec<u8>>,
+    done: Sender<Vec<u8>>,
+    stop: &AtomicBool,
+    flow: &Flow,
+) -> io::Result<(PartialFile, FileHasher)> {
+    let mut hasher = FileHasher::new();
+    let mut out = Output::new(partial.file().try_clone()?);
+    for buf in queued {
+        if stop.load(Ordering::Relaxed) {
+            return Err(io::Error::other("cancelled"));
+        }
+        hasher.update(&buf);
+        out.write(&buf)?;
+        // The sink may be gone already; the buffer is then freed.
+        let _ = done.send(buf);
+        flow.in_flight.fetch_sub(1, Ordering::AcqRel);
+        flow.wake_if_parked();
+    }
+    out.finish()?;
+    Ok((partial, hasher))
+}
+
+/// A block of [`STAGE_LEN`] bytes at a [`DIRECT_ALIGN`]ed address.
+struct Stage {
+    mem: Vec<u8>,
+    start: usize,
+}
+
+impl Stage {
+    fn new() -> Stage {
+        let mem = vec![0u8; STAGE_LEN + DIRECT_ALIGN];
+        let start = mem.as_ptr().align_offset(DIRECT_ALIGN);
+        Stage { mem, start }
+    }
+
+    /// Whether the block is aligned (always, on any real allocator).
+    fn aligned(&self) -> bool {
+        self.start < DIRECT_ALIGN
+    }
+
+    fn bytes(&self) -> &[u8] {
+        let start = self.start.min(DIRECT_ALIGN);
+        &self.mem[start..start + STAGE_LEN]
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        let start = self.start.min(DIRECT_ALIGN);
+        &mut self.mem[start..start + STAGE_LEN]
+    }
+}
+
+/// How [`Output`] writes.
+enum Mode {
+    /// Filling the first block: direct I/O not tried yet.
+    Staging,
+    /// Direct I/O on: full blocks go to the block-writer thread.
+    Direct(BlockWriter),
+    /// Through the page cache (small file done, or direct I/O refused).
+    Buffered,
+}
+
+/// Writes a download's bytes at increasing offsets, directly or buffered.
+struct Output {
+    file: File,
+    /// Bytes handed to the file so far (the offset of the next write).
+    offset: u64,
+    stage: Stage,
+    fill: usize,
+    mode: Mode,
+    /// Offset up to which writeback of buffered bytes has been started.
+    flushed: u64,
+}
+
+impl Output {
+    fn new(file: File) -> Output {
+        Output {
+            file,
+            offset: 0,
+            stage: Stage::new(),
+            fill: 0,
+            mode: Mode::Staging,
+            flushed: 0,
+        }
+    }
+
+    fn write(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        if matches!(self.mode, Mode::Buffered) {
+            self.file.write_all_at(bytes, self.offset)?;
+            self.offset += bytes.len() as u64;
+            start_writeback(&self.file, &mut self.flushed, self.offset);
+            return Ok(());
+        }
+        while !bytes.is_empty() {
+            let n = (STAGE_LEN - self.fill).min(bytes.len());
+            self.stage.bytes_mut()[self.fill..self.fill + n].copy_from_slice(&bytes[..n]);
+            self.fill += n;
+            bytes = &bytes[n..];
+            if self.fill == STAGE_LEN {
+                self.block_full()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A whole block is staged: the first one decides the mode.
+    fn block_full(&mut self) -> io::Result<()> {
+        if matches!(self.mode, Mode::Staging) {
+            self.mode = match self.stage.aligned() && set_direct(&self.file, true) {
+                true => Mode::Direct(BlockWriter::start(self.file.try_clone()?)?),
+                false => Mode::Buffered,
+            };
+        }
+        match &mut self.mode {
+            Mode::Direct(w) => w.send(&mut self.stage, self.offset)?,
+            _ => self.file.write_all_at(self.stage.bytes(), self.offset)?,
+        }
+        self.offset += STAGE_LEN as u64;
+        self.fill = 0;
+        Ok(())
+    }
+
+    /// Writes what is staged (through the page cache: any length) after
+    /// every direct block has landed.
+    fn finish(mut self) -> io::Result<()> {
+        if let Mode::Direct(w) = std::mem::replace(&mut self.mode, Mode::Buffered) {
+            w.finish()?;
+            set_direct(&self.file, false);
+        }
+        if self.fill > 0 {
+            self.file
+                .write_all_at(&self.stage.bytes()[..self.fill], self.offset)?;
+            self.offset += self.fill as u64;
+        }
+        Ok(())
+    }
+}
+
+/// Blocks handed to the block-writer thread and back: one being filled, one
+/// queued, one being written.
+const STAGES: usize = 3;
+
+/// The thread that writes full blocks with direct I/O, so the device works
+/// while the writer thread hashes the next block.
+struct BlockWriter {
+    blocks: Option<SyncSender<(Stage, u64)>>,
+    free: Receiver<Stage>,
+    /// Blocks that exist (the caller's included).
+    made: usize,
+    handle: Option<thread::JoinHandle<io::Result<()>>>,
+}
+
+impl BlockWriter {
+    fn start(file: File) -> io::Result<BlockWriter> {
+        let (blocks, queued) = mpsc::sync_channel::<(Stage, u64)>(1);
+        let (back, free) = mpsc::channel::<Stage>();
+        let handle = thread::Builder::new()
+            .name("file-blocks".into())
+            .spawn(move || {
+                for (stage, offset) in queued {
+                    write_block(&file, stage.bytes(), offset)?;
+                    // Gone only when the writer is too.
+                    let _ = back.send(stage);
+                }
+                Ok(())
+            })?;
+        Ok(BlockWriter {
+            blocks: Some(blocks),
+            free,
+            made: 1,
+            handle: Some(handle),
+        })
+    }
+
+    /// Queues the full `stage` for `offset` and puts an empty one in its
+    /// place (waiting for one if all [`STAGES`] are in use).
+    fn send(&mut self, stage: &mut Stage, offset: u64) -> io::Result<()> {
+        let next = match self.free.try_recv() {
+            Ok(s) => s,
+            Err(_) if self.made < STAGES => {
+                self.made += 1;
+                Stage::new()
+            }
+            Err(_) => match self.free.recv() {
+                Ok(s) => s,
+                Err(_) => return Err(self.failed()),
+            },
+        };
+        let full = std::mem::replace(stage, next);
+        let sent = self.blocks.as_ref().map(|b| b.send((full, offset)));
+        match sent {
+            Some(Ok(())) => Ok(()),
+            _ => Err(self.failed()),
+        }
+    }
+
+    /// Waits for every queued block.
+    fn finish(mut self) -> io::Result<()> {
+        drop(self.blocks.take());
+        self.join()
+    }
+
+    fn join(&mut self) -> io::Result<()> {
+        match self.handle.take().map(thread::JoinHandle::join) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(io::Error::other("the block writer thread panicked")),
+            None => Ok(()),
+        }
+    }
+
+    /// The thread stopped early: its error.
+    fn failed(&mut self) -> io::Error {
+        drop(self.blocks.take());
+        match self.join() {
+            Err(e) => e,
+            Ok(()) => io::Error::other("the block writer stopped early"),
+        }
+    }
+}
+
+impl Drop for BlockWriter {
+    fn drop(&mut self) {
+        drop(self.blocks.take());
+        let _ = self.join();
+    }
+}
+
+/// Writes one block at `offset`; a file system that turns out to refuse
+/// this direct write gets it (and all later ones) through the page cache.
+fn write_block(file: &File, bytes: &[u8], offset: u64) -> io::Result<()> {
+    match file.write_all_at(bytes, offset) {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            set_direct(file, false);
+            file.write_all_at(bytes, offset)
+        }
+        other => other,
+    }
+}
+
+/// Turns `O_DIRECT` on or off for the open file (shared by its clones);
+/// whether that worked.
+#[cfg(target_os = "linux")]
+fn set_direct(file: &File, on: bool) -> bool {
+    use std::os::unix::io::AsRawFd;
+    let fd = file.as_raw_fd();
+    // SAFETY: fcntl on a descriptor we own, with flags it returned.
+    #[allow(unsafe_code)]
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags < 0 {
+            return false;
+        }
+        let want = if on {
+            flags | libc::O_DIRECT
+        } else {
+            flags & !libc::O_DIRECT
+        };
+        libc::fcntl(fd, libc::F_SETFL, want) == 0
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn set_direct(_file: &File, _on: bool) -> bool {
+    false
+}
+
+/// Starts the disk writeback of the bytes written since the last call once
+/// [`WRITEBACK_STEP`] of them are pending (Linux; elsewhere a no-op).
+/// Only a hint: the final fsync is what makes the file durable.
+#[cfg(target_os = "linux")]
+fn start_writeback(file: &File, flushed: &mut u64, written: u64) {
+    use std::os::unix::io::AsRawFd;
+    if written - *flushed < WRITEBACK_STEP {
+        return;
+    }
+    // SAFETY: a valid open descriptor and an in-file range; the flag only
+    // starts writeback and waits for nothing.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::sync_file_range(
+            file.as_raw_fd(),
+            *flushed as libc::off64_t,
+            (written - *flushed) as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        );
+    }
+    *flushed = written;
+}
+
+#[cfg(not(target_os = "linux"))]
+fn start_writeback(_file: &File, _flushed: &mut u64, _written: u64) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    fn pattern(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 31 + i / 4093) as u8).collect()
+    }
+
+    /// Writes `bytes` through an [`Output`] in random pieces; the file.
+    fn write_in_pieces(bytes: &[u8], seed: u64) -> (Vec<u8>, bool) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let file = File::create(&path).unwrap();
+        let mut out = Output::new(file);
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let n = rng.gen_range(1..=rest.len().min(3 * DATA_BUFFER_LEN));
+            out.write(&rest[..n]).unwrap();
+            rest = &rest[n..];
+        }
+        let direct = matches!(out.mode, Mode::Direct(_));
+        out.finish().unwrap();
+        (std::fs::read(&path).unwrap(), direct)
+    }
+
+    #[test]
+    fn every_size_round_trips_whatever_the_pieces() {
+        for (k, len) in [
+            0,
+            1,
+            STAGE_LEN - 1,
+            STAGE_LEN,
+            STAGE_LEN + 1,
+            3 * STAGE_LEN + 4097,
+            7 * STAGE_LEN,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let bytes = pattern(len);
+            let (back, _) = write_in_pieces(&bytes, k as u64);
+            assert!(back == bytes, "{len} bytes came back different");
+        }
+    }
+
+    #[test]
+    fn large_files_use_direct_io_where_the_file_system_has_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let probe = File::create(dir.path().join("probe")).unwrap();
+        let supported = set_direct(&probe, true);
+        let bytes = pattern(4 * STAGE_LEN + 123);
+        let (back, direct) = write_in_pieces(&bytes, 9);
+        assert!(back == bytes);
+        assert_eq!(direct, supported && Stage::new().aligned());
+    }
+
+    #[test]
+    fn small_files_never_switch_to_direct_io() {
+        let bytes = pattern(STAGE_LEN - 1);
+        let (back, direct) = write_in_pieces(&bytes, 3);
+        assert!(back == bytes && !direct);
+    }
+
+    #[test]
+    fn the_tail_after_direct_blocks_is_written_through_the_page_cache() {
+        // After `finish`, O_DIRECT is off again: an unaligned write works.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let file = File::create(&path).unwrap();
+        let mut out = Output::new(file.try_clone().unwrap());
+        out.write(&pattern(2 * STAGE_LEN + 5)).unwrap();
+        out.finish().unwrap();
+        file.write_all_at(b"xyz", 7).unwrap();
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            2 * STAGE_LEN as u64 + 5
+        );
+    }
+}
