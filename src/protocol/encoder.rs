@@ -17,6 +17,9 @@ use std::io::{self, Write};
 /// File bytes hex-encoded at a time (512 KiB of hex).
 pub const CHUNK_LEN: usize = 256 * 1024;
 
+/// How far past the chunk being encoded the kernel is asked to read ahead.
+const READ_AHEAD: usize = 4 * CHUNK_LEN;
+
 /// What follows the hex: the end of the string, of the object, and a newline.
 const TAIL: &[u8] = b"\"}\n";
 
@@ -185,6 +188,16 @@ impl FileDataEncoder {
         let needed = hex_end + if last { TAIL.len() } else { 0 };
         if needed > self.buf.len() {
             return Err(io::Error::other("FILE_DATA buffer too small"));
+        }
+        if let FileSource::Mapped(m) = &self.source {
+            // Start reading the chunks after this one from disk now, so the
+            // encode below (on the loop) finds them in memory rather than
+            // waiting on a page fault: a file just downloaded with direct
+            // I/O, or long unread, is not in the page cache.
+            let ahead = (bytes.len() - stop).min(READ_AHEAD);
+            if ahead > 0 {
+                let _ = m.advise_range(memmap2::Advice::WillNeed, stop, ahead);
+            }
         }
         if len > 0 {
             faster_hex::hex_encode(&bytes[start..stop], &mut self.buf[hex_start..hex_end])
