@@ -51,7 +51,7 @@ pub const MAX_WRITERS: usize = 16;
 
 /// Size of a direct-I/O block, and the least a file must have for direct
 /// I/O to be tried.
-pub const STAGE_LEN: usize = 512 * 1024;
+pub const STAGE_LEN: usize = 1024 * 1024;
 
 /// Alignment of direct-I/O memory, offsets and lengths: the largest logical
 /// block size of common devices.
