@@ -53,6 +53,8 @@ pub struct PartialSink {
     writer: Option<Box<Writer>>,
     /// Given to the writer thread, to wake the loop when there is room.
     waker: Option<Arc<Waker>>,
+    /// The writer may use direct I/O (and its block buffers).
+    direct: bool,
 }
 
 /// Socket reads of 1 MiB keep large transfers fast (the driver's shared
@@ -69,15 +71,27 @@ impl PartialSink {
             len: 0,
             writer: None,
             waker: None,
+            direct: false,
         }
     }
 
     /// The same, with a waker the writer thread calls when a connection
-    /// parked by [`park`](PartialSink::park) may read again.
+    /// parked by [`park`](PartialSink::park) may read again (an inbound
+    /// push: written through the page cache).
     pub fn with_waker(dir: PathBuf, waker: Arc<Waker>) -> Self {
         Self {
             waker: Some(waker),
             ..Self::new(dir)
+        }
+    }
+
+    /// A sink for one of our own downloads: like
+    /// [`with_waker`](PartialSink::with_waker), and a large file is
+    /// written with direct I/O (see [`crate::net::file_writer`]).
+    pub fn for_download(dir: PathBuf, waker: Arc<Waker>) -> Self {
+        Self {
+            direct: true,
+            ..Self::with_waker(dir, waker)
         }
     }
 
@@ -112,7 +126,11 @@ impl DataSink for PartialSink {
             return Ok(());
         }
         if self.partial.is_none() && self.writer.is_none() {
-            match Writer::start(PartialFile::create(&self.dir)?, self.waker.clone()) {
+            match Writer::start(
+                PartialFile::create(&self.dir)?,
+                self.waker.clone(),
+                self.direct,
+            ) {
                 Started::Running(w) => self.writer = Some(Box::new(w)),
                 Started::Busy(partial) => self.partial = Some(partial),
                 Started::Failed(e) => {
@@ -470,7 +488,7 @@ mod tests {
                 bytes.extend_from_slice(&buf);
                 buf = sink.write_buffer(std::mem::take(&mut buf)).unwrap();
                 let w = sink.writer.as_ref().unwrap();
-                assert!(w.flow.in_flight.load(Ordering::Acquire) <= WRITER_DEPTH);
+                assert!(w.flow.in_flight.load(Ordering::SeqCst) <= WRITER_DEPTH);
             }
             if parks >= 3 {
                 break;
@@ -484,12 +502,59 @@ mod tests {
     }
 
     #[test]
+    fn one_read_hands_the_writer_at_most_max_sends_per_read_buffers() {
+        /// Counts hand-overs since `reset`.
+        #[derive(Default)]
+        struct Counting(usize);
+        impl DataSink for Counting {
+            fn write_data(&mut self, _: &[u8]) -> io::Result<()> {
+                self.0 += 1;
+                Ok(())
+            }
+            fn write_buffer(&mut self, buf: Vec<u8>) -> io::Result<Vec<u8>> {
+                self.0 += 1;
+                Ok(buf)
+            }
+        }
+        let payload = vec![0xa5u8; 3 * DATA_BUFFER_LEN + 17];
+        let msg = format!(
+            "{{\"type\":\"FILE_DATA\",\"data\":\"{}\"}}",
+            faster_hex::hex_string(&payload)
+        );
+        let header = msg.find(":\"").unwrap() + 2;
+        // First reads of every parity and fill level, then full reads.
+        for first in [
+            1,
+            2,
+            3,
+            header + 1,
+            header + 2 * DATA_BUFFER_LEN - 1,
+            READ_BUF_LEN,
+        ] {
+            let mut decoder = MessageDecoder::new(DecoderLimits::default());
+            let mut sink = Counting::default();
+            let mut rest = msg.as_bytes();
+            let mut most = 0;
+            let mut take = first;
+            while !rest.is_empty() {
+                let (read, next) = rest.split_at(take.min(rest.len()));
+                sink.0 = 0;
+                decoder.feed(read, &mut sink).unwrap();
+                most = most.max(sink.0);
+                rest = next;
+                take = READ_BUF_LEN;
+            }
+            assert!(most <= MAX_SENDS_PER_READ, "{most} hand-overs in one read");
+        }
+    }
+
+    #[test]
     fn a_writer_that_ended_never_leaves_the_reader_parked() {
         let dir = tempfile::tempdir().unwrap();
         let mut sink = PartialSink::new(dir.path().to_path_buf());
         sink.write_data(&[1u8; 1000]).unwrap();
         let w = sink.writer.as_ref().unwrap();
-        w.flow.in_flight.store(WRITER_DEPTH, Ordering::Release);
+        w.flow.in_flight.store(WRITER_DEPTH, Ordering::SeqCst);
         assert!(!sink.has_room());
         w.cancel.store(true, Ordering::Relaxed);
         // Wake the thread with one more buffer: it sees the cancel and ends.
@@ -514,7 +579,13 @@ mod tests {
         }
         assert_eq!(names_in(dir.path()).len(), 1);
         drop(sink);
-        assert!(names_in(dir.path()).is_empty());
+        // The writer thread ends on its own (the loop does not wait for
+        // it) and its temp file goes with it.
+        let t = Instant::now();
+        while !names_in(dir.path()).is_empty() {
+            assert!(t.elapsed().as_secs() < 10, "the temp file is still there");
+            thread::sleep(std::time::Duration::from_millis(2));
+        }
     }
 
     #[test]

@@ -716,7 +716,7 @@ impl Driver {
                     source: from.0,
                     request_pos: 0,
                     decoder: MessageDecoder::new(self.limits()),
-                    sink: PartialSink::with_waker(self.settings.dir.clone(), self.waker.clone()),
+                    sink: PartialSink::for_download(self.settings.dir.clone(), self.waker.clone()),
                     received: 0,
                 }));
                 self.connect_to(to, role);

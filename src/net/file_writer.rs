@@ -98,7 +98,10 @@ pub(crate) struct Flow {
 
 impl Flow {
     fn wake_if_parked(&self) {
-        if self.parked.swap(false, Ordering::AcqRel) {
+        // SeqCst here and in `park`/`has_room`: "I parked, then looked" on
+        // one side and "I made room, then looked" on the other must not both
+        // miss each other (a store then a load: acquire/release allows it).
+        if self.parked.swap(false, Ordering::SeqCst) {
             if let Some(w) = &self.waker {
                 // A failed wake leaves the connection to its idle timeout.
                 let _ = w.wake();
@@ -113,14 +116,15 @@ struct EndGuard(Arc<Flow>);
 
 impl Drop for EndGuard {
     fn drop(&mut self) {
-        self.0.ended.store(true, Ordering::Release);
+        self.0.ended.store(true, Ordering::SeqCst);
         self.0.wake_if_parked();
     }
 }
 
 /// A writer thread and its channels. Dropped before the data ended (a
-/// failed message), it tells the thread to drop what is queued and waits
-/// for it; the thread's temp file removes itself.
+/// failed message), it tells the thread to drop what is queued and lets it
+/// end on its own (the loop does not wait on a disk); the thread's temp
+/// file removes itself and its slot is freed when it ends.
 pub struct Writer {
     /// Filled buffers, in order.
     full: Option<SyncSender<Vec<u8>>>,
@@ -130,8 +134,6 @@ pub struct Writer {
     pub(crate) cancel: Arc<AtomicBool>,
     pub(crate) flow: Arc<Flow>,
     handle: Option<thread::JoinHandle<io::Result<(PartialFile, FileHasher)>>>,
-    /// Held for the writer's life (declared last: freed after the join).
-    _slot: WriterSlot,
 }
 
 /// What [`Writer::start`] made of a temp file.
@@ -147,8 +149,11 @@ pub enum Started {
 impl Writer {
     /// Starts a thread that hashes and writes queued buffers into
     /// `partial`, waking the loop through `waker` when a parked
-    /// connection may read again.
-    pub fn start(partial: PartialFile, waker: Option<Arc<Waker>>) -> Started {
+    /// connection may read again. `direct`: a file past [`STAGE_LEN`] may
+    /// be written with direct I/O (our own downloads; not unsolicited
+    /// pushes, whose block buffers would be memory any peer could make us
+    /// hold).
+    pub fn start(partial: PartialFile, waker: Option<Arc<Waker>>, direct: bool) -> Started {
         let Some(slot) = WriterSlot::take() else {
             return Started::Busy(partial);
         };
@@ -167,8 +172,9 @@ impl Writer {
         let spawned = thread::Builder::new()
             .name("file-writer".into())
             .spawn(move || {
-                let guard = guard;
-                hash_and_write(partial, queued, done, &stop, &guard.0)
+                // Both freed when the thread ends, whoever waits for it.
+                let (guard, _slot) = (guard, slot);
+                hash_and_write(partial, queued, done, &stop, &guard.0, direct)
             });
         match spawned {
             Ok(handle) => Started::Running(Writer {
@@ -177,7 +183,6 @@ impl Writer {
                 cancel,
                 flow,
                 handle: Some(handle),
-                _slot: slot,
             }),
             Err(e) => Started::Failed(e),
         }
@@ -196,7 +201,7 @@ impl Writer {
         let Some(full) = self.full.as_ref() else {
             return false;
         };
-        self.flow.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.flow.in_flight.fetch_add(1, Ordering::SeqCst);
         full.send(buf).is_ok()
     }
 
@@ -209,15 +214,15 @@ impl Writer {
 
     /// Whether one more read's worth of buffers fits in the queue.
     pub fn has_room(&self) -> bool {
-        self.flow.ended.load(Ordering::Acquire)
-            || self.flow.in_flight.load(Ordering::Acquire) + MAX_SENDS_PER_READ <= WRITER_DEPTH
+        self.flow.ended.load(Ordering::SeqCst)
+            || self.flow.in_flight.load(Ordering::SeqCst) + MAX_SENDS_PER_READ <= WRITER_DEPTH
     }
 
     /// Asks the thread to wake the loop once there is room; false if there
     /// is room already. Asked before the check again, so a buffer finished
     /// in between is not missed.
     pub fn park(&self) -> bool {
-        self.flow.parked.store(true, Ordering::Release);
+        self.flow.parked.store(true, Ordering::SeqCst);
         !self.has_room()
     }
 
@@ -234,10 +239,11 @@ impl Writer {
 
 impl Drop for Writer {
     fn drop(&mut self) {
-        if let Some(handle) = self.handle.take() {
-            self.cancel.store(true, Ordering::Relaxed);
+        if self.handle.take().is_some() {
+            // Detached: it sees the cancel at its next buffer, or the closed
+            // queue, and ends without writing more.
+            self.cancel.store(true, Ordering::SeqCst);
             drop(self.full.take());
-            let _ = handle.join();
         }
     }
 }
@@ -249,19 +255,25 @@ fn hash_and_write(
     done: Sender<Vec<u8>>,
     stop: &AtomicBool,
     flow: &Flow,
+    direct: bool,
 ) -> io::Result<(PartialFile, FileHasher)> {
+    let cancelled = || io::Error::other("cancelled");
     let mut hasher = FileHasher::new();
-    let mut out = Output::new(partial.file().try_clone()?);
+    let mut out = Output::new(Arc::new(partial.file().try_clone()?), direct);
     for buf in queued {
-        if stop.load(Ordering::Relaxed) {
-            return Err(io::Error::other("cancelled"));
+        if stop.load(Ordering::SeqCst) {
+            return Err(cancelled());
         }
         hasher.update(&buf);
         out.write(&buf)?;
         // The sink may be gone already; the buffer is then freed.
         let _ = done.send(buf);
-        flow.in_flight.fetch_sub(1, Ordering::AcqRel);
+        flow.in_flight.fetch_sub(1, Ordering::SeqCst);
         flow.wake_if_parked();
+    }
+    // The queue closes on `finish` and on a cancel alike.
+    if stop.load(Ordering::SeqCst) {
+        return Err(cancelled());
     }
     out.finish()?;
     Ok((partial, hasher))
@@ -298,85 +310,114 @@ impl Stage {
 
 /// How [`Output`] writes.
 enum Mode {
-    /// Filling the first block: direct I/O not tried yet.
-    Staging,
-    /// Direct I/O on: full blocks go to the block-writer thread.
-    Direct(BlockWriter),
-    /// Through the page cache (small file done, or direct I/O refused).
+    /// Through the page cache: the first [`STAGE_LEN`] bytes, pushes, and
+    /// files where direct I/O was refused.
     Buffered,
+    /// Direct I/O: bytes are staged and full blocks go to the block-writer
+    /// thread.
+    Direct {
+        blocks: BlockWriter,
+        stage: Stage,
+        fill: usize,
+    },
 }
 
 /// Writes a download's bytes at increasing offsets, directly or buffered.
 struct Output {
-    file: File,
+    file: Arc<File>,
     /// Bytes handed to the file so far (the offset of the next write).
     offset: u64,
-    stage: Stage,
-    fill: usize,
     mode: Mode,
+    /// Direct I/O may still be tried (once, past the first block).
+    may_go_direct: bool,
     /// Offset up to which writeback of buffered bytes has been started.
     flushed: u64,
 }
 
 impl Output {
-    fn new(file: File) -> Output {
+    fn new(file: Arc<File>, direct: bool) -> Output {
         Output {
             file,
             offset: 0,
-            stage: Stage::new(),
-            fill: 0,
-            mode: Mode::Staging,
+            mode: Mode::Buffered,
+            may_go_direct: direct,
             flushed: 0,
         }
     }
 
     fn write(&mut self, mut bytes: &[u8]) -> io::Result<()> {
-        if matches!(self.mode, Mode::Buffered) {
-            self.file.write_all_at(bytes, self.offset)?;
-            self.offset += bytes.len() as u64;
-            start_writeback(&self.file, &mut self.flushed, self.offset);
-            return Ok(());
+        if self.may_go_direct
+            && self.offset >= STAGE_LEN as u64
+            && self.offset.is_multiple_of(DIRECT_ALIGN as u64)
+        {
+            self.may_go_direct = false;
+            self.go_direct();
         }
-        while !bytes.is_empty() {
-            let n = (STAGE_LEN - self.fill).min(bytes.len());
-            self.stage.bytes_mut()[self.fill..self.fill + n].copy_from_slice(&bytes[..n]);
-            self.fill += n;
-            bytes = &bytes[n..];
-            if self.fill == STAGE_LEN {
-                self.block_full()?;
+        match &mut self.mode {
+            Mode::Buffered => {
+                self.file.write_all_at(bytes, self.offset)?;
+                self.offset += bytes.len() as u64;
+                start_writeback(&self.file, &mut self.flushed, self.offset);
+            }
+            Mode::Direct {
+                blocks,
+                stage,
+                fill,
+            } => {
+                while !bytes.is_empty() {
+                    let n = (STAGE_LEN - *fill).min(bytes.len());
+                    stage.bytes_mut()[*fill..*fill + n].copy_from_slice(&bytes[..n]);
+                    *fill += n;
+                    bytes = &bytes[n..];
+                    if *fill == STAGE_LEN {
+                        blocks.send(stage, self.offset)?;
+                        self.offset += STAGE_LEN as u64;
+                        *fill = 0;
+                    }
+                }
             }
         }
         Ok(())
     }
 
-    /// A whole block is staged: the first one decides the mode.
-    fn block_full(&mut self) -> io::Result<()> {
-        if matches!(self.mode, Mode::Staging) {
-            self.mode = match self.stage.aligned() && set_direct(&self.file, true) {
-                true => Mode::Direct(BlockWriter::start(self.file.try_clone()?)?),
-                false => Mode::Buffered,
+    /// Switches to direct I/O if everything it needs is there (an aligned
+    /// block, the block-writer thread, the file system's consent); else
+    /// stays buffered. Only at an aligned offset, with nothing staged.
+    fn go_direct(&mut self) {
+        let stage = Stage::new();
+        if !stage.aligned() {
+            return;
+        }
+        let Ok(blocks) = BlockWriter::start(self.file.clone()) else {
+            return;
+        };
+        if set_direct(&self.file, true) {
+            self.mode = Mode::Direct {
+                blocks,
+                stage,
+                fill: 0,
             };
         }
-        match &mut self.mode {
-            Mode::Direct(w) => w.send(&mut self.stage, self.offset)?,
-            _ => self.file.write_all_at(self.stage.bytes(), self.offset)?,
-        }
-        self.offset += STAGE_LEN as u64;
-        self.fill = 0;
-        Ok(())
     }
 
     /// Writes what is staged (through the page cache: any length) after
     /// every direct block has landed.
     fn finish(mut self) -> io::Result<()> {
-        if let Mode::Direct(w) = std::mem::replace(&mut self.mode, Mode::Buffered) {
-            w.finish()?;
-            set_direct(&self.file, false);
-        }
-        if self.fill > 0 {
+        if let Mode::Direct {
+            blocks,
+            stage,
+            fill,
+        } = std::mem::replace(&mut self.mode, Mode::Buffered)
+        {
+            blocks.finish()?;
+            if !set_direct(&self.file, false) {
+                return Err(io::Error::other(
+                    "cannot turn direct I/O off for the file's tail",
+                ));
+            }
             self.file
-                .write_all_at(&self.stage.bytes()[..self.fill], self.offset)?;
-            self.offset += self.fill as u64;
+                .write_all_at(&stage.bytes()[..fill], self.offset)?;
+            self.offset += fill as u64;
         }
         Ok(())
     }
@@ -397,7 +438,7 @@ struct BlockWriter {
 }
 
 impl BlockWriter {
-    fn start(file: File) -> io::Result<BlockWriter> {
+    fn start(file: Arc<File>) -> io::Result<BlockWriter> {
         let (blocks, queued) = mpsc::sync_channel::<(Stage, u64)>(1);
         let (back, free) = mpsc::channel::<Stage>();
         let handle = thread::Builder::new()
@@ -545,75 +586,93 @@ mod tests {
         (0..len).map(|i| (i * 31 + i / 4093) as u8).collect()
     }
 
-    /// Writes `bytes` through an [`Output`] in random pieces; the file.
-    fn write_in_pieces(bytes: &[u8], seed: u64) -> (Vec<u8>, bool) {
+    /// Writes `bytes` through an [`Output`] in random pieces (whole
+    /// decoder buffers when `whole`); the file, and whether it went direct.
+    fn write_in_pieces(bytes: &[u8], seed: u64, direct: bool, whole: bool) -> (Vec<u8>, bool) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         let file = File::create(&path).unwrap();
-        let mut out = Output::new(file);
+        let mut out = Output::new(Arc::new(file), direct);
         let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
         let mut rest = bytes;
+        let mut went_direct = false;
         while !rest.is_empty() {
-            let n = rng.gen_range(1..=rest.len().min(3 * DATA_BUFFER_LEN));
+            let n = if whole {
+                DATA_BUFFER_LEN.min(rest.len())
+            } else {
+                rng.gen_range(1..=rest.len().min(3 * DATA_BUFFER_LEN))
+            };
             out.write(&rest[..n]).unwrap();
+            went_direct |= matches!(out.mode, Mode::Direct { .. });
             rest = &rest[n..];
         }
-        let direct = matches!(out.mode, Mode::Direct(_));
         out.finish().unwrap();
-        (std::fs::read(&path).unwrap(), direct)
+        (std::fs::read(&path).unwrap(), went_direct)
     }
 
+    const SIZES: [usize; 8] = [
+        0,
+        1,
+        STAGE_LEN - 1,
+        STAGE_LEN,
+        STAGE_LEN + 1,
+        STAGE_LEN + DATA_BUFFER_LEN,
+        3 * STAGE_LEN + 4097,
+        7 * STAGE_LEN,
+    ];
+
     #[test]
-    fn every_size_round_trips_whatever_the_pieces() {
-        for (k, len) in [
-            0,
-            1,
-            STAGE_LEN - 1,
-            STAGE_LEN,
-            STAGE_LEN + 1,
-            3 * STAGE_LEN + 4097,
-            7 * STAGE_LEN,
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            let bytes = pattern(len);
-            let (back, _) = write_in_pieces(&bytes, k as u64);
-            assert!(back == bytes, "{len} bytes came back different");
+    fn every_size_round_trips_whatever_the_pieces_direct_or_not() {
+        for direct in [false, true] {
+            for whole in [false, true] {
+                for (k, len) in SIZES.into_iter().enumerate() {
+                    let bytes = pattern(len);
+                    let (back, _) = write_in_pieces(&bytes, k as u64, direct, whole);
+                    assert!(
+                        back == bytes,
+                        "{len} bytes (direct {direct}, whole buffers {whole}) came back different"
+                    );
+                }
+            }
         }
     }
 
     #[test]
-    fn large_files_use_direct_io_where_the_file_system_has_it() {
+    fn large_downloads_use_direct_io_where_the_file_system_has_it() {
         let dir = tempfile::tempdir().unwrap();
         let probe = File::create(dir.path().join("probe")).unwrap();
         let supported = set_direct(&probe, true);
         let bytes = pattern(4 * STAGE_LEN + 123);
-        let (back, direct) = write_in_pieces(&bytes, 9);
+        let (back, direct) = write_in_pieces(&bytes, 9, true, true);
         assert!(back == bytes);
         assert_eq!(direct, supported && Stage::new().aligned());
-    }
-
-    #[test]
-    fn small_files_never_switch_to_direct_io() {
-        let bytes = pattern(STAGE_LEN - 1);
-        let (back, direct) = write_in_pieces(&bytes, 3);
+        // Never for a sink that may not.
+        let (back, direct) = write_in_pieces(&bytes, 9, false, true);
         assert!(back == bytes && !direct);
     }
 
     #[test]
-    fn the_tail_after_direct_blocks_is_written_through_the_page_cache() {
-        // After `finish`, O_DIRECT is off again: an unaligned write works.
+    fn small_files_never_switch_to_direct_io() {
+        let bytes = pattern(STAGE_LEN);
+        let (back, direct) = write_in_pieces(&bytes, 3, true, true);
+        assert!(back == bytes && !direct);
+    }
+
+    #[test]
+    fn after_finish_direct_io_is_off_and_the_tail_is_in_place() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
-        let file = File::create(&path).unwrap();
-        let mut out = Output::new(file.try_clone().unwrap());
-        out.write(&pattern(2 * STAGE_LEN + 5)).unwrap();
+        let file = Arc::new(File::create(&path).unwrap());
+        let mut out = Output::new(file.clone(), true);
+        let bytes = pattern(3 * STAGE_LEN + 5);
+        for piece in bytes.chunks(DATA_BUFFER_LEN) {
+            out.write(piece).unwrap();
+        }
         out.finish().unwrap();
+        // An unaligned write works again (O_DIRECT would refuse it).
         file.write_all_at(b"xyz", 7).unwrap();
-        assert_eq!(
-            std::fs::metadata(&path).unwrap().len(),
-            2 * STAGE_LEN as u64 + 5
-        );
+        let mut want = bytes;
+        want[7..10].copy_from_slice(b"xyz");
+        assert!(std::fs::read(&path).unwrap() == want);
     }
 }

@@ -84,6 +84,8 @@ pub struct FileDataEncoder {
     /// The chunk in `buf` is the last one (the tail follows its hex).
     last: bool,
     done: bool,
+    /// The kernel was asked to read the mapping ahead up to here.
+    advised_to: usize,
 }
 
 impl FileDataEncoder {
@@ -112,6 +114,7 @@ impl FileDataEncoder {
             loaded: false,
             last: false,
             done: false,
+            advised_to: 0,
         }
     }
 
@@ -194,9 +197,12 @@ impl FileDataEncoder {
             // encode below (on the loop) finds them in memory rather than
             // waiting on a page fault: a file just downloaded with direct
             // I/O, or long unread, is not in the page cache.
-            let ahead = (bytes.len() - stop).min(READ_AHEAD);
-            if ahead > 0 {
-                let _ = m.advise_range(memmap2::Advice::WillNeed, stop, ahead);
+            // Only what no earlier call asked for.
+            let from = stop.max(self.advised_to);
+            let to = (stop + READ_AHEAD).min(bytes.len());
+            if to > from {
+                let _ = m.advise_range(memmap2::Advice::WillNeed, from, to - from);
+                self.advised_to = to;
             }
         }
         if len > 0 {
