@@ -14,13 +14,14 @@
 //! - **Direct I/O for large files.** A buffered `write()` into ext4's page
 //!   cache costs about 3 CPU-seconds per GiB here (page allocation, memcg
 //!   accounting, delayed allocation), more than hashing and decoding
-//!   together; with `O_DIRECT` the device copies the bytes itself. The bytes
-//!   are staged in aligned blocks of [`STAGE_LEN`]; once the first block is
-//!   full the file switches to `O_DIRECT` and a second thread writes the
-//!   blocks while the first hashes the next, so the hash and the device
-//!   overlap. Files smaller than one block, file systems that refuse
-//!   `O_DIRECT`, and the unaligned tail of every file are written through
-//!   the page cache as before. Either way the commit's fsync makes the file
+//!   together; with `O_DIRECT` the device copies the bytes itself. Once a
+//!   download passes its first [`STAGE_LEN`] the file switches to
+//!   `O_DIRECT`: the bytes are staged in aligned blocks of that size and a
+//!   second thread writes them while the first hashes the next, so the
+//!   hash and the device overlap. The first block, file systems that refuse `O_DIRECT` or live
+//!   in memory (tmpfs: there it is only a slower copy), unsolicited pushes,
+//!   and the unaligned tail of every file are written through the page
+//!   cache as before. Either way the commit's fsync makes the file
 //!   durable.
 
 use crate::net::conn::READ_BUF_LEN;
@@ -384,6 +385,9 @@ impl Output {
     /// block, the block-writer thread, the file system's consent); else
     /// stays buffered. Only at an aligned offset, with nothing staged.
     fn go_direct(&mut self) {
+        if in_memory(&self.file) {
+            return;
+        }
         let stage = Stage::new();
         if !stage.aligned() {
             return;
@@ -551,6 +555,33 @@ fn set_direct(_file: &File, _on: bool) -> bool {
     false
 }
 
+/// Whether the file lives in memory (tmpfs, ramfs): there direct I/O is
+/// only a slower copy into new pages (measured: 2.4 CPU-s per GiB against
+/// 0.5 buffered), so it is not used.
+#[cfg(target_os = "linux")]
+fn in_memory(file: &File) -> bool {
+    use std::os::unix::io::AsRawFd;
+    const TMPFS_MAGIC: i64 = 0x0102_1994;
+    const RAMFS_MAGIC: i64 = 0x8584_58f6;
+    let mut st = std::mem::MaybeUninit::<libc::statfs>::zeroed();
+    // SAFETY: fstatfs fills the struct for a descriptor we own.
+    #[allow(unsafe_code)]
+    let st = unsafe {
+        if libc::fstatfs(file.as_raw_fd(), st.as_mut_ptr()) != 0 {
+            return false;
+        }
+        st.assume_init()
+    };
+    #[allow(clippy::unnecessary_cast)]
+    let kind = st.f_type as i64;
+    kind == TMPFS_MAGIC || kind == RAMFS_MAGIC
+}
+
+#[cfg(not(target_os = "linux"))]
+fn in_memory(_file: &File) -> bool {
+    false
+}
+
 /// Starts the disk writeback of the bytes written since the last call once
 /// [`WRITEBACK_STEP`] of them are pending (Linux; elsewhere a no-op).
 /// Only a hint: the final fsync is what makes the file durable.
@@ -645,7 +676,8 @@ mod tests {
         let bytes = pattern(4 * STAGE_LEN + 123);
         let (back, direct) = write_in_pieces(&bytes, 9, true, true);
         assert!(back == bytes);
-        assert_eq!(direct, supported && Stage::new().aligned());
+        let memory = in_memory(&probe);
+        assert_eq!(direct, supported && Stage::new().aligned() && !memory);
         // Never for a sink that may not.
         let (back, direct) = write_in_pieces(&bytes, 9, false, true);
         assert!(back == bytes && !direct);
