@@ -27,6 +27,10 @@ pub struct PeerState {
     pub last_replied: Option<Time>,
     /// When we last forwarded one of its GOSSIPs.
     pub last_forwarded: Option<Time>,
+    /// When we started tracking it (this time: an expiry starts over).
+    pub tracked_since: Time,
+    /// When its last GOSSIP_REPLY (the files it holds) reached us.
+    pub last_files: Option<Time>,
 }
 
 /// What `track` did.
@@ -80,6 +84,8 @@ impl Membership {
                 last_seen: now,
                 last_replied: None,
                 last_forwarded: None,
+                tracked_since: now,
+                last_files: None,
             },
         );
         (Tracked::New, evicted)
@@ -164,6 +170,34 @@ impl Membership {
             .take(n)
             .map(|(id, p)| ((*id).clone(), p.addr.clone()))
             .collect()
+    }
+
+    /// Like [`Membership::random_peers`], but by rank: peers of rank 0
+    /// first (in random order), then rank 1, and so on.
+    pub fn random_peers_ranked(
+        &self,
+        rng: &mut impl RngCore,
+        n: usize,
+        rank: impl Fn(&PeerState) -> u8,
+    ) -> Vec<(PeerId, PeerAddr)> {
+        let mut all: Vec<(u8, &PeerId, &PeerState)> =
+            self.peers.iter().map(|(id, p)| (rank(p), id, p)).collect();
+        // Stable: within a rank the map's order, then shuffled per rank.
+        all.sort_by_key(|e| e.0);
+        let mut out = Vec::with_capacity(n);
+        for group in all.chunk_by_mut(|a, b| a.0 == b.0) {
+            if out.len() >= n {
+                break;
+            }
+            let k = (n - out.len()).min(group.len());
+            let (chosen, _) = group.partial_shuffle(rng, k);
+            out.extend(
+                chosen
+                    .iter()
+                    .map(|(_, id, p)| ((*id).clone(), p.addr.clone())),
+            );
+        }
+        out
     }
 
     /// Every tracked peer, sorted by id.
