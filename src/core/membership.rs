@@ -51,6 +51,9 @@ pub enum Tracked {
 #[derive(Debug, Default)]
 pub struct Membership {
     peers: BTreeMap<PeerId, PeerState>,
+    /// The tracked peerIds, sorted: random choices pick indices here, so a
+    /// forward (the most frequent operation) does not walk the table.
+    ids: Vec<PeerId>,
 }
 
 impl Membership {
@@ -74,8 +77,12 @@ impl Membership {
         if self.peers.len() >= MAX_PEERS {
             if let Some(oldest) = self.longest_silent() {
                 self.peers.remove(&oldest);
+                self.forget_id(&oldest);
                 evicted = Some(oldest);
             }
+        }
+        if let Err(at) = self.ids.binary_search(id) {
+            self.ids.insert(at, id.clone());
         }
         self.peers.insert(
             id.clone(),
@@ -89,6 +96,12 @@ impl Membership {
             },
         );
         (Tracked::New, evicted)
+    }
+
+    fn forget_id(&mut self, id: &PeerId) {
+        if let Ok(at) = self.ids.binary_search(id) {
+            self.ids.remove(at);
+        }
     }
 
     fn longest_silent(&self) -> Option<PeerId> {
@@ -145,30 +158,30 @@ impl Membership {
             .collect();
         for id in &dead {
             self.peers.remove(id);
+            self.forget_id(id);
         }
         dead
     }
 
-    /// Up to `n` random tracked peers, excluding `except`. The candidates
-    /// are taken in peerId order (the map's), so a seeded RNG gives the
-    /// same choice every run. Only a random prefix of `n + except.len()`
-    /// is compared with `except` and only the `n` chosen are cloned: the
-    /// first `n` non-excluded peers of a uniformly random order are a
-    /// uniform choice, and this runs on every forward.
+    /// Up to `n` random tracked peers, excluding `except`. Indices into
+    /// the sorted ids, so a seeded RNG gives the same choice every run.
+    /// Only `n + except.len()` random indices are drawn (in random order)
+    /// and compared with `except`: the first `n` non-excluded peers of a
+    /// uniformly random order are a uniform choice, and this runs on every
+    /// forward.
     pub fn random_peers(
         &self,
         rng: &mut impl RngCore,
         n: usize,
         except: &[&PeerId],
     ) -> Vec<(PeerId, PeerAddr)> {
-        let mut all: Vec<(&PeerId, &PeerState)> = self.peers.iter().collect();
-        let m = (n + except.len()).min(all.len());
-        let (prefix, _) = all.partial_shuffle(rng, m);
-        prefix
-            .iter()
-            .filter(|(id, _)| !except.contains(id))
+        let m = (n + except.len()).min(self.ids.len());
+        rand::seq::index::sample(rng, self.ids.len(), m)
+            .into_iter()
+            .map(|k| &self.ids[k])
+            .filter(|id| !except.contains(id))
             .take(n)
-            .map(|(id, p)| ((*id).clone(), p.addr.clone()))
+            .filter_map(|id| self.peers.get(id).map(|p| (id.clone(), p.addr.clone())))
             .collect()
     }
 
