@@ -548,28 +548,11 @@ impl Peer {
                     return;
                 }
                 self.track(now, &peer_id, &host, port);
-                // Its files reached us. If we never sent it ours since we
-                // began tracking it (it learned of us through someone
-                // else's forward, or its GOSSIP never reached us), it will
-                // not have them until its next round reaches us and our
-                // reply gets through: send our GOSSIP_REPLY back now, once
-                // per tracking (`last_replied` is then set, so a peer
-                // answering this never answers back: no ping-pong).
-                let owed = self.members.get_mut(&peer_id).and_then(|p| {
+                if let Some(p) = self.members.get_mut(&peer_id) {
                     p.last_files = Some(now);
-                    if p.last_replied.is_none() {
-                        p.last_replied = Some(now);
-                        Some(p.addr.clone())
-                    } else {
-                        None
-                    }
-                });
+                }
                 if self.catalog.set_holdings(&peer_id, &files) {
                     self.effects.push(Effect::Persist);
-                }
-                if let Some(to) = owed {
-                    let msg = self.own_reply();
-                    self.effects.push(Effect::Send { to, msg });
                 }
                 if self.cfg.auto_fetch > 0 && !self.auto_fetch_started && !self.auto_fetch_early {
                     // Let the other replies of this round arrive first.
@@ -1393,24 +1376,6 @@ mod tests {
                 _ => None,
             })
             .collect()
-    }
-
-    #[test]
-    fn a_peer_whose_files_came_before_we_answered_it_gets_ours_once() {
-        let mut p = peer();
-        p.start(Time(0));
-        p.take_effects();
-        p.on_message(Time(10), reply_from("q", 9001));
-        let first = p.take_effects();
-        assert!(sends(&first).contains(&(9001, "GOSSIP_REPLY", String::new())));
-        // Once per tracking, and never in answer to that answer.
-        p.on_message(Time(20), reply_from("q", 9001));
-        assert!(sends(&p.take_effects()).is_empty());
-        // A peer we already answered gets nothing extra.
-        p.on_message(Time(30), gossip_from("r", 9002, "g-r"));
-        p.take_effects();
-        p.on_message(Time(40), reply_from("r", 9002));
-        assert!(sends(&p.take_effects()).is_empty());
     }
 
     #[test]
