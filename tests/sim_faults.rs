@@ -463,25 +463,25 @@ impl Run {
 
 /// Liveness bounds after the last heal, in gossip intervals, for the
 /// sweep's 10 % loss with the protocol's timers (gossip 30 s, peer timeout
-/// 60 s). The issue asks for 3; measured over the 200 seeds (see README,
-/// "Simulated network under faults"), with the core's catch-up after a
-/// heal:
+/// 60 s). The issue asks for 3; measured over the sweep's 200 seeds (see
+/// README, "Simulated network under faults"), with the core's catch-up
+/// after a heal:
 ///
-/// - membership: median 2.06, p99 4.60, worst 5.80 intervals; 37 seeds of
+/// - membership: median 2.02, p99 4.66, worst 5.48 intervals; 41 seeds of
 ///   200 over 3. What is left is not the heal but false expiries: with a
 ///   peer timeout of only two intervals, a pair drops each other when two
 ///   rounds' worth of GOSSIPs and replies between them are all lost
-///   (possible at 10 % loss among 9 900 pairs), and until the next
+///   (which happens among 9 900 pairs at 10 % loss), and until the next
 ///   GOSSIP re-tracks them "every peer tracks every other" does not hold.
-///   At 5 % loss: worst 3.78, 4 seeds of 200 over 3; with a 120 s timeout
-///   at 10 %: worst 2.96 over 40 seeds.
-/// - files: median 3.10, p99 5.44, worst 6.54 intervals; 110 of 200 over 3
-///   (before the catch-up, on 40 seeds: median 4.34, worst 8.54). A peer
+///   With a 120 s timeout the worst of 40 seeds was 2.96; at 5 % loss,
+///   3.76 (3 of 100 seeds over 3); at 1 %, 2.68.
+/// - files: median 3.24, p99 5.72, worst 6.24 intervals; 130 of 200 over 3
+///   (before the catch-up, 40 seeds: median 4.34, worst 8.54). A peer
 ///   learns a holder's files only from that holder's GOSSIP_REPLY to one
 ///   of its GOSSIPs; the holder answers one GOSSIP id once, and at 10 %
 ///   loss the GOSSIP or the reply is lost about one time in six, so among
-///   the ~1 000 (peer, file) pairs missing at a heal a few need 4–6 rounds.
-///   At 5 % loss: worst 4.60, 32 seeds of 200 over 3.
+///   the ~1 000 (peer, file) pairs missing at a heal a few need 4–6
+///   rounds. At 5 % loss: worst 4.86; at 1 %: 3.08 (2 of 100 over 3).
 ///
 /// The bounds are the measured worst plus about one interval.
 const MEMBER_INTERVALS: u32 = 7;
