@@ -114,7 +114,10 @@ impl Catalog {
             changed = true;
         }
         if let Some(h) = holder {
-            if e.holders.len() < MAX_HOLDERS && e.holders.insert(h.clone()) {
+            // Looked up before inserting: the clone is needed only for a
+            // new holder, and a refresh (the usual case) allocates nothing.
+            if e.holders.len() < MAX_HOLDERS && !e.holders.contains(h) {
+                e.holders.insert(h.clone());
                 changed = true;
             }
         }
@@ -126,9 +129,13 @@ impl Catalog {
     /// local copy are removed. Returns true if anything changed.
     pub fn set_holdings(&mut self, holder: &PeerId, held: &[FileRecord]) -> bool {
         let mut changed = false;
-        let held_ids: BTreeSet<&FileId> = held.iter().map(|r| &r.file_id).collect();
+        // A sorted slice, and the holder looked up first: most entries are
+        // not this holder's, so most never compare a 64-character id.
+        let mut held_ids: Vec<&FileId> = held.iter().map(|r| &r.file_id).collect();
+        held_ids.sort_unstable();
         for (id, e) in self.files.iter_mut() {
-            if !held_ids.contains(id) && e.holders.remove(holder) {
+            if e.holders.contains(holder) && held_ids.binary_search(&id).is_err() {
+                e.holders.remove(holder);
                 changed = true;
             }
         }

@@ -4,6 +4,7 @@
 //! `core::Peer`, with per-peer flood limits kept in the membership table.
 
 use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
 
 /// How many GOSSIP ids are remembered. At one gossip per peer per 30 s this
 /// covers thousands of peers for several rounds; a flood of fresh ids only
@@ -16,8 +17,10 @@ pub const MAX_GOSSIP_ID_LEN: usize = 128;
 /// A bounded set of seen ids; the oldest is evicted first.
 #[derive(Debug)]
 pub struct SeenCache {
-    set: HashSet<String>,
-    order: VecDeque<String>,
+    // One allocation per id, shared by the set and the eviction order
+    // (every GOSSIP a peer receives goes through `insert`).
+    set: HashSet<Arc<str>>,
+    order: VecDeque<Arc<str>>,
     capacity: usize,
 }
 
@@ -41,8 +44,9 @@ impl SeenCache {
                 self.set.remove(&old);
             }
         }
-        self.set.insert(id.to_string());
-        self.order.push_back(id.to_string());
+        let id: Arc<str> = Arc::from(id);
+        self.set.insert(Arc::clone(&id));
+        self.order.push_back(id);
         true
     }
 

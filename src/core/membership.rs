@@ -7,7 +7,7 @@ use crate::core::time::Time;
 use crate::ids::{PeerAddr, PeerId};
 use rand::seq::SliceRandom;
 use rand::RngCore;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 /// Most peers tracked at once. A flood of invented peerIds evicts the
 /// longest-silent entries, never grows the table.
@@ -27,6 +27,10 @@ pub struct PeerState {
     pub last_replied: Option<Time>,
     /// When we last forwarded one of its GOSSIPs.
     pub last_forwarded: Option<Time>,
+    /// When we started tracking it (this time: an expiry starts over).
+    pub tracked_since: Time,
+    /// When its last GOSSIP_REPLY (the files it holds) reached us.
+    pub last_files: Option<Time>,
 }
 
 /// What `track` did.
@@ -40,10 +44,16 @@ pub enum Tracked {
     Moved,
 }
 
-/// The membership table.
+/// The membership table. A `BTreeMap`, so iteration is in peerId order:
+/// a seeded RNG then picks the same peers every run without sorting the
+/// table first (sorting a cloned table on every forward was most of the
+/// simulator's time at 100 peers).
 #[derive(Debug, Default)]
 pub struct Membership {
-    peers: HashMap<PeerId, PeerState>,
+    peers: BTreeMap<PeerId, PeerState>,
+    /// The tracked peerIds, sorted: random choices pick indices here, so a
+    /// forward (the most frequent operation) does not walk the table.
+    ids: Vec<PeerId>,
 }
 
 impl Membership {
@@ -67,8 +77,12 @@ impl Membership {
         if self.peers.len() >= MAX_PEERS {
             if let Some(oldest) = self.longest_silent() {
                 self.peers.remove(&oldest);
+                self.forget_id(&oldest);
                 evicted = Some(oldest);
             }
+        }
+        if let Err(at) = self.ids.binary_search(id) {
+            self.ids.insert(at, id.clone());
         }
         self.peers.insert(
             id.clone(),
@@ -77,9 +91,17 @@ impl Membership {
                 last_seen: now,
                 last_replied: None,
                 last_forwarded: None,
+                tracked_since: now,
+                last_files: None,
             },
         );
         (Tracked::New, evicted)
+    }
+
+    fn forget_id(&mut self, id: &PeerId) {
+        if let Ok(at) = self.ids.binary_search(id) {
+            self.ids.remove(at);
+        }
     }
 
     fn longest_silent(&self) -> Option<PeerId> {
@@ -128,44 +150,72 @@ impl Membership {
 
     /// Drops every peer silent for longer than `timeout`; returns them.
     pub fn expire(&mut self, now: Time, timeout: std::time::Duration) -> Vec<PeerId> {
-        let mut dead: Vec<PeerId> = self
+        let dead: Vec<PeerId> = self
             .peers
             .iter()
             .filter(|(_, p)| now.since(p.last_seen) > timeout)
             .map(|(id, _)| id.clone())
             .collect();
-        dead.sort();
         for id in &dead {
             self.peers.remove(id);
+            self.forget_id(id);
         }
         dead
     }
 
-    /// Up to `n` random tracked peers, excluding `except`. Sorted before
-    /// shuffling so a seeded RNG gives the same choice every run.
+    /// Up to `n` random tracked peers, excluding `except`. Indices into
+    /// the sorted ids, so a seeded RNG gives the same choice every run.
+    /// Only `n + except.len()` random indices are drawn (in random order)
+    /// and compared with `except`: the first `n` non-excluded peers of a
+    /// uniformly random order are a uniform choice, and this runs on every
+    /// forward.
     pub fn random_peers(
         &self,
         rng: &mut impl RngCore,
         n: usize,
         except: &[&PeerId],
     ) -> Vec<(PeerId, PeerAddr)> {
-        let mut all: Vec<(PeerId, PeerAddr)> = self
-            .peers
-            .iter()
-            .filter(|(id, _)| !except.contains(id))
-            .map(|(id, p)| (id.clone(), p.addr.clone()))
-            .collect();
-        all.sort();
-        all.shuffle(rng);
-        all.truncate(n);
-        all
+        let m = (n + except.len()).min(self.ids.len());
+        rand::seq::index::sample(rng, self.ids.len(), m)
+            .into_iter()
+            .map(|k| &self.ids[k])
+            .filter(|id| !except.contains(id))
+            .take(n)
+            .filter_map(|id| self.peers.get(id).map(|p| (id.clone(), p.addr.clone())))
+            .collect()
+    }
+
+    /// Like [`Membership::random_peers`], but by rank: peers of rank 0
+    /// first (in random order), then rank 1, and so on.
+    pub fn random_peers_ranked(
+        &self,
+        rng: &mut impl RngCore,
+        n: usize,
+        rank: impl Fn(&PeerState) -> u8,
+    ) -> Vec<(PeerId, PeerAddr)> {
+        let mut all: Vec<(u8, &PeerId, &PeerState)> =
+            self.peers.iter().map(|(id, p)| (rank(p), id, p)).collect();
+        // Stable: within a rank the map's order, then shuffled per rank.
+        all.sort_by_key(|e| e.0);
+        let mut out = Vec::with_capacity(n);
+        for group in all.chunk_by_mut(|a, b| a.0 == b.0) {
+            if out.len() >= n {
+                break;
+            }
+            let k = (n - out.len()).min(group.len());
+            let (chosen, _) = group.partial_shuffle(rng, k);
+            out.extend(
+                chosen
+                    .iter()
+                    .map(|(_, id, p)| ((*id).clone(), p.addr.clone())),
+            );
+        }
+        out
     }
 
     /// Every tracked peer, sorted by id.
     pub fn all(&self) -> Vec<(&PeerId, &PeerState)> {
-        let mut v: Vec<_> = self.peers.iter().collect();
-        v.sort_by(|a, b| a.0.cmp(b.0));
-        v
+        self.peers.iter().collect()
     }
 }
 

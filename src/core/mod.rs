@@ -41,6 +41,9 @@ pub const REPLY_MIN_INTERVAL: Duration = Duration::from_secs(1);
 /// The sweep for silent peers runs at least this often.
 pub const MAX_SWEEP_PERIOD: Duration = Duration::from_secs(10);
 
+/// Most peers one catch-up GOSSIP goes to directly (see `Timer::CatchUp`).
+pub const CATCH_UP_MAX_TARGETS: usize = 16;
+
 /// How the peer is set up.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -68,6 +71,9 @@ pub enum Timer {
     Sweep,
     /// Time to start the start-up auto-fetch.
     AutoFetch,
+    /// Time for a catch-up GOSSIP to peers we began tracking recently whose
+    /// files we have not had yet (after a heal, a restart, an expiry).
+    CatchUp,
 }
 
 /// Menu commands that change state (read-only ones are served from
@@ -205,6 +211,13 @@ pub struct Peer {
     auto_fetch_early: bool,
     auto_batch: Option<AutoBatch>,
     started_at: Option<Time>,
+    /// When our last periodic gossip round went out, and its GOSSIP.
+    last_round: Option<Time>,
+    round_gossip: Option<Message>,
+    /// A `Timer::CatchUp` is scheduled.
+    catch_up_pending: bool,
+    /// When the last catch-up GOSSIP went out (one per gossip interval).
+    last_catch_up: Option<Time>,
 }
 
 impl Peer {
@@ -222,6 +235,10 @@ impl Peer {
             auto_fetch_early: false,
             auto_batch: None,
             started_at: None,
+            last_round: None,
+            round_gossip: None,
+            catch_up_pending: false,
+            last_catch_up: None,
         }
     }
 
@@ -306,18 +323,96 @@ impl Peer {
                 self.schedule(next, Timer::Sweep);
             }
             Timer::AutoFetch => self.auto_fetch(now),
+            Timer::CatchUp => self.catch_up(now),
         }
     }
 
-    fn gossip_round(&mut self, now: Time) {
+    /// A GOSSIP made us track a peer we did not track: we know where it is
+    /// but not what it holds, which we learn only from its GOSSIP_REPLY to
+    /// one of our GOSSIPs. Asks for a catch-up soon (at most two per gossip
+    /// interval) instead of waiting for our next round's flood to reach
+    /// it.
+    fn want_catch_up(&mut self, now: Time) {
+        if self.started_at.is_none() || self.catch_up_pending {
+            return;
+        }
+        // A short wait batches the discoveries of one heal (they come with
+        // one flood) and lets the replies to our own round arrive first.
+        let batch = (self.cfg.gossip_interval / 10).min(Duration::from_secs(2));
+        let mut at = now.plus(batch);
+        if let Some(t) = self.last_catch_up {
+            at = at.max(t.plus(self.cfg.gossip_interval / 2));
+        }
+        self.catch_up_pending = true;
+        self.schedule(at, Timer::CatchUp);
+    }
+
+    /// Our last round's GOSSIP, again, straight to the peers tracked for at
+    /// most two gossip intervals that have not sent us their files (at
+    /// most `CATCH_UP_MAX_TARGETS`). A peer that was cut off when the round
+    /// went out has not seen its id: it replies with its files and
+    /// forwards it, completing the round's flood on its side of a healed
+    /// partition; a peer that has seen it ignores it. The same id, not a
+    /// fresh one: a fresh id would flood the whole network again through
+    /// peers that forward every new id (the Python ones), and through ours
+    /// it would use up the once per ¾ interval forward of our GOSSIPs, so
+    /// the next round's flood would stop at its first hop (measured: some
+    /// peers then never got our GOSSIP and never sent their files).
+    fn catch_up(&mut self, now: Time) {
+        self.catch_up_pending = false;
+        let Some(msg) = self.round_gossip.clone() else {
+            return;
+        };
+        let window = self.cfg.gossip_interval * 2;
+        let mut targets: Vec<PeerAddr> = self
+            .members
+            .all()
+            .into_iter()
+            .filter(|(_, p)| p.last_files.is_none() && now.since(p.tracked_since) <= window)
+            .map(|(_, p)| p.addr.clone())
+            .collect();
+        if targets.is_empty() {
+            return;
+        }
+        let k = CATCH_UP_MAX_TARGETS.min(targets.len());
+        targets.partial_shuffle(&mut self.rng, k);
+        targets.truncate(k);
+        self.last_catch_up = Some(now);
+        debug!("catch-up gossip to {} peers", targets.len());
+        for to in targets {
+            self.effects.push(Effect::Send {
+                to,
+                msg: msg.clone(),
+            });
+        }
+    }
+
+    /// Our GOSSIP_REPLY: where we listen and the files we hold.
+    fn own_reply(&self) -> Message {
+        Message::GossipReply {
+            host: self.cfg.addr.host.clone(),
+            port: self.cfg.addr.port,
+            peer_id: self.cfg.peer_id.clone(),
+            files: self.catalog.local_records(),
+        }
+    }
+
+    /// A GOSSIP of ours with a fresh id (remembered, so echoes are ignored).
+    fn own_gossip(&mut self) -> Message {
         let id = gossip::uuid4(&mut self.rng);
         self.seen.insert(&id);
-        let msg = Message::Gossip {
+        Message::Gossip {
             host: self.cfg.addr.host.clone(),
             port: self.cfg.addr.port,
             id,
             peer_id: self.cfg.peer_id.clone(),
-        };
+        }
+    }
+
+    fn gossip_round(&mut self, now: Time) {
+        let msg = self.own_gossip();
+        self.round_gossip = Some(msg.clone());
+        let previous = self.last_round.replace(now);
         let mut targets: Vec<PeerAddr> = if self.members.is_empty() {
             let own = self.cfg.addr.clone();
             self.cfg
@@ -327,8 +422,29 @@ impl Peer {
                 .cloned()
                 .collect()
         } else {
+            // The round's direct targets are taken first from the peers we
+            // have not heard from for a gossip interval (one more silent
+            // interval and the peer timeout, 2 intervals on the network,
+            // drops them: at 10 % loss that happened to about one pair in
+            // 5 000 per round), then from those whose GOSSIP_REPLY to our
+            // previous round never came (lost, or our flood missed them). A
+            // direct GOSSIP reaches them with one loss instead of a chain of
+            // them, and its reply refreshes both their liveness and their
+            // files. The flood from there on is as random as before.
+            let silent = self.cfg.gossip_interval;
+            let rank = |p: &membership::PeerState| {
+                if now.since(p.last_seen) >= silent {
+                    0
+                } else if p.last_files.is_none() {
+                    1
+                } else if previous.is_some_and(|t| p.last_files.is_none_or(|f| f < t)) {
+                    2
+                } else {
+                    3
+                }
+            };
             self.members
-                .random_peers(&mut self.rng, GOSSIP_FANOUT, &[])
+                .random_peers_ranked(&mut self.rng, GOSSIP_FANOUT, rank)
                 .into_iter()
                 .map(|(_, a)| a)
                 .collect()
@@ -395,9 +511,9 @@ impl Peer {
     }
 
     /// Tracks a peer that told us where it listens; logs joins and moves.
-    fn track(&mut self, now: Time, id: &PeerId, host: &str, port: u16) {
+    fn track(&mut self, now: Time, id: &PeerId, host: &str, port: u16) -> Tracked {
         let (what, evicted) = self.members.track(now, id, PeerAddr::new(host, port));
-        match what {
+        match &what {
             Tracked::New => info!("peer {id} joined at {host}:{port}"),
             Tracked::Moved => info!("peer {id} moved to {host}:{port}"),
             Tracked::Refreshed => {}
@@ -406,6 +522,7 @@ impl Peer {
             info!("peer {old} dropped to make room (peer table full)");
             self.catalog.forget_holder(&old);
         }
+        what
     }
 
     fn valid_peer_id(&self, id: &PeerId) -> bool {
@@ -431,6 +548,9 @@ impl Peer {
                     return;
                 }
                 self.track(now, &peer_id, &host, port);
+                if let Some(p) = self.members.get_mut(&peer_id) {
+                    p.last_files = Some(now);
+                }
                 if self.catalog.set_holdings(&peer_id, &files) {
                     self.effects.push(Effect::Persist);
                 }
@@ -467,7 +587,9 @@ impl Peer {
         if !self.seen.insert(&id) || peer_id == *self.me() {
             return;
         }
-        self.track(now, &peer_id, &host, port);
+        if self.track(now, &peer_id, &host, port) == Tracked::New {
+            self.want_catch_up(now);
+        }
         let forward_window = self.cfg.gossip_interval.mul_f64(0.75);
         let (reply, forward) = match self.members.get_mut(&peer_id) {
             Some(p) => {
@@ -488,12 +610,7 @@ impl Peer {
             None => (false, false),
         };
         if reply {
-            let reply_msg = Message::GossipReply {
-                host: self.cfg.addr.host.clone(),
-                port: self.cfg.addr.port,
-                peer_id: self.cfg.peer_id.clone(),
-                files: self.catalog.local_records(),
-            };
+            let reply_msg = self.own_reply();
             self.effects.push(Effect::Send {
                 to: PeerAddr::new(host.clone(), port),
                 msg: reply_msg,
@@ -1223,6 +1340,109 @@ mod tests {
             },
         );
         assert!(p.catalog().get(&"f".into()).is_none());
+    }
+
+    fn reply_from(peer: &str, port: u16) -> Message {
+        Message::GossipReply {
+            host: "127.0.0.1".into(),
+            port,
+            peer_id: peer.into(),
+            files: vec![],
+        }
+    }
+
+    fn gossip_from(peer: &str, port: u16, id: &str) -> Message {
+        Message::Gossip {
+            host: "127.0.0.1".into(),
+            port,
+            id: id.into(),
+            peer_id: peer.into(),
+        }
+    }
+
+    /// (destination port, message kind, GOSSIP id) of every send.
+    fn sends(effects: &[Effect]) -> Vec<(u16, &'static str, String)> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Send { to, msg } => Some((
+                    to.port,
+                    msg.kind(),
+                    match msg {
+                        Message::Gossip { id, .. } => id.clone(),
+                        _ => String::new(),
+                    },
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_peer_found_by_its_gossip_gets_our_rounds_gossip_again_unless_it_sent_its_files() {
+        let mut p = peer();
+        p.start(Time(0));
+        let round_id = sends(&p.take_effects())[0].2.clone();
+        p.on_message(Time(1_000), gossip_from("q", 9001, "g-q"));
+        p.on_message(Time(1_100), gossip_from("r", 9002, "g-r"));
+        let effects = p.take_effects();
+        let at = effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Schedule {
+                    at,
+                    timer: Timer::CatchUp,
+                } => Some(*at),
+                _ => None,
+            })
+            .collect::<Vec<_>>();
+        assert_eq!(at, vec![Time(3_000)], "one catch-up, batched");
+        // r's files arrive meanwhile: only q is asked again, with the
+        // round's own id (no new id to flood the network with).
+        p.on_message(Time(1_200), reply_from("r", 9002));
+        p.take_effects();
+        p.on_timer(Time(3_000), Timer::CatchUp);
+        assert_eq!(sends(&p.take_effects()), vec![(9001, "GOSSIP", round_id)]);
+        // The next catch-up waits half a gossip interval.
+        p.on_message(Time(4_000), gossip_from("s", 9003, "g-s"));
+        let next: Vec<Time> = p
+            .take_effects()
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Schedule {
+                    at,
+                    timer: Timer::CatchUp,
+                } => Some(*at),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(next, vec![Time(18_000)]);
+    }
+
+    #[test]
+    fn the_round_goes_first_to_a_peer_silent_for_a_gossip_interval() {
+        for seed in 0..20 {
+            let mut p = peer();
+            p.rng = SmallRng::seed_from_u64(seed);
+            p.start(Time(0));
+            for k in 0..10u16 {
+                p.on_message(Time(1), reply_from(&format!("q{k}"), 9100 + k));
+            }
+            // All but q7 are heard from again.
+            for k in (0..10u16).filter(|k| *k != 7) {
+                p.on_message(Time(25_000), reply_from(&format!("q{k}"), 9100 + k));
+            }
+            p.take_effects();
+            p.on_timer(Time(31_000), Timer::Gossip);
+            // (The untracked well-known peer gets the round too.)
+            let to: Vec<u16> = sends(&p.take_effects())
+                .iter()
+                .map(|s| s.0)
+                .filter(|port| *port != 9999)
+                .collect();
+            assert_eq!(to.len(), GOSSIP_FANOUT);
+            assert!(to.contains(&9107), "seed {seed}: {to:?}");
+        }
     }
 
     #[test]
