@@ -1378,15 +1378,9 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn a_peer_found_by_its_gossip_gets_our_rounds_gossip_again_unless_it_sent_its_files() {
-        let mut p = peer();
-        p.start(Time(0));
-        let round_id = sends(&p.take_effects())[0].2.clone();
-        p.on_message(Time(1_000), gossip_from("q", 9001, "g-q"));
-        p.on_message(Time(1_100), gossip_from("r", 9002, "g-r"));
-        let effects = p.take_effects();
-        let at = effects
+    /// When the catch-ups in `effects` are scheduled.
+    fn catch_ups(effects: &[Effect]) -> Vec<Time> {
+        effects
             .iter()
             .filter_map(|e| match e {
                 Effect::Schedule {
@@ -1395,7 +1389,17 @@ mod tests {
                 } => Some(*at),
                 _ => None,
             })
-            .collect::<Vec<_>>();
+            .collect()
+    }
+
+    #[test]
+    fn a_peer_found_by_its_gossip_gets_our_rounds_gossip_again_unless_it_sent_its_files() {
+        let mut p = peer();
+        p.start(Time(0));
+        let round_id = sends(&p.take_effects())[0].2.clone();
+        p.on_message(Time(1_000), gossip_from("q", 9001, "g-q"));
+        p.on_message(Time(1_100), gossip_from("r", 9002, "g-r"));
+        let at = catch_ups(&p.take_effects());
         assert_eq!(at, vec![Time(3_000)], "one catch-up, batched");
         // r's files arrive meanwhile: only q is asked again, with the
         // round's own id (no new id to flood the network with).
@@ -1405,18 +1409,7 @@ mod tests {
         assert_eq!(sends(&p.take_effects()), vec![(9001, "GOSSIP", round_id)]);
         // The next catch-up waits half a gossip interval.
         p.on_message(Time(4_000), gossip_from("s", 9003, "g-s"));
-        let next: Vec<Time> = p
-            .take_effects()
-            .iter()
-            .filter_map(|e| match e {
-                Effect::Schedule {
-                    at,
-                    timer: Timer::CatchUp,
-                } => Some(*at),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(next, vec![Time(18_000)]);
+        assert_eq!(catch_ups(&p.take_effects()), vec![Time(18_000)]);
     }
 
     #[test]
