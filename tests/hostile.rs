@@ -57,9 +57,14 @@ impl Victim {
     }
 
     fn start_with(attack: &'static str, args: &[&str]) -> Victim {
+        Self::start_holding(attack, args, 300_000)
+    }
+
+    /// A victim whose larger file has `blob_len` bytes.
+    fn start_holding(attack: &'static str, args: &[&str], blob_len: usize) -> Victim {
         raise_fd_limit(8192);
         let mut rng = SmallRng::seed_from_u64(attack.len() as u64);
-        let big: Vec<u8> = (0..300_000).map(|_| rng.gen()).collect();
+        let big: Vec<u8> = (0..blob_len).map(|_| rng.gen()).collect();
         let files: Vec<(String, Vec<u8>)> = vec![
             (
                 "held-notes.txt".into(),
@@ -390,6 +395,34 @@ fn slowloris_on_the_p2p_port_past_the_cap() {
         drip.closed()
     );
     drop(drip);
+    v.finish();
+}
+
+#[test]
+fn four_hundred_clients_ask_for_a_large_file_and_read_nothing() {
+    let mut v = Victim::start_holding("400 GET_FILE of an 8 MB file, never read", &[], 8_000_000);
+    let id = v.held[1].0.clone();
+    let request = format!("{{\"type\": \"GET_FILE\", \"file_id\": \"{id}\"}}\n");
+    let mut readers = Vec::new();
+    for _ in 0..400 {
+        // Never read: the reply piles up in the peer.
+        let mut s = TcpStream::connect(("127.0.0.1", v.port())).expect("connect");
+        s.write_all(request.as_bytes()).expect("GET_FILE");
+        readers.push(s);
+    }
+    v.responsive("400 unread GET_FILE replies");
+    // Past the cap the extra requests are closed unanswered.
+    let mut closed = 0;
+    for s in readers.iter_mut() {
+        if closed_by_peer(s, Duration::from_millis(20)) {
+            closed += 1;
+        }
+    }
+    assert!(
+        closed >= 400 - peershare::net::driver::MAX_FILE_STREAMS,
+        "only {closed} of 400 unread GET_FILEs were refused"
+    );
+    drop(readers);
     v.finish();
 }
 

@@ -47,6 +47,14 @@ const CONN_BASE: usize = 16;
 /// open-file limit can't hold it (see [`crate::net::limits`]).
 pub const MAX_CONNECTIONS: usize = 1024;
 
+/// Most FILE_DATA streams (replies to GET_FILE and our pushes) at once.
+/// Each holds a chunk of hex (512 KiB) until its reader takes it; without a
+/// cap, a thousand clients that ask for a large file and read nothing would
+/// hold 512 MiB (measured: 400 such clients, 205 MiB). Past it a GET_FILE
+/// connection is closed unanswered, which the network's clients (ours
+/// included) treat as a failed source.
+pub const MAX_FILE_STREAMS: usize = 32;
+
 /// Memory all unfinished inbound messages may hold together. Each message
 /// is capped at `MAX_MESSAGE_LEN`; without a total, a thousand connections
 /// each sending a 16 MiB message that never ends would hold 16 GiB. Over
@@ -791,6 +799,22 @@ impl Driver {
         }
     }
 
+    /// Connections streaming a FILE_DATA now.
+    fn file_streams(&self) -> usize {
+        self.conns
+            .iter()
+            .filter(|(_, c)| {
+                matches!(
+                    c.role,
+                    Role::Write {
+                        payload: Payload::File(_),
+                        ..
+                    }
+                )
+            })
+            .count()
+    }
+
     fn open_file(&self, file_id: &FileId) -> io::Result<FileDataEncoder> {
         let Some((record, local)) = self.core.local_copy(file_id) else {
             return Err(io::Error::new(io::ErrorKind::NotFound, "not held"));
@@ -1391,6 +1415,14 @@ impl Driver {
         debug!("received {}", msg.kind());
         match msg {
             Message::GetFile { file_id } => {
+                let streams = self.file_streams();
+                if streams >= MAX_FILE_STREAMS {
+                    info!(
+                        "GET_FILE {file_id}: already sending {streams} files; closing unanswered"
+                    );
+                    self.close(key, None);
+                    return;
+                }
                 let payload = match self.open_file(&file_id) {
                     Ok(enc) => {
                         info!("serving {file_id}");
