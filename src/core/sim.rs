@@ -1361,8 +1361,8 @@ fn bound_violations(i: usize, p: &Peer) -> Vec<String> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_checker_sees_corrupt_verified_copies_and_forgotten_ones() {
+    /// Three running peers, p1 holding one file ("a.bin", 1000 bytes).
+    fn three_peers_one_file() -> (Sim, FileId) {
         let mut sim = Sim::new(SimConfig {
             peers: 3,
             ..SimConfig::default()
@@ -1370,6 +1370,12 @@ mod tests {
         let f = sim.add_local_file(1, "a.bin", 1000);
         sim.start_all();
         sim.run_for(Duration::from_secs(3));
+        (sim, f)
+    }
+
+    #[test]
+    fn the_checker_sees_corrupt_verified_copies_and_forgotten_ones() {
+        let (mut sim, f) = three_peers_one_file();
         assert_eq!(sim.check_invariants(), Ok(()));
         if let Some(d) = sim.nodes[1].disk.get_mut(&f) {
             d.intact = false;
@@ -1388,13 +1394,7 @@ mod tests {
 
     #[test]
     fn restart_reloads_the_last_persisted_snapshot_not_the_live_state() {
-        let mut sim = Sim::new(SimConfig {
-            peers: 3,
-            ..SimConfig::default()
-        });
-        let f = sim.add_local_file(1, "a.bin", 1000);
-        sim.start_all();
-        sim.run_for(Duration::from_secs(3));
+        let (mut sim, f) = three_peers_one_file();
         // A copy the live state has but no Persist recorded is lost.
         let rec = sim.peer(1).local_copy(&f).map(|(r, _)| r.clone()).unwrap();
         sim.nodes[2].peer.catalog.set_local(

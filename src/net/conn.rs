@@ -101,6 +101,14 @@ impl PartialSink {
         self.writer.as_ref().is_none_or(|w| w.has_room())
     }
 
+    /// Whether the connection must wait for its writer before reading
+    /// again: no room now, and a wake is asked for (see [`park`]).
+    ///
+    /// [`park`]: PartialSink::park
+    pub fn must_wait(&self) -> bool {
+        !self.has_room() && self.park()
+    }
+
     /// Asks the writer thread to wake the loop once there is room; false
     /// if there is room already (then read on). Asked before the check
     /// again, so a buffer finished in between is not missed.
@@ -471,7 +479,7 @@ mod tests {
         let mut buf = Vec::new();
         for round in 0..2_000u32 {
             // What the loop does: read only while there is room...
-            if !sink.has_room() && sink.park() {
+            if sink.must_wait() {
                 parks += 1;
                 // ...and wait for the writer's wake, which must come.
                 poll.poll(&mut events, Some(std::time::Duration::from_secs(10)))

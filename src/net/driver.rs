@@ -1175,8 +1175,8 @@ impl Driver {
         // A readable event does not lift a park: a full writer queue
         // gets no more bytes until the writer wakes the loop.
         let writer_full = match &c.role {
-            Role::Read { sink, .. } => !sink.has_room() && sink.park(),
-            Role::Fetch(f) => !f.sink.has_room() && f.sink.park(),
+            Role::Read { sink, .. } => sink.must_wait(),
+            Role::Fetch(f) => f.sink.must_wait(),
             _ => false,
         };
         if writer_full {
@@ -1194,7 +1194,7 @@ impl Driver {
                     active = true;
                     *received += bytes.len() as u64;
                     match feed(decoder, sink, bytes) {
-                        Ok(false) if !sink.has_room() && sink.park() => Some(Outcome::Parked),
+                        Ok(false) if sink.must_wait() => Some(Outcome::Parked),
                         Ok(false) => None,
                         Ok(true) => Some(Outcome::Written),
                         Err(e) => Some(Outcome::Close(Some(format!("bad message: {e}")))),
@@ -1260,9 +1260,7 @@ impl Driver {
                         active = true;
                         f.received += bytes.len() as u64;
                         match feed(&mut f.decoder, &mut f.sink, bytes) {
-                            Ok(false) if !f.sink.has_room() && f.sink.park() => {
-                                Some(Outcome::Parked)
-                            }
+                            Ok(false) if f.sink.must_wait() => Some(Outcome::Parked),
                             Ok(false) => None,
                             Ok(true) => Some(Outcome::Written),
                             Err(e) => Some(Outcome::Close(Some(describe_decode_error(&e)))),

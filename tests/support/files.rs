@@ -73,16 +73,20 @@ pub fn read_object_bytes(s: &mut TcpStream, timeout: Duration) -> std::io::Resul
                 }
                 out.extend_from_slice(&buf[..n]);
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock
-                        | std::io::ErrorKind::TimedOut
-                        | std::io::ErrorKind::Interrupted
-                ) => {}
+            Err(e) if read_again(&e) => {}
             Err(e) => return Err(e),
         }
     }
+}
+
+/// A read that timed out or was interrupted: try again.
+fn read_again(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock
+            | std::io::ErrorKind::TimedOut
+            | std::io::ErrorKind::Interrupted
+    )
 }
 
 /// How reading until EOF ended.
@@ -114,13 +118,7 @@ pub fn read_until_eof(s: &mut TcpStream, timeout: Duration, stop: &AtomicBool) -
         match s.read(&mut buf) {
             Ok(0) => return UntilEof { bytes, eof: true },
             Ok(n) => bytes.extend_from_slice(&buf[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock
-                        | std::io::ErrorKind::TimedOut
-                        | std::io::ErrorKind::Interrupted
-                ) => {}
+            Err(e) if read_again(&e) => {}
             Err(_) => return UntilEof { bytes, eof: false },
         }
     }
