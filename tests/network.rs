@@ -628,10 +628,10 @@ fn metadata_from_a_python_peer_loads() {
 #[test]
 fn an_unreachable_and_an_unresolvable_well_known_host_are_logged_once_and_retried() {
     // A closed port on 127.0.0.1, and a name that can't resolve (.invalid is
-    // reserved: no lookup leaves the machine with an answer).
-    let closed = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = closed.local_addr().unwrap().port();
-    drop(closed);
+    // reserved: no lookup leaves the machine with an answer). The port stays
+    // bound, never listening, so a connect is refused and no other test's
+    // listener can take it meanwhile.
+    let (_closed, port) = refusing_port();
     let p = PeerBuilder::new("lonely")
         .args(&[
             "--well-known",
@@ -659,4 +659,29 @@ fn an_unreachable_and_an_unresolvable_well_known_host_are_logged_once_and_retrie
     // Retried: the debug log shows a failure in several rounds.
     assert!(log.matches("cannot connect: Connection refused").count() >= 3);
     stats_page_answers(&p);
+}
+
+/// A port on 127.0.0.1 bound by a socket that never listens: connections to
+/// it are refused for as long as the returned descriptor lives.
+fn refusing_port() -> (std::os::fd::OwnedFd, u16) {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain socket calls on a descriptor owned here; the address
+    // structs are fully initialised and their sizes passed.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let owned = std::os::fd::OwnedFd::from_raw_fd(fd);
+        let mut addr: libc::sockaddr_in = std::mem::zeroed();
+        addr.sin_family = libc::AF_INET as libc::sa_family_t;
+        addr.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+        addr.sin_port = 0;
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        let bound = libc::bind(fd, &addr as *const _ as *const libc::sockaddr, len);
+        assert_eq!(bound, 0, "bind: {}", std::io::Error::last_os_error());
+        let mut got: libc::sockaddr_in = std::mem::zeroed();
+        let mut got_len = len;
+        let named = libc::getsockname(fd, &mut got as *mut _ as *mut libc::sockaddr, &mut got_len);
+        assert_eq!(named, 0, "getsockname: {}", std::io::Error::last_os_error());
+        (owned, u16::from_be(got.sin_port))
+    }
 }
