@@ -695,6 +695,60 @@ fn a_download_busy_for_longer_than_the_idle_timeout_is_not_called_idle() {
     assert_eq!(sha256_file(&d.dir.join("stream.bin")), sha256_hex(&data));
 }
 
+/// The end of a download waits for the disk (the writer thread's last
+/// writes and fsync) off the loop: with every fsync made 3 s slow, the
+/// downloader's stats page still answers at once until the file is saved,
+/// and the file is complete and verified.
+#[test]
+fn a_slow_disk_at_the_end_of_a_download_never_stalls_the_loop() {
+    let data = pattern(21, 3 * 1024 * 1024 + 5);
+    let a = PeerBuilder::new("holder")
+        .args(&QUIET)
+        .file("slow.bin", &data)
+        .spawn();
+    let id = id_of(&wait_named(&a, "slow.bin"));
+    let mut b = PeerBuilder::new("getter")
+        .args(&QUIET)
+        .well_known(a.p2p_port)
+        .env("PEERSHARE_TEST_SLOW_SYNC_MS", "3000")
+        .spawn();
+    wait_known(&b, &id, &["holder"]);
+    let skip = b.line_count();
+    let asked = Instant::now();
+    b.send_line(&format!("get {id}"));
+    let (mut probes, mut slowest) = (0, Duration::ZERO);
+    while b.wait_line(skip, "get: saved", Duration::ZERO).is_none() {
+        assert!(
+            asked.elapsed() < GET_WAIT,
+            "no saved line\n{}",
+            log_tail(&b)
+        );
+        let t = Instant::now();
+        let page = http_get(b.http_port, "/api/state");
+        assert!(
+            page.is_some(),
+            "the stats page did not answer during the get"
+        );
+        slowest = slowest.max(t.elapsed());
+        probes += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let took = asked.elapsed();
+    assert!(
+        took >= Duration::from_millis(2900),
+        "saved after {took:?}: the slow fsync was not in effect"
+    );
+    assert!(probes >= 10, "only {probes} probes in {took:?}");
+    assert!(
+        slowest < Duration::from_secs(1),
+        "the stats page took {slowest:?} while the file was being synced"
+    );
+    let saved = get_outcome(&b, skip, "slow.bin", GET_WAIT).unwrap();
+    assert!(!saved.contains("UNVERIFIED"), "{saved}");
+    assert_eq!(read(&b.dir.join("slow.bin")), data);
+    assert_no_temp_files_remain(&b);
+}
+
 // ---- 6. auto-fetch beside the menu -----------------------------------------
 
 /// A GET_FILE handler serving `files` (id -> (record, bytes)) slowly: the hex

@@ -36,16 +36,19 @@ pub const STEP_TIME: std::time::Duration = std::time::Duration::from_millis(5);
 /// decoder's full buffers are queued to it as they are (see
 /// [`crate::net::file_writer`] for the flow control and the direct I/O).
 /// When the `data` string ends
-/// ([`DataSink::end_data`]) the thread is joined and `partial`, `hasher`
-/// and `len` are final, as the driver reads them after the message.
-/// Without a thread (it could not be started) the work is done inline.
+/// ([`DataSink::end_data`]) the thread is told so and finishes on its own
+/// (the rest of its queue, then fsync); the driver waits for its wake
+/// ([`PartialSink::must_wait_for_writer`]) without blocking, then
+/// [`PartialSink::settle`]s the sink, after which `partial`, `hasher` and
+/// `len` are final. Without a thread (it could not be started) the work is
+/// done inline.
 pub struct PartialSink {
     /// Where the temp file goes.
     dir: Box<std::path::Path>,
     /// The temp file, once data started (while the writer thread has it:
-    /// `None` until `end_data`).
+    /// `None` until `settle`).
     pub partial: Option<PartialFile>,
-    /// SHA-256 of the bytes so far (final after `end_data`).
+    /// SHA-256 of the bytes so far (final after `settle`).
     pub hasher: FileHasher,
     /// Bytes written.
     pub len: u64,
@@ -116,6 +119,19 @@ impl PartialSink {
         self.writer.as_ref().is_some_and(|w| w.park())
     }
 
+    /// After the data ended: whether the writer thread is still writing
+    /// (it wakes the loop when done; ask again after every wake). False
+    /// when there is no thread or it has ended.
+    pub fn must_wait_for_writer(&self) -> bool {
+        self.writer.as_ref().is_some_and(|w| w.wait_for_end())
+    }
+
+    /// After the data ended and the writer ended: takes back the file and
+    /// the hash, or the error that stopped the writer (a full disk).
+    pub fn settle(&mut self) -> io::Result<()> {
+        self.join_writer()
+    }
+
     /// Waits for the writer thread, if any, and takes back the file and
     /// the hash.
     fn join_writer(&mut self) -> io::Result<()> {
@@ -180,8 +196,14 @@ impl DataSink for PartialSink {
         Ok(next)
     }
 
+    /// The writer thread is told that the data ended and finishes on its
+    /// own (see [`PartialSink::must_wait_for_writer`]): the loop never
+    /// waits for the disk here.
     fn end_data(&mut self) -> io::Result<()> {
-        self.join_writer()
+        if let Some(w) = self.writer.as_mut() {
+            w.close();
+        }
+        Ok(())
     }
 }
 
@@ -456,6 +478,7 @@ mod tests {
         }
         assert_eq!(sink.len, bytes.len() as u64);
         sink.end_data().unwrap();
+        sink.settle().unwrap();
         let partial = sink
             .partial
             .take()
@@ -504,9 +527,50 @@ mod tests {
         }
         assert!(parks > 0, "the writer never fell behind");
         sink.end_data().unwrap();
+        sink.settle().unwrap();
         let partial = sink.partial.take().unwrap();
         assert_eq!(sink.len, bytes.len() as u64);
         assert_eq!(std::fs::read(partial.path()).unwrap(), bytes);
+    }
+
+    #[test]
+    fn the_end_of_the_data_never_waits_for_the_writer_and_its_end_wakes_the_loop() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut poll = mio::Poll::new().unwrap();
+        let waker = Arc::new(Waker::new(poll.registry(), mio::Token(9)).unwrap());
+        let mut sink = PartialSink::for_download(dir.path().to_path_buf(), waker);
+        let bytes: Vec<u8> = (0..5_000_000u32).map(|i| (i % 241) as u8).collect();
+        for piece in bytes.chunks(DATA_BUFFER_LEN) {
+            while sink.must_wait() {
+                let mut events = mio::Events::with_capacity(8);
+                poll.poll(&mut events, Some(std::time::Duration::from_secs(10)))
+                    .unwrap();
+            }
+            sink.write_data(piece).unwrap();
+        }
+        // The writer has a queue to write and fsync: `end_data` only tells it.
+        sink.end_data().unwrap();
+        assert!(sink.partial.is_none(), "end_data joined the writer");
+        let mut events = mio::Events::with_capacity(8);
+        let t = Instant::now();
+        // What the loop does: ask again after every wake until it ended.
+        while sink.must_wait_for_writer() {
+            assert!(t.elapsed().as_secs() < 20, "the writer never ended");
+            poll.poll(&mut events, Some(std::time::Duration::from_secs(10)))
+                .unwrap();
+            assert!(
+                events.iter().any(|e| e.token() == mio::Token(9)),
+                "no wake within 10 s"
+            );
+        }
+        sink.settle().unwrap();
+        let partial = sink.partial.take().expect("the file is back");
+        assert_eq!(std::fs::read(partial.path()).unwrap(), bytes);
+        assert_eq!(sink.hasher.clone().finish("1"), file_id_for(&bytes, "1"));
+        // No thread: nothing to wait for.
+        let mut inline = PartialSink::new(dir.path().to_path_buf());
+        assert!(!inline.must_wait_for_writer());
+        inline.settle().unwrap();
     }
 
     #[test]
@@ -613,6 +677,7 @@ mod tests {
             }
         }
         assert!(done);
+        sink.settle().unwrap();
         let partial = sink.partial.take().expect("temp file");
         assert_eq!(std::fs::read(partial.path()).unwrap(), payload);
         assert_eq!(sink.hasher.finish(""), file_id_for(&payload, ""));

@@ -92,8 +92,46 @@ impl std::error::Error for StartError {}
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Due {
     Core(Timer),
-    Conn { key: usize, gen: u64 },
+    Conn {
+        key: usize,
+        gen: u64,
+    },
     Persist,
+    /// Time to give up on FILE_DATAs whose writer has not finished.
+    Finishing,
+}
+
+/// Longest a received FILE_DATA may wait for its writer thread to write
+/// and fsync its last bytes before the attempt fails (a disk that hangs).
+const FINISH_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A FILE_DATA whose every byte arrived while its writer thread still
+/// writes (and fsyncs) the last of them. It is checked and stored when the
+/// thread wakes the loop, so the loop never waits for the disk.
+enum Finishing {
+    /// One of our downloads.
+    Fetch {
+        transfer: TransferId,
+        attempt: u64,
+        record: FileRecord,
+        source: String,
+        decoded: Decoded,
+        sink: PartialSink,
+    },
+    /// An unsolicited FILE_DATA.
+    Push {
+        header: crate::protocol::FileDataHeader,
+        data: DataField,
+        sink: PartialSink,
+    },
+}
+
+impl Finishing {
+    fn sink(&self) -> &PartialSink {
+        match self {
+            Finishing::Fetch { sink, .. } | Finishing::Push { sink, .. } => sink,
+        }
+    }
 }
 
 /// A job for the worker thread (disk work kept off the loop).
@@ -132,6 +170,8 @@ struct Driver {
     /// Connections waiting for room in their file writer's queue; stepped
     /// again when a writer wakes the loop.
     parked: Vec<(usize, u64)>,
+    /// Received FILE_DATAs waiting for their writer thread, since when.
+    finishing: Vec<(Time, Finishing)>,
     /// Wakes the loop from helper threads (file writers get a clone).
     waker: Arc<Waker>,
     read_buf: Vec<u8>,
@@ -384,6 +424,7 @@ pub fn run(args: Args) -> Result<(), StartError> {
         wheel: TimerWheel::new(),
         ready: VecDeque::new(),
         parked: Vec::new(),
+        finishing: Vec::new(),
         waker: waker.clone(),
         read_buf: vec![0u8; READ_BUF_LEN],
         p2p: Some(p2p),
@@ -616,6 +657,7 @@ impl Driver {
                 self.persist_armed = false;
                 self.persist_now();
             }
+            Due::Finishing => self.expire_finishing(now),
             Due::Conn { key, gen } => {
                 let Some(c) = self.conns.get(key).filter(|c| c.gen == gen) else {
                     return;
@@ -829,6 +871,15 @@ impl Driver {
         // A file writer made room (or a wake for something else: a parked
         // connection without room parks again).
         self.ready.extend(self.parked.drain(..));
+        // Or a writer ended: its FILE_DATA can be checked and stored.
+        for (since, f) in std::mem::take(&mut self.finishing) {
+            if f.sink().must_wait_for_writer() {
+                self.finishing.push((since, f));
+            } else {
+                self.finish_received(f);
+                self.apply_effects();
+            }
+        }
         for r in self.resolver.drain() {
             let now = self.now();
             if let Err(e) = &r.result {
@@ -1380,19 +1431,112 @@ impl Driver {
                     debug!("{transfer} from {source} ended meanwhile; bytes discarded");
                     return;
                 }
-                let result = match decoder.finish() {
-                    Ok(decoded) => self.check_fetched(transfer, &record, decoded, sink),
-                    Err(e) => FetchResult::Failed(describe_decode_error(&e)),
-                };
-                debug!("{transfer} from {source}: {result:?}");
-                let now = self.now();
-                self.core.on_fetch_result(now, transfer, attempt, result);
+                match decoder.finish() {
+                    Ok(decoded) => self.finish_received(Finishing::Fetch {
+                        transfer,
+                        attempt,
+                        record,
+                        source,
+                        decoded,
+                        sink,
+                    }),
+                    Err(e) => {
+                        let result = FetchResult::Failed(describe_decode_error(&e));
+                        self.report_fetch(transfer, attempt, &source, result);
+                    }
+                }
             }
             other => {
                 if let Some(c) = self.conns.get_mut(key) {
                     c.role = other;
                 }
             }
+        }
+    }
+
+    /// A FILE_DATA was received whole: if its writer thread still writes,
+    /// it waits (woken by the thread, bounded by [`FINISH_TIMEOUT`]);
+    /// otherwise it is checked and stored now.
+    fn finish_received(&mut self, f: Finishing) {
+        if f.sink().must_wait_for_writer() {
+            let now = self.now();
+            if self.finishing.is_empty() {
+                self.wheel
+                    .schedule(now.plus(FINISH_TIMEOUT), Due::Finishing);
+            }
+            self.finishing.push((now, f));
+            return;
+        }
+        match f {
+            Finishing::Fetch {
+                transfer,
+                attempt,
+                record,
+                source,
+                decoded,
+                mut sink,
+            } => {
+                if !self.core.is_current(transfer, attempt) {
+                    debug!("{transfer} from {source} ended meanwhile; bytes discarded");
+                    return;
+                }
+                let result = match sink.settle() {
+                    Ok(()) => self.check_fetched(transfer, &record, decoded, sink),
+                    Err(e) => FetchResult::Failed(format!("cannot write the file: {e}")),
+                };
+                self.report_fetch(transfer, attempt, &source, result);
+            }
+            Finishing::Push {
+                header,
+                data,
+                mut sink,
+            } => match sink.settle() {
+                Ok(()) => self.on_pushed(header, data, sink),
+                Err(e) => warn!("cannot store pushed file: {e}"),
+            },
+        }
+    }
+
+    fn report_fetch(&mut self, transfer: TransferId, attempt: u64, source: &str, r: FetchResult) {
+        debug!("{transfer} from {source}: {r:?}");
+        let now = self.now();
+        self.core.on_fetch_result(now, transfer, attempt, r);
+    }
+
+    /// Fails the FILE_DATAs whose writer has not finished within
+    /// [`FINISH_TIMEOUT`] (their threads end on their own and remove their
+    /// temp files) and looks again when the next one is due.
+    fn expire_finishing(&mut self, now: Time) {
+        let mut next: Option<Time> = None;
+        for (since, f) in std::mem::take(&mut self.finishing) {
+            let due = since.plus(FINISH_TIMEOUT);
+            if now < due {
+                next = Some(next.map_or(due, |n| n.min(due)));
+                self.finishing.push((since, f));
+                continue;
+            }
+            let why = format!(
+                "the disk did not finish writing the file within {} s",
+                FINISH_TIMEOUT.as_secs()
+            );
+            match f {
+                Finishing::Fetch {
+                    transfer,
+                    attempt,
+                    source,
+                    ..
+                } => {
+                    if self.core.is_current(transfer, attempt) {
+                        self.report_fetch(transfer, attempt, &source, FetchResult::Failed(why));
+                    }
+                }
+                Finishing::Push { header, .. } => {
+                    warn!("pushed file {:?} not stored: {why}", header.file_name)
+                }
+            }
+        }
+        if let Some(at) = next {
+            self.wheel.schedule(at, Due::Finishing);
         }
     }
 
@@ -1441,7 +1585,7 @@ impl Driver {
             }
             Message::FileData(header) => {
                 self.finish_conn(key);
-                self.on_pushed(header, data, sink);
+                self.finish_received(Finishing::Push { header, data, sink });
             }
             other => {
                 self.finish_conn(key);
@@ -1456,8 +1600,8 @@ impl Driver {
         }
     }
 
-    /// An unsolicited FILE_DATA: stored like a download (limits, safe name,
-    /// integrity) and handed to the core.
+    /// An unsolicited FILE_DATA, its sink settled: stored like a download
+    /// (limits, safe name, integrity) and handed to the core.
     fn on_pushed(
         &mut self,
         header: crate::protocol::FileDataHeader,

@@ -227,6 +227,21 @@ impl Writer {
         !self.has_room()
     }
 
+    /// No more data: the thread writes what is queued, makes it durable
+    /// (fsync) and ends, without the loop waiting for any of it.
+    pub fn close(&mut self) {
+        drop(self.full.take());
+    }
+
+    /// Asks the thread to wake the loop when it has ended; false if it has
+    /// ended already (then [`finish`](Writer::finish) does not wait).
+    /// Asked before the check again, so an end in between is not missed; a
+    /// wake for room clears the request, so ask again after every wake.
+    pub fn wait_for_end(&self) -> bool {
+        self.flow.parked.store(true, Ordering::SeqCst);
+        !self.flow.ended.load(Ordering::SeqCst)
+    }
+
     /// Waits until everything queued is written; the file and its hash.
     pub fn finish(mut self) -> io::Result<(PartialFile, FileHasher)> {
         drop(self.full.take());
@@ -277,7 +292,26 @@ fn hash_and_write(
         return Err(cancelled());
     }
     out.finish()?;
+    // Durable here, not on the loop: the commit's own fsync then finds
+    // nothing left to write (a large buffered push could otherwise hold
+    // the loop for as long as the disk takes to write it).
+    slow_sync_for_tests();
+    partial.file().sync_all()?;
     Ok((partial, hasher))
+}
+
+/// Fault injection for the integration tests (debug builds only, so never
+/// in a release binary): `PEERSHARE_TEST_SLOW_SYNC_MS` makes every writer
+/// thread's final fsync that much slower, as on a slow disk, to show the
+/// loop goes on answering meanwhile.
+fn slow_sync_for_tests() {
+    #[cfg(debug_assertions)]
+    if let Some(ms) = std::env::var("PEERSHARE_TEST_SLOW_SYNC_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        thread::sleep(std::time::Duration::from_millis(ms.min(60_000)));
+    }
 }
 
 /// A block of [`STAGE_LEN`] bytes at a [`DIRECT_ALIGN`]ed address.

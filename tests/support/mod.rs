@@ -45,6 +45,7 @@ pub struct PeerBuilder {
     stdin: StdinMode,
     dir: Option<PathBuf>,
     files: Vec<(String, Vec<u8>)>,
+    env: Vec<(String, String)>,
 }
 
 impl PeerBuilder {
@@ -57,7 +58,14 @@ impl PeerBuilder {
             stdin: StdinMode::Piped,
             dir: None,
             files: Vec::new(),
+            env: Vec::new(),
         }
+    }
+    /// Sets an environment variable of the process (the debug build's
+    /// fault knobs, e.g. `PEERSHARE_TEST_SLOW_SYNC_MS`).
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_string(), value.to_string()));
+        self
     }
     /// Adds `--well-known 127.0.0.1:<port>`.
     pub fn well_known(mut self, port: u16) -> Self {
@@ -130,6 +138,7 @@ impl PeerBuilder {
         args.extend(self.args.iter().cloned());
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_peershare"));
         cmd.args(&args)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .stdin(match self.stdin {
