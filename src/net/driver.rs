@@ -12,6 +12,7 @@ use crate::net::conn::{
     Role, WriteKind, READ_BUF_LEN,
 };
 use crate::net::resolver::Resolver;
+use crate::net::sockopt;
 use crate::net::stdin::{self, LineReader};
 use crate::net::timer::TimerWheel;
 use crate::protocol::decoder::{DataField, Decoded, DecoderLimits, MessageDecoder};
@@ -176,6 +177,9 @@ struct Driver {
     waker: Arc<Waker>,
     read_buf: Vec<u8>,
     p2p: Option<TcpListener>,
+    /// The system's TCP congestion control, given back to connections from
+    /// other hosts when the P2P listener was set unpaced (see `sockopt`).
+    system_congestion: Option<String>,
     http: Option<TcpListener>,
     resolver: Resolver,
     resolve_cache: HashMap<String, (Result<SocketAddr, String>, Time)>,
@@ -361,6 +365,7 @@ pub fn run(args: Args) -> Result<(), StartError> {
         ))
     })?;
     let p2p = bind(&args.host, args.p2p_port, "the peer server")?;
+    let system_congestion = sockopt::unpaced_listener(&p2p);
     let http = bind(&args.host, args.http_port, "the stats page")?;
     let p2p_addr = p2p
         .local_addr()
@@ -428,6 +433,7 @@ pub fn run(args: Args) -> Result<(), StartError> {
         waker: waker.clone(),
         read_buf: vec![0u8; READ_BUF_LEN],
         p2p: Some(p2p),
+        system_congestion,
         http: Some(http),
         resolver,
         resolve_cache: HashMap::new(),
@@ -1039,6 +1045,12 @@ impl Driver {
                     if !self.make_room() {
                         debug!("connection from {from} refused: at the cap");
                         continue;
+                    }
+                    if let (false, Some(system), Ok(local)) =
+                        (is_http, &self.system_congestion, stream.local_addr())
+                    {
+                        // It may carry a FILE_DATA we send (see `sockopt`).
+                        sockopt::accepted(&stream, local.ip(), from.ip(), system);
                     }
                     let role = if is_http {
                         Role::Http { buf: Vec::new() }

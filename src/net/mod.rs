@@ -12,6 +12,7 @@ pub mod driver;
 pub mod file_writer;
 pub mod limits;
 pub mod resolver;
+pub mod sockopt;
 pub mod stdin;
 pub mod timer;
 
