@@ -50,6 +50,7 @@ use criterion::{
     criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, SamplingMode,
     Throughput,
 };
+use peershare::net::sockopt;
 use peershare::protocol::decoder::{DecoderLimits, DiscardSink, Feed, MessageDecoder};
 use peershare::protocol::encoder::{FileDataEncoder, FileSource, WriteProgress};
 use peershare::protocol::{FileRecord, FileSize, Timestamp};
@@ -201,12 +202,16 @@ fn decode(c: &mut Criterion) {
 }
 
 /// Copies `total` bytes over a fresh loopback connection; the time from the
-/// first write to the last byte read (connection set-up excluded).
+/// first write to the last byte read (connection set-up excluded). The
+/// sender is set up as a peer's GET_FILE reply is: accepted from a listener
+/// switched to the unpaced congestion control (`net::sockopt`), so the
+/// ratio compares like with like.
 fn loopback_copy(total: usize) -> Duration {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    sockopt::unpaced_listener(&listener);
     let addr = listener.local_addr().expect("addr");
-    let mut tx = TcpStream::connect(addr).expect("connect");
-    let (mut rx, _) = listener.accept().expect("accept");
+    let mut rx = TcpStream::connect(addr).expect("connect");
+    let (mut tx, _) = listener.accept().expect("accept");
     let reader = thread::spawn(move || {
         let mut buf = vec![0u8; PIECE];
         let mut got = 0;
