@@ -1130,9 +1130,15 @@ impl Driver {
             self.outbound_failed(role, "too many open connections".into());
             return;
         }
-        let mut connected = TcpStream::connect(sa);
+        let local = self
+            .p2p
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map(|a| a.ip());
+        let unpaced = self.system_congestion.is_some();
+        let mut connected = sockopt::connect(sa, local, unpaced);
         if matches!(&connected, Err(e) if is_out_of_fds(e)) && self.evict_longest_idle() {
-            connected = TcpStream::connect(sa);
+            connected = sockopt::connect(sa, local, unpaced);
         }
         match connected {
             Ok(stream) => {

@@ -15,13 +15,15 @@
 //! made before the connection is established: the P2P listener is set to
 //! Reno (accepted connections inherit it), and an accepted connection from
 //! another host is switched back to the system's choice before any byte
-//! moves: across a real network, pacing is what BBR is for. (Our outbound
-//! connections carry GET_FILE requests and gossip, which are small; a push
-//! to a peer on the same host stays paced.)
+//! moves: across a real network, pacing is what BBR is for. Our own
+//! connections to a peer on this host (a push sends it a FILE_DATA) are
+//! made unpaced before their SYN goes out ([`connect`]).
 
 #![allow(unsafe_code)]
 
-use std::net::IpAddr;
+use socket2::{Domain, Protocol, Socket, Type};
+use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 
 /// The unpaced congestion control used between peers on one host.
@@ -66,6 +68,30 @@ pub fn accepted(stream: &impl AsRawFd, local: IpAddr, peer: IpAddr, system: &str
     if !same_host(local, peer) {
         set_congestion_control(stream, system);
     }
+}
+
+/// Starts a non-blocking connect, as `mio::net::TcpStream::connect` does.
+/// With `unpaced` (the listener was switched, see [`unpaced_listener`]) a
+/// connection to this host (loopback, or `local`, our own address) is set
+/// to [`UNPACED`] before it is set up.
+pub fn connect(
+    to: SocketAddr,
+    local: Option<IpAddr>,
+    unpaced: bool,
+) -> io::Result<mio::net::TcpStream> {
+    let here = to.ip().is_loopback() || local.is_some_and(|l| same_host(l, to.ip()));
+    if !(unpaced && here) {
+        return mio::net::TcpStream::connect(to);
+    }
+    let socket = Socket::new(Domain::for_address(to), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_nonblocking(true)?;
+    set_congestion_control(&socket, UNPACED);
+    match socket.connect(&to.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(mio::net::TcpStream::from_std(socket.into()))
 }
 
 /// The congestion control a socket uses (for tests and logs).
@@ -120,6 +146,39 @@ mod tests {
         let far = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
         accepted(&other, local, far, &before);
         assert_eq!(congestion_control(&other).as_deref(), Some(before.as_str()));
+    }
+
+    #[test]
+    fn our_connections_to_this_host_are_unpaced_from_the_start() {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let to = listener.local_addr().unwrap();
+        let system = congestion_control(&listener).unwrap();
+        let stream = connect(to, None, true).unwrap();
+        assert_eq!(congestion_control(&stream).as_deref(), Some(UNPACED));
+        // The non-blocking connect completes, and bytes go through.
+        let (mut server, _) = listener.accept().unwrap();
+        let mut std_stream = wait_connected(stream);
+        std::io::Write::write_all(&mut std_stream, b"hi").unwrap();
+        let mut got = [0u8; 2];
+        std::io::Read::read_exact(&mut server, &mut got).unwrap();
+        assert_eq!(&got, b"hi");
+        // Without the listener switched, the system's choice stays.
+        let plain = connect(to, None, false).unwrap();
+        assert_eq!(congestion_control(&plain).as_deref(), Some(system.as_str()));
+    }
+
+    /// The mio stream as a blocking std one, once its connect completed.
+    fn wait_connected(stream: mio::net::TcpStream) -> TcpStream {
+        use std::os::fd::{FromRawFd, IntoRawFd};
+        // SAFETY: the fd is moved out of the mio stream, owned once.
+        let s = unsafe { TcpStream::from_raw_fd(stream.into_raw_fd()) };
+        s.set_nonblocking(false).unwrap();
+        let t = std::time::Instant::now();
+        while s.peer_addr().is_err() {
+            assert!(t.elapsed().as_secs() < 10, "connect never completed");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        s
     }
 
     #[test]
