@@ -701,6 +701,11 @@ fn a_download_busy_for_longer_than_the_idle_timeout_is_not_called_idle() {
 /// and the file is complete and verified.
 #[test]
 fn a_slow_disk_at_the_end_of_a_download_never_stalls_the_loop() {
+    if !cfg!(debug_assertions) {
+        // The slow-fsync knob exists in debug builds only.
+        eprintln!("skipped: needs a debug build of peershare");
+        return;
+    }
     let data = pattern(21, 3 * 1024 * 1024 + 5);
     let a = PeerBuilder::new("holder")
         .args(&QUIET)
@@ -747,6 +752,50 @@ fn a_slow_disk_at_the_end_of_a_download_never_stalls_the_loop() {
     assert!(!saved.contains("UNVERIFIED"), "{saved}");
     assert_eq!(read(&b.dir.join("slow.bin")), data);
     assert_no_temp_files_remain(&b);
+}
+
+/// `exit` while a received file is still being synced: the peer waits for
+/// it (a few seconds at most), stores it and saves it in the metadata.
+#[test]
+fn exit_while_a_received_file_is_being_synced_keeps_it() {
+    if !cfg!(debug_assertions) {
+        eprintln!("skipped: needs a debug build of peershare");
+        return;
+    }
+    let data = pattern(22, 2 * 1024 * 1024 + 9);
+    let a = PeerBuilder::new("holder")
+        .args(&QUIET)
+        .file("late.bin", &data)
+        .spawn();
+    let id = id_of(&wait_named(&a, "late.bin"));
+    let mut b = PeerBuilder::new("getter")
+        .args(&QUIET)
+        .well_known(a.p2p_port)
+        .env("PEERSHARE_TEST_SLOW_SYNC_MS", "2000")
+        .spawn();
+    wait_known(&b, &id, &["holder"]);
+    b.send_line(&format!("get {id}"));
+    // Every byte is in once the transfer shows the whole size; the fsync
+    // then holds the file for 2 s.
+    let all_in = wait_until(GET_WAIT, || {
+        b.state().is_some_and(|s| {
+            s["transfers"]
+                .as_array()
+                .is_some_and(|t| t.iter().any(|t| t["bytes_done"] == data.len() as u64))
+        })
+    });
+    assert!(all_in, "the transfer never showed every byte\n{}", log_tail(&b));
+    assert!(
+        b.lines().iter().all(|l| !l.contains("get: saved")),
+        "saved before exit: the slow fsync was not in effect"
+    );
+    b.send_line("exit");
+    let status = b.wait_exit(Duration::from_secs(15));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}\n{}", log_tail(&b));
+    assert_eq!(read(&b.dir.join("late.bin")), data);
+    assert_no_temp_files_remain(&b);
+    let meta = metadata(&b.dir).expect("metadata saved");
+    assert!(meta.get(&id).is_some(), "{meta}");
 }
 
 // ---- 6. auto-fetch beside the menu -----------------------------------------

@@ -104,7 +104,14 @@ enum Due {
 
 /// Longest a received FILE_DATA may wait for its writer thread to write
 /// and fsync its last bytes before the attempt fails (a disk that hangs).
+/// What is left by then is bounded whatever the file's size: at most the
+/// writer's queue (1.5 MiB), three direct-I/O blocks, and two steps of
+/// buffered writeback (16 MiB; the writer waits for older writeback as it
+/// goes), so only a disk slower than about 0.3 MB/s runs into it.
 const FINISH_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Longest the exit waits for received files still being written.
+const EXIT_DRAIN: Duration = Duration::from_secs(5);
 
 /// A FILE_DATA whose every byte arrived while its writer thread still
 /// writes (and fsyncs) the last of them. It is checked and stored when the
@@ -179,6 +186,7 @@ struct Driver {
     p2p: Option<TcpListener>,
     /// The system's TCP congestion control, given back to connections from
     /// other hosts when the P2P listener was set unpaced (see `sockopt`).
+    /// Read once at start: a later sysctl change applies after a restart.
     system_congestion: Option<String>,
     http: Option<TcpListener>,
     resolver: Resolver,
@@ -639,9 +647,11 @@ impl Driver {
     }
 
     fn shutdown(&mut self) {
-        // Stop accepting, then write the final catalog synchronously.
+        // Stop accepting, let received files land, then write the final
+        // catalog synchronously.
         self.p2p = None;
         self.http = None;
+        self.drain_finishing();
         drop(self.meta_tx.take());
         if let Some(t) = self.meta_thread.take() {
             let _ = t.join();
@@ -651,6 +661,34 @@ impl Driver {
             warn!("cannot write metadata on exit: {e}");
         }
         info!("metadata saved; bye");
+    }
+
+    /// At exit: received FILE_DATAs whose writer is still at work (every
+    /// byte arrived; only the disk is behind) get up to [`EXIT_DRAIN`] to
+    /// land, so they are stored and in the saved catalog. Past it they are
+    /// dropped (their temp files are removed now or at the next start).
+    fn drain_finishing(&mut self) {
+        let deadline = Instant::now() + EXIT_DRAIN;
+        while !self.finishing.is_empty() {
+            for (since, f) in std::mem::take(&mut self.finishing) {
+                if f.sink().must_wait_for_writer() {
+                    self.finishing.push((since, f));
+                } else {
+                    self.finish_received(f);
+                    self.apply_effects();
+                }
+            }
+            if Instant::now() >= deadline {
+                if !self.finishing.is_empty() {
+                    warn!(
+                        "{} received files still being written at exit; dropped",
+                        self.finishing.len()
+                    );
+                }
+                return;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
     }
 
     // ---- timers -------------------------------------------------------
@@ -1546,6 +1584,8 @@ impl Driver {
                 } => {
                     if self.core.is_current(transfer, attempt) {
                         self.report_fetch(transfer, attempt, &source, FetchResult::Failed(why));
+                    } else {
+                        debug!("{transfer} from {source} ended meanwhile; {why}");
                     }
                 }
                 Finishing::Push { header, .. } => {

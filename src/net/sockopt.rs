@@ -19,8 +19,6 @@
 //! connections to a peer on this host (a push sends it a FILE_DATA) are
 //! made unpaced before their SYN goes out ([`connect`]).
 
-#![allow(unsafe_code)]
-
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -30,7 +28,9 @@ use std::os::fd::AsRawFd;
 pub const UNPACED: &str = "reno";
 
 /// Sets a socket's congestion control; false if the kernel refused (the
-/// socket then keeps what it had).
+/// socket then keeps what it had) or the platform has no such option.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
 pub fn set_congestion_control(socket: &impl AsRawFd, name: &str) -> bool {
     // SAFETY: the fd is a TCP socket owned by `socket` for the call; the
     // option value is a byte string we own, with its exact length.
@@ -46,9 +46,17 @@ pub fn set_congestion_control(socket: &impl AsRawFd, name: &str) -> bool {
     rc == 0
 }
 
-/// Whether a connection between `local` and `peer` stays on this host.
+/// See the Linux version: elsewhere the system's choice stays.
+#[cfg(not(target_os = "linux"))]
+pub fn set_congestion_control(_socket: &impl AsRawFd, _name: &str) -> bool {
+    false
+}
+
+/// Whether a connection between `local` and `peer` stays on this host
+/// (IPv4-mapped IPv6 addresses, from a dual-stack listener, as IPv4).
 pub fn same_host(local: IpAddr, peer: IpAddr) -> bool {
-    peer.is_loopback() || peer == local
+    let peer = peer.to_canonical();
+    peer.is_loopback() || peer == local.to_canonical()
 }
 
 /// The P2P listener: what the system would have used (to give back to
@@ -79,7 +87,7 @@ pub fn connect(
     local: Option<IpAddr>,
     unpaced: bool,
 ) -> io::Result<mio::net::TcpStream> {
-    let here = to.ip().is_loopback() || local.is_some_and(|l| same_host(l, to.ip()));
+    let here = to.ip().to_canonical().is_loopback() || local.is_some_and(|l| same_host(l, to.ip()));
     if !(unpaced && here) {
         return mio::net::TcpStream::connect(to);
     }
@@ -94,7 +102,16 @@ pub fn connect(
     Ok(mio::net::TcpStream::from_std(socket.into()))
 }
 
+/// The congestion control a socket uses (for tests and logs); `None`
+/// where the platform has no such option.
+#[cfg(not(target_os = "linux"))]
+pub fn congestion_control(_stream: &impl AsRawFd) -> Option<String> {
+    None
+}
+
 /// The congestion control a socket uses (for tests and logs).
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
 pub fn congestion_control(stream: &impl AsRawFd) -> Option<String> {
     let mut buf = [0u8; 32];
     let mut len = buf.len() as libc::socklen_t;
@@ -117,7 +134,7 @@ pub fn congestion_control(stream: &impl AsRawFd) -> Option<String> {
     Some(String::from_utf8_lossy(&name[..end]).into_owned())
 }
 
-#[cfg(test)]
+#[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
     use std::net::{Ipv4Addr, TcpListener, TcpStream};
@@ -168,6 +185,7 @@ mod tests {
     }
 
     /// The mio stream as a blocking std one, once its connect completed.
+    #[allow(unsafe_code)]
     fn wait_connected(stream: mio::net::TcpStream) -> TcpStream {
         use std::os::fd::{FromRawFd, IntoRawFd};
         // SAFETY: the fd is moved out of the mio stream, owned once.

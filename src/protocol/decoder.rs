@@ -59,7 +59,9 @@ pub trait DataSink {
 
     /// The `data` string ended: every byte has been passed to
     /// [`write_data`](DataSink::write_data). Called once, before `feed`
-    /// returns; a sink that works in the background finishes here.
+    /// returns; a sink that works in the background is told here that no
+    /// more bytes come (it must not wait for its work: `feed` runs on the
+    /// loop).
     fn end_data(&mut self) -> io::Result<()> {
         Ok(())
     }
