@@ -44,6 +44,24 @@ pub const MAX_SWEEP_PERIOD: Duration = Duration::from_secs(10);
 /// Most peers one catch-up GOSSIP goes to directly (see `Timer::CatchUp`).
 pub const CATCH_UP_MAX_TARGETS: usize = 16;
 
+/// A repeated GOSSIP id (one we have seen) from a given peerId is answered
+/// at most this often (at most a tenth of the gossip interval, so
+/// compressed timers keep the same proportions). The copies of one flood
+/// reach a peer within about a second of each other, so they mostly stay
+/// unanswered; a retransmission (`Timer::Retransmit`) comes later and is
+/// answered.
+pub const REPEAT_REPLY_MIN_INTERVAL: Duration = Duration::from_secs(3);
+
+/// Most peers one retransmission pass sends our round's GOSSIP to.
+pub const RETRANSMIT_MAX_TARGETS: usize = 32;
+
+/// Retransmission passes after each gossip round (see `Timer::Retransmit`).
+pub const RETRANSMIT_PASSES: u8 = 2;
+
+/// The longest wait from a round to its first retransmission pass, and
+/// between passes (at most a sixth of the gossip interval).
+pub const RETRANSMIT_DELAY: Duration = Duration::from_secs(5);
+
 /// How the peer is set up.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -74,6 +92,16 @@ pub enum Timer {
     /// Time for a catch-up GOSSIP to peers we began tracking recently whose
     /// files we have not had yet (after a heal, a restart, an expiry).
     CatchUp,
+    /// Time to send the GOSSIP of the round that began at `round` again,
+    /// directly, to the tracked peers whose GOSSIP_REPLY to it has not come
+    /// (pass `pass` of `RETRANSMIT_PASSES`). Stale, a no-op, once a later
+    /// round has begun.
+    Retransmit {
+        /// When the round began (identifies it).
+        round: Time,
+        /// Which pass this is, from 1.
+        pass: u8,
+    },
 }
 
 /// Menu commands that change state (read-only ones are served from
@@ -324,6 +352,73 @@ impl Peer {
             }
             Timer::AutoFetch => self.auto_fetch(now),
             Timer::CatchUp => self.catch_up(now),
+            Timer::Retransmit { round, pass } => self.retransmit(now, round, pass),
+        }
+    }
+
+    fn retransmit_delay(&self) -> Duration {
+        (self.cfg.gossip_interval / 6).min(RETRANSMIT_DELAY)
+    }
+
+    fn repeat_reply_min_interval(&self) -> Duration {
+        (self.cfg.gossip_interval / 10).min(REPEAT_REPLY_MIN_INTERVAL)
+    }
+
+    /// Sends `msg` (our round's GOSSIP) straight to at most `max` peers of
+    /// `targets`, a random subset when there are more.
+    fn resend_round(&mut self, msg: &Message, mut targets: Vec<PeerAddr>, max: usize) {
+        let k = max.min(targets.len());
+        targets.partial_shuffle(&mut self.rng, k);
+        targets.truncate(k);
+        for to in targets {
+            self.effects.push(Effect::Send {
+                to,
+                msg: msg.clone(),
+            });
+        }
+    }
+
+    /// Retransmission of the round that began at `round`: its GOSSIP (the
+    /// same id) again, straight to every tracked peer whose GOSSIP_REPLY has
+    /// not reached us since the round began, at most
+    /// `RETRANSMIT_MAX_TARGETS` of them (a random subset). That covers a
+    /// lost reply and a flood that missed the peer: one that has seen the id
+    /// answers the repeat (see `on_gossip`), one that has not answers and
+    /// forwards it as any fresh id. Without it such a peer's files (and its
+    /// liveness, with a peer timeout of only two intervals) waited for our
+    /// next round. A stale timer (a later round has begun, or the peer
+    /// restarted) does nothing.
+    fn retransmit(&mut self, now: Time, round: Time, pass: u8) {
+        if self.last_round != Some(round) {
+            return;
+        }
+        let Some(msg) = self.round_gossip.clone() else {
+            return;
+        };
+        let targets: Vec<PeerAddr> = self
+            .members
+            .all()
+            .into_iter()
+            .filter(|(_, p)| p.last_files.is_none_or(|f| f <= round))
+            .map(|(_, p)| p.addr.clone())
+            .collect();
+        if !targets.is_empty() {
+            debug!(
+                "retransmission {pass}: round gossip to {} of {} peers",
+                targets.len().min(RETRANSMIT_MAX_TARGETS),
+                targets.len()
+            );
+            self.resend_round(&msg, targets, RETRANSMIT_MAX_TARGETS);
+        }
+        if pass < RETRANSMIT_PASSES {
+            let at = now.plus(self.retransmit_delay());
+            self.schedule(
+                at,
+                Timer::Retransmit {
+                    round,
+                    pass: pass + 1,
+                },
+            );
         }
     }
 
@@ -364,7 +459,7 @@ impl Peer {
             return;
         };
         let window = self.cfg.gossip_interval * 2;
-        let mut targets: Vec<PeerAddr> = self
+        let targets: Vec<PeerAddr> = self
             .members
             .all()
             .into_iter()
@@ -374,17 +469,12 @@ impl Peer {
         if targets.is_empty() {
             return;
         }
-        let k = CATCH_UP_MAX_TARGETS.min(targets.len());
-        targets.partial_shuffle(&mut self.rng, k);
-        targets.truncate(k);
         self.last_catch_up = Some(now);
-        debug!("catch-up gossip to {} peers", targets.len());
-        for to in targets {
-            self.effects.push(Effect::Send {
-                to,
-                msg: msg.clone(),
-            });
-        }
+        debug!(
+            "catch-up gossip to {} peers",
+            targets.len().min(CATCH_UP_MAX_TARGETS)
+        );
+        self.resend_round(&msg, targets, CATCH_UP_MAX_TARGETS);
     }
 
     /// Our GOSSIP_REPLY: where we listen and the files we hold.
@@ -483,6 +573,16 @@ impl Peer {
         }
         let next = now.plus(self.cfg.gossip_interval);
         self.schedule(next, Timer::Gossip);
+        if RETRANSMIT_PASSES > 0 {
+            let at = now.plus(self.retransmit_delay());
+            self.schedule(
+                at,
+                Timer::Retransmit {
+                    round: now,
+                    pass: 1,
+                },
+            );
+        }
     }
 
     fn sweep(&mut self, now: Time) {
@@ -584,7 +684,12 @@ impl Peer {
             debug!("GOSSIP with oversized id or peerId dropped");
             return;
         }
-        if !self.seen.insert(&id) || peer_id == *self.me() {
+        let fresh = self.seen.insert(&id);
+        if peer_id == *self.me() {
+            return;
+        }
+        if !fresh {
+            self.on_repeated_gossip(now, &host, port, &peer_id);
             return;
         }
         if self.track(now, &peer_id, &host, port) == Tracked::New {
@@ -632,6 +737,40 @@ impl Peer {
                     msg: msg.clone(),
                 });
             }
+        }
+    }
+
+    /// A GOSSIP whose id we have seen. PROTOCOL.md's GOSSIP row says to
+    /// forward a GOSSIP once, remembering seen ids and ignoring repeats;
+    /// what that rule prevents is a flood that never ends, and a repeat is
+    /// still never forwarded here (forwarding happens once, on the fresh
+    /// id). We only track its origin (it is alive, perhaps at a new
+    /// address) and send it our GOSSIP_REPLY again, at most once per
+    /// `repeat_reply_min_interval` per peerId: a GOSSIP_REPLY is idempotent
+    /// (it states what we hold; merging it twice changes nothing), so the
+    /// origin gets its files and its liveness refreshed after a lost reply.
+    /// Directed repeats come from our own peers' retransmissions and
+    /// catch-ups; the Python peers never send them (they mint a fresh id for
+    /// everything), and the copies of one flood arrive within about a second
+    /// of each other, inside the limit.
+    fn on_repeated_gossip(&mut self, now: Time, host: &str, port: u16, peer_id: &PeerId) {
+        if self.track(now, peer_id, host, port) == Tracked::New {
+            self.want_catch_up(now);
+        }
+        let min = self.repeat_reply_min_interval();
+        let reply = match self.members.get_mut(peer_id) {
+            Some(p) if p.last_replied.is_none_or(|t| now.since(t) >= min) => {
+                p.last_replied = Some(now);
+                true
+            }
+            _ => false,
+        };
+        if reply {
+            let msg = self.own_reply();
+            self.effects.push(Effect::Send {
+                to: PeerAddr::new(host, port),
+                msg,
+            });
         }
     }
 
