@@ -447,7 +447,11 @@ impl Peer {
     /// most `CATCH_UP_MAX_TARGETS`). A peer that was cut off when the round
     /// went out has not seen its id: it replies with its files and
     /// forwards it, completing the round's flood on its side of a healed
-    /// partition; a peer that has seen it ignores it. The same id, not a
+    /// partition; one of ours that has seen it only replies (see
+    /// `on_repeated_gossip`), a Python one ignores it. The retransmission
+    /// passes after each round (`retransmit`) do the same for every peer
+    /// whose reply is missing; the catch-up is for peers found between
+    /// rounds, which would otherwise wait for the next one. The same id, not a
     /// fresh one: a fresh id would flood the whole network again through
     /// peers that forward every new id (the Python ones), and through ours
     /// it would use up the once per ¾ interval forward of our GOSSIPs, so
@@ -1549,6 +1553,188 @@ mod tests {
         // The next catch-up waits half a gossip interval.
         p.on_message(Time(4_000), gossip_from("s", 9003, "g-s"));
         assert_eq!(catch_ups(&p.take_effects()), vec![Time(18_000)]);
+    }
+
+    #[test]
+    fn a_repeated_gossip_id_is_answered_once_per_limit_and_never_forwarded() {
+        let mut p = peer();
+        p.start(Time(0));
+        for k in 0..5u16 {
+            p.on_message(Time(1), reply_from(&format!("r{k}"), 9100 + k));
+        }
+        p.take_effects();
+        // The fresh id: answered and forwarded.
+        p.on_message(Time(10_000), gossip_from("q", 9001, "g"));
+        let first = sends(&p.take_effects());
+        assert!(first.contains(&(9001, "GOSSIP_REPLY", String::new())));
+        assert!(first.iter().any(|s| s.1 == "GOSSIP" && s.2 == "g"));
+        // Copies of the same flood, within the repeat limit: ignored.
+        p.on_message(Time(10_200), gossip_from("q", 9001, "g"));
+        p.on_message(Time(12_900), gossip_from("q", 9001, "g"));
+        assert_eq!(sends(&p.take_effects()), vec![]);
+        // A retransmission later: answered, not forwarded.
+        p.on_message(Time(13_000), gossip_from("q", 9001, "g"));
+        assert_eq!(
+            sends(&p.take_effects()),
+            vec![(9001, "GOSSIP_REPLY", String::new())]
+        );
+        p.on_message(Time(14_000), gossip_from("q", 9001, "g"));
+        assert_eq!(sends(&p.take_effects()), vec![]);
+        // From a new address: tracked there and answered there.
+        p.on_message(Time(16_000), gossip_from("q", 9050, "g"));
+        assert_eq!(
+            sends(&p.take_effects()),
+            vec![(9050, "GOSSIP_REPLY", String::new())]
+        );
+        assert_eq!(p.members().get(&"q".into()).map(|s| s.addr.port), Some(9050));
+        assert_eq!(p.members().get(&"q".into()).map(|s| s.last_seen), Some(Time(16_000)));
+        // A repeat of an id we never forwarded still is not forwarded, and
+        // one claiming to be us is ignored.
+        p.on_message(Time(20_000), gossip_from("me", 9000, "g"));
+        assert!(p.take_effects().is_empty());
+    }
+
+    #[test]
+    fn a_repeat_from_an_untracked_peer_tracks_it_and_asks_for_a_catch_up() {
+        let mut p = peer();
+        p.start(Time(0));
+        p.on_message(Time(1_000), gossip_from("q", 9001, "g"));
+        p.on_timer(Time(3_000), Timer::CatchUp);
+        // q expires; its GOSSIP comes again (retransmitted).
+        p.on_timer(Time(70_000), Timer::Sweep);
+        assert!(p.members().is_empty());
+        p.take_effects();
+        p.on_message(Time(71_000), gossip_from("q", 9001, "g"));
+        let effects = p.take_effects();
+        assert!(p.members().contains(&"q".into()));
+        assert_eq!(sends(&effects), vec![(9001, "GOSSIP_REPLY", String::new())]);
+        assert_eq!(catch_ups(&effects).len(), 1);
+    }
+
+    /// When the retransmissions in `effects` are scheduled.
+    fn retransmits(effects: &[Effect]) -> Vec<(Time, Time, u8)> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Schedule {
+                    at,
+                    timer: Timer::Retransmit { round, pass },
+                } => Some((*at, *round, *pass)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A started peer tracking q0..q{n-1} (ports 9100..), whose round at
+    /// 30 s went out; returns the round's GOSSIP id.
+    fn round_with_peers(p: &mut Peer, n: u16) -> String {
+        p.start(Time(0));
+        for k in 0..n {
+            p.on_message(Time(1), reply_from(&format!("q{k}"), 9100 + k));
+        }
+        p.take_effects();
+        p.on_timer(Time(30_000), Timer::Gossip);
+        let effects = p.take_effects();
+        assert_eq!(
+            retransmits(&effects),
+            vec![(Time(35_000), Time(30_000), 1)],
+            "the round schedules its first pass"
+        );
+        sends(&effects)[0].2.clone()
+    }
+
+    #[test]
+    fn the_retransmission_goes_only_to_peers_whose_reply_is_missing_and_is_capped() {
+        let mut p = peer();
+        let round_id = round_with_peers(&mut p, 50);
+        // q0..q9 answer the round; the 40 others do not.
+        for k in 0..10u16 {
+            p.on_message(Time(30_500), reply_from(&format!("q{k}"), 9100 + k));
+        }
+        p.take_effects();
+        p.on_timer(
+            Time(35_000),
+            Timer::Retransmit {
+                round: Time(30_000),
+                pass: 1,
+            },
+        );
+        let effects = p.take_effects();
+        let to = sends(&effects);
+        assert_eq!(to.len(), RETRANSMIT_MAX_TARGETS);
+        for (port, kind, id) in &to {
+            assert_eq!((*kind, id), ("GOSSIP", &round_id));
+            assert!(*port >= 9110, "q{} answered already", port - 9100);
+        }
+        let distinct: std::collections::BTreeSet<u16> = to.iter().map(|s| s.0).collect();
+        assert_eq!(distinct.len(), to.len());
+        assert_eq!(
+            retransmits(&effects),
+            vec![(Time(40_000), Time(30_000), 2)]
+        );
+        // All but q42 answer; the last pass goes to q42 alone and schedules
+        // no further pass.
+        for k in (10..50u16).filter(|k| *k != 42) {
+            p.on_message(Time(36_000), reply_from(&format!("q{k}"), 9100 + k));
+        }
+        p.take_effects();
+        p.on_timer(
+            Time(40_000),
+            Timer::Retransmit {
+                round: Time(30_000),
+                pass: RETRANSMIT_PASSES,
+            },
+        );
+        let effects = p.take_effects();
+        assert_eq!(sends(&effects), vec![(9142, "GOSSIP", round_id)]);
+        assert!(retransmits(&effects).is_empty());
+    }
+
+    #[test]
+    fn no_retransmission_when_every_reply_came() {
+        let mut p = peer();
+        round_with_peers(&mut p, 10);
+        for k in 0..10u16 {
+            p.on_message(Time(30_300), reply_from(&format!("q{k}"), 9100 + k));
+        }
+        p.take_effects();
+        p.on_timer(
+            Time(35_000),
+            Timer::Retransmit {
+                round: Time(30_000),
+                pass: 1,
+            },
+        );
+        assert_eq!(sends(&p.take_effects()), vec![]);
+    }
+
+    #[test]
+    fn a_stale_retransmission_timer_does_nothing() {
+        let mut p = peer();
+        round_with_peers(&mut p, 10);
+        // The next round began: the last one's timers are stale.
+        p.on_timer(Time(60_000), Timer::Gossip);
+        p.take_effects();
+        for pass in 1..=RETRANSMIT_PASSES {
+            p.on_timer(
+                Time(60_100),
+                Timer::Retransmit {
+                    round: Time(30_000),
+                    pass,
+                },
+            );
+            assert!(p.take_effects().is_empty(), "pass {pass}");
+        }
+        // Before any round (a timer from before a restart): nothing either.
+        let mut fresh = peer();
+        fresh.on_timer(
+            Time(5_000),
+            Timer::Retransmit {
+                round: Time(0),
+                pass: 1,
+            },
+        );
+        assert!(fresh.take_effects().is_empty());
     }
 
     #[test]
