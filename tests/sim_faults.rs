@@ -433,10 +433,9 @@ impl Run {
             if let (Some(m), Some(f)) = (members_at, files_at) {
                 return (m, f);
             }
-            if members_at.is_none()
-                && since >= g * member_intervals
-                && std::env::var("PEERSHARE_SIM_DUMP").is_ok()
-            {
+            let late = (members_at.is_none() && since >= g * member_intervals)
+                || (files_at.is_none() && since >= g * file_intervals);
+            if late && std::env::var("PEERSHARE_SIM_DUMP").is_ok() {
                 for l in self.sim.log() {
                     eprintln!("{l}");
                 }
