@@ -1586,10 +1586,15 @@ mod tests {
             sends(&p.take_effects()),
             vec![(9050, "GOSSIP_REPLY", String::new())]
         );
-        assert_eq!(p.members().get(&"q".into()).map(|s| s.addr.port), Some(9050));
-        assert_eq!(p.members().get(&"q".into()).map(|s| s.last_seen), Some(Time(16_000)));
-        // A repeat of an id we never forwarded still is not forwarded, and
-        // one claiming to be us is ignored.
+        assert_eq!(
+            p.members().get(&"q".into()).map(|s| s.addr.port),
+            Some(9050)
+        );
+        assert_eq!(
+            p.members().get(&"q".into()).map(|s| s.last_seen),
+            Some(Time(16_000))
+        );
+        // One claiming to be us is ignored, repeat or not.
         p.on_message(Time(20_000), gossip_from("me", 9000, "g"));
         assert!(p.take_effects().is_empty());
     }
@@ -1668,10 +1673,7 @@ mod tests {
         }
         let distinct: std::collections::BTreeSet<u16> = to.iter().map(|s| s.0).collect();
         assert_eq!(distinct.len(), to.len());
-        assert_eq!(
-            retransmits(&effects),
-            vec![(Time(40_000), Time(30_000), 2)]
-        );
+        assert_eq!(retransmits(&effects), vec![(Time(40_000), Time(30_000), 2)]);
         // All but q42 answer; the last pass goes to q42 alone and schedules
         // no further pass.
         for k in (10..50u16).filter(|k| *k != 42) {
