@@ -56,7 +56,7 @@ pub const REPEAT_REPLY_MIN_INTERVAL: Duration = Duration::from_secs(3);
 pub const RETRANSMIT_MAX_TARGETS: usize = 32;
 
 /// Retransmission passes after each gossip round (see `Timer::Retransmit`).
-pub const RETRANSMIT_PASSES: u8 = 2;
+pub const RETRANSMIT_PASSES: u8 = 3;
 
 /// The longest wait from a round to its first retransmission pass, and
 /// between passes (at most a sixth of the gossip interval).
