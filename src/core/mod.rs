@@ -52,6 +52,12 @@ pub const CATCH_UP_MAX_TARGETS: usize = 16;
 /// answered.
 pub const REPEAT_REPLY_MIN_INTERVAL: Duration = Duration::from_secs(3);
 
+/// A GOSSIP_REPLY arriving this soon after an ANNOUNCE from the same peer
+/// may have been sent before it (each message takes its own connection and
+/// latency): it only adds holdings, it does not remove any (see
+/// the GOSSIP_REPLY arm of `Peer::on_message`).
+pub const REPLY_REORDER_WINDOW: Duration = Duration::from_secs(2);
+
 /// Most peers one retransmission pass sends our round's GOSSIP to.
 pub const RETRANSMIT_MAX_TARGETS: usize = 32;
 
@@ -652,10 +658,29 @@ impl Peer {
                     return;
                 }
                 self.track(now, &peer_id, &host, port);
+                let mut announced_just_now = false;
                 if let Some(p) = self.members.get_mut(&peer_id) {
                     p.last_files = Some(now);
+                    announced_just_now = p
+                        .last_announced
+                        .is_some_and(|t| now.since(t) < REPLY_REORDER_WINDOW);
                 }
-                if self.catalog.set_holdings(&peer_id, &files) {
+                // Fix (found by the simulator once replies became more
+                // frequent): a GOSSIP_REPLY sent just before the peer
+                // finished a download, overtaken by that download's
+                // ANNOUNCE, removed the peer from the file's holders again
+                // until its next reply. Shortly after an ANNOUNCE from the
+                // peer a reply only adds; the next one removes as usual.
+                let changed = if announced_just_now {
+                    let mut changed = false;
+                    for r in &files {
+                        changed |= self.catalog.merge(r, Some(&peer_id));
+                    }
+                    changed
+                } else {
+                    self.catalog.set_holdings(&peer_id, &files)
+                };
+                if changed {
                     self.effects.push(Effect::Persist);
                 }
                 if self.cfg.auto_fetch > 0 && !self.auto_fetch_started && !self.auto_fetch_early {
@@ -666,7 +691,10 @@ impl Peer {
                 }
             }
             Message::Announce { from, file } => {
-                self.members.touch(now, &from);
+                if let Some(p) = self.members.get_mut(&from) {
+                    p.last_seen = now;
+                    p.last_announced = Some(now);
+                }
                 if from == *self.me() {
                     return;
                 }
@@ -754,9 +782,10 @@ impl Peer {
     /// (it states what we hold; merging it twice changes nothing), so the
     /// origin gets its files and its liveness refreshed after a lost reply.
     /// Directed repeats come from our own peers' retransmissions and
-    /// catch-ups; the Python peers never send them (they mint a fresh id for
-    /// everything), and the copies of one flood arrive within about a second
-    /// of each other, inside the limit.
+    /// catch-ups; the Python peers never send them (each sends or forwards
+    /// a given id once; R-style ones mint a fresh id even to forward), and
+    /// the copies of one flood arrive within about a second of each other,
+    /// inside the limit, so they stay unanswered.
     fn on_repeated_gossip(&mut self, now: Time, host: &str, port: u16, peer_id: &PeerId) {
         if self.track(now, peer_id, host, port) == Tracked::New {
             self.want_catch_up(now);
@@ -1737,6 +1766,28 @@ mod tests {
             },
         );
         assert!(fresh.take_effects().is_empty());
+    }
+
+    #[test]
+    fn a_reply_overtaken_by_an_announce_does_not_undo_it() {
+        let mut p = peer();
+        p.start(Time(0));
+        p.on_message(Time(100), reply_from("q", 9001));
+        p.on_message(
+            Time(5_000),
+            Message::Announce {
+                from: "q".into(),
+                file: record("f", "owner"),
+            },
+        );
+        // q's reply, sent before its download ended, arrives after the
+        // ANNOUNCE: q still holds f.
+        p.on_message(Time(5_150), reply_from("q", 9001));
+        let holders = |p: &Peer| p.catalog().get(&"f".into()).map(|e| e.holders.len());
+        assert_eq!(holders(&p), Some(1));
+        // A later reply without f means q no longer holds it.
+        p.on_message(Time(8_000), reply_from("q", 9001));
+        assert_eq!(holders(&p), None);
     }
 
     #[test]
