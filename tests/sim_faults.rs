@@ -404,8 +404,8 @@ impl Run {
     /// took.
     fn final_heal_and_converge(
         &mut self,
-        member_intervals: u32,
-        file_intervals: u32,
+        member_intervals: f64,
+        file_intervals: f64,
     ) -> (Duration, Duration) {
         self.sim.heal();
         let n = self.sim.len();
@@ -421,6 +421,7 @@ impl Run {
         }
         let healed = self.sim.now();
         let g = self.sim.config().gossip_interval;
+        let (member_bound, file_bound) = (g.mul_f64(member_intervals), g.mul_f64(file_intervals));
         let (mut members_at, mut files_at) = (None, None);
         loop {
             let since = self.sim.now().since(healed);
@@ -433,23 +434,22 @@ impl Run {
             if let (Some(m), Some(f)) = (members_at, files_at) {
                 return (m, f);
             }
-            if members_at.is_none()
-                && since >= g * member_intervals
-                && std::env::var("PEERSHARE_SIM_DUMP").is_ok()
-            {
+            let late = (members_at.is_none() && since >= member_bound)
+                || (files_at.is_none() && since >= file_bound);
+            if late && std::env::var("PEERSHARE_SIM_DUMP").is_ok() {
                 for l in self.sim.log() {
                     eprintln!("{l}");
                 }
             }
             assert!(
-                members_at.is_some() || since < g * member_intervals,
+                members_at.is_some() || since < member_bound,
                 "no full membership {member_intervals} gossip intervals after the last heal: {:?}; {}",
                 gaps_of(&self.sim, 10, true, false),
                 self.who_is_missing()
             );
 
             assert!(
-                files_at.is_some() || since < g * file_intervals,
+                files_at.is_some() || since < file_bound,
                 "live files still unknown {file_intervals} gossip intervals after the last heal: {:?}",
                 gaps_of(&self.sim, 10, false, true)
             );
@@ -463,31 +463,32 @@ impl Run {
 
 /// Liveness bounds after the last heal, in gossip intervals, for the
 /// sweep's 10 % loss with the protocol's timers (gossip 30 s, peer timeout
-/// 60 s). The issue asks for 3; measured over the sweep's 200 seeds (see
+/// 60 s). The issue asks for 3. Measured over the sweep's 200 seeds (see
 /// README, "Simulated network under faults"), with the core's catch-up
-/// after a heal:
+/// after a heal, the answer to a repeated GOSSIP id and the three
+/// retransmission passes of each round's GOSSIP (`core::Timer::Retransmit`):
 ///
-/// - membership: median 2.02, p99 4.66, worst 5.48 intervals; 41 seeds of
-///   200 over 3. What is left is not the heal but false expiries: with a
-///   peer timeout of only two intervals, a pair drops each other when two
-///   rounds' worth of GOSSIPs and replies between them are all lost
-///   (which happens among 9 900 pairs at 10 % loss), and until the next
-///   GOSSIP re-tracks them "every peer tracks every other" does not hold.
-///   With a 120 s timeout the worst of 40 seeds was 2.96; at 5 % loss,
-///   3.76 (3 of 100 seeds over 3); at 1 %, 2.68.
-/// - files: median 3.24, p99 5.72, worst 6.24 intervals; 130 of 200 over 3
-///   (before the catch-up, 40 seeds: median 4.34, worst 8.54). A peer
-///   learns a holder's files only from that holder's GOSSIP_REPLY to one
-///   of its GOSSIPs; the holder answers one GOSSIP id once, and at 10 %
-///   loss the GOSSIP or the reply is lost about one time in six, so among
-///   the ~1 000 (peer, file) pairs missing at a heal a few need 4–6
-///   rounds. At 5 % loss: worst 4.86; at 1 %: 3.08 (2 of 100 over 3).
+/// - membership: median 1.04, p99 2.64, worst 2.94 intervals; 0 seeds of
+///   200 over 3 (before the retransmissions: median 2.02, p99 4.66, worst
+///   5.48, 41 over 3, held back by false expiries: a pair dropped each
+///   other when two rounds' GOSSIPs and replies between them were all
+///   lost; a retransmission now refreshes both sides within the round).
+/// - files: median 1.10, p99 2.64, worst 3.02 intervals; 1 of 200 over 3
+///   (before: median 3.24, p99 5.72, worst 6.24, 130 over 3). The seed
+///   over 3 was not traced; the one traced at 3.20 with two passes was a
+///   pair that found each other only 1.9 intervals after the heal (each
+///   side's floods kept missing the other while the two halves re-merged
+///   through the well-known peers), after which 6 of 7 messages from the
+///   holder to the other peer were lost.
 ///
-/// The bounds are the measured worst plus about one interval.
-const MEMBER_INTERVALS: u32 = 7;
+/// At 5 % loss (100 seeds): membership worst 2.58, files 2.32; at 1 %: 2.02
+/// and 2.02 (before: 3.76 and 4.86; 2.68 and 3.08).
+///
+/// The bounds are the measured worst plus about half an interval.
+const MEMBER_INTERVALS: f64 = 3.5;
 
 /// See [`MEMBER_INTERVALS`].
-const FILE_INTERVALS: u32 = 8;
+const FILE_INTERVALS: f64 = 3.5;
 
 /// The sweep's gossip interval: the protocol's 30 s. 10 simulated minutes
 /// are then 20 rounds (about 500 000 events per 100-peer seed) instead of
@@ -498,10 +499,18 @@ const SWEEP_GOSSIP_MS: u64 = 30_000;
 /// The sweep's peer timeout, in gossip intervals (the protocol's 60 s).
 const SWEEP_TIMEOUT_INTERVALS: u32 = 2;
 
-fn intervals() -> (u32, u32) {
+fn env_f64(name: &str) -> Option<f64> {
+    std::env::var(name).ok().map(|s| {
+        s.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{name} must be a number"))
+    })
+}
+
+fn intervals() -> (f64, f64) {
     (
-        env_u64("PEERSHARE_SIM_MEMBER_INTERVALS").map_or(MEMBER_INTERVALS, |v| v as u32),
-        env_u64("PEERSHARE_SIM_FILE_INTERVALS").map_or(FILE_INTERVALS, |v| v as u32),
+        env_f64("PEERSHARE_SIM_MEMBER_INTERVALS").unwrap_or(MEMBER_INTERVALS),
+        env_f64("PEERSHARE_SIM_FILE_INTERVALS").unwrap_or(FILE_INTERVALS),
     )
 }
 
@@ -697,7 +706,7 @@ fn seed_sweep() {
 fn fault_log(seed: u64) -> Vec<String> {
     let mut run = Run::new(faulty(20, seed, Duration::from_secs(1)), ms(100));
     run.chaos(Duration::from_secs(30));
-    run.final_heal_and_converge(10, 20);
+    run.final_heal_and_converge(10.0, 20.0);
     run.sim.log().to_vec()
 }
 

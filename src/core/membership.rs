@@ -31,6 +31,8 @@ pub struct PeerState {
     pub tracked_since: Time,
     /// When its last GOSSIP_REPLY (the files it holds) reached us.
     pub last_files: Option<Time>,
+    /// When its last ANNOUNCE (`from` = it) reached us.
+    pub last_announced: Option<Time>,
 }
 
 /// What `track` did.
@@ -93,6 +95,7 @@ impl Membership {
                 last_forwarded: None,
                 tracked_since: now,
                 last_files: None,
+                last_announced: None,
             },
         );
         (Tracked::New, evicted)

@@ -44,6 +44,30 @@ pub const MAX_SWEEP_PERIOD: Duration = Duration::from_secs(10);
 /// Most peers one catch-up GOSSIP goes to directly (see `Timer::CatchUp`).
 pub const CATCH_UP_MAX_TARGETS: usize = 16;
 
+/// A repeated GOSSIP id (one we have seen) from a given peerId is answered
+/// at most this often (at most a tenth of the gossip interval, so
+/// compressed timers keep the same proportions). The copies of one flood
+/// reach a peer within about a second of each other, so they mostly stay
+/// unanswered; a retransmission (`Timer::Retransmit`) comes later and is
+/// answered.
+pub const REPEAT_REPLY_MIN_INTERVAL: Duration = Duration::from_secs(3);
+
+/// A GOSSIP_REPLY arriving this soon after an ANNOUNCE from the same peer
+/// may have been sent before it (each message takes its own connection and
+/// latency): it only adds holdings, it does not remove any (see
+/// the GOSSIP_REPLY arm of `Peer::on_message`).
+pub const REPLY_REORDER_WINDOW: Duration = Duration::from_secs(2);
+
+/// Most peers one retransmission pass sends our round's GOSSIP to.
+pub const RETRANSMIT_MAX_TARGETS: usize = 32;
+
+/// Retransmission passes after each gossip round (see `Timer::Retransmit`).
+pub const RETRANSMIT_PASSES: u8 = 3;
+
+/// The longest wait from a round to its first retransmission pass, and
+/// between passes (at most a sixth of the gossip interval).
+pub const RETRANSMIT_DELAY: Duration = Duration::from_secs(5);
+
 /// How the peer is set up.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -74,6 +98,16 @@ pub enum Timer {
     /// Time for a catch-up GOSSIP to peers we began tracking recently whose
     /// files we have not had yet (after a heal, a restart, an expiry).
     CatchUp,
+    /// Time to send the GOSSIP of the round that began at `round` again,
+    /// directly, to the tracked peers whose GOSSIP_REPLY to it has not come
+    /// (pass `pass` of `RETRANSMIT_PASSES`). Stale, a no-op, once a later
+    /// round has begun.
+    Retransmit {
+        /// When the round began (identifies it).
+        round: Time,
+        /// Which pass this is, from 1.
+        pass: u8,
+    },
 }
 
 /// Menu commands that change state (read-only ones are served from
@@ -324,6 +358,73 @@ impl Peer {
             }
             Timer::AutoFetch => self.auto_fetch(now),
             Timer::CatchUp => self.catch_up(now),
+            Timer::Retransmit { round, pass } => self.retransmit(now, round, pass),
+        }
+    }
+
+    fn retransmit_delay(&self) -> Duration {
+        (self.cfg.gossip_interval / 6).min(RETRANSMIT_DELAY)
+    }
+
+    fn repeat_reply_min_interval(&self) -> Duration {
+        (self.cfg.gossip_interval / 10).min(REPEAT_REPLY_MIN_INTERVAL)
+    }
+
+    /// Sends `msg` (our round's GOSSIP) straight to at most `max` peers of
+    /// `targets`, a random subset when there are more.
+    fn resend_round(&mut self, msg: &Message, mut targets: Vec<PeerAddr>, max: usize) {
+        let k = max.min(targets.len());
+        targets.partial_shuffle(&mut self.rng, k);
+        targets.truncate(k);
+        for to in targets {
+            self.effects.push(Effect::Send {
+                to,
+                msg: msg.clone(),
+            });
+        }
+    }
+
+    /// Retransmission of the round that began at `round`: its GOSSIP (the
+    /// same id) again, straight to every tracked peer whose GOSSIP_REPLY has
+    /// not reached us since the round began, at most
+    /// `RETRANSMIT_MAX_TARGETS` of them (a random subset). That covers a
+    /// lost reply and a flood that missed the peer: one that has seen the id
+    /// answers the repeat (see `on_gossip`), one that has not answers and
+    /// forwards it as any fresh id. Without it such a peer's files (and its
+    /// liveness, with a peer timeout of only two intervals) waited for our
+    /// next round. A stale timer (a later round has begun, or the peer
+    /// restarted) does nothing.
+    fn retransmit(&mut self, now: Time, round: Time, pass: u8) {
+        if self.last_round != Some(round) {
+            return;
+        }
+        let Some(msg) = self.round_gossip.clone() else {
+            return;
+        };
+        let targets: Vec<PeerAddr> = self
+            .members
+            .all()
+            .into_iter()
+            .filter(|(_, p)| p.last_files.is_none_or(|f| f <= round))
+            .map(|(_, p)| p.addr.clone())
+            .collect();
+        if !targets.is_empty() {
+            debug!(
+                "retransmission {pass}: round gossip to {} of {} peers",
+                targets.len().min(RETRANSMIT_MAX_TARGETS),
+                targets.len()
+            );
+            self.resend_round(&msg, targets, RETRANSMIT_MAX_TARGETS);
+        }
+        if pass < RETRANSMIT_PASSES {
+            let at = now.plus(self.retransmit_delay());
+            self.schedule(
+                at,
+                Timer::Retransmit {
+                    round,
+                    pass: pass + 1,
+                },
+            );
         }
     }
 
@@ -352,7 +453,11 @@ impl Peer {
     /// most `CATCH_UP_MAX_TARGETS`). A peer that was cut off when the round
     /// went out has not seen its id: it replies with its files and
     /// forwards it, completing the round's flood on its side of a healed
-    /// partition; a peer that has seen it ignores it. The same id, not a
+    /// partition; one of ours that has seen it only replies (see
+    /// `on_repeated_gossip`), a Python one ignores it. The retransmission
+    /// passes after each round (`retransmit`) do the same for every peer
+    /// whose reply is missing; the catch-up is for peers found between
+    /// rounds, which would otherwise wait for the next one. The same id, not a
     /// fresh one: a fresh id would flood the whole network again through
     /// peers that forward every new id (the Python ones), and through ours
     /// it would use up the once per ¾ interval forward of our GOSSIPs, so
@@ -364,7 +469,7 @@ impl Peer {
             return;
         };
         let window = self.cfg.gossip_interval * 2;
-        let mut targets: Vec<PeerAddr> = self
+        let targets: Vec<PeerAddr> = self
             .members
             .all()
             .into_iter()
@@ -374,17 +479,12 @@ impl Peer {
         if targets.is_empty() {
             return;
         }
-        let k = CATCH_UP_MAX_TARGETS.min(targets.len());
-        targets.partial_shuffle(&mut self.rng, k);
-        targets.truncate(k);
         self.last_catch_up = Some(now);
-        debug!("catch-up gossip to {} peers", targets.len());
-        for to in targets {
-            self.effects.push(Effect::Send {
-                to,
-                msg: msg.clone(),
-            });
-        }
+        debug!(
+            "catch-up gossip to {} peers",
+            targets.len().min(CATCH_UP_MAX_TARGETS)
+        );
+        self.resend_round(&msg, targets, CATCH_UP_MAX_TARGETS);
     }
 
     /// Our GOSSIP_REPLY: where we listen and the files we hold.
@@ -483,6 +583,16 @@ impl Peer {
         }
         let next = now.plus(self.cfg.gossip_interval);
         self.schedule(next, Timer::Gossip);
+        if RETRANSMIT_PASSES > 0 {
+            let at = now.plus(self.retransmit_delay());
+            self.schedule(
+                at,
+                Timer::Retransmit {
+                    round: now,
+                    pass: 1,
+                },
+            );
+        }
     }
 
     fn sweep(&mut self, now: Time) {
@@ -548,10 +658,29 @@ impl Peer {
                     return;
                 }
                 self.track(now, &peer_id, &host, port);
+                let mut announced_just_now = false;
                 if let Some(p) = self.members.get_mut(&peer_id) {
                     p.last_files = Some(now);
+                    announced_just_now = p
+                        .last_announced
+                        .is_some_and(|t| now.since(t) < REPLY_REORDER_WINDOW);
                 }
-                if self.catalog.set_holdings(&peer_id, &files) {
+                // Fix (found by the simulator once replies became more
+                // frequent): a GOSSIP_REPLY sent just before the peer
+                // finished a download, overtaken by that download's
+                // ANNOUNCE, removed the peer from the file's holders again
+                // until its next reply. Shortly after an ANNOUNCE from the
+                // peer a reply only adds; the next one removes as usual.
+                let changed = if announced_just_now {
+                    let mut changed = false;
+                    for r in &files {
+                        changed |= self.catalog.merge(r, Some(&peer_id));
+                    }
+                    changed
+                } else {
+                    self.catalog.set_holdings(&peer_id, &files)
+                };
+                if changed {
                     self.effects.push(Effect::Persist);
                 }
                 if self.cfg.auto_fetch > 0 && !self.auto_fetch_started && !self.auto_fetch_early {
@@ -562,7 +691,10 @@ impl Peer {
                 }
             }
             Message::Announce { from, file } => {
-                self.members.touch(now, &from);
+                if let Some(p) = self.members.get_mut(&from) {
+                    p.last_seen = now;
+                    p.last_announced = Some(now);
+                }
                 if from == *self.me() {
                     return;
                 }
@@ -584,7 +716,12 @@ impl Peer {
             debug!("GOSSIP with oversized id or peerId dropped");
             return;
         }
-        if !self.seen.insert(&id) || peer_id == *self.me() {
+        let fresh = self.seen.insert(&id);
+        if peer_id == *self.me() {
+            return;
+        }
+        if !fresh {
+            self.on_repeated_gossip(now, &host, port, &peer_id);
             return;
         }
         if self.track(now, &peer_id, &host, port) == Tracked::New {
@@ -632,6 +769,41 @@ impl Peer {
                     msg: msg.clone(),
                 });
             }
+        }
+    }
+
+    /// A GOSSIP whose id we have seen. PROTOCOL.md's GOSSIP row says to
+    /// forward a GOSSIP once, remembering seen ids and ignoring repeats;
+    /// what that rule prevents is a flood that never ends, and a repeat is
+    /// still never forwarded here (forwarding happens once, on the fresh
+    /// id). We only track its origin (it is alive, perhaps at a new
+    /// address) and send it our GOSSIP_REPLY again, at most once per
+    /// `repeat_reply_min_interval` per peerId: a GOSSIP_REPLY is idempotent
+    /// (it states what we hold; merging it twice changes nothing), so the
+    /// origin gets its files and its liveness refreshed after a lost reply.
+    /// Directed repeats come from our own peers' retransmissions and
+    /// catch-ups; the Python peers never send them (each sends or forwards
+    /// a given id once; R-style ones mint a fresh id even to forward), and
+    /// the copies of one flood arrive within about a second of each other,
+    /// inside the limit, so they stay unanswered.
+    fn on_repeated_gossip(&mut self, now: Time, host: &str, port: u16, peer_id: &PeerId) {
+        if self.track(now, peer_id, host, port) == Tracked::New {
+            self.want_catch_up(now);
+        }
+        let min = self.repeat_reply_min_interval();
+        let reply = match self.members.get_mut(peer_id) {
+            Some(p) if p.last_replied.is_none_or(|t| now.since(t) >= min) => {
+                p.last_replied = Some(now);
+                true
+            }
+            _ => false,
+        };
+        if reply {
+            let msg = self.own_reply();
+            self.effects.push(Effect::Send {
+                to: PeerAddr::new(host, port),
+                msg,
+            });
         }
     }
 
@@ -1410,6 +1582,212 @@ mod tests {
         // The next catch-up waits half a gossip interval.
         p.on_message(Time(4_000), gossip_from("s", 9003, "g-s"));
         assert_eq!(catch_ups(&p.take_effects()), vec![Time(18_000)]);
+    }
+
+    #[test]
+    fn a_repeated_gossip_id_is_answered_once_per_limit_and_never_forwarded() {
+        let mut p = peer();
+        p.start(Time(0));
+        for k in 0..5u16 {
+            p.on_message(Time(1), reply_from(&format!("r{k}"), 9100 + k));
+        }
+        p.take_effects();
+        // The fresh id: answered and forwarded.
+        p.on_message(Time(10_000), gossip_from("q", 9001, "g"));
+        let first = sends(&p.take_effects());
+        assert!(first.contains(&(9001, "GOSSIP_REPLY", String::new())));
+        assert!(first.iter().any(|s| s.1 == "GOSSIP" && s.2 == "g"));
+        // Copies of the same flood, within the repeat limit: ignored.
+        p.on_message(Time(10_200), gossip_from("q", 9001, "g"));
+        p.on_message(Time(12_900), gossip_from("q", 9001, "g"));
+        assert_eq!(sends(&p.take_effects()), vec![]);
+        // A retransmission later: answered, not forwarded.
+        p.on_message(Time(13_000), gossip_from("q", 9001, "g"));
+        assert_eq!(
+            sends(&p.take_effects()),
+            vec![(9001, "GOSSIP_REPLY", String::new())]
+        );
+        p.on_message(Time(14_000), gossip_from("q", 9001, "g"));
+        assert_eq!(sends(&p.take_effects()), vec![]);
+        // From a new address: tracked there and answered there.
+        p.on_message(Time(16_000), gossip_from("q", 9050, "g"));
+        assert_eq!(
+            sends(&p.take_effects()),
+            vec![(9050, "GOSSIP_REPLY", String::new())]
+        );
+        assert_eq!(
+            p.members().get(&"q".into()).map(|s| s.addr.port),
+            Some(9050)
+        );
+        assert_eq!(
+            p.members().get(&"q".into()).map(|s| s.last_seen),
+            Some(Time(16_000))
+        );
+        // One claiming to be us is ignored, repeat or not.
+        p.on_message(Time(20_000), gossip_from("me", 9000, "g"));
+        assert!(p.take_effects().is_empty());
+    }
+
+    #[test]
+    fn a_repeat_from_an_untracked_peer_tracks_it_and_asks_for_a_catch_up() {
+        let mut p = peer();
+        p.start(Time(0));
+        p.on_message(Time(1_000), gossip_from("q", 9001, "g"));
+        p.on_timer(Time(3_000), Timer::CatchUp);
+        // q expires; its GOSSIP comes again (retransmitted).
+        p.on_timer(Time(70_000), Timer::Sweep);
+        assert!(p.members().is_empty());
+        p.take_effects();
+        p.on_message(Time(71_000), gossip_from("q", 9001, "g"));
+        let effects = p.take_effects();
+        assert!(p.members().contains(&"q".into()));
+        assert_eq!(sends(&effects), vec![(9001, "GOSSIP_REPLY", String::new())]);
+        assert_eq!(catch_ups(&effects).len(), 1);
+    }
+
+    /// When the retransmissions in `effects` are scheduled.
+    fn retransmits(effects: &[Effect]) -> Vec<(Time, Time, u8)> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Schedule {
+                    at,
+                    timer: Timer::Retransmit { round, pass },
+                } => Some((*at, *round, *pass)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A started peer tracking q0..q{n-1} (ports 9100..), whose round at
+    /// 30 s went out; returns the round's GOSSIP id.
+    fn round_with_peers(p: &mut Peer, n: u16) -> String {
+        p.start(Time(0));
+        for k in 0..n {
+            p.on_message(Time(1), reply_from(&format!("q{k}"), 9100 + k));
+        }
+        p.take_effects();
+        p.on_timer(Time(30_000), Timer::Gossip);
+        let effects = p.take_effects();
+        assert_eq!(
+            retransmits(&effects),
+            vec![(Time(35_000), Time(30_000), 1)],
+            "the round schedules its first pass"
+        );
+        sends(&effects)[0].2.clone()
+    }
+
+    #[test]
+    fn the_retransmission_goes_only_to_peers_whose_reply_is_missing_and_is_capped() {
+        let mut p = peer();
+        let round_id = round_with_peers(&mut p, 50);
+        // q0..q9 answer the round; the 40 others do not.
+        for k in 0..10u16 {
+            p.on_message(Time(30_500), reply_from(&format!("q{k}"), 9100 + k));
+        }
+        p.take_effects();
+        p.on_timer(
+            Time(35_000),
+            Timer::Retransmit {
+                round: Time(30_000),
+                pass: 1,
+            },
+        );
+        let effects = p.take_effects();
+        let to = sends(&effects);
+        assert_eq!(to.len(), RETRANSMIT_MAX_TARGETS);
+        for (port, kind, id) in &to {
+            assert_eq!((*kind, id), ("GOSSIP", &round_id));
+            assert!(*port >= 9110, "q{} answered already", port - 9100);
+        }
+        let distinct: std::collections::BTreeSet<u16> = to.iter().map(|s| s.0).collect();
+        assert_eq!(distinct.len(), to.len());
+        assert_eq!(retransmits(&effects), vec![(Time(40_000), Time(30_000), 2)]);
+        // All but q42 answer; the last pass goes to q42 alone and schedules
+        // no further pass.
+        for k in (10..50u16).filter(|k| *k != 42) {
+            p.on_message(Time(36_000), reply_from(&format!("q{k}"), 9100 + k));
+        }
+        p.take_effects();
+        p.on_timer(
+            Time(40_000),
+            Timer::Retransmit {
+                round: Time(30_000),
+                pass: RETRANSMIT_PASSES,
+            },
+        );
+        let effects = p.take_effects();
+        assert_eq!(sends(&effects), vec![(9142, "GOSSIP", round_id)]);
+        assert!(retransmits(&effects).is_empty());
+    }
+
+    #[test]
+    fn no_retransmission_when_every_reply_came() {
+        let mut p = peer();
+        round_with_peers(&mut p, 10);
+        for k in 0..10u16 {
+            p.on_message(Time(30_300), reply_from(&format!("q{k}"), 9100 + k));
+        }
+        p.take_effects();
+        p.on_timer(
+            Time(35_000),
+            Timer::Retransmit {
+                round: Time(30_000),
+                pass: 1,
+            },
+        );
+        assert_eq!(sends(&p.take_effects()), vec![]);
+    }
+
+    #[test]
+    fn a_stale_retransmission_timer_does_nothing() {
+        let mut p = peer();
+        round_with_peers(&mut p, 10);
+        // The next round began: the last one's timers are stale.
+        p.on_timer(Time(60_000), Timer::Gossip);
+        p.take_effects();
+        for pass in 1..=RETRANSMIT_PASSES {
+            p.on_timer(
+                Time(60_100),
+                Timer::Retransmit {
+                    round: Time(30_000),
+                    pass,
+                },
+            );
+            assert!(p.take_effects().is_empty(), "pass {pass}");
+        }
+        // Before any round (a timer from before a restart): nothing either.
+        let mut fresh = peer();
+        fresh.on_timer(
+            Time(5_000),
+            Timer::Retransmit {
+                round: Time(0),
+                pass: 1,
+            },
+        );
+        assert!(fresh.take_effects().is_empty());
+    }
+
+    #[test]
+    fn a_reply_overtaken_by_an_announce_does_not_undo_it() {
+        let mut p = peer();
+        p.start(Time(0));
+        p.on_message(Time(100), reply_from("q", 9001));
+        p.on_message(
+            Time(5_000),
+            Message::Announce {
+                from: "q".into(),
+                file: record("f", "owner"),
+            },
+        );
+        // q's reply, sent before its download ended, arrives after the
+        // ANNOUNCE: q still holds f.
+        p.on_message(Time(5_150), reply_from("q", 9001));
+        let holders = |p: &Peer| p.catalog().get(&"f".into()).map(|e| e.holders.len());
+        assert_eq!(holders(&p), Some(1));
+        // A later reply without f means q no longer holds it.
+        p.on_message(Time(8_000), reply_from("q", 9001));
+        assert_eq!(holders(&p), None);
     }
 
     #[test]
