@@ -784,14 +784,22 @@ fn exit_while_a_received_file_is_being_synced_keeps_it() {
                 .is_some_and(|t| t.iter().any(|t| t["bytes_done"] == data.len() as u64))
         })
     });
-    assert!(all_in, "the transfer never showed every byte\n{}", log_tail(&b));
+    assert!(
+        all_in,
+        "the transfer never showed every byte\n{}",
+        log_tail(&b)
+    );
     assert!(
         b.lines().iter().all(|l| !l.contains("get: saved")),
         "saved before exit: the slow fsync was not in effect"
     );
     b.send_line("exit");
     let status = b.wait_exit(Duration::from_secs(15));
-    assert!(status.is_some_and(|s| s.success()), "{status:?}\n{}", log_tail(&b));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?}\n{}",
+        log_tail(&b)
+    );
     assert_eq!(read(&b.dir.join("late.bin")), data);
     assert_no_temp_files_remain(&b);
     let meta = metadata(&b.dir).expect("metadata saved");

@@ -1,8 +1,10 @@
-//! Gossip dedupe: which GOSSIP ids we have seen, with a fixed bound.
+//! Gossip dedupe: which GOSSIP ids we have seen, with a fixed bound; and
+//! the token bucket behind the all-peers limits on answers and forwards.
 //!
-//! Owns only the seen-set; who to reply to and forward to is decided in
-//! `core::Peer`, with per-peer flood limits kept in the membership table.
+//! Who to reply to and forward to is decided in `core::Peer`, with per-peer
+//! flood limits kept in the membership table.
 
+use crate::core::time::Time;
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 
@@ -107,5 +109,65 @@ mod tests {
         assert_eq!(u.len(), 36);
         assert_eq!(&u[14..15], "4");
         assert_ne!(u, uuid4(&mut rng));
+    }
+}
+
+/// A token bucket over simulated or real time (milliseconds, passed in):
+/// `burst` tokens at most, refilled at `per_sec`.
+#[derive(Clone, Debug)]
+pub struct Budget {
+    per_sec: u32,
+    burst: u32,
+    /// Tokens in thousandths, so a refill of a few ms is not lost.
+    milli: u64,
+    last: Time,
+}
+
+impl Budget {
+    /// A full bucket.
+    pub fn new(per_sec: u32, burst: u32) -> Self {
+        Self {
+            per_sec,
+            burst,
+            milli: u64::from(burst) * 1000,
+            last: Time(0),
+        }
+    }
+
+    /// Takes one token if there is one.
+    pub fn take(&mut self, now: Time) -> bool {
+        let elapsed = now.0.saturating_sub(self.last.0);
+        self.last = self.last.max(now);
+        let cap = u64::from(self.burst) * 1000;
+        self.milli = (self.milli + elapsed * u64::from(self.per_sec)).min(cap);
+        if self.milli >= 1000 {
+            self.milli -= 1000;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod budget_tests {
+    use super::*;
+
+    #[test]
+    fn a_budget_allows_its_burst_then_its_rate() {
+        let mut b = Budget::new(10, 5);
+        let now = Time(1_000);
+        assert_eq!((0..100).filter(|_| b.take(now)).count(), 5);
+        // 10 a second: one every 100 ms.
+        assert!(!b.take(Time(1_050)));
+        assert!(b.take(Time(1_100)));
+        let later = Time(60_000);
+        assert_eq!(
+            (0..100).filter(|_| b.take(later)).count(),
+            5,
+            "capped at the burst"
+        );
+        // Time going backwards (never, but) refills nothing.
+        assert!(!b.take(Time(10)));
     }
 }

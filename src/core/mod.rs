@@ -20,7 +20,7 @@ use crate::protocol::message::human_bytes;
 use crate::protocol::{FileRecord, FileSize, Message};
 use catalog::{Catalog, Entry, LocalCopy, Lookup};
 use downloads::{Download, Downloads, Origin};
-use gossip::{SeenCache, MAX_GOSSIP_ID_LEN, SEEN_CAPACITY};
+use gossip::{Budget, SeenCache, MAX_GOSSIP_ID_LEN, SEEN_CAPACITY};
 use log::{debug, info, warn};
 use membership::{Membership, Tracked, MAX_PEER_ID_LEN};
 use rand::rngs::SmallRng;
@@ -37,6 +37,21 @@ pub const GOSSIP_FANOUT: usize = 3;
 /// A given peerId's GOSSIPs are answered at most this often (R-style peers
 /// flood hundreds a second with fresh ids).
 pub const REPLY_MIN_INTERVAL: Duration = Duration::from_secs(1);
+
+/// GOSSIP_REPLYs we send per second at most, all peers together, and the
+/// burst allowed. The per-peerId limits don't bound a flood that invents a
+/// new peerId for every GOSSIP: each would get our reply (our whole file
+/// list, to any host:port it names: an amplifier) and a forward to three
+/// peers. 64 a second is twice what a full table of 1024 peers needs at one
+/// round each per 30 s, with retransmissions.
+pub const REPLIES_PER_SEC: u32 = 64;
+/// See [`REPLIES_PER_SEC`].
+pub const REPLY_BURST: u32 = 256;
+/// GOSSIPs we forward per second at most (each to three peers), all peers
+/// together, and the burst allowed (see [`REPLIES_PER_SEC`]).
+pub const FORWARDS_PER_SEC: u32 = 64;
+/// See [`FORWARDS_PER_SEC`].
+pub const FORWARD_BURST: u32 = 256;
 
 /// The sweep for silent peers runs at least this often.
 pub const MAX_SWEEP_PERIOD: Duration = Duration::from_secs(10);
@@ -238,6 +253,10 @@ pub struct Peer {
     rng: SmallRng,
     members: Membership,
     seen: SeenCache,
+    /// All-peers limit on GOSSIP_REPLYs sent.
+    reply_budget: Budget,
+    /// All-peers limit on GOSSIPs forwarded.
+    forward_budget: Budget,
     catalog: Catalog,
     downloads: Downloads,
     effects: Vec<Effect>,
@@ -262,6 +281,8 @@ impl Peer {
             rng,
             members: Membership::new(),
             seen: SeenCache::new(SEEN_CAPACITY),
+            reply_budget: Budget::new(REPLIES_PER_SEC, REPLY_BURST),
+            forward_budget: Budget::new(FORWARDS_PER_SEC, FORWARD_BURST),
             catalog: Catalog::new(),
             downloads: Downloads::new(),
             effects: Vec::new(),
@@ -728,14 +749,17 @@ impl Peer {
             self.want_catch_up(now);
         }
         let forward_window = self.cfg.gossip_interval.mul_f64(0.75);
+        let (reply_budget, forward_budget) = (&mut self.reply_budget, &mut self.forward_budget);
         let (reply, forward) = match self.members.get_mut(&peer_id) {
             Some(p) => {
                 let reply = p
                     .last_replied
-                    .is_none_or(|t| now.since(t) >= REPLY_MIN_INTERVAL);
+                    .is_none_or(|t| now.since(t) >= REPLY_MIN_INTERVAL)
+                    && reply_budget.take(now);
                 let forward = p
                     .last_forwarded
-                    .is_none_or(|t| now.since(t) >= forward_window);
+                    .is_none_or(|t| now.since(t) >= forward_window)
+                    && forward_budget.take(now);
                 if reply {
                     p.last_replied = Some(now);
                 }
@@ -791,8 +815,9 @@ impl Peer {
             self.want_catch_up(now);
         }
         let min = self.repeat_reply_min_interval();
+        let budget = &mut self.reply_budget;
         let reply = match self.members.get_mut(peer_id) {
-            Some(p) if p.last_replied.is_none_or(|t| now.since(t) >= min) => {
+            Some(p) if p.last_replied.is_none_or(|t| now.since(t) >= min) && budget.take(now) => {
                 p.last_replied = Some(now);
                 true
             }
@@ -1548,6 +1573,48 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn a_flood_of_invented_peer_ids_gets_a_bounded_number_of_answers_and_forwards() {
+        let mut p = peer();
+        p.start(Time(0));
+        // Real peers to forward to.
+        for i in 0..5u16 {
+            p.on_message(
+                Time(10),
+                gossip_from(&format!("real{i}"), 9100 + i, &format!("r{i}")),
+            );
+        }
+        p.take_effects();
+        // 5 000 GOSSIPs within one second, each from a new peerId.
+        for i in 0..5_000u32 {
+            let at = Time(1_000 + u64::from(i) / 5);
+            p.on_message(
+                at,
+                gossip_from(&format!("fake{i}"), 20_000, &format!("f{i}")),
+            );
+        }
+        let sent = sends(&p.take_effects());
+        let replies = sent.iter().filter(|s| s.1 == "GOSSIP_REPLY").count();
+        let forwards = sent.iter().filter(|s| s.1 == "GOSSIP").count();
+        let most = |burst: u32, rate: u32| (burst + rate) as usize;
+        assert!(
+            replies <= most(REPLY_BURST, REPLIES_PER_SEC),
+            "{replies} replies"
+        );
+        assert!(replies >= REPLY_BURST as usize, "{replies} replies");
+        assert!(
+            forwards <= GOSSIP_FANOUT * most(FORWARD_BURST, FORWARDS_PER_SEC),
+            "{forwards} forwards"
+        );
+        // Once the flood stops the budget refills: a real peer is answered.
+        p.on_message(Time(10_000), gossip_from("real0", 9100, "r-late"));
+        let sent = sends(&p.take_effects());
+        assert!(
+            sent.iter().any(|s| s.0 == 9100 && s.1 == "GOSSIP_REPLY"),
+            "{sent:?}"
+        );
     }
 
     /// When the catch-ups in `effects` are scheduled.
