@@ -663,6 +663,19 @@ impl Driver {
         info!("metadata saved; bye");
     }
 
+    /// Checks and stores the received FILE_DATAs whose writer has ended;
+    /// the others wait on (asked again to wake the loop when they end).
+    fn settle_finished(&mut self) {
+        for (since, f) in std::mem::take(&mut self.finishing) {
+            if f.sink().must_wait_for_writer() {
+                self.finishing.push((since, f));
+            } else {
+                self.finish_received(f);
+                self.apply_effects();
+            }
+        }
+    }
+
     /// At exit: received FILE_DATAs whose writer is still at work (every
     /// byte arrived; only the disk is behind) get up to [`EXIT_DRAIN`] to
     /// land, so they are stored and in the saved catalog. Past it they are
@@ -670,14 +683,7 @@ impl Driver {
     fn drain_finishing(&mut self) {
         let deadline = Instant::now() + EXIT_DRAIN;
         while !self.finishing.is_empty() {
-            for (since, f) in std::mem::take(&mut self.finishing) {
-                if f.sink().must_wait_for_writer() {
-                    self.finishing.push((since, f));
-                } else {
-                    self.finish_received(f);
-                    self.apply_effects();
-                }
-            }
+            self.settle_finished();
             if Instant::now() >= deadline {
                 if !self.finishing.is_empty() {
                     warn!(
@@ -916,14 +922,7 @@ impl Driver {
         // connection without room parks again).
         self.ready.extend(self.parked.drain(..));
         // Or a writer ended: its FILE_DATA can be checked and stored.
-        for (since, f) in std::mem::take(&mut self.finishing) {
-            if f.sink().must_wait_for_writer() {
-                self.finishing.push((since, f));
-            } else {
-                self.finish_received(f);
-                self.apply_effects();
-            }
-        }
+        self.settle_finished();
         for r in self.resolver.drain() {
             let now = self.now();
             if let Err(e) = &r.result {
