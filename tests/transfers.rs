@@ -695,29 +695,38 @@ fn a_download_busy_for_longer_than_the_idle_timeout_is_not_called_idle() {
     assert_eq!(sha256_file(&d.dir.join("stream.bin")), sha256_hex(&data));
 }
 
+/// A holder of `name` (these bytes) and a getter whose every fsync takes
+/// `sync_ms` longer, the getter knowing the file; with its id. `None` in a
+/// release build, where the slow-fsync knob does not exist.
+fn slow_sync_pair(name: &str, data: &[u8], sync_ms: u64) -> Option<(PeerProc, PeerProc, String)> {
+    if !cfg!(debug_assertions) {
+        eprintln!("skipped: needs a debug build of peershare");
+        return None;
+    }
+    let a = PeerBuilder::new("holder")
+        .args(&QUIET)
+        .file(name, data)
+        .spawn();
+    let id = id_of(&wait_named(&a, name));
+    let b = PeerBuilder::new("getter")
+        .args(&QUIET)
+        .well_known(a.p2p_port)
+        .env("PEERSHARE_TEST_SLOW_SYNC_MS", &sync_ms.to_string())
+        .spawn();
+    wait_known(&b, &id, &["holder"]);
+    Some((a, b, id))
+}
+
 /// The end of a download waits for the disk (the writer thread's last
 /// writes and fsync) off the loop: with every fsync made 3 s slow, the
 /// downloader's stats page still answers at once until the file is saved,
 /// and the file is complete and verified.
 #[test]
 fn a_slow_disk_at_the_end_of_a_download_never_stalls_the_loop() {
-    if !cfg!(debug_assertions) {
-        // The slow-fsync knob exists in debug builds only.
-        eprintln!("skipped: needs a debug build of peershare");
-        return;
-    }
     let data = pattern(21, 3 * 1024 * 1024 + 5);
-    let a = PeerBuilder::new("holder")
-        .args(&QUIET)
-        .file("slow.bin", &data)
-        .spawn();
-    let id = id_of(&wait_named(&a, "slow.bin"));
-    let mut b = PeerBuilder::new("getter")
-        .args(&QUIET)
-        .well_known(a.p2p_port)
-        .env("PEERSHARE_TEST_SLOW_SYNC_MS", "3000")
-        .spawn();
-    wait_known(&b, &id, &["holder"]);
+    let Some((_a, mut b, id)) = slow_sync_pair("slow.bin", &data, 3000) else {
+        return;
+    };
     let skip = b.line_count();
     let asked = Instant::now();
     b.send_line(&format!("get {id}"));
@@ -758,22 +767,10 @@ fn a_slow_disk_at_the_end_of_a_download_never_stalls_the_loop() {
 /// it (a few seconds at most), stores it and saves it in the metadata.
 #[test]
 fn exit_while_a_received_file_is_being_synced_keeps_it() {
-    if !cfg!(debug_assertions) {
-        eprintln!("skipped: needs a debug build of peershare");
-        return;
-    }
     let data = pattern(22, 2 * 1024 * 1024 + 9);
-    let a = PeerBuilder::new("holder")
-        .args(&QUIET)
-        .file("late.bin", &data)
-        .spawn();
-    let id = id_of(&wait_named(&a, "late.bin"));
-    let mut b = PeerBuilder::new("getter")
-        .args(&QUIET)
-        .well_known(a.p2p_port)
-        .env("PEERSHARE_TEST_SLOW_SYNC_MS", "2000")
-        .spawn();
-    wait_known(&b, &id, &["holder"]);
+    let Some((_a, mut b, id)) = slow_sync_pair("late.bin", &data, 2000) else {
+        return;
+    };
     b.send_line(&format!("get {id}"));
     // Every byte is in once the transfer shows the whole size; the fsync
     // then holds the file for 2 s.

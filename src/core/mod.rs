@@ -1726,13 +1726,23 @@ mod tests {
             .collect()
     }
 
+    /// GOSSIP_REPLYs from q{k} (port 9100 + k) for every k in `ks`, at `at`.
+    fn replies_from(p: &mut Peer, at: Time, ks: impl IntoIterator<Item = u16>) {
+        for k in ks {
+            p.on_message(at, reply_from(&format!("q{k}"), 9100 + k));
+        }
+    }
+
+    /// Fires retransmission pass `pass` of the round that began at `round`.
+    fn fire_retransmit(p: &mut Peer, at: Time, round: Time, pass: u8) {
+        p.on_timer(at, Timer::Retransmit { round, pass });
+    }
+
     /// A started peer tracking q0..q{n-1} (ports 9100..), whose round at
     /// 30 s went out; returns the round's GOSSIP id.
     fn round_with_peers(p: &mut Peer, n: u16) -> String {
         p.start(Time(0));
-        for k in 0..n {
-            p.on_message(Time(1), reply_from(&format!("q{k}"), 9100 + k));
-        }
+        replies_from(p, Time(1), 0..n);
         p.take_effects();
         p.on_timer(Time(30_000), Timer::Gossip);
         let effects = p.take_effects();
@@ -1749,17 +1759,9 @@ mod tests {
         let mut p = peer();
         let round_id = round_with_peers(&mut p, 50);
         // q0..q9 answer the round; the 40 others do not.
-        for k in 0..10u16 {
-            p.on_message(Time(30_500), reply_from(&format!("q{k}"), 9100 + k));
-        }
+        replies_from(&mut p, Time(30_500), 0..10u16);
         p.take_effects();
-        p.on_timer(
-            Time(35_000),
-            Timer::Retransmit {
-                round: Time(30_000),
-                pass: 1,
-            },
-        );
+        fire_retransmit(&mut p, Time(35_000), Time(30_000), 1);
         let effects = p.take_effects();
         let to = sends(&effects);
         assert_eq!(to.len(), RETRANSMIT_MAX_TARGETS);
@@ -1772,17 +1774,9 @@ mod tests {
         assert_eq!(retransmits(&effects), vec![(Time(40_000), Time(30_000), 2)]);
         // All but q42 answer; the last pass goes to q42 alone and schedules
         // no further pass.
-        for k in (10..50u16).filter(|k| *k != 42) {
-            p.on_message(Time(36_000), reply_from(&format!("q{k}"), 9100 + k));
-        }
+        replies_from(&mut p, Time(36_000), (10..50u16).filter(|k| *k != 42));
         p.take_effects();
-        p.on_timer(
-            Time(40_000),
-            Timer::Retransmit {
-                round: Time(30_000),
-                pass: RETRANSMIT_PASSES,
-            },
-        );
+        fire_retransmit(&mut p, Time(40_000), Time(30_000), RETRANSMIT_PASSES);
         let effects = p.take_effects();
         assert_eq!(sends(&effects), vec![(9142, "GOSSIP", round_id)]);
         assert!(retransmits(&effects).is_empty());
@@ -1792,17 +1786,9 @@ mod tests {
     fn no_retransmission_when_every_reply_came() {
         let mut p = peer();
         round_with_peers(&mut p, 10);
-        for k in 0..10u16 {
-            p.on_message(Time(30_300), reply_from(&format!("q{k}"), 9100 + k));
-        }
+        replies_from(&mut p, Time(30_300), 0..10u16);
         p.take_effects();
-        p.on_timer(
-            Time(35_000),
-            Timer::Retransmit {
-                round: Time(30_000),
-                pass: 1,
-            },
-        );
+        fire_retransmit(&mut p, Time(35_000), Time(30_000), 1);
         assert_eq!(sends(&p.take_effects()), vec![]);
     }
 
@@ -1814,24 +1800,12 @@ mod tests {
         p.on_timer(Time(60_000), Timer::Gossip);
         p.take_effects();
         for pass in 1..=RETRANSMIT_PASSES {
-            p.on_timer(
-                Time(60_100),
-                Timer::Retransmit {
-                    round: Time(30_000),
-                    pass,
-                },
-            );
+            fire_retransmit(&mut p, Time(60_100), Time(30_000), pass);
             assert!(p.take_effects().is_empty(), "pass {pass}");
         }
         // Before any round (a timer from before a restart): nothing either.
         let mut fresh = peer();
-        fresh.on_timer(
-            Time(5_000),
-            Timer::Retransmit {
-                round: Time(0),
-                pass: 1,
-            },
-        );
+        fire_retransmit(&mut fresh, Time(5_000), Time(0), 1);
         assert!(fresh.take_effects().is_empty());
     }
 
@@ -1863,13 +1837,9 @@ mod tests {
             let mut p = peer();
             p.rng = SmallRng::seed_from_u64(seed);
             p.start(Time(0));
-            for k in 0..10u16 {
-                p.on_message(Time(1), reply_from(&format!("q{k}"), 9100 + k));
-            }
+            replies_from(&mut p, Time(1), 0..10u16);
             // All but q7 are heard from again.
-            for k in (0..10u16).filter(|k| *k != 7) {
-                p.on_message(Time(25_000), reply_from(&format!("q{k}"), 9100 + k));
-            }
+            replies_from(&mut p, Time(25_000), (0..10u16).filter(|k| *k != 7));
             p.take_effects();
             p.on_timer(Time(31_000), Timer::Gossip);
             // (The untracked well-known peer gets the round too.)

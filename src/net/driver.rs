@@ -188,6 +188,9 @@ struct Driver {
     /// other hosts when the P2P listener was set unpaced (see `sockopt`).
     /// Read once at start: a later sysctl change applies after a restart.
     system_congestion: Option<String>,
+    /// The address the P2P listener is bound to (tells which peers are on
+    /// this host), read once at start.
+    p2p_ip: Option<std::net::IpAddr>,
     http: Option<TcpListener>,
     resolver: Resolver,
     resolve_cache: HashMap<String, (Result<SocketAddr, String>, Time)>,
@@ -374,6 +377,7 @@ pub fn run(args: Args) -> Result<(), StartError> {
     })?;
     let p2p = bind(&args.host, args.p2p_port, "the peer server")?;
     let system_congestion = sockopt::unpaced_listener(&p2p);
+    let p2p_ip = p2p.local_addr().ok().map(|a| a.ip());
     let http = bind(&args.host, args.http_port, "the stats page")?;
     let p2p_addr = p2p
         .local_addr()
@@ -442,6 +446,7 @@ pub fn run(args: Args) -> Result<(), StartError> {
         read_buf: vec![0u8; READ_BUF_LEN],
         p2p: Some(p2p),
         system_congestion,
+        p2p_ip,
         http: Some(http),
         resolver,
         resolve_cache: HashMap::new(),
@@ -1167,12 +1172,7 @@ impl Driver {
             self.outbound_failed(role, "too many open connections".into());
             return;
         }
-        let local = self
-            .p2p
-            .as_ref()
-            .and_then(|l| l.local_addr().ok())
-            .map(|a| a.ip());
-        let unpaced = self.system_congestion.is_some();
+        let (local, unpaced) = (self.p2p_ip, self.system_congestion.is_some());
         let mut connected = sockopt::connect(sa, local, unpaced);
         if matches!(&connected, Err(e) if is_out_of_fds(e)) && self.evict_longest_idle() {
             connected = sockopt::connect(sa, local, unpaced);
