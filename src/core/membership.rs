@@ -1,7 +1,8 @@
 //! Who we track: peers by peerId, their address, when we last heard from
 //! them, and the per-peer flood limits.
 //!
-//! Bounded: at `MAX_PEERS`, a new peer evicts the one silent the longest.
+//! Bounded: at `MAX_PEERS`, a new peer evicts the one silent the longest,
+//! taken first from the peers that never answered one of our GOSSIPs.
 
 use crate::core::time::Time;
 use crate::ids::{PeerAddr, PeerId};
@@ -77,7 +78,7 @@ impl Membership {
         }
         let mut evicted = None;
         if self.peers.len() >= MAX_PEERS {
-            if let Some(oldest) = self.longest_silent() {
+            if let Some(oldest) = self.eviction_candidate() {
                 self.peers.remove(&oldest);
                 self.forget_id(&oldest);
                 evicted = Some(oldest);
@@ -107,11 +108,24 @@ impl Membership {
         }
     }
 
-    fn longest_silent(&self) -> Option<PeerId> {
-        self.peers
-            .iter()
-            .min_by(|a, b| a.1.last_seen.cmp(&b.1.last_seen).then(a.0.cmp(b.0)))
-            .map(|(id, _)| id.clone())
+    /// The peer a new one replaces when the table is full: the longest
+    /// silent of those that never sent us a GOSSIP_REPLY, else the longest
+    /// silent of all. A GOSSIP names any peerId and any host:port, so a
+    /// flood inventing a new peerId per message (1 000 a second is easy)
+    /// would otherwise evict every real peer within a second or two (real
+    /// peers speak about once a gossip interval, so they are the longest
+    /// silent), and with them every file's holders. A peer that answered
+    /// one of our GOSSIPs listens where it says; an invented one never
+    /// answers.
+    fn eviction_candidate(&self) -> Option<PeerId> {
+        let longest_silent = |unproven_only: bool| {
+            self.peers
+                .iter()
+                .filter(|(_, p)| !unproven_only || p.last_files.is_none())
+                .min_by(|a, b| a.1.last_seen.cmp(&b.1.last_seen).then(a.0.cmp(b.0)))
+                .map(|(id, _)| id.clone())
+        };
+        longest_silent(true).or_else(|| longest_silent(false))
     }
 
     /// Refreshes last-seen of a known peer; unknown peers are not added
@@ -265,5 +279,45 @@ mod tests {
         }
         assert_eq!(m.len(), MAX_PEERS);
         assert!(!m.contains(&"p0".into()));
+    }
+
+    #[test]
+    fn a_flood_of_new_peer_ids_evicts_peers_that_never_answered_first() {
+        let mut m = Membership::new();
+        // Ten peers that answered one of our GOSSIPs, long ago.
+        for i in 0..10 {
+            let id = PeerId(format!("real{i}"));
+            m.track(Time(0), &id, PeerAddr::new("h", 1));
+            if let Some(p) = m.get_mut(&id) {
+                p.last_files = Some(Time(0));
+            }
+        }
+        // 5 000 invented peerIds, each heard from after them.
+        for i in 0..5_000u64 {
+            let id = PeerId(format!("fake{i}"));
+            let (_, evicted) = m.track(Time(1 + i), &id, PeerAddr::new("h", 2));
+            assert!(
+                evicted.as_ref().is_none_or(|e| e.0.starts_with("fake")),
+                "{evicted:?} evicted"
+            );
+        }
+        assert_eq!(m.len(), MAX_PEERS);
+        for i in 0..10 {
+            assert!(m.contains(&PeerId(format!("real{i}"))), "real{i} evicted");
+        }
+        // The newest invented ones stayed: the oldest were replaced.
+        assert!(m.contains(&"fake4999".into()));
+        assert!(!m.contains(&"fake0".into()));
+        // With only proven peers left, the longest silent goes.
+        let mut full = Membership::new();
+        for i in 0..MAX_PEERS as u64 {
+            let id = PeerId(format!("q{i}"));
+            full.track(Time(i), &id, PeerAddr::new("h", 1));
+            if let Some(p) = full.get_mut(&id) {
+                p.last_files = Some(Time(i));
+            }
+        }
+        let (_, evicted) = full.track(Time(5_000), &"late".into(), PeerAddr::new("h", 3));
+        assert_eq!(evicted, Some(PeerId::from("q0")));
     }
 }

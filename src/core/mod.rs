@@ -114,9 +114,9 @@ pub enum Timer {
     /// files we have not had yet (after a heal, a restart, an expiry).
     CatchUp,
     /// Time to send the GOSSIP of the round that began at `round` again,
-    /// directly, to the tracked peers whose GOSSIP_REPLY to it has not come
-    /// (pass `pass` of `RETRANSMIT_PASSES`). Stale, a no-op, once a later
-    /// round has begun.
+    /// directly, to the tracked peers whose GOSSIP_REPLY to it has not come,
+    /// or to the well-known peers while we track no one (pass `pass` of
+    /// `RETRANSMIT_PASSES`). Stale, a no-op, once a later round has begun.
     Retransmit {
         /// When the round began (identifies it).
         round: Time,
@@ -413,7 +413,8 @@ impl Peer {
     /// answers the repeat (see `on_gossip`), one that has not answers and
     /// forwards it as any fresh id. Without it such a peer's files (and its
     /// liveness, with a peer timeout of only two intervals) waited for our
-    /// next round. A stale timer (a later round has begun, or the peer
+    /// next round. While we track no one it goes to the well-known peers
+    /// instead. A stale timer (a later round has begun, or the peer
     /// restarted) does nothing.
     fn retransmit(&mut self, now: Time, round: Time, pass: u8) {
         if self.last_round != Some(round) {
@@ -436,7 +437,12 @@ impl Peer {
         // 3.02 intervals to converge, 0.9 of them so). While we track no one
         // the passes knock on the well-known peers again.
         if self.members.is_empty() {
-            for to in self.well_known_targets(&[]) {
+            let knock = self.well_known_targets(&[]);
+            debug!(
+                "retransmission {pass}: round gossip to {} well-known peers (we track no one)",
+                knock.len()
+            );
+            for to in knock {
                 self.effects.push(Effect::Send {
                     to,
                     msg: msg.clone(),
@@ -1640,6 +1646,45 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_flood_of_invented_peer_ids_does_not_evict_the_real_peers_or_their_files() {
+        let mut p = peer();
+        p.start(Time(0));
+        // Five real peers answered our GOSSIP; each holds a file.
+        for i in 0..5u16 {
+            let id = format!("real{i}");
+            p.on_message(
+                Time(10),
+                Message::GossipReply {
+                    host: "127.0.0.1".into(),
+                    port: 9100 + i,
+                    peer_id: id.as_str().into(),
+                    files: vec![record(&format!("file{i}"), &id)],
+                },
+            );
+        }
+        // 5 000 GOSSIPs within a few seconds, each from a new peerId: the
+        // table (1 024) fills and overflows four times.
+        for i in 0..5_000u32 {
+            let at = Time(1_000 + u64::from(i));
+            p.on_message(
+                at,
+                gossip_from(&format!("fake{i}"), 20_000, &format!("f{i}")),
+            );
+        }
+        p.take_effects();
+        assert_eq!(p.members().len(), membership::MAX_PEERS);
+        for i in 0..5u16 {
+            let id = PeerId(format!("real{i}"));
+            assert!(p.members().contains(&id), "{id} evicted");
+            let e = p.catalog().get(&format!("file{i}").as_str().into());
+            assert!(
+                e.is_some_and(|e| e.holders.contains(&id)),
+                "{id} no longer a holder of its file"
+            );
+        }
+    }
+
     /// When the catch-ups in `effects` are scheduled.
     fn catch_ups(effects: &[Effect]) -> Vec<Time> {
         effects
@@ -1825,11 +1870,13 @@ mod tests {
                 "pass {pass}"
             );
         }
-        // Once it answers we track it, and the passes stop knocking.
+        // Once we track anyone, even a peer that is not well-known, the
+        // passes stop knocking (the round itself still tries one untracked
+        // well-known peer, see `gossip_round`).
         let mut q = peer();
         q.start(Time(0));
         q.take_effects();
-        q.on_message(Time(100), reply_from("wk", 9999));
+        replies_from(&mut q, Time(100), [0]);
         q.take_effects();
         fire_retransmit(&mut q, Time(delay), round, 1);
         assert_eq!(sends(&q.take_effects()), vec![]);
