@@ -196,8 +196,14 @@ struct Driver {
     resolve_cache: HashMap<String, (Result<SocketAddr, String>, Time)>,
     unresolvable_logged: HashSet<String>,
     unreachable_logged: HashSet<PeerAddr>,
-    pending: HashMap<u64, Pending>,
-    next_request: u64,
+    /// Connections waiting for a host's address, by host: one lookup in
+    /// flight per host, however many sends wait on it (a lone peer knocks
+    /// on the well-known hosts several times a round; with a hanging DNS,
+    /// one lookup each would fill the resolver's queue and fail every send
+    /// to a peer given by name).
+    pending: HashMap<String, Vec<Pending>>,
+    /// Entries of `pending`, all hosts together (at most `MAX_PENDING`).
+    pending_count: usize,
     worker_tx: Sender<Job>,
     worker_rx: Receiver<WorkerMsg>,
     meta_tx: Option<Sender<MetaJob>>,
@@ -453,7 +459,7 @@ pub fn run(args: Args) -> Result<(), StartError> {
         unresolvable_logged: HashSet::new(),
         unreachable_logged: HashSet::new(),
         pending: HashMap::new(),
-        next_request: 0,
+        pending_count: 0,
         worker_tx,
         worker_rx,
         meta_tx: Some(meta_tx),
@@ -942,8 +948,10 @@ impl Driver {
             }
             self.resolve_cache
                 .insert(r.host.clone(), (r.result.clone(), now));
-            if let Some(p) = self.pending.remove(&r.id) {
-                match r.result {
+            let waiting = self.pending.remove(&r.host).unwrap_or_default();
+            self.pending_count -= waiting.len();
+            for p in waiting {
+                match &r.result {
                     Ok(sa) => {
                         self.open_outbound(SocketAddr::new(sa.ip(), p.addr.port), p.addr, p.role)
                     }
@@ -1156,15 +1164,23 @@ impl Driver {
                 return;
             }
         }
-        self.next_request += 1;
-        let id = self.next_request;
-        if self.pending.len() >= crate::net::resolver::MAX_PENDING
-            || !self.resolver.request(id, &to.host, to.port)
-        {
+        if self.pending_count >= crate::net::resolver::MAX_PENDING {
             self.outbound_failed(role, "too many names waiting to be resolved".into());
             return;
         }
-        self.pending.insert(id, Pending { addr: to, role });
+        if let Some(waiting) = self.pending.get_mut(&to.host) {
+            // A lookup of this host is in flight: wait for its answer.
+            waiting.push(Pending { addr: to, role });
+            self.pending_count += 1;
+            return;
+        }
+        if !self.resolver.request(&to.host, to.port) {
+            self.outbound_failed(role, "too many names waiting to be resolved".into());
+            return;
+        }
+        self.pending
+            .insert(to.host.clone(), vec![Pending { addr: to, role }]);
+        self.pending_count += 1;
     }
 
     fn open_outbound(&mut self, sa: SocketAddr, to: PeerAddr, role: Role) {

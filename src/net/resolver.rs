@@ -15,8 +15,6 @@ pub const MAX_PENDING: usize = 256;
 /// One answer.
 #[derive(Debug)]
 pub struct Resolved {
-    /// The request's id.
-    pub id: u64,
     /// The host asked about.
     pub host: String,
     /// The first IPv4 address (or any address) for it, or why not.
@@ -25,19 +23,19 @@ pub struct Resolved {
 
 /// Handle to the resolver thread.
 pub struct Resolver {
-    tx: SyncSender<(u64, String, u16)>,
+    tx: SyncSender<(String, u16)>,
     rx: Receiver<Resolved>,
 }
 
 impl Resolver {
     /// Starts the thread; it calls `waker.wake()` after each answer.
     pub fn start(waker: Arc<Waker>) -> std::io::Result<Self> {
-        let (tx, req_rx) = mpsc::sync_channel::<(u64, String, u16)>(MAX_PENDING);
+        let (tx, req_rx) = mpsc::sync_channel::<(String, u16)>(MAX_PENDING);
         let (res_tx, rx) = mpsc::channel();
         thread::Builder::new()
             .name("resolver".into())
             .spawn(move || {
-                for (id, host, port) in req_rx {
+                for (host, port) in req_rx {
                     let result = match (host.as_str(), port).to_socket_addrs() {
                         Ok(addrs) => {
                             let addrs: Vec<SocketAddr> = addrs.collect();
@@ -50,7 +48,7 @@ impl Resolver {
                         }
                         Err(e) => Err(e.to_string()),
                     };
-                    if res_tx.send(Resolved { id, host, result }).is_err() {
+                    if res_tx.send(Resolved { host, result }).is_err() {
                         break;
                     }
                     let _ = waker.wake();
@@ -60,8 +58,8 @@ impl Resolver {
     }
 
     /// Asks for `host`; false if the queue is full or the thread is gone.
-    pub fn request(&self, id: u64, host: &str, port: u16) -> bool {
-        match self.tx.try_send((id, host.to_string(), port)) {
+    pub fn request(&self, host: &str, port: u16) -> bool {
+        match self.tx.try_send((host.to_string(), port)) {
             Ok(()) => true,
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => false,
         }
