@@ -3,38 +3,44 @@
 
 use clap::Parser;
 use peershare::cli::args::Args;
-use simplelog::{ColorChoice, ConfigBuilder, TermLogger, TerminalMode, WriteLogger};
-use std::io::IsTerminal;
+use peershare::cli::escape::EscapingWriter;
+use simplelog::{ConfigBuilder, WriteLogger};
+use std::io::LineWriter;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Err(why) = args.check() {
+        use clap::CommandFactory;
+        Args::command()
+            .error(clap::error::ErrorKind::ArgumentConflict, why)
+            .exit();
+    }
     let config = ConfigBuilder::new()
         .set_time_format_rfc3339()
         .set_target_level(log::LevelFilter::Off)
         .set_thread_level(log::LevelFilter::Off)
         .build();
+    // Every record goes through the escaping sink: names from the network
+    // can't drive the terminal or forge a log line. Plain text, no colour.
     let logger_ok = match &args.log_file {
         Some(path) => match std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)
         {
-            Ok(f) => WriteLogger::init(args.log_level, config, f).is_ok(),
+            Ok(f) => WriteLogger::init(args.log_level, config, EscapingWriter::new(f)).is_ok(),
             Err(e) => {
                 eprintln!("peershare: cannot open log file {}: {e}", path.display());
                 return ExitCode::from(1);
             }
         },
-        None => {
-            // Colour only on a terminal: redirected logs stay plain text.
-            let color = if std::io::stderr().is_terminal() {
-                ColorChoice::Auto
-            } else {
-                ColorChoice::Never
-            };
-            TermLogger::init(args.log_level, config, TerminalMode::Stderr, color).is_ok()
-        }
+        None => WriteLogger::init(
+            args.log_level,
+            config,
+            EscapingWriter::new(LineWriter::new(std::io::stderr())),
+        )
+        .is_ok(),
     };
     if !logger_ok {
         eprintln!("peershare: logging could not be set up");

@@ -34,22 +34,22 @@ pub struct Args {
     #[arg(long, conflicts_with = "well_known")]
     pub no_well_known: bool,
     /// Seconds between gossip rounds (fractions allowed).
-    #[arg(long, default_value = "30", value_name = "SECS", value_parser = parse_secs)]
+    #[arg(long, default_value = "30", value_name = "SECS", value_parser = gossip_secs)]
     pub gossip_interval: Duration,
     /// Seconds of silence after which a peer is dropped.
-    #[arg(long, default_value = "60", value_name = "SECS", value_parser = parse_secs)]
+    #[arg(long, default_value = "60", value_name = "SECS", value_parser = peer_timeout_secs)]
     pub peer_timeout: Duration,
     /// Seconds allowed for a download source to accept the connection.
-    #[arg(long, default_value = "5", value_name = "SECS", value_parser = parse_secs)]
+    #[arg(long, default_value = "5", value_name = "SECS", value_parser = transfer_secs)]
     pub connect_timeout: Duration,
     /// Seconds without a byte after which a transfer (either way) gives up.
-    #[arg(long, default_value = "10", value_name = "SECS", value_parser = parse_secs)]
+    #[arg(long, default_value = "10", value_name = "SECS", value_parser = transfer_secs)]
     pub idle_timeout: Duration,
     /// Largest file a peer may send us, in bytes.
-    #[arg(long, default_value_t = crate::protocol::DEFAULT_MAX_FILE_SIZE, value_name = "BYTES")]
+    #[arg(long, default_value_t = crate::protocol::DEFAULT_MAX_FILE_SIZE, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..=MAX_FILE_SIZE_LIMIT))]
     pub max_file_size: u64,
     /// Files to fetch in the background at start (0 turns it off).
-    #[arg(long, default_value_t = 3, value_name = "N")]
+    #[arg(long, default_value_t = 3, value_name = "N", value_parser = auto_fetch_count)]
     pub auto_fetch: usize,
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, default_value = "info", value_name = "LEVEL")]
@@ -99,6 +99,11 @@ pub fn parse_host_port(s: &str) -> Result<(String, u16), String> {
     Ok((host.to_string(), port))
 }
 
+/// Largest `--max-file-size` accepted: 1 TiB.
+pub const MAX_FILE_SIZE_LIMIT: u64 = 1 << 40;
+/// Most files `--auto-fetch` may ask for.
+pub const MAX_AUTO_FETCH: usize = 100;
+
 /// Seconds as a positive decimal (`0.5`, `30`).
 pub fn parse_secs(s: &str) -> Result<Duration, String> {
     let v: f64 = s
@@ -108,6 +113,56 @@ pub fn parse_secs(s: &str) -> Result<Duration, String> {
         return Err(format!("{s:?} must be a positive number of seconds"));
     }
     Ok(Duration::from_secs_f64(v))
+}
+
+/// Seconds within `[min, max]`; the error names the range.
+fn secs_in(s: &str, min: f64, max: f64) -> Result<Duration, String> {
+    let d = parse_secs(s)?;
+    let v = d.as_secs_f64();
+    if v < min || v > max {
+        return Err(format!("{s} is out of range: from {min} to {max} seconds"));
+    }
+    Ok(d)
+}
+
+/// A gossip round period: a tenth of a second to an hour (shorter ones
+/// would flood every tracked peer with connections).
+pub fn gossip_secs(s: &str) -> Result<Duration, String> {
+    secs_in(s, 0.1, 3600.0)
+}
+
+/// A peer timeout: half a second to a day.
+pub fn peer_timeout_secs(s: &str) -> Result<Duration, String> {
+    secs_in(s, 0.5, 86_400.0)
+}
+
+/// A transfer's connect or idle timeout: 0.1 s to an hour.
+pub fn transfer_secs(s: &str) -> Result<Duration, String> {
+    secs_in(s, 0.1, 3600.0)
+}
+
+/// `--auto-fetch`: 0 to [`MAX_AUTO_FETCH`].
+pub fn auto_fetch_count(s: &str) -> Result<usize, String> {
+    let n: usize = s.parse().map_err(|_| format!("{s:?} is not a count"))?;
+    if n > MAX_AUTO_FETCH {
+        return Err(format!("{n} is out of range: from 0 to {MAX_AUTO_FETCH}"));
+    }
+    Ok(n)
+}
+
+impl Args {
+    /// Checks that need more than one option: a peer timeout shorter than
+    /// a gossip round would drop every peer between two rounds.
+    pub fn check(&self) -> Result<(), String> {
+        if self.peer_timeout < self.gossip_interval {
+            return Err(format!(
+                "--peer-timeout ({} s) must be at least --gossip-interval ({} s)",
+                self.peer_timeout.as_secs_f64(),
+                self.gossip_interval.as_secs_f64()
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -120,6 +175,36 @@ mod tests {
         assert!(parse_secs("-1").is_err());
         assert!(parse_secs("abc").is_err());
         assert!(parse_secs("0").is_err());
+    }
+
+    #[test]
+    fn timers_and_counts_out_of_range_are_refused_with_the_range() {
+        let parse = |extra: &[&str]| {
+            let mut v = vec!["peershare", "p1", "h", "1", "2"];
+            v.extend_from_slice(extra);
+            Args::try_parse_from(v)
+        };
+        for bad in [
+            &["--gossip-interval", "1e-9"][..],
+            &["--gossip-interval", "7200"],
+            &["--peer-timeout", "0.1"],
+            &["--idle-timeout", "0.01"],
+            &["--connect-timeout", "4000"],
+            &["--max-file-size", "0"],
+            &["--auto-fetch", "1000"],
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{bad:?}");
+            let text = e.to_string();
+            assert!(
+                text.contains("range") || text.contains("in "),
+                "{bad:?}: {text}"
+            );
+        }
+        assert!(parse(&["--gossip-interval", "0.1", "--idle-timeout", "0.15"]).is_ok());
+        let a = parse(&["--gossip-interval", "30", "--peer-timeout", "10"]).unwrap();
+        assert!(a.check().unwrap_err().contains("--peer-timeout"));
+        assert!(parse(&[]).unwrap().check().is_ok());
     }
 
     #[test]

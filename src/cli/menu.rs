@@ -123,9 +123,7 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 /// Terminal-safe text: control characters from the network are replaced so
 /// a peer can't move the user's cursor or clear the screen.
 pub fn printable(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
+    super::escape::escape(s).into_owned()
 }
 
 fn size_text(v: &serde_json::Value) -> String {
@@ -269,6 +267,6 @@ mod tests {
 
     #[test]
     fn control_characters_from_the_network_are_not_printed() {
-        assert_eq!(printable("a\x1b[2Jb"), "a?[2Jb");
+        assert_eq!(printable("a\x1b[2Jb"), "a\\x1b[2Jb");
     }
 }

@@ -1,4 +1,5 @@
 //! The user's side: command-line arguments and the stdin menu.
 
 pub mod args;
+pub mod escape;
 pub mod menu;

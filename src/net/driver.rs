@@ -1,6 +1,7 @@
 //! The loop itself: setup, dispatch, effects, shutdown.
 
 use crate::cli::args::Args;
+use crate::cli::escape;
 use crate::cli::menu::{self, MenuCommand};
 use crate::core::catalog::{Entry, LocalCopy};
 use crate::core::downloads::judge_reply;
@@ -381,6 +382,10 @@ pub fn run(args: Args) -> Result<(), StartError> {
             dir.display()
         ))
     })?;
+    // Before anything touches the folder: a second peer on it would delete
+    // the first one's downloads in progress and race it on metadata.json.
+    let _folder_lock = storage::lock::FolderLock::acquire(&dir, &args.peer_id)
+        .map_err(|e| StartError(e.to_string()))?;
     let p2p = bind(&args.host, args.p2p_port, "the peer server")?;
     let system_congestion = sockopt::unpaced_listener(&p2p);
     let p2p_ip = p2p.local_addr().ok().map(|a| a.ip());
@@ -890,7 +895,7 @@ impl Driver {
                     )
                 }));
             }
-            Effect::Print(line) => println!("{line}"),
+            Effect::Print(line) => escape::say(&line),
         }
     }
 
@@ -967,7 +972,7 @@ impl Driver {
                     let name = s.local_name.clone().unwrap_or_default();
                     (s.record, name)
                 })),
-                WorkerMsg::Copied(line) => println!("{line}"),
+                WorkerMsg::Copied(line) => escape::say(&line),
             }
         }
     }
@@ -1011,7 +1016,7 @@ impl Driver {
             }
             MenuCommand::Core(cmd) => self.core.on_command(now, cmd),
             MenuCommand::Nothing => {}
-            MenuCommand::Invalid(hint) => println!("{hint}"),
+            MenuCommand::Invalid(hint) => escape::say(&hint),
         }
         self.apply_effects();
     }

@@ -9,6 +9,7 @@
 //! - [`hashing`]: file ids (`sha256(bytes + str(timestamp))`), streamed;
 //! - [`metadata`]: the metadata file, written atomically and read
 //!   tolerantly (ours and the Python peers' formats);
+//! - [`lock`]: one running peer per folder (`flock`);
 //! - [`scan`]: files found in the folder at start, `push <path>` imports and
 //!   copies out.
 //!
@@ -16,6 +17,7 @@
 
 pub mod atomic;
 pub mod hashing;
+pub mod lock;
 pub mod metadata;
 pub mod names;
 pub mod scan;

@@ -56,6 +56,7 @@ pub fn scan_folder(
         };
         if name.starts_with(METADATA_FILE)
             || name.starts_with(PARTIAL_PREFIX)
+            || name == crate::storage::lock::LOCK_FILE
             || known_local_names.contains(&name)
         {
             continue;
