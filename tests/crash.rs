@@ -178,6 +178,10 @@ fn check_after_kill(dir: &Path, pool: &Pool) -> Result<Found, String> {
             found.metadata = true;
             continue;
         }
+        // The folder lock (flock) holds only the holder's pid and id.
+        if name == ".peershare.lock" {
+            continue;
+        }
         if name.starts_with("metadata.json") {
             return Err(format!("unexpected {name} in the folder"));
         }
@@ -625,6 +629,10 @@ fn check_write_discipline(calls: &[Call], dir: &str) -> Result<Vec<String>, Stri
         let name = Path::new(&path)
             .file_name()
             .map(|n| n.to_string_lossy().into_owned());
+        // The folder lock is a lock, not stored data: opened in place.
+        if name.as_deref() == Some(".peershare.lock") {
+            continue;
+        }
         if in_dir(&path) && writes && !name.is_some_and(|n| n.starts_with(".partial-")) {
             return Err(format!("{path} opened for writing in place: {c:?}"));
         }

@@ -135,3 +135,45 @@ fn control_characters_from_the_network_never_reach_the_terminal_or_the_log_raw()
         "the log shows the escape visibly:\n{log}"
     );
 }
+
+#[test]
+fn a_failed_metadata_write_is_retried_and_the_exit_line_never_claims_a_save_that_failed() {
+    let mut p = PeerBuilder::new("disk").spawn();
+    assert!(wait_until(T, || p.state().is_some()), "page never answered");
+    // A directory where metadata.json belongs makes every rename onto it fail.
+    let meta = p.dir.join("metadata.json");
+    let _ = std::fs::remove_file(&meta);
+    std::fs::create_dir_all(meta.join("blocker")).unwrap();
+    let src = tempfile::tempdir().unwrap();
+    let file = src.path().join("new.txt");
+    std::fs::write(&file, b"something to save").unwrap();
+    p.send_line(&format!("push {}", file.display()));
+    assert!(
+        wait_until(T, || p.log().contains("cannot write")
+            && p.log().contains("retrying")),
+        "the failed write was not reported at warn:\n{}",
+        p.log()
+    );
+    // The disk recovers: the write goes through without any new change.
+    std::fs::remove_dir_all(&meta).unwrap();
+    assert!(
+        wait_until(T, || p.log().contains("written again")),
+        "the failed write was not retried:\n{}",
+        p.log()
+    );
+    assert!(std::fs::read_to_string(&meta).unwrap().contains("new.txt"));
+
+    // Blocked again at exit: the last line says it was not saved.
+    std::fs::remove_file(&meta).unwrap();
+    std::fs::create_dir_all(meta.join("blocker")).unwrap();
+    std::fs::write(p.dir.join(".partial-left-by-a-transfer"), b"x").unwrap();
+    p.send_line("exit");
+    assert!(p.wait_exit(T).is_some(), "no exit");
+    let log = p.log();
+    assert!(log.contains("metadata NOT saved"), "{log}");
+    assert!(!log.contains("metadata saved; bye"), "{log}");
+    assert!(
+        !p.dir.join(".partial-left-by-a-transfer").exists(),
+        "a temp file outlived a clean exit"
+    );
+}

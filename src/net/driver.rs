@@ -20,7 +20,7 @@ use crate::protocol::decoder::{DataField, Decoded, DecoderLimits, MessageDecoder
 use crate::protocol::encoder::{FileDataEncoder, FileSource};
 use crate::protocol::{FileRecord, FileSize, Message, MAX_JSON_DEPTH, MAX_MESSAGE_LEN};
 use crate::storage::{self, metadata, PartialFile, StoredEntry};
-use log::{debug, info, warn};
+use log::{debug, error, info, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -68,6 +68,9 @@ const BUDGET_CHECK_FLOOR: usize = 64 * 1024;
 
 /// Metadata is written at most this often; bursts are coalesced.
 pub const PERSIST_MIN_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How often a metadata write that failed is tried again.
+const METADATA_RETRY: Duration = Duration::from_secs(5);
 
 /// How long a closing connection may take to send its FIN.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
@@ -528,15 +531,50 @@ fn start_metadata_writer(dir: PathBuf) -> io::Result<(Sender<MetaJob>, thread::J
     let handle = thread::Builder::new()
         .name("metadata".into())
         .spawn(move || {
-            let write = |bytes: &[u8]| {
-                if let Err(e) = storage::write_atomic(&dir, metadata::METADATA_FILE, bytes) {
-                    warn!(
-                        "cannot write {}: {e}",
-                        dir.join(metadata::METADATA_FILE).display()
-                    );
+            // A failed write (ENOSPC, EACCES) is kept and tried again every
+            // few seconds until one succeeds or a newer catalog replaces it.
+            let mut failed: Option<Vec<u8>> = None;
+            let mut failures = 0u32;
+            let mut write =
+                |bytes: Vec<u8>, failed: &mut Option<Vec<u8>>| match storage::write_atomic(
+                    &dir,
+                    metadata::METADATA_FILE,
+                    &bytes,
+                ) {
+                    Ok(()) => {
+                        if failures > 0 {
+                            info!(
+                                "{} written again after {failures} failed attempts",
+                                dir.join(metadata::METADATA_FILE).display()
+                            );
+                        }
+                        failures = 0;
+                    }
+                    Err(e) => {
+                        if failures == 0 {
+                            warn!(
+                                "cannot write {}: {e}; retrying every {} s",
+                                dir.join(metadata::METADATA_FILE).display(),
+                                METADATA_RETRY.as_secs()
+                            );
+                        } else {
+                            debug!("metadata write still failing: {e}");
+                        }
+                        failures += 1;
+                        *failed = Some(bytes);
+                    }
+                };
+            let wait = |failed: &mut Option<Vec<u8>>| -> Option<MetaJob> {
+                match failed.take() {
+                    None => rx.recv().ok(),
+                    Some(bytes) => match rx.recv_timeout(METADATA_RETRY) {
+                        Ok(job) => Some(job),
+                        Err(mpsc::RecvTimeoutError::Timeout) => Some(MetaJob::Write(bytes)),
+                        Err(mpsc::RecvTimeoutError::Disconnected) => None,
+                    },
                 }
             };
-            let mut next = rx.recv().ok();
+            let mut next = wait(&mut failed);
             while let Some(job) = next.take() {
                 match job {
                     MetaJob::Write(mut bytes) => {
@@ -550,7 +588,7 @@ fn start_metadata_writer(dir: PathBuf) -> io::Result<(Sender<MetaJob>, thread::J
                                 Err(_) => break,
                             }
                         }
-                        write(&bytes);
+                        write(bytes, &mut failed);
                     }
                     MetaJob::Remove(path) => match std::fs::remove_file(&path) {
                         Ok(()) => info!("removed {}", path.display()),
@@ -558,7 +596,7 @@ fn start_metadata_writer(dir: PathBuf) -> io::Result<(Sender<MetaJob>, thread::J
                     },
                 }
                 if next.is_none() {
-                    next = rx.recv().ok();
+                    next = wait(&mut failed);
                 }
             }
         })?;
@@ -673,10 +711,18 @@ impl Driver {
             let _ = t.join();
         }
         let bytes = metadata::to_json(&stored_entries(&self.core));
-        if let Err(e) = storage::write_atomic(&self.settings.dir, metadata::METADATA_FILE, &bytes) {
-            warn!("cannot write metadata on exit: {e}");
+        let saved = storage::write_atomic(&self.settings.dir, metadata::METADATA_FILE, &bytes);
+        // No temp file outlives a clean exit, whatever was still running.
+        if let Err(e) = storage::remove_partials(&self.settings.dir) {
+            warn!("cannot remove temp files on exit: {e}");
         }
-        info!("metadata saved; bye");
+        match saved {
+            Ok(()) => info!("metadata saved; bye"),
+            Err(e) => error!(
+                "metadata NOT saved on exit ({e}): {} keeps its previous contents; bye",
+                self.settings.dir.join(metadata::METADATA_FILE).display()
+            ),
+        }
     }
 
     /// Checks and stores the received FILE_DATAs whose writer has ended;
