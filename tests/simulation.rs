@@ -545,6 +545,20 @@ fn unverified_copy_is_kept_when_no_source_verifies() {
             "{last}"
         );
         assert!(sim.peer(client).downloads().is_empty());
+        // Never spread: not servable, not in our GOSSIP_REPLY, not announced.
+        assert!(sim.peer(client).servable_copy(&f).is_none());
+        sim.run_for(sim.config().gossip_interval * 4);
+        let me = sim.peer(client).config().peer_id.0.clone();
+        for other in 0..client {
+            let v = sim.view(other);
+            if let Some(fv) = v.files.iter().find(|x| x.file_id == f.0) {
+                assert!(
+                    !fv.peers_with_file.contains(&me),
+                    "peer {other} lists the unverified copy's holder: {:?}",
+                    fv.peers_with_file
+                );
+            }
+        }
     });
 }
 

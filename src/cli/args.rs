@@ -57,6 +57,10 @@ pub struct Args {
     /// Write the log to this file instead of stderr.
     #[arg(long, value_name = "PATH")]
     pub log_file: Option<PathBuf>,
+    /// Also serve, list and announce copies whose bytes match their id under
+    /// no timestamp spelling (off: such a copy stays with the user who asked).
+    #[arg(long)]
+    pub share_unverified: bool,
     /// Seed for the peer's random choices [default: from the clock].
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,

@@ -224,11 +224,16 @@ impl Catalog {
         }
     }
 
-    /// Records of the files we hold (what our GOSSIP_REPLY lists).
-    pub fn local_records(&self) -> Vec<FileRecord> {
+    /// Records of the files we hold (what our GOSSIP_REPLY lists); copies
+    /// that don't match their id only when `with_unverified`.
+    pub fn local_records(&self, with_unverified: bool) -> Vec<FileRecord> {
         self.files
             .values()
-            .filter(|e| e.local.is_some())
+            .filter(|e| {
+                e.local
+                    .as_ref()
+                    .is_some_and(|l| l.verified || with_unverified)
+            })
             .map(|e| e.record.clone())
             .collect()
     }

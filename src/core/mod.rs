@@ -102,6 +102,9 @@ pub struct Config {
     pub peer_timeout: Duration,
     /// Files to fetch in the background at start (0: none).
     pub auto_fetch: usize,
+    /// Serve, list and announce copies that verify under no timestamp
+    /// spelling (off: they stay with the user who asked for them).
+    pub share_unverified: bool,
 }
 
 /// Timers the core asks for. They carry no state to cancel: a timer that
@@ -342,6 +345,13 @@ impl Peer {
         e.local.as_ref().map(|l| (&e.record, l))
     }
 
+    /// The copy we may send to a peer that asks for `file`: an unverified
+    /// copy is never spread unless `share_unverified` says so.
+    pub fn servable_copy(&self, file: &FileId) -> Option<(&FileRecord, &LocalCopy)> {
+        self.local_copy(file)
+            .filter(|(_, l)| l.verified || self.cfg.share_unverified)
+    }
+
     fn me(&self) -> &PeerId {
         &self.cfg.peer_id
     }
@@ -538,7 +548,7 @@ impl Peer {
             host: self.cfg.addr.host.clone(),
             port: self.cfg.addr.port,
             peer_id: self.cfg.peer_id.clone(),
-            files: self.catalog.local_records(),
+            files: self.catalog.local_records(self.cfg.share_unverified),
         }
     }
 
@@ -1238,6 +1248,16 @@ impl Peer {
     }
 
     fn announce(&mut self, record: &FileRecord) {
+        let verified = self
+            .local_copy(&record.file_id)
+            .is_none_or(|(_, l)| l.verified);
+        if !verified && !self.cfg.share_unverified {
+            info!(
+                "not announcing {} ({}): our copy does not match its id",
+                record.file_name, record.file_id
+            );
+            return;
+        }
         let msg = Message::Announce {
             from: self.cfg.peer_id.clone(),
             file: record.clone(),
@@ -1478,6 +1498,7 @@ mod tests {
                 gossip_interval: Duration::from_secs(30),
                 peer_timeout: Duration::from_secs(60),
                 auto_fetch: 0,
+                share_unverified: false,
             },
             SmallRng::seed_from_u64(7),
         )

@@ -386,6 +386,7 @@ impl Sim {
             gossip_interval: self.cfg.gossip_interval,
             peer_timeout: self.cfg.peer_timeout,
             auto_fetch,
+            share_unverified: false,
         }
     }
 
@@ -929,7 +930,7 @@ impl Sim {
                 let back = self.latency();
                 let src = &self.nodes[source];
                 let streaming = Some((source, src.incarnation));
-                let (result, at, source) = if src.peer.local_copy(&record.file_id).is_some() {
+                let (result, at, source) = if src.peer.servable_copy(&record.file_id).is_some() {
                     let len = self
                         .sizes
                         .get(&record.file_id)

@@ -413,6 +413,7 @@ pub fn run(args: Args) -> Result<(), StartError> {
         gossip_interval: args.gossip_interval,
         peer_timeout: args.peer_timeout,
         auto_fetch: args.auto_fetch,
+        share_unverified: args.share_unverified,
     };
     let seed = args.seed.unwrap_or_else(|| {
         SystemTime::now()
@@ -970,7 +971,7 @@ impl Driver {
     }
 
     fn open_file(&self, file_id: &FileId) -> io::Result<FileDataEncoder> {
-        let Some((record, local)) = self.core.local_copy(file_id) else {
+        let Some((record, local)) = self.core.servable_copy(file_id) else {
             return Err(io::Error::new(io::ErrorKind::NotFound, "not held"));
         };
         let source = map_file(&self.settings.dir.join(&local.name))?;
