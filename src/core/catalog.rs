@@ -190,9 +190,21 @@ impl Catalog {
         e.local = Some(local);
     }
 
-    /// Inserts an entry as loaded from the metadata file.
-    pub fn insert_entry(&mut self, entry: Entry) {
+    /// Inserts an entry as loaded from the metadata file, within the same
+    /// caps as network input: false (entry dropped) when the catalog is full.
+    /// Past [`MAX_HOLDERS`] the extra holders are dropped.
+    pub fn insert_entry(&mut self, mut entry: Entry) -> bool {
+        if self.files.len() >= MAX_FILES && !self.files.contains_key(&entry.record.file_id) {
+            return false;
+        }
+        if entry.holders.len() > MAX_HOLDERS {
+            entry.holders = std::mem::take(&mut entry.holders)
+                .into_iter()
+                .take(MAX_HOLDERS)
+                .collect();
+        }
         self.files.insert(entry.record.file_id.clone(), entry);
+        true
     }
 
     /// Removes a file entirely; returns it.
@@ -242,6 +254,32 @@ impl Catalog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loaded_entries_respect_the_file_and_holder_caps() {
+        let mut c = Catalog::default();
+        let entry = |i: usize, holders: usize| Entry {
+            record: FileRecord {
+                file_name: format!("f{i}"),
+                file_size: crate::protocol::FileSize::Bytes(1),
+                file_id: FileId(format!("{i:064x}")),
+                file_owner: PeerId::from("o"),
+                file_timestamp: crate::protocol::Timestamp::from_secs(1),
+            },
+            holders: (0..holders).map(|h| PeerId(format!("p{h}"))).collect(),
+            local: None,
+        };
+        assert!(c.insert_entry(entry(0, MAX_HOLDERS * 4)));
+        assert_eq!(
+            c.get(&FileId(format!("{:064x}", 0))).unwrap().holders.len(),
+            MAX_HOLDERS
+        );
+        for i in 1..MAX_FILES + 500 {
+            c.insert_entry(entry(i, 0));
+        }
+        assert_eq!(c.len(), MAX_FILES);
+        assert!(!c.insert_entry(entry(MAX_FILES + 1000, 0)));
+    }
     use crate::protocol::{FileSize, Timestamp};
 
     fn rec(id: &str, ts: Timestamp) -> FileRecord {

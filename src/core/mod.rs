@@ -330,8 +330,8 @@ impl Peer {
     }
 
     /// Adds an entry loaded from disk before [`Peer::start`].
-    pub fn load_entry(&mut self, entry: Entry) {
-        self.catalog.insert_entry(entry);
+    pub fn load_entry(&mut self, entry: Entry) -> bool {
+        self.catalog.insert_entry(entry)
     }
 
     /// Drains the effects queued so far, in order.

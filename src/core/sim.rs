@@ -724,14 +724,16 @@ impl Sim {
         let id = record.file_id.clone();
         self.store(i, &id, name, len, true);
         match self.nodes[i].state {
-            NodeState::Idle => self.nodes[i].peer.load_entry(Entry {
-                record,
-                holders: BTreeSet::new(),
-                local: Some(LocalCopy {
-                    name: name.to_string(),
-                    verified: true,
-                }),
-            }),
+            NodeState::Idle => {
+                self.nodes[i].peer.load_entry(Entry {
+                    record,
+                    holders: BTreeSet::new(),
+                    local: Some(LocalCopy {
+                        name: name.to_string(),
+                        verified: true,
+                    }),
+                });
+            }
             NodeState::Running => {
                 note!(self, "p{i} imported {name}");
                 self.nodes[i]

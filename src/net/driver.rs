@@ -423,9 +423,24 @@ pub fn run(args: Args) -> Result<(), StartError> {
             ^ u64::from(std::process::id())
     });
     let mut core = Peer::new(cfg, SmallRng::seed_from_u64(seed));
-    let n_files = entries.len();
+    // Held files first, so a metadata.json past the catalog's cap never
+    // costs us a file we hold.
+    let mut entries = entries;
+    entries.sort_by_key(|e| e.local.is_none());
+    let mut n_files = 0;
+    let mut dropped = 0;
     for e in entries {
-        core.load_entry(e);
+        if core.load_entry(e) {
+            n_files += 1;
+        } else {
+            dropped += 1;
+        }
+    }
+    if dropped > 0 {
+        warn!(
+            "metadata lists more files than the catalog holds ({}): {dropped} not loaded",
+            crate::core::catalog::MAX_FILES
+        );
     }
 
     let poll = Poll::new().map_err(|e| StartError(format!("cannot create poll: {e}")))?;
