@@ -16,7 +16,9 @@
 //! after the last partition heals.
 //!
 //! `PEERSHARE_SEED=<n>` runs one seed (and replays a failure exactly);
-//! `seed_sweep` runs `PEERSHARE_SIM_SEEDS` seeds (default 200) of
+//! `seed_sweep` runs `PEERSHARE_SIM_SEEDS` seeds (default 16, so the
+//! README's `cargo test` answers in minutes; `.ci/run`'s long step runs
+//! 200 in release) of
 //! `PEERSHARE_SIM_MINUTES` simulated minutes (default 10) on
 //! `PEERSHARE_SIM_PEERS` peers (default 100) with the protocol's timers
 //! (`PEERSHARE_SIM_GOSSIP_MS`, default 30 000; `PEERSHARE_SIM_TIMEOUT_MS`,
@@ -578,6 +580,10 @@ fn gets_end_within_their_bound_under_transfer_faults() {
     );
 }
 
+/// Seeds of the sweep in a plain `cargo test`: enough to catch a broken
+/// policy in under a minute; the distribution's tail needs the long run.
+const DEFAULT_SWEEP_SEEDS: u64 = 16;
+
 /// How the sweep runs: from the environment, with the CI defaults.
 #[derive(Clone, Copy, Debug)]
 struct Sweep {
@@ -653,9 +659,15 @@ fn distribution(mut v: Vec<(u64, Duration)>, gossip: Duration) -> String {
 
 #[test]
 fn seed_sweep() {
+    if env_u64("PEERSHARE_SIM_SEEDS").is_none() && env_u64("PEERSHARE_SEED").is_none() {
+        println!(
+            "seed_sweep: {DEFAULT_SWEEP_SEEDS} seeds (the quick run); the long run is \
+             PEERSHARE_SIM_SEEDS=200 cargo test --release --test sim_faults seed_sweep"
+        );
+    }
     let seeds: Vec<u64> = match env_u64("PEERSHARE_SEED") {
         Some(s) => vec![s],
-        None => (1..=env_u64("PEERSHARE_SIM_SEEDS").unwrap_or(200)).collect(),
+        None => (1..=env_u64("PEERSHARE_SIM_SEEDS").unwrap_or(DEFAULT_SWEEP_SEEDS)).collect(),
     };
     let sw = Sweep::from_env();
     let started = Instant::now();
