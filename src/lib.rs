@@ -15,6 +15,7 @@
 
 pub mod cli;
 pub mod core;
+#[cfg(feature = "testkit")]
 pub mod fuzzing;
 pub mod http;
 pub mod ids;
