@@ -776,15 +776,6 @@ impl Drop for Traced {
     }
 }
 
-fn port_after(line: &str, marker: &str) -> u16 {
-    let rest = &line[line.find(marker).expect("marker") + marker.len()..];
-    rest.chars()
-        .take_while(|c| c.is_ascii_digit())
-        .collect::<String>()
-        .parse()
-        .expect("port")
-}
-
 #[test]
 fn every_write_is_temp_file_fsync_rename_folder_fsync() {
     use std::io::BufRead;

@@ -13,21 +13,6 @@ use support::*;
 /// The harness's peer timeout (`--peer-timeout 3`).
 const PEER_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// A fresh uuid4-looking gossip id.
-fn fresh_id(rng: &mut impl Rng) -> String {
-    let h: String = (0..16)
-        .map(|_| format!("{:02x}", rng.gen::<u8>()))
-        .collect();
-    format!(
-        "{}-{}-4{}-a{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[13..16],
-        &h[17..20],
-        &h[20..32]
-    )
-}
-
 fn holders(file: &Value) -> Vec<String> {
     file["peers_with_file"]
         .as_array()
@@ -194,7 +179,7 @@ fn a_killed_peer_disappears_from_the_others() {
 /// Sends a GOSSIP from a fake peer and returns the GOSSIP_REPLY it got.
 fn gossip_answered(p: &PeerProc, fake: &FakePeer, fake_id: &str, within: Duration) -> Value {
     fake.clear();
-    let id = fresh_id(&mut rand::thread_rng());
+    let id = support::chaos::fresh_gossip_id(rand::thread_rng().gen());
     send_raw(p.p2p_port, &gossip(fake_id, fake.port, &id)).expect("send GOSSIP");
     let reply = fake
         .wait_for("GOSSIP_REPLY", within)
@@ -438,7 +423,7 @@ fn gossip_flood_with_fresh_ids_gets_few_replies() {
     for i in 0..500 {
         send_raw(
             p.p2p_port,
-            &gossip("flooder", fake.port, &fresh_id(&mut rng)),
+            &gossip("flooder", fake.port, &support::chaos::fresh_gossip_id(rng.gen())),
         )
         .expect("send");
         if i % 100 == 50 {

@@ -14,10 +14,13 @@
 //! `tempfile::TempDir` (under `$TMPDIR`, default `/tmp`) removed on drop.
 #![allow(dead_code)]
 
+#[path = "../../tests/support/basics.rs"]
+mod basics;
+pub use basics::{http_get, port_after};
+
 use rand::rngs::SmallRng;
 use rand::{RngCore, SeedableRng};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
@@ -218,31 +221,6 @@ impl Drop for Peer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn port_after(line: &str, marker: &str) -> u16 {
-    let rest = &line[line.find(marker).expect("port in banner") + marker.len()..];
-    rest.chars()
-        .take_while(|c| c.is_ascii_digit())
-        .collect::<String>()
-        .parse()
-        .expect("port")
-}
-
-/// A GET over raw TCP; the body, or None on error.
-pub fn http_get(port: u16, path: &str) -> Option<Vec<u8>> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).ok()?;
-    let split = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
-    buf.starts_with(b"HTTP/1.1 200")
-        .then(|| buf[split + 4..].to_vec())
 }
 
 /// A serving peer holding one random file of `len` bytes, and its id.

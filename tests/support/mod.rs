@@ -12,6 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+pub use basics::{http_get, port_after};
+
 /// Default bound on every wait in the tests.
 pub const WAIT: Duration = Duration::from_secs(20);
 
@@ -182,15 +184,6 @@ impl PeerBuilder {
     }
 }
 
-fn port_after(line: &str, marker: &str) -> u16 {
-    let rest = &line[line.find(marker).expect("marker") + marker.len()..];
-    rest.chars()
-        .take_while(|c| c.is_ascii_digit())
-        .collect::<String>()
-        .parse()
-        .expect("port")
-}
-
 /// A running peer; killed (SIGKILL) and reaped when dropped.
 pub struct PeerProc {
     /// Its peerId.
@@ -299,25 +292,6 @@ impl Drop for PeerProc {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-/// A GET over raw TCP; the body, or None on error/timeout (2 s).
-pub fn http_get(port: u16, path: &str) -> Option<Vec<u8>> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    s.set_write_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).ok()?;
-    let split = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
-    if !buf.starts_with(b"HTTP/1.1 200") {
-        return None;
-    }
-    Some(buf[split + 4..].to_vec())
 }
 
 /// Sends one message on a new connection, then closes.
@@ -618,6 +592,7 @@ pub fn set_fd_limit(pid: u32, soft: u64) {
     assert_eq!(rc, 0, "prlimit set: {}", std::io::Error::last_os_error());
 }
 
+pub mod basics;
 pub mod chaos;
 pub mod files;
 pub mod procfs;
