@@ -423,7 +423,11 @@ fn gossip_flood_with_fresh_ids_gets_few_replies() {
     for i in 0..500 {
         send_raw(
             p.p2p_port,
-            &gossip("flooder", fake.port, &support::chaos::fresh_gossip_id(rng.gen())),
+            &gossip(
+                "flooder",
+                fake.port,
+                &support::chaos::fresh_gossip_id(rng.gen()),
+            ),
         )
         .expect("send");
         if i % 100 == 50 {

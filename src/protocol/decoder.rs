@@ -145,7 +145,15 @@ pub enum DecodeError {
 
 impl fmt::Display for DecodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{self:?}")
+        match self {
+            DecodeError::TooLarge => f.write_str("the message is larger than allowed"),
+            DecodeError::TooDeep => f.write_str("the message is nested too deeply"),
+            DecodeError::Malformed(why) => write!(f, "malformed message: {why}"),
+            DecodeError::BadHex => {
+                f.write_str("data is not hex (corrupt, or base64 from an old peer)")
+            }
+            DecodeError::Sink(e) => write!(f, "cannot write the file: {e}"),
+        }
     }
 }
 impl std::error::Error for DecodeError {}
@@ -751,6 +759,30 @@ fn is_ws(b: u8) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn every_decode_error_reads_as_a_sentence_not_as_debug_text() {
+        let errors = [
+            DecodeError::TooLarge,
+            DecodeError::TooDeep,
+            DecodeError::Malformed("expected `:`".into()),
+            DecodeError::BadHex,
+            DecodeError::Sink(io::Error::new(io::ErrorKind::StorageFull, "disk full")),
+        ];
+        for e in errors {
+            let text = e.to_string();
+            let debug = format!("{e:?}");
+            assert_ne!(text, debug);
+            assert!(
+                text.chars().next().is_some_and(|c| c.is_lowercase()),
+                "{text}"
+            );
+            assert!(
+                !text.contains("TooLarge") && !text.contains("Sink("),
+                "{text}"
+            );
+        }
+    }
+
     use super::*;
     use proptest::prelude::*;
     use serde_json::json;
