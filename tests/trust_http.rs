@@ -257,6 +257,17 @@ fn a_hundred_clients_a_second_that_never_read_the_page_cost_no_memory_and_no_sta
         clients.len(),
         peak as f64 / 1024.0
     );
+    // One render per route and half second, however many ask.
+    let renders = peer.log().matches("http: rendered").count();
+    let windows = started.elapsed().as_millis() as usize / 500 + 1;
+    eprintln!(
+        "trust_http: {renders} renders for {} requests",
+        clients.len() + probes
+    );
+    assert!(
+        renders <= 2 * windows,
+        "{renders} renders in {windows} half seconds"
+    );
     assert!(peer.alive(), "the peer died");
     assert!(failures.is_empty(), "{failures:#?}");
     assert!(

@@ -34,7 +34,15 @@ pub fn respond(
     if pending.total >= http::HTTP_OUTPUT_BUDGET {
         return over_budget(pending.total);
     }
-    let rendered = cache.get(now, route, page, || http::render_bounded(route, view(page)));
+    let rendered = cache.get(now, route, page, || {
+        let bytes = http::render_bounded(route, view(page));
+        log::debug!(
+            "http: rendered {route:?} from file {} ({} bytes)",
+            page.offset,
+            bytes.len()
+        );
+        bytes
+    });
     if pending.total + rendered.bytes.len() > http::HTTP_OUTPUT_BUDGET {
         return over_budget(pending.total);
     }
