@@ -941,6 +941,9 @@ fn state_from(data: &[u8]) -> StateView {
         port: data.len() as u16,
         peers: Vec::new(),
         files: Vec::new(),
+        files_total: n,
+        offset: 0,
+        limit: 100,
         transfers: Vec::new(),
     };
     for i in 0..n {
@@ -1016,6 +1019,9 @@ fn placeholder(state: &StateView) -> StateView {
                 ..t.clone()
             })
             .collect(),
+        files_total: state.files_total,
+        offset: state.offset,
+        limit: state.limit,
     }
 }
 
@@ -1105,7 +1111,9 @@ pub fn check_http(data: &[u8]) {
                 assert_eq!(code, 404);
             }
         }
-        ParseOutcome::Ready { route, head_only } => {
+        ParseOutcome::Ready {
+            route, head_only, ..
+        } => {
             let start = data
                 .iter()
                 .position(|&b| b != b'\r' && b != b'\n')

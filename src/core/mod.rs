@@ -30,7 +30,7 @@ use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::time::Duration;
 pub use time::Time;
-use view::{FileView, PeerView, StateView, TransferView};
+use view::{select_page, FilePage, FileView, PeerView, StateView, TransferView};
 
 /// How many peers each gossip round and each forward goes to.
 pub const GOSSIP_FANOUT: usize = 3;
@@ -1411,8 +1411,14 @@ impl Peer {
         }
     }
 
-    /// A snapshot for the stats page, its API and the menu.
+    /// A snapshot for the menu: every file.
     pub fn view(&self, now: Time) -> StateView {
+        self.view_page(now, FilePage::ALL)
+    }
+
+    /// A snapshot for the stats page and its API: peers and transfers, and
+    /// one page of files (only the page's entries are copied).
+    pub fn view_page(&self, now: Time, page: FilePage) -> StateView {
         let peers = self
             .members
             .all()
@@ -1424,9 +1430,11 @@ impl Peer {
                 last_seen_secs_ago: now.since(p.last_seen).as_secs(),
             })
             .collect();
-        let mut files: Vec<FileView> = self
-            .catalog
-            .iter()
+        let by_name = |a: &(&FileId, &Entry), b: &(&FileId, &Entry)| {
+            (&a.1.record.file_name, a.0).cmp(&(&b.1.record.file_name, b.0))
+        };
+        let files: Vec<FileView> = select_page(self.catalog.iter().collect(), page, by_name)
+            .into_iter()
             .map(|(id, e)| FileView {
                 file_id: id.0.clone(),
                 file_name: e.record.file_name.clone(),
@@ -1438,11 +1446,6 @@ impl Peer {
                 peers_with_file: e.holders.iter().map(|p| p.0.clone()).collect(),
             })
             .collect();
-        files.sort_by(|a, b| {
-            a.file_name
-                .cmp(&b.file_name)
-                .then(a.file_id.cmp(&b.file_id))
-        });
         let transfers = self
             .downloads
             .iter()
@@ -1479,6 +1482,9 @@ impl Peer {
             port: self.cfg.addr.port,
             peers,
             files,
+            files_total: self.catalog.len(),
+            offset: page.offset,
+            limit: page.limit,
             transfers,
         }
     }

@@ -14,10 +14,56 @@ pub struct StateView {
     pub port: u16,
     /// Tracked peers, sorted by peer id.
     pub peers: Vec<PeerView>,
-    /// The catalog, sorted by file name then id.
+    /// One page of the catalog, sorted by file name then id: the files
+    /// from `offset` on, at most `limit` of them.
     pub files: Vec<FileView>,
+    /// Files in the whole catalog.
+    pub files_total: usize,
+    /// Position of `files[0]` in the whole sorted catalog.
+    pub offset: usize,
+    /// The most files this page holds.
+    pub limit: usize,
     /// Downloads in flight.
     pub transfers: Vec<TransferView>,
+}
+
+/// Which files of the sorted catalog a view holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FilePage {
+    /// Files skipped from the start.
+    pub offset: usize,
+    /// The most files to include.
+    pub limit: usize,
+}
+
+impl FilePage {
+    /// The whole catalog (the menu's list).
+    pub const ALL: FilePage = FilePage {
+        offset: 0,
+        limit: usize::MAX,
+    };
+}
+
+/// The items of `page` in the order `cmp` gives `items`, without sorting
+/// the rest: selecting a page of 100 out of 20 000 costs two linear
+/// partitions and a sort of the 100.
+pub fn select_page<T>(
+    mut items: Vec<T>,
+    page: FilePage,
+    mut cmp: impl FnMut(&T, &T) -> std::cmp::Ordering,
+) -> Vec<T> {
+    let start = page.offset.min(items.len());
+    if start > 0 && start < items.len() {
+        items.select_nth_unstable_by(start, &mut cmp);
+    }
+    let mut rest = items.split_off(start);
+    let n = page.limit.min(rest.len());
+    if n < rest.len() {
+        rest.select_nth_unstable_by(n, &mut cmp);
+        rest.truncate(n);
+    }
+    rest.sort_by(cmp);
+    rest
 }
 
 /// One tracked peer.
@@ -71,4 +117,29 @@ pub struct TransferView {
     pub bytes_total: Option<u64>,
     /// Average rate from this source, bytes per second.
     pub rate_bytes_per_sec: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_holds_exactly_the_items_a_full_sort_puts_there() {
+        // A scrambled permutation of 0..1000 (7 is coprime with 1000).
+        let items: Vec<u32> = (0..1000u32).map(|i| i * 7 % 1000).collect();
+        for (offset, limit) in [
+            (0, 10),
+            (990, 100),
+            (500, 1),
+            (999, 5),
+            (1000, 3),
+            (5000, 3),
+        ] {
+            let got = select_page(items.clone(), FilePage { offset, limit }, |a, b| a.cmp(b));
+            let want: Vec<u32> = (0..1000u32).skip(offset).take(limit).collect();
+            assert_eq!(got, want, "offset {offset} limit {limit}");
+        }
+        let all = select_page(items, FilePage::ALL, |a, b| a.cmp(b));
+        assert_eq!(all, (0..1000u32).collect::<Vec<_>>());
+    }
 }

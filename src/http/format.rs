@@ -120,6 +120,22 @@ pub(crate) fn count(n: usize, singular: &str, plural: &str) -> String {
     format!("{n} {}", if n == 1 { singular } else { plural })
 }
 
+/// Which files a page shows: `Files 101–200 of 20000`.
+pub(crate) fn range_text(offset: usize, shown: usize, total: usize) -> String {
+    if shown == 0 {
+        format!(
+            "No files from {} on ({total} in all)",
+            offset.saturating_add(1)
+        )
+    } else {
+        format!(
+            "Files {}–{} of {total}",
+            offset.saturating_add(1),
+            offset.saturating_add(shown)
+        )
+    }
+}
+
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
 /// (Howard Hinnant's `civil_from_days`).
 fn civil_from_days(days: i64) -> (i64, i64, i64) {
@@ -212,5 +228,10 @@ mod tests {
         assert_eq!(rate_text(1536), "1.5 KiB/s");
         assert_eq!(count(1, "peer", "peers"), "1 peer");
         assert_eq!(count(0, "peer", "peers"), "0 peers");
+        assert_eq!(range_text(100, 100, 20_000), "Files 101–200 of 20000");
+        assert_eq!(
+            range_text(25_000, 0, 20_000),
+            "No files from 25001 on (20000 in all)"
+        );
     }
 }

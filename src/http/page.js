@@ -1,6 +1,8 @@
 // Live update: fetch /api/state every second (the next request starts one
 // second after the previous one ends, so they never overlap) and rebuild
-// the tables in place. Network strings only ever go into textContent or
+// the tables in place. Only the page of files this page shows is asked
+// for (its offset and limit are on the pager); the pager's links load the
+// neighbouring pages. Network strings only ever go into textContent or
 // title. Mirrors the server's formatting (src/http/format.rs).
 (() => {
   "use strict";
@@ -78,6 +80,11 @@
 
   const count = (n, singular, plural) => `${n} ${n === 1 ? singular : plural}`;
 
+  const rangeText = (offset, shown, total) =>
+    shown === 0
+      ? `No files from ${offset + 1} on (${total} in all)`
+      : `Files ${offset + 1}–${offset + shown} of ${total}`;
+
   // --- DOM building ---
 
   const cell = (text, cls, title) => {
@@ -113,6 +120,24 @@
     if (el) el.textContent = text;
   };
 
+  // The pager's page: where this page starts and how many it asks for.
+  const pager = document.getElementById("files-pager");
+  const pageOffset = Number((pager && pager.dataset.offset) || 0);
+  const pageLimit = Number((pager && pager.dataset.limit) || 100);
+
+  const renderPager = (s) => {
+    const shown = s.files.length;
+    const link = (id, offset, hide) => {
+      const a = document.getElementById(id);
+      if (!a) return;
+      a.href = `/?offset=${offset}&limit=${s.limit}`;
+      a.hidden = hide;
+    };
+    link("files-prev", Math.max(0, s.offset - Math.max(1, s.limit)), s.offset === 0);
+    link("files-next", s.offset + shown, s.offset + shown >= s.files_total);
+    setText("files-range", rangeText(s.offset, shown, s.files_total));
+  };
+
   const render = (s) => {
     const title = `Peer Stats for ${s.peer_id}`;
     document.title = title;
@@ -120,7 +145,7 @@
     setText(
       "summary",
       `${s.host}:${s.port} · ${count(s.peers.length, "tracked peer", "tracked peers")} · ` +
-        `${count(s.files.length, "file", "files")} · ` +
+        `${count(s.files_total, "file", "files")} · ` +
         `${count(s.transfers.length, "transfer", "transfers")}`
     );
     fillTable("peers", s.peers, (p) => [
@@ -138,6 +163,7 @@
       cell(localText(f.local, f.verified)),
       cell(f.peers_with_file.length ? f.peers_with_file.join(", ") : "—"),
     ], "No files known.", 7);
+    renderPager(s);
     fillTable("transfers", s.transfers, (t) => [
       cell(t.file_name, "", t.file_id),
       cell(t.source),
@@ -161,7 +187,8 @@
     const abort = new AbortController();
     const timer = setTimeout(() => abort.abort(), FETCH_TIMEOUT_MS);
     try {
-      const resp = await fetch("/api/state", { cache: "no-store", signal: abort.signal });
+      const url = `/api/state?offset=${pageOffset}&limit=${pageLimit}`;
+      const resp = await fetch(url, { cache: "no-store", signal: abort.signal });
       if (!resp.ok) throw new Error(`HTTP ${resp.status}`);
       render(parseState(await resp.text()));
       setStatus(true);

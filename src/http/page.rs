@@ -1,12 +1,15 @@
 //! The stats page: server-rendered HTML of a [`StateView`], with inline CSS
 //! (`page.css`) and a small inline script (`page.js`) that re-renders the
-//! tables from `/api/state` every second without reloading the page.
+//! tables from `/api/state` every second without reloading the page. The
+//! file list is one page of the catalog, with links to the previous and
+//! next pages (`/?offset=N`, which work without the script too).
 //!
 //! Every string that came from the network goes through [`escape_html`]
 //! here; the script only ever sets `textContent`.
 
 use super::format::{
-    count, done_text, local_text, rate_text, short_id, size_text, timestamp_text, timestamp_title,
+    count, done_text, local_text, range_text, rate_text, short_id, size_text, timestamp_text,
+    timestamp_title,
 };
 use crate::core::view::{FileView, PeerView, StateView, TransferView};
 
@@ -86,6 +89,7 @@ pub(crate) fn render_page(state: &StateView) -> String {
         "No files known.",
         file_row,
     );
+    pager(&mut html, state);
     section(
         &mut html,
         "Transfers",
@@ -114,7 +118,7 @@ fn summary(state: &StateView) -> String {
         state.host,
         state.port,
         count(state.peers.len(), "tracked peer", "tracked peers"),
-        count(state.files.len(), "file", "files"),
+        count(state.files_total, "file", "files"),
         count(state.transfers.len(), "transfer", "transfers"),
     )
 }
@@ -149,6 +153,29 @@ fn section<T>(
         html.push_str("</tr>\n");
     }
     html.push_str("</tbody>\n</table></div>\n</section>\n");
+}
+
+/// Links to the previous and next pages of files, and which files this
+/// page shows. The script keeps them current; both links are always there
+/// (hidden when there is no such page) so it only flips `hidden`.
+fn pager(html: &mut String, state: &StateView) {
+    let shown = state.files.len();
+    let prev = state.offset.saturating_sub(state.limit.max(1));
+    let next = state.offset.saturating_add(shown);
+    let hidden = |yes: bool| if yes { " hidden" } else { "" };
+    html.push_str(&format!(
+        "<nav class=\"pager\" id=\"files-pager\" data-offset=\"{}\" data-limit=\"{}\">\
+         <a id=\"files-prev\" href=\"/?offset={prev}&amp;limit={}\"{}>← Previous</a> \
+         <span id=\"files-range\">{}</span> \
+         <a id=\"files-next\" href=\"/?offset={next}&amp;limit={}\"{}>Next →</a></nav>\n",
+        state.offset,
+        state.limit,
+        state.limit,
+        hidden(state.offset == 0),
+        escape_html(&range_text(state.offset, shown, state.files_total)),
+        state.limit,
+        hidden(next >= state.files_total),
+    ));
 }
 
 fn peer_row(html: &mut String, peer: &PeerView) {
@@ -268,12 +295,30 @@ mod tests {
         assert!(page.contains("768 B of 1.0 KiB (75%)"));
         assert!(page.contains("1.5 KiB/s"));
         assert!(page.contains("<noscript><meta http-equiv=\"refresh\" content=\"5\"></noscript>"));
-        assert!(page.contains("fetch(\"/api/state\""));
+        assert!(page.contains("/api/state?offset="));
         assert!(page.contains("connection lost"));
         // Self-contained: no external assets.
         for external in ["src=\"http", "href=\"http", "<link", "src=\"/"] {
             assert!(!page.contains(external), "{external}");
         }
+    }
+
+    #[test]
+    fn the_pager_links_to_the_neighbouring_pages_only_when_they_exist() {
+        let mut state = sample_state();
+        let page = render_page(&state);
+        assert!(page.contains("<a id=\"files-prev\" href=\"/?offset=0&amp;limit=100\" hidden>"));
+        assert!(page.contains("<a id=\"files-next\" href=\"/?offset=1&amp;limit=100\" hidden>"));
+        assert!(page.contains("Files 1–1 of 1"));
+        state.files_total = 20_000;
+        state.offset = 19_800;
+        state.limit = 100;
+        state.files = vec![state.files[0].clone(); 100];
+        let page = render_page(&state);
+        assert!(page.contains("<a id=\"files-prev\" href=\"/?offset=19700&amp;limit=100\">"));
+        assert!(page.contains("<a id=\"files-next\" href=\"/?offset=19900&amp;limit=100\">"));
+        assert!(page.contains("Files 19801–19900 of 20000"));
+        assert!(page.contains("20000 files"));
     }
 
     #[test]
@@ -293,6 +338,7 @@ mod tests {
         let mut state = sample_state();
         state.peers.clear();
         state.files.clear();
+        state.files_total = 0;
         state.transfers.clear();
         let page = render_page(&state);
         assert!(page.contains("colspan=\"4\">No tracked peers.</td>"));

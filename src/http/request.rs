@@ -1,7 +1,8 @@
 //! Parsing an HTTP request head and routing it.
 
 use super::response::{error_response, error_response_for};
-use super::MAX_REQUEST_HEAD;
+use super::{DEFAULT_PAGE_FILES, MAX_PAGE_FILES, MAX_REQUEST_HEAD};
+use crate::core::view::FilePage;
 
 /// The most request headers accepted; more is answered with 431.
 const MAX_HEADERS: usize = 32;
@@ -26,6 +27,9 @@ pub enum ParseOutcome {
         route: Route,
         /// `true` for HEAD: send the headers only.
         head_only: bool,
+        /// The files asked for (`?offset=N&limit=M`), within
+        /// [`MAX_PAGE_FILES`].
+        page: FilePage,
     },
     /// The request cannot be served: write these bytes (a complete
     /// response) and close.
@@ -68,7 +72,11 @@ pub fn parse_request(buf: &[u8]) -> ParseOutcome {
         _ => return ParseOutcome::Respond(error_response(405, "Method Not Allowed")),
     };
     match route(target) {
-        Some(route) => ParseOutcome::Ready { route, head_only },
+        Some(route) => ParseOutcome::Ready {
+            route,
+            head_only,
+            page: page(target),
+        },
         None => ParseOutcome::Respond(error_response_for(404, "Not Found", head_only)),
     }
 }
@@ -87,6 +95,36 @@ fn route(target: &str) -> Option<Route> {
         "/api/state" => Some(Route::ApiState),
         _ => None,
     }
+}
+
+/// The files a target's query asks for: `offset` (default 0) and `limit`
+/// (default [`DEFAULT_PAGE_FILES`], at most [`MAX_PAGE_FILES`], at least
+/// 1). Other parameters are ignored, and so is a value that is not a
+/// number; a number too large for a `usize` is the largest one.
+fn page(target: &str) -> FilePage {
+    let query = target
+        .split('#')
+        .next()
+        .and_then(|t| t.split_once('?'))
+        .map_or("", |(_, q)| q);
+    let mut page = FilePage {
+        offset: 0,
+        limit: DEFAULT_PAGE_FILES,
+    };
+    for pair in query.split('&') {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let number = if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+            Some(value.parse().unwrap_or(usize::MAX))
+        } else {
+            None
+        };
+        match (key, number) {
+            ("offset", Some(n)) => page.offset = n,
+            ("limit", Some(n)) => page.limit = n.clamp(1, MAX_PAGE_FILES),
+            _ => {}
+        }
+    }
+    page
 }
 
 /// The part after `http://` or `https://` (case-insensitive), if present.
@@ -119,7 +157,48 @@ mod tests {
     }
 
     fn ready(route: Route, head_only: bool) -> ParseOutcome {
-        ParseOutcome::Ready { route, head_only }
+        ParseOutcome::Ready {
+            route,
+            head_only,
+            page: FilePage {
+                offset: 0,
+                limit: DEFAULT_PAGE_FILES,
+            },
+        }
+    }
+
+    fn page_of(target: &str) -> (usize, usize) {
+        let req = format!("GET {target} HTTP/1.1\r\n\r\n");
+        match parse_request(req.as_bytes()) {
+            ParseOutcome::Ready { page, .. } => (page.offset, page.limit),
+            other => panic!("{target}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_query_picks_a_page_of_files_within_the_cap() {
+        assert_eq!(page_of("/api/state"), (0, DEFAULT_PAGE_FILES));
+        assert_eq!(page_of("/api/state?offset=19900&limit=100"), (19_900, 100));
+        assert_eq!(page_of("/?limit=7&offset=3&t=1"), (3, 7));
+        assert_eq!(page_of("/?limit=100000"), (0, MAX_PAGE_FILES));
+        assert_eq!(page_of("/?limit=0"), (0, 1));
+        assert_eq!(
+            page_of("/api/state?offset=99999999999999999999999"),
+            (usize::MAX, DEFAULT_PAGE_FILES)
+        );
+        for junk in [
+            "/?offset=-5",
+            "/?offset=1e3",
+            "/?offset=",
+            "/?offset",
+            "/?limit=x&&=",
+        ] {
+            assert_eq!(page_of(junk), (0, DEFAULT_PAGE_FILES), "{junk}");
+        }
+        assert_eq!(
+            page_of("http://h:1/api/state?offset=5#limit=9"),
+            (5, DEFAULT_PAGE_FILES)
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use super::page::render_page;
 use super::request::Route;
+use super::MAX_RESPONSE;
 use crate::core::view::StateView;
 
 /// The page's policy: inline script and style only, fetch to this origin
@@ -36,6 +37,22 @@ pub fn render(route: Route, head_only: bool, state: &StateView) -> Vec<u8> {
                 error_response_for(500, "Internal Server Error", head_only)
             }
         },
+    }
+}
+
+/// The complete GET response for a routed request, at most [`MAX_RESPONSE`]
+/// bytes: while it is larger, the page holds half the files (`limit`
+/// says how many it holds). A single file larger than that (names and
+/// holders at their caps) is still shown.
+pub fn render_bounded(route: Route, mut state: StateView) -> Vec<u8> {
+    loop {
+        let resp = render(route, false, &state);
+        if resp.len() <= MAX_RESPONSE || state.files.len() <= 1 {
+            return resp;
+        }
+        let keep = state.files.len() / 2;
+        state.files.truncate(keep);
+        state.limit = keep;
     }
 }
 
@@ -241,6 +258,36 @@ mod tests {
     }
 
     #[test]
+    fn a_page_of_huge_entries_holds_fewer_files_to_stay_under_the_cap() {
+        let mut state = sample_state();
+        let mut file = state.files[0].clone();
+        file.file_name = "n".repeat(100_000);
+        state.files = vec![file; 40];
+        state.files_total = 40;
+        state.limit = 40;
+        for route in [Route::Page, Route::ApiState] {
+            let resp = render_bounded(route, state.clone());
+            assert!(
+                resp.len() <= MAX_RESPONSE,
+                "{route:?}: {} bytes",
+                resp.len()
+            );
+            let (status, _, body) = split(&resp);
+            assert_eq!(status, "HTTP/1.1 200 OK");
+            if route == Route::ApiState {
+                let json: Value = serde_json::from_slice(&body).expect("JSON");
+                let shown = json["files"].as_array().expect("files").len();
+                assert!((5..40).contains(&shown), "{shown} files");
+                assert_eq!(json["limit"], shown);
+                assert_eq!(json["files_total"], 40);
+            }
+        }
+        // Small pages are left alone.
+        let small = render_bounded(Route::ApiState, sample_state());
+        assert_eq!(small, render(Route::ApiState, false, &sample_state()));
+    }
+
+    #[test]
     fn error_responses_are_well_formed() {
         let resp = error_response(404, "Not Found");
         let (status, headers, body) = split(&resp);
@@ -275,7 +322,10 @@ mod tests {
             (b"GET /api/state HTTP/1.1\r\n\r\n", "application/json"),
         ];
         for (req, content_type) in cases {
-            let ParseOutcome::Ready { route, head_only } = parse_request(req) else {
+            let ParseOutcome::Ready {
+                route, head_only, ..
+            } = parse_request(req)
+            else {
                 panic!("not ready");
             };
             let (status, headers, body) = split(&render(route, head_only, &state));

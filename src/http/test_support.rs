@@ -25,6 +25,9 @@ pub(crate) fn sample_state() -> StateView {
             verified: false,
             peers_with_file: vec!["Silicon".into(), "nanday".into()],
         }],
+        files_total: 1,
+        offset: 0,
+        limit: 100,
         transfers: vec![TransferView {
             id: 1,
             file_id: "abc".into(),

@@ -218,12 +218,37 @@ pub enum Payload {
     },
     /// A FILE_DATA streamed from a file.
     File(Box<FileDataEncoder>),
+    /// An HTTP response shared with other connections: its first `end`
+    /// bytes (a HEAD request gets only the head).
+    Shared {
+        /// The whole response, as rendered once.
+        buf: Arc<[u8]>,
+        /// How many of them this connection sends.
+        end: usize,
+        /// How many are written.
+        pos: usize,
+    },
 }
 
 impl Payload {
     /// A small message.
     pub fn bytes(buf: Vec<u8>) -> Self {
         Payload::Bytes { buf, pos: 0 }
+    }
+
+    /// The first `end` bytes of a shared response.
+    pub fn shared(buf: Arc<[u8]>, end: usize) -> Self {
+        let end = end.min(buf.len());
+        Payload::Shared { buf, end, pos: 0 }
+    }
+
+    /// Bytes written so far, for the in-memory payloads (a file's
+    /// progress is its encoder's).
+    pub fn written(&self) -> usize {
+        match self {
+            Payload::Bytes { pos, .. } | Payload::Shared { pos, .. } => *pos,
+            Payload::File(_) => 0,
+        }
     }
 }
 
@@ -368,30 +393,34 @@ pub fn write_payload(stream: &mut TcpStream, payload: &mut Payload) -> io::Resul
         hit: false,
     };
     match payload {
-        Payload::Bytes { buf, pos } => {
-            while *pos < buf.len() {
-                match w.write(&buf[*pos..]) {
-                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                    Ok(n) => *pos += n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        return Ok(if w.hit {
-                            Outcome::Yield
-                        } else {
-                            Outcome::Blocked
-                        })
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-            Ok(Outcome::Written)
-        }
+        Payload::Bytes { buf, pos } => write_from(&mut w, buf, pos),
+        Payload::Shared { buf, end, pos } => write_from(&mut w, &buf[..*end], pos),
         Payload::File(enc) => match enc.write_to(&mut w)? {
             WriteProgress::Done => Ok(Outcome::Written),
             WriteProgress::Blocked if w.hit => Ok(Outcome::Yield),
             WriteProgress::Blocked => Ok(Outcome::Blocked),
         },
     }
+}
+
+/// Writes `buf` from `pos` on, as far as the socket and the budget allow.
+fn write_from(w: &mut Budgeted<'_>, buf: &[u8], pos: &mut usize) -> io::Result<Outcome> {
+    while *pos < buf.len() {
+        match w.write(&buf[*pos..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => *pos += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                return Ok(if w.hit {
+                    Outcome::Yield
+                } else {
+                    Outcome::Blocked
+                })
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Outcome::Written)
 }
 
 /// Reads into `buf` until WouldBlock, EOF or the budget, calling `on_bytes`

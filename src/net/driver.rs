@@ -12,6 +12,7 @@ use crate::net::conn::{
     connect_status, feed, read_loop, write_payload, Conn, FetchConn, Outcome, PartialSink, Payload,
     Role, WriteKind, READ_BUF_LEN,
 };
+use crate::net::http_out;
 use crate::net::resolver::Resolver;
 use crate::net::sockopt;
 use crate::net::stdin::{self, LineReader};
@@ -196,6 +197,8 @@ struct Driver {
     /// this host), read once at start.
     p2p_ip: Option<std::net::IpAddr>,
     http: Option<TcpListener>,
+    /// Stats page responses rendered in the last moment, shared.
+    http_cache: http::ResponseCache,
     resolver: Resolver,
     resolve_cache: HashMap<String, (Result<SocketAddr, String>, Time)>,
     unresolvable_logged: HashSet<String>,
@@ -478,6 +481,7 @@ pub fn run(args: Args) -> Result<(), StartError> {
         system_congestion,
         p2p_ip,
         http: Some(http),
+        http_cache: http::ResponseCache::new(),
         resolver,
         resolve_cache: HashMap::new(),
         unresolvable_logged: HashSet::new(),
@@ -806,6 +810,10 @@ impl Driver {
                         Role::Connecting(_) => "connect timed out",
                         Role::Drain => "",
                         Role::Http { .. } => "HTTP request timed out",
+                        Role::Write {
+                            kind: WriteKind::Http,
+                            ..
+                        } => "HTTP client too slow to read its response",
                         Role::Read { .. } => "no complete message within the idle timeout",
                         _ => "no progress within the idle timeout",
                     };
@@ -827,7 +835,10 @@ impl Driver {
             Role::Write {
                 kind: WriteKind::Http,
                 ..
-            } => c.opened.plus(http::REQUEST_TIMEOUT),
+            } => c
+                .phase_started
+                .plus(http::SEND_TIMEOUT)
+                .min(c.last_active.plus(http::STALL_TIMEOUT)),
             Role::Write { .. } | Role::Fetch(_) => c.last_active.plus(s.idle_timeout),
             Role::Drain => c.phase_started.plus(DRAIN_TIMEOUT),
         }
@@ -1169,6 +1180,9 @@ impl Driver {
                         // It may carry a FILE_DATA we send (see `sockopt`).
                         sockopt::accepted(&stream, local.ip(), from.ip(), system);
                     }
+                    if is_http {
+                        http_out::send_buffer_for_tests(&stream);
+                    }
                     let role = if is_http {
                         Role::Http { buf: Vec::new() }
                     } else {
@@ -1371,6 +1385,10 @@ impl Driver {
         if writer_full {
             return self.after_step(key, gen, Outcome::Parked);
         }
+        let written_before = match &c.role {
+            Role::Write { payload, .. } => payload.written(),
+            _ => 0,
+        };
         let outcome = match &mut c.role {
             Role::Read {
                 decoder,
@@ -1410,9 +1428,11 @@ impl Driver {
                 Ok(false) => Outcome::Blocked,
                 Err(e) => Outcome::Close(Some(format!("cannot connect: {e}"))),
             },
-            Role::Write { payload, .. } => match write_payload(&mut c.stream, payload) {
+            Role::Write { payload, kind } => match write_payload(&mut c.stream, payload) {
                 Ok(o) => {
-                    active = true;
+                    // An HTTP response is active only while it moves, so a
+                    // client that stopped reading meets STALL_TIMEOUT.
+                    active = *kind != WriteKind::Http || payload.written() != written_before;
                     o
                 }
                 Err(e) => Outcome::Close(Some(format!("write failed: {e}"))),
@@ -1847,22 +1867,33 @@ impl Driver {
     }
 
     fn on_http_head(&mut self, key: usize) {
+        let now = self.now();
         let Some(c) = self.conns.get(key) else {
             return;
         };
         let Role::Http { buf } = &c.role else {
             return;
         };
-        let response = match http::parse_request(buf) {
-            http::ParseOutcome::Ready { route, head_only } => {
-                let view = self.core.view(self.now());
-                http::render(route, head_only, &view)
-            }
-            http::ParseOutcome::Respond(bytes) => bytes,
+        let core = &self.core;
+        let payload = match http::parse_request(buf) {
+            http::ParseOutcome::Ready {
+                route,
+                head_only,
+                page,
+            } => http_out::respond(
+                &mut self.http_cache,
+                &self.conns,
+                now,
+                route,
+                head_only,
+                page,
+                |page| core.view_page(now, page),
+            ),
+            http::ParseOutcome::Respond(bytes) => Payload::bytes(bytes),
             http::ParseOutcome::Incomplete => return,
         };
         let role = Role::Write {
-            payload: Payload::bytes(response),
+            payload,
             kind: WriteKind::Http,
         };
         self.set_role(key, role, Interest::READABLE | Interest::WRITABLE);

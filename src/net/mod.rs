@@ -10,6 +10,7 @@
 pub mod conn;
 pub mod driver;
 pub mod file_writer;
+pub mod http_out;
 pub mod limits;
 pub mod resolver;
 pub mod sockopt;

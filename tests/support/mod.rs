@@ -250,11 +250,30 @@ impl PeerProc {
             })
             .unwrap_or_default()
     }
-    /// The file entries in `/api/state`.
+    /// Every file entry in `/api/state`, paged through 500 at a time (a
+    /// catalog that changes meanwhile may be seen part old, part new).
     pub fn files(&self) -> Vec<Value> {
-        self.state()
-            .and_then(|s| s["files"].as_array().cloned())
-            .unwrap_or_default()
+        let mut all = Vec::new();
+        loop {
+            let path = format!("/api/state?offset={}&limit=500", all.len());
+            let Some(page) = http_get(self.http_port, &path)
+                .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            else {
+                break;
+            };
+            let files = page["files"].as_array().cloned().unwrap_or_default();
+            if files.is_empty() {
+                break;
+            }
+            all.extend(files);
+            if page["files_total"]
+                .as_u64()
+                .is_none_or(|total| all.len() as u64 >= total)
+            {
+                break;
+            }
+        }
+        all
     }
     /// Whether the process is still running.
     pub fn alive(&mut self) -> bool {

@@ -1,0 +1,139 @@
+//! Answering a routed HTTP request from the loop: the response comes from
+//! the shared cache (rendered once for every client in the same instant),
+//! and all HTTP connections together hold at most
+//! [`http::HTTP_OUTPUT_BUDGET`] bytes unsent; past it a request gets a
+//! short 503, unless its answer is one being written already (shared, it
+//! costs nothing more). How long a response may take is the driver's deadline
+//! ([`http::SEND_TIMEOUT`], [`http::STALL_TIMEOUT`]).
+
+use crate::core::view::{FilePage, StateView};
+use crate::core::Time;
+use crate::http::{self, ResponseCache, Route};
+use crate::net::conn::{Conn, Payload, Role, WriteKind};
+use slab::Slab;
+use std::collections::HashSet;
+
+/// The payload answering a routed request; `view` builds the state for a
+/// page of files, called only when the cache has no fresh response.
+pub fn respond(
+    cache: &mut ResponseCache,
+    conns: &Slab<Conn>,
+    now: Time,
+    route: Route,
+    head_only: bool,
+    page: FilePage,
+    view: impl FnOnce(FilePage) -> StateView,
+) -> Payload {
+    let pending = pending_output(conns);
+    // A body other connections are writing already costs nothing more.
+    if let Some(rendered) = cache.peek(now, route, page) {
+        if pending.bodies.contains(&(rendered.bytes.as_ptr() as usize)) {
+            return share(rendered, head_only);
+        }
+    }
+    if pending.total >= http::HTTP_OUTPUT_BUDGET {
+        return over_budget(pending.total);
+    }
+    let rendered = cache.get(now, route, page, || {
+        let bytes = http::render_bounded(route, view(page));
+        log::debug!(
+            "http: rendered {route:?} from file {} ({} bytes)",
+            page.offset,
+            bytes.len()
+        );
+        bytes
+    });
+    if pending.total + rendered.bytes.len() > http::HTTP_OUTPUT_BUDGET {
+        return over_budget(pending.total);
+    }
+    share(rendered, head_only)
+}
+
+fn share(rendered: http::Rendered, head_only: bool) -> Payload {
+    let end = rendered.len_for(head_only);
+    Payload::shared(rendered.bytes, end)
+}
+
+/// Fault injection for the integration tests (debug builds only, so never
+/// in a release binary): `PEERSHARE_TEST_HTTP_SNDBUF` sets each HTTP
+/// connection's kernel send buffer, as on a slow link where the kernel
+/// holds little of a response; on loopback it takes about 3 MiB, more than
+/// any response, so a stalled reader would never meet the timeouts.
+pub fn send_buffer_for_tests(stream: &mio::net::TcpStream) {
+    #[cfg(debug_assertions)]
+    if let Some(bytes) = std::env::var("PEERSHARE_TEST_HTTP_SNDBUF")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        let _ = socket2::SockRef::from(stream).set_send_buffer_size(bytes);
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = stream;
+}
+
+fn over_budget(total: usize) -> Payload {
+    log::debug!("http: {total} response bytes unsent already; answering 503");
+    Payload::bytes(http::error_response(503, "Service Unavailable"))
+}
+
+/// What the HTTP connections hold unsent.
+struct Pending {
+    /// Bytes, each shared body once (all of it: it lives while any
+    /// connection still writes it).
+    total: usize,
+    /// The shared bodies among them, by address.
+    bodies: HashSet<usize>,
+}
+
+fn pending_output(conns: &Slab<Conn>) -> Pending {
+    pending_of(conns.iter().filter_map(|(_, c)| match &c.role {
+        Role::Write {
+            kind: WriteKind::Http,
+            payload,
+        } => Some(payload),
+        _ => None,
+    }))
+}
+
+fn pending_of<'a>(payloads: impl Iterator<Item = &'a Payload>) -> Pending {
+    let mut pending = Pending {
+        total: 0,
+        bodies: HashSet::new(),
+    };
+    for payload in payloads {
+        match payload {
+            Payload::Shared { buf, .. } => {
+                if pending.bodies.insert(buf.as_ptr() as usize) {
+                    pending.total += buf.len();
+                }
+            }
+            Payload::Bytes { buf, pos } => pending.total += buf.len().saturating_sub(*pos),
+            Payload::File(_) => {}
+        }
+    }
+    pending
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn a_body_shared_by_many_connections_counts_once() {
+        let page: Arc<[u8]> = vec![b'p'; 1000].into();
+        let api: Arc<[u8]> = vec![b'a'; 300].into();
+        let mut payloads: Vec<Payload> = (0..100)
+            .map(|i| Payload::shared(page.clone(), if i % 2 == 0 { 1000 } else { 40 }))
+            .collect();
+        payloads.push(Payload::shared(api.clone(), 300));
+        payloads.push(Payload::Bytes {
+            buf: vec![0; 200],
+            pos: 150,
+        });
+        let pending = pending_of(payloads.iter());
+        assert_eq!(pending.total, 1000 + 300 + 50);
+        assert!(pending.bodies.contains(&(page.as_ptr() as usize)));
+        assert_eq!(pending.bodies.len(), 2);
+    }
+}
