@@ -213,10 +213,13 @@ fn overwrite_between_serves_is_never_served_under_the_old_id(leases: bool) {
     drop(f);
 
     let mut second = get_file(p.p2p_port, &id);
-    match read_object(&mut second, T) {
-        Some(v) => assert!(is_not_found(&v), "served after a change: {}", v["file_id"]),
-        None => {} // closed unfinished: also never served under the id
-    }
+    // Found changed at the serve (its stamp): answered not-found.
+    let reply = read_object(&mut second, T).expect("a reply");
+    assert!(
+        is_not_found(&reply),
+        "served after a change: {}",
+        reply["file_id"]
+    );
     assert!(
         wait_until(T, || warned_about(&p, "doc.txt")),
         "no warn line names the changed file: {}",

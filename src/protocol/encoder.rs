@@ -54,7 +54,7 @@ pub trait Lease: Send {
 /// guards: what it read is checked before the message may end.
 pub trait ChunkReader: Send {
     /// The length to send, fixed when the file was opened.
-    fn len(&self) -> u64;
+    fn file_len(&self) -> u64;
     /// Fills `buf` with the bytes at `offset` (called in order, each offset
     /// following the last). An error (the file shrank) ends the message
     /// unfinished.
@@ -93,7 +93,7 @@ impl FileSource {
     pub fn len(&self) -> usize {
         match self {
             FileSource::Mapped(m) | FileSource::Leased { map: m, .. } => m.len(),
-            FileSource::Read(r) => usize::try_from(r.len()).unwrap_or(usize::MAX),
+            FileSource::Read(r) => usize::try_from(r.file_len()).unwrap_or(usize::MAX),
             FileSource::Memory(v) => v.len(),
         }
     }
