@@ -1111,17 +1111,29 @@ impl Driver {
             // Only the readiness matters; drain what was raised.
             for _ in s.pending() {}
         }
+        // A push still connecting holds its file too.
         let broken: Vec<(usize, FileId)> = self
             .conns
             .iter()
-            .filter_map(|(k, c)| match &c.role {
-                Role::Write {
-                    payload: Payload::File(enc),
-                    ..
-                } if enc.lease_breaking() => Some((k, enc.file_id().clone())),
-                _ => None,
-            })
+            .filter_map(|(k, c)| Some((k, breaking_file(&c.role)?)))
             .collect();
+        // And so does one waiting for its host's address: dropped as failed.
+        let mut waiting_broken = Vec::new();
+        for waiting in self.pending.values_mut() {
+            let before = waiting.len();
+            waiting.retain(|p| match breaking_file(&p.role) {
+                Some(id) => {
+                    waiting_broken.push(id);
+                    false
+                }
+                None => true,
+            });
+            self.pending_count -= before - waiting.len();
+        }
+        for file_id in waiting_broken {
+            info!("{file_id} is being changed on disk; its push waiting to connect is dropped");
+            self.core.on_local_changed(&file_id);
+        }
         for (key, file_id) in broken {
             info!("{file_id} is being changed on disk; its transfer in progress is ended");
             self.close(key, Some("the file is being changed on disk".into()));
@@ -2065,6 +2077,18 @@ fn describe_decode_error(e: &crate::protocol::decoder::DecodeError) -> String {
         E::Malformed(m) => format!("malformed reply: {m}"),
         E::BadHex => "data is not hex (corrupt, or base64 from an old peer)".into(),
         E::Sink(io) => format!("cannot write the file: {io}"),
+    }
+}
+
+/// The file a role streams, if it is mapped under a lease being broken.
+fn breaking_file(role: &Role) -> Option<FileId> {
+    match role {
+        Role::Write {
+            payload: Payload::File(enc),
+            ..
+        } if enc.lease_breaking() => Some(enc.file_id().clone()),
+        Role::Connecting(inner) => breaking_file(inner),
+        _ => None,
     }
 }
 
