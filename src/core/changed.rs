@@ -44,6 +44,8 @@ impl Peer {
                 "{name} ({}) still matches its id after changing on disk; served again",
                 record.file_id
             );
+            // So its new stamp is saved and it isn't hashed again at start.
+            self.effects.push(Effect::Persist);
             return;
         }
         warn!(
