@@ -207,6 +207,13 @@ impl Catalog {
         true
     }
 
+    /// Forgets our copy of a file (the entry stays while others hold it).
+    pub fn clear_local(&mut self, id: &FileId) -> Option<LocalCopy> {
+        let local = self.files.get_mut(id)?.local.take();
+        self.prune();
+        local
+    }
+
     /// Removes a file entirely; returns it.
     pub fn remove(&mut self, id: &FileId) -> Option<Entry> {
         self.files.remove(id)

@@ -8,6 +8,7 @@
 //! is what lets `sim` run dozens of peers in one process, deterministically.
 
 pub mod catalog;
+mod changed;
 pub mod downloads;
 pub mod gossip;
 pub mod membership;
@@ -245,6 +246,14 @@ pub enum Effect {
         /// The user's file.
         path: PathBuf,
     },
+    /// Our copy changed on disk: hash it again (off the loop) and call
+    /// [`Peer::on_reverified`] with whether it still matches its id.
+    Reverify {
+        /// The file.
+        record: FileRecord,
+        /// Its name in the folder.
+        name: String,
+    },
     /// Show a line to the user on the menu.
     Print(String),
 }
@@ -279,6 +288,8 @@ pub struct Peer {
     catch_up_pending: bool,
     /// When the last catch-up GOSSIP went out (one per gossip interval).
     last_catch_up: Option<Time>,
+    /// Local copies found changed on disk, not served until re-hashed.
+    rechecking: std::collections::BTreeSet<FileId>,
 }
 
 impl Peer {
@@ -302,6 +313,7 @@ impl Peer {
             round_gossip: None,
             catch_up_pending: false,
             last_catch_up: None,
+            rechecking: Default::default(),
         }
     }
 
@@ -351,6 +363,7 @@ impl Peer {
     pub fn servable_copy(&self, file: &FileId) -> Option<(&FileRecord, &LocalCopy)> {
         self.local_copy(file)
             .filter(|(_, l)| l.verified || self.cfg.share_unverified)
+            .filter(|_| !self.rechecking.contains(file))
     }
 
     fn me(&self) -> &PeerId {

@@ -1309,6 +1309,8 @@ impl Sim {
                 Effect::CopyOut { name, dest } => self.nodes[i]
                     .actions
                     .push(format!("copy-out {name} -> {}", dest.display())),
+                // Simulated disks never change under a peer.
+                Effect::Reverify { .. } => {}
                 Effect::Print(line) => {
                     note!(self, "p{i} print {line}");
                     self.nodes[i].prints.push(line);

@@ -18,8 +18,9 @@ use crate::net::sockopt;
 use crate::net::stdin::{self, LineReader};
 use crate::net::timer::TimerWheel;
 use crate::protocol::decoder::{DataField, Decoded, DecoderLimits, MessageDecoder};
-use crate::protocol::encoder::{FileDataEncoder, FileSource};
+use crate::protocol::encoder::{self, FileDataEncoder, FileSource};
 use crate::protocol::{FileRecord, FileSize, Message, MAX_JSON_DEPTH, MAX_MESSAGE_LEN};
+use crate::storage::serving::{self, FileStamp, Opened};
 use crate::storage::{self, metadata, PartialFile, StoredEntry};
 use log::{debug, error, info, warn};
 use mio::net::{TcpListener, TcpStream};
@@ -43,6 +44,8 @@ const HTTP_LISTENER: Token = Token(1);
 const STDIN: Token = Token(2);
 const WAKER: Token = Token(3);
 const SIGNALS: Token = Token(4);
+/// SIGIO: a read lease on a file we serve is being broken.
+const LEASES: Token = Token(5);
 const CONN_BASE: usize = 16;
 
 /// Most open connections (P2P and HTTP, both ways). At the cap a new inbound
@@ -154,6 +157,12 @@ type Job = Box<dyn FnOnce() -> WorkerMsg + Send>;
 enum WorkerMsg {
     Imported(Result<StoredEntry, String>),
     Copied(String),
+    /// A held file found changed, hashed again.
+    Reverified {
+        file_id: FileId,
+        name: String,
+        result: io::Result<(bool, FileStamp)>,
+    },
 }
 
 /// An outbound connection waiting for its address.
@@ -220,6 +229,11 @@ struct Driver {
     unverified: HashMap<TransferId, (PartialFile, u64)>,
     stdin: Option<LineReader>,
     exit: bool,
+    /// What each held file looked like when last verified, by local name
+    /// (see [`FileStamp`]); one per held file at most.
+    stamps: HashMap<String, FileStamp>,
+    /// SIGIO, raised when a read lease of a file being served is broken.
+    lease_signals: Option<signal_hook_mio::v1_0::Signals>,
 }
 
 fn now_unix() -> u64 {
@@ -247,8 +261,17 @@ fn bind(host: &str, port: u16, what: &str) -> Result<TcpListener, StartError> {
     Ok(TcpListener::from_std(std))
 }
 
+/// What [`load_catalog`] found.
+struct Loaded {
+    entries: Vec<Entry>,
+    /// Stamps of the held files, by local name.
+    stamps: HashMap<String, FileStamp>,
+    /// Held files that changed since they were last verified.
+    changed: Vec<FileId>,
+}
+
 /// Loads the catalog: the metadata file, then files found in the folder.
-fn load_catalog(dir: &Path, me: &PeerId) -> Vec<Entry> {
+fn load_catalog(dir: &Path, me: &PeerId) -> Loaded {
     match storage::remove_partials(dir) {
         Ok(0) => {}
         Ok(n) => info!("removed {n} partial files left by an earlier run"),
@@ -260,10 +283,19 @@ fn load_catalog(dir: &Path, me: &PeerId) -> Vec<Entry> {
     }
     let mut entries = Vec::new();
     let mut known = HashSet::new();
+    let mut stamps = HashMap::new();
+    let mut changed = Vec::new();
     for s in loaded.entries {
         let local = match (&s.local_name, s.has_copy) {
             (Some(name), true) if dir.join(name).is_file() => {
                 known.insert(name.clone());
+                // Unknown (older metadata): trusted as before, from now on.
+                if let Ok(now) = FileStamp::read(&dir.join(name)) {
+                    if s.local_stamp.is_some_and(|was| was != now) {
+                        changed.push(s.record.file_id.clone());
+                    }
+                    stamps.insert(name.clone(), s.local_stamp.unwrap_or(now));
+                }
                 Some(LocalCopy {
                     name: name.clone(),
                     verified: s.verified,
@@ -300,6 +332,9 @@ fn load_catalog(dir: &Path, me: &PeerId) -> Vec<Entry> {
                     continue;
                 }
                 added += 1;
+                if let Some(stamp) = s.local_stamp {
+                    stamps.insert(name.clone(), stamp);
+                }
                 entries.push(Entry {
                     record: s.record,
                     holders: Default::default(),
@@ -315,7 +350,11 @@ fn load_catalog(dir: &Path, me: &PeerId) -> Vec<Entry> {
         }
         Err(e) => warn!("cannot scan {}: {e}", dir.display()),
     }
-    entries
+    Loaded {
+        entries,
+        stamps,
+        changed,
+    }
 }
 
 /// A file found in the folder that the catalog doesn't list as held may be
@@ -358,10 +397,11 @@ fn same_or_suffixed(found: &str, wanted: &str) -> bool {
         .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
-fn stored_entries(core: &Peer) -> Vec<StoredEntry> {
+fn stored_entries(core: &Peer, stamps: &HashMap<String, FileStamp>) -> Vec<StoredEntry> {
     core.catalog()
         .iter()
         .map(|(_, e)| StoredEntry {
+            local_stamp: e.local.as_ref().and_then(|l| stamps.get(&l.name).copied()),
             record: e.record.clone(),
             peers_with_file: e.holders.iter().cloned().collect(),
             has_copy: e.local.is_some(),
@@ -404,7 +444,11 @@ pub fn run(args: Args) -> Result<(), StartError> {
         .map_err(|e| StartError(format!("stats page: {e}")))?;
 
     let me = PeerId(args.peer_id.clone());
-    let entries = load_catalog(&dir, &me);
+    let Loaded {
+        entries,
+        stamps,
+        changed,
+    } = load_catalog(&dir, &me);
     let cfg = Config {
         peer_id: me,
         addr: PeerAddr::new(args.host.clone(), p2p_addr.port()),
@@ -444,6 +488,10 @@ pub fn run(args: Args) -> Result<(), StartError> {
             "metadata lists more files than the catalog holds ({}): {dropped} not loaded",
             crate::core::catalog::MAX_FILES
         );
+    }
+    // Changed while we were down: hashed again before they are served.
+    for id in &changed {
+        core.on_local_changed(id);
     }
 
     let poll = Poll::new().map_err(|e| StartError(format!("cannot create poll: {e}")))?;
@@ -497,6 +545,8 @@ pub fn run(args: Args) -> Result<(), StartError> {
         unverified: HashMap::new(),
         stdin: None,
         exit: false,
+        stamps,
+        lease_signals: None,
     };
     driver.register_sources()?;
     println!(
@@ -648,6 +698,13 @@ impl Driver {
         // Keep the signal source alive for the life of the process; the
         // loop only needs its readiness.
         std::mem::forget(signals);
+        // SIGIO's default action ends the process: its handler must be in
+        // place before the first lease is taken.
+        let mut lease_signals = signal_hook_mio::v1_0::Signals::new([signal_hook::consts::SIGIO])
+            .map_err(|e| StartError(format!("signals: {e}")))?;
+        reg.register(&mut lease_signals, LEASES, Interest::READABLE)
+            .map_err(|e| StartError(format!("poll: {e}")))?;
+        self.lease_signals = Some(lease_signals);
         // stdin: epoll refuses regular files and /dev/null (EPERM); then the
         // peer runs without a menu.
         match reg.register(&mut SourceFd(&stdin::STDIN_FD), STDIN, Interest::READABLE) {
@@ -697,6 +754,7 @@ impl Driver {
                         info!("signal received; saving and exiting");
                         self.exit = true;
                     }
+                    LEASES => self.on_lease_signal(),
                     Token(t) if t >= CONN_BASE => {
                         let key = t - CONN_BASE;
                         if let Some(gen) = self.conns.get(key).map(|c| c.gen) {
@@ -730,7 +788,7 @@ impl Driver {
         if let Some(t) = self.meta_thread.take() {
             let _ = t.join();
         }
-        let bytes = metadata::to_json(&stored_entries(&self.core));
+        let bytes = metadata::to_json(&stored_entries(&self.core, &self.stamps));
         let saved = storage::write_atomic(&self.settings.dir, metadata::METADATA_FILE, &bytes);
         // No temp file outlives a clean exit, whatever was still running.
         if let Err(e) = storage::remove_partials(&self.settings.dir) {
@@ -846,7 +904,7 @@ impl Driver {
 
     fn persist_now(&mut self) {
         self.last_persist = Some(self.now());
-        let bytes = metadata::to_json(&stored_entries(&self.core));
+        let bytes = metadata::to_json(&stored_entries(&self.core, &self.stamps));
         if let Some(tx) = &self.meta_tx {
             let _ = tx.send(MetaJob::Write(bytes));
         }
@@ -887,6 +945,17 @@ impl Driver {
                 }
                 Err(e) => warn!("cannot push {file_id}: {e}"),
             },
+            Effect::Reverify { record, name } => {
+                let path = self.settings.dir.join(&name);
+                let _ = self.worker_tx.send(Box::new(move || {
+                    let result = serving::reverify(&path, &record.file_id, &record.file_timestamp);
+                    WorkerMsg::Reverified {
+                        file_id: record.file_id,
+                        name,
+                        result,
+                    }
+                }));
+            }
             Effect::Fetch {
                 transfer,
                 attempt,
@@ -941,6 +1010,7 @@ impl Driver {
                 }
             }
             Effect::RemoveLocal { name } => {
+                self.stamps.remove(&name);
                 // The catalog no longer lists the file: write that first, and
                 // unlink only after it is on disk (same thread, in order).
                 self.persist_now();
@@ -996,12 +1066,100 @@ impl Driver {
             .count()
     }
 
-    fn open_file(&self, file_id: &FileId) -> io::Result<FileDataEncoder> {
+    /// Opens a held file to serve it: under a read lease and mapped, or
+    /// (no lease to be had) read and checked as it goes. A copy that no
+    /// longer looks as it did when verified is not served; the core is told.
+    fn open_file(&mut self, file_id: &FileId) -> Result<FileDataEncoder, OpenError> {
         let Some((record, local)) = self.core.servable_copy(file_id) else {
-            return Err(io::Error::new(io::ErrorKind::NotFound, "not held"));
+            return Err(OpenError::NotHeld);
         };
-        let source = map_file(&self.settings.dir.join(&local.name))?;
-        Ok(FileDataEncoder::new(record, source))
+        let (record, name) = (record.clone(), local.name.clone());
+        let path = self.settings.dir.join(&name);
+        let (opened, stamp) = match serving::open_for_serving(&path, serving::leases_enabled()) {
+            Ok(ok) => ok,
+            Err(e) => {
+                // Gone, or no longer a regular file: the user changed it.
+                self.core.on_local_changed(file_id);
+                return Err(OpenError::Io(e));
+            }
+        };
+        match self.stamps.get(&name) {
+            Some(was) if *was != stamp => {
+                self.core.on_local_changed(file_id);
+                return Err(OpenError::Changed);
+            }
+            Some(_) => {}
+            // Held since before stamps were kept: trusted as before.
+            None => {
+                self.stamps.insert(name, stamp);
+            }
+        }
+        let source = match opened {
+            _ if stamp.len == 0 => FileSource::Memory(Vec::new()),
+            Opened::Leased(lease) => FileSource::Leased {
+                map: serving::map_leased(&lease).map_err(OpenError::Io)?,
+                lease: Box::new(lease),
+            },
+            Opened::Unleased(file, why) => {
+                debug!("{file_id}: no read lease ({why}); read and checked as it is sent");
+                FileSource::Read(Box::new(serving::CheckedReader::new(
+                    file,
+                    stamp.len,
+                    record.file_id.clone(),
+                    record.file_timestamp.clone(),
+                )))
+            }
+        };
+        Ok(FileDataEncoder::new(&record, source))
+    }
+
+    /// SIGIO: a writer waits on a file we serve under a lease. Those
+    /// transfers end now, unfinished (their clients fall back to another
+    /// source), dropping the map and then the lease, which lets the writer
+    /// in; the files are checked again.
+    fn on_lease_signal(&mut self) {
+        if let Some(s) = self.lease_signals.as_mut() {
+            // Only the readiness matters; drain what was raised.
+            for _ in s.pending() {}
+        }
+        // A push still connecting holds its file too.
+        let broken: Vec<(usize, FileId)> = self
+            .conns
+            .iter()
+            .filter_map(|(k, c)| Some((k, breaking_file(&c.role)?)))
+            .collect();
+        // And so does one waiting for its host's address: dropped as failed.
+        let mut waiting_broken = Vec::new();
+        for waiting in self.pending.values_mut() {
+            let before = waiting.len();
+            waiting.retain(|p| match breaking_file(&p.role) {
+                Some(id) => {
+                    waiting_broken.push(id);
+                    false
+                }
+                None => true,
+            });
+            self.pending_count -= before - waiting.len();
+        }
+        for file_id in waiting_broken {
+            info!("{file_id} is being changed on disk; its push waiting to connect is dropped");
+            self.core.on_local_changed(&file_id);
+        }
+        for (key, file_id) in broken {
+            info!("{file_id} is being changed on disk; its transfer in progress is ended");
+            self.close(key, Some("the file is being changed on disk".into()));
+            self.core.on_local_changed(&file_id);
+        }
+    }
+
+    /// Records what a held file looks like now that it was verified.
+    fn stamp(&mut self, name: &str) {
+        match FileStamp::read(&self.settings.dir.join(name)) {
+            Ok(stamp) => {
+                self.stamps.insert(name.to_string(), stamp);
+            }
+            Err(e) => debug!("cannot stat {name}: {e}"),
+        }
     }
 
     // ---- helper threads -------------------------------------------------
@@ -1043,9 +1201,34 @@ impl Driver {
             match msg {
                 WorkerMsg::Imported(r) => self.core.on_imported(r.map(|s| {
                     let name = s.local_name.clone().unwrap_or_default();
+                    if let Some(stamp) = s.local_stamp {
+                        self.stamps.insert(name.clone(), stamp);
+                    }
                     (s.record, name)
                 })),
                 WorkerMsg::Copied(line) => escape::say(&line),
+                WorkerMsg::Reverified {
+                    file_id,
+                    name,
+                    result,
+                } => {
+                    let matches = match result {
+                        Ok((matches, stamp)) => {
+                            if matches {
+                                self.stamps.insert(name.clone(), stamp);
+                            }
+                            matches
+                        }
+                        Err(e) => {
+                            info!("cannot read {name} to check it again: {e}");
+                            false
+                        }
+                    };
+                    if !matches {
+                        self.stamps.remove(&name);
+                    }
+                    self.core.on_reverified(&file_id, &name, matches);
+                }
             }
         }
     }
@@ -1435,7 +1618,16 @@ impl Driver {
                     active = *kind != WriteKind::Http || payload.written() != written_before;
                     o
                 }
-                Err(e) => Outcome::Close(Some(format!("write failed: {e}"))),
+                Err(e) => {
+                    // The file shrank or no longer hashes to its id: the
+                    // message was left unfinished; have the file checked.
+                    if let (true, Payload::File(enc)) = (encoder::is_source_changed(&e), &*payload)
+                    {
+                        info!("stopped sending {}: {e}", enc.file_id());
+                        core.on_local_changed(enc.file_id());
+                    }
+                    Outcome::Close(Some(format!("write failed: {e}")))
+                }
             },
             Role::Fetch(f) => {
                 if f.request_pos < f.request.len() {
@@ -1857,11 +2049,14 @@ impl Driver {
         verified: bool,
     ) -> FetchResult {
         match partial.commit_unique(&storage::sanitize_file_name(wanted)) {
-            Ok(name) => FetchResult::Saved {
-                local_name: name,
-                len,
-                verified,
-            },
+            Ok(name) => {
+                self.stamp(&name);
+                FetchResult::Saved {
+                    local_name: name,
+                    len,
+                    verified,
+                }
+            }
             Err(e) => FetchResult::Failed(format!("cannot store the file: {e}")),
         }
     }
@@ -1916,19 +2111,37 @@ fn describe_decode_error(e: &crate::protocol::decoder::DecodeError) -> String {
     }
 }
 
-/// Maps a stored file for serving.
-#[allow(unsafe_code)]
-fn map_file(path: &Path) -> io::Result<FileSource> {
-    let file = std::fs::File::open(path)?;
-    if file.metadata()?.len() == 0 {
-        return Ok(FileSource::Memory(Vec::new()));
+/// The file a role streams, if it is mapped under a lease being broken.
+fn breaking_file(role: &Role) -> Option<FileId> {
+    match role {
+        Role::Write {
+            payload: Payload::File(enc),
+            ..
+        } if enc.lease_breaking() => Some(enc.file_id().clone()),
+        Role::Connecting(inner) => breaking_file(inner),
+        _ => None,
     }
-    // SAFETY: files in the storage folder are never written in place: a
-    // new version is written to a temp file and renamed over the name, and
-    // deletes are unlinks. Either way the inode we mapped keeps its bytes
-    // and length until the mapping is dropped, so it can't shrink under us.
-    let map = unsafe { memmap2::Mmap::map(&file)? };
-    Ok(FileSource::Mapped(map))
+}
+
+/// Why a held file is not served.
+#[derive(Debug)]
+enum OpenError {
+    /// We hold no servable copy.
+    NotHeld,
+    /// It changed on disk since it was verified (being checked again).
+    Changed,
+    /// It could not be opened or mapped.
+    Io(io::Error),
+}
+
+impl fmt::Display for OpenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OpenError::NotHeld => f.write_str("not held"),
+            OpenError::Changed => f.write_str("changed on disk; being checked again"),
+            OpenError::Io(e) => write!(f, "{e}"),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 //! For a mapped file, the pages of each chunk are dropped once its hex is
 //! sent, which keeps resident memory flat however large the file is.
 
+use crate::ids::FileId;
 use crate::protocol::FileRecord;
 use serde_json::Value;
 use std::io::{self, Write};
@@ -25,29 +26,88 @@ const TAIL: &[u8] = b"\"}\n";
 
 /// The bytes to send.
 pub enum FileSource {
-    /// A memory-mapped file (the normal case).
+    /// A memory-mapped file the caller guarantees won't shrink (benches).
     Mapped(memmap2::Mmap),
+    /// A memory-mapped file under a lease that warns us before anyone may
+    /// change it: the driver drops the encoder (the map first, then the
+    /// lease, in field order) as soon as [`Lease::breaking`] says so.
+    Leased {
+        /// The mapping.
+        map: memmap2::Mmap,
+        /// What keeps the file from changing while mapped.
+        lease: Box<dyn Lease>,
+    },
+    /// A file read chunk by chunk, checked before the message is closed.
+    Read(Box<dyn ChunkReader>),
     /// Bytes in memory (tests, benches, empty files).
     Memory(Vec<u8>),
 }
 
-impl FileSource {
-    /// The file's bytes.
-    pub fn as_bytes(&self) -> &[u8] {
-        match self {
-            FileSource::Mapped(m) => m,
-            FileSource::Memory(v) => v,
-        }
-    }
+/// Something that keeps a mapped file from changing until it is dropped.
+pub trait Lease: Send {
+    /// Someone is waiting to change the file: drop the mapping and the
+    /// lease now.
+    fn breaking(&self) -> bool;
+}
 
+/// A file read in order, one chunk at a time, for files that no lease
+/// guards: what it read is checked before the message may end.
+pub trait ChunkReader: Send {
+    /// The length to send, fixed when the file was opened.
+    fn file_len(&self) -> u64;
+    /// Fills `buf` with the bytes at `offset` (called in order, each offset
+    /// following the last). An error (the file shrank) ends the message
+    /// unfinished.
+    fn read_chunk(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
+    /// Every byte was read: an error (they no longer hash to the id) keeps
+    /// the message from being closed, so no reader takes it as complete.
+    fn finish(&mut self) -> io::Result<()>;
+}
+
+/// An error that ended a FILE_DATA because the file being sent changed
+/// (shrank, or its bytes no longer match the id), as opposed to a socket
+/// error. Tells the driver to have the file checked again.
+#[derive(Debug)]
+pub struct SourceChanged(pub String);
+
+impl std::fmt::Display for SourceChanged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the file changed while being sent: {}", self.0)
+    }
+}
+
+impl std::error::Error for SourceChanged {}
+
+/// Whether `e` (from [`FileDataEncoder::write_to`]) means the file changed.
+pub fn is_source_changed(e: &io::Error) -> bool {
+    e.get_ref()
+        .is_some_and(|inner| inner.downcast_ref::<SourceChanged>().is_some())
+}
+
+fn source_changed(e: io::Error) -> io::Error {
+    io::Error::other(SourceChanged(e.to_string()))
+}
+
+impl FileSource {
     /// The file's length in bytes.
     pub fn len(&self) -> usize {
-        self.as_bytes().len()
+        match self {
+            FileSource::Mapped(m) | FileSource::Leased { map: m, .. } => m.len(),
+            FileSource::Read(r) => usize::try_from(r.file_len()).unwrap_or(usize::MAX),
+            FileSource::Memory(v) => v.len(),
+        }
     }
 
     /// Whether the file is empty.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    fn map(&self) -> Option<&memmap2::Mmap> {
+        match self {
+            FileSource::Mapped(m) | FileSource::Leased { map: m, .. } => Some(m),
+            _ => None,
+        }
     }
 }
 
@@ -63,6 +123,10 @@ pub enum WriteProgress {
 /// Writes one FILE_DATA message, chunk by chunk.
 pub struct FileDataEncoder {
     source: FileSource,
+    /// The id the bytes are sent under.
+    file_id: FileId,
+    /// Where a [`FileSource::Read`] chunk is read to (empty otherwise).
+    scratch: Vec<u8>,
     /// Envelope (first chunk only) + hex of the current chunk + tail (last
     /// chunk only). Allocated once; freed when the message is done.
     buf: Vec<u8>,
@@ -97,12 +161,18 @@ impl FileDataEncoder {
         let first = total.min(CHUNK_LEN);
         let mut buf = vec![0u8; head.len() + 2 * first + TAIL.len()];
         buf[..head.len()].copy_from_slice(&head);
-        if let FileSource::Mapped(m) = &source {
+        if let Some(m) = source.map() {
             // Only a hint: failure changes nothing but speed.
             let _ = m.advise(memmap2::Advice::Sequential);
         }
+        let scratch = match &source {
+            FileSource::Read(_) => vec![0u8; first],
+            _ => Vec::new(),
+        };
         Self {
             source,
+            file_id: record.file_id.clone(),
+            scratch,
             buf,
             end: head.len(),
             pos: 0,
@@ -177,36 +247,63 @@ impl FileDataEncoder {
         self.done
     }
 
+    /// The id the bytes are sent under.
+    pub fn file_id(&self) -> &FileId {
+        &self.file_id
+    }
+
+    /// Whether the file is mapped under a lease that is being broken (the
+    /// encoder must be dropped now, before the file can change).
+    pub fn lease_breaking(&self) -> bool {
+        match &self.source {
+            FileSource::Leased { lease, .. } => lease.breaking(),
+            _ => false,
+        }
+    }
+
     /// Fills `buf` with the hex of the next chunk (after the envelope, for
     /// the first) and the tail if it is the last.
     fn load_next(&mut self) -> io::Result<()> {
-        let bytes = self.source.as_bytes();
+        let total = self.source.len();
         // The first chunk follows the envelope already in `buf`.
         let hex_start = if self.started { 0 } else { self.end };
         let start = self.next_off;
-        let stop = (start + CHUNK_LEN).min(bytes.len());
+        let stop = (start + CHUNK_LEN).min(total);
         let len = stop - start;
         let hex_end = hex_start + 2 * len;
-        let last = stop == bytes.len();
+        let last = stop == total;
         let needed = hex_end + if last { TAIL.len() } else { 0 };
         if needed > self.buf.len() {
             return Err(io::Error::other("FILE_DATA buffer too small"));
         }
-        if let FileSource::Mapped(m) = &self.source {
+        if let Some(m) = self.source.map() {
             // Start reading the chunks after this one from disk now, so the
             // encode below (on the loop) finds them in memory rather than
             // waiting on a page fault: a file just downloaded with direct
             // I/O, or long unread, is not in the page cache.
             // Only what no earlier call asked for.
             let from = stop.max(self.advised_to);
-            let to = (stop + READ_AHEAD).min(bytes.len());
+            let to = (stop + READ_AHEAD).min(total);
             if to > from {
                 let _ = m.advise_range(memmap2::Advice::WillNeed, from, to - from);
                 self.advised_to = to;
             }
         }
+        let bytes: &[u8] = match &mut self.source {
+            FileSource::Mapped(m) | FileSource::Leased { map: m, .. } => &m[start..stop],
+            FileSource::Memory(v) => &v[start..stop],
+            FileSource::Read(r) => {
+                let chunk = &mut self.scratch[..len];
+                r.read_chunk(start as u64, chunk).map_err(source_changed)?;
+                if last {
+                    // The closing bytes go into `buf` only if this passes.
+                    r.finish().map_err(source_changed)?;
+                }
+                chunk
+            }
+        };
         if len > 0 {
-            faster_hex::hex_encode(&bytes[start..stop], &mut self.buf[hex_start..hex_end])
+            faster_hex::hex_encode(bytes, &mut self.buf[hex_start..hex_end])
                 .map_err(|e| io::Error::other(format!("hex encoding failed: {e:?}")))?;
         }
         let mut end = hex_end;
@@ -228,7 +325,7 @@ impl FileDataEncoder {
 
     /// The whole buffer is written: release the chunk's pages and move on.
     fn chunk_sent(&mut self) {
-        if let FileSource::Mapped(m) = &self.source {
+        if let Some(m) = self.source.map() {
             if self.chunk_len > 0 {
                 drop_pages(m, self.chunk_start, self.chunk_len);
             }
@@ -237,6 +334,7 @@ impl FileDataEncoder {
         if self.last {
             self.done = true;
             self.buf = Vec::new();
+            self.scratch = Vec::new();
             self.end = 0;
             self.pos = 0;
         }
@@ -274,10 +372,10 @@ fn drop_pages(mmap: &memmap2::Mmap, offset: usize, len: usize) {
     // SAFETY: MADV_DONTNEED is unsafe in memmap2 because it may change what
     // a borrowed mapping reads. This mapping is a read-only private file
     // mapping and no slice of this range is borrowed now (its hex was
-    // written out). Files in storage are never rewritten in place, only
-    // replaced by rename, so the mapped file can't shrink or change under
-    // us: dropping the pages only makes a later access re-read the same
-    // bytes from the file.
+    // written out). A mapped file can't shrink or change under us: the
+    // driver maps only files under a read lease and drops the map before
+    // the lease lets a writer in (benches map private temp files), so
+    // dropping the pages only makes a later access re-read the same bytes.
     let _ = unsafe { mmap.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len) };
 }
 

@@ -12,6 +12,7 @@ use crate::ids::{FileId, PeerId};
 use crate::protocol::message::FileRecord;
 use crate::storage::atomic::write_atomic;
 use crate::storage::names::{is_safe_local_name, sanitize_file_name};
+use crate::storage::serving::FileStamp;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use std::collections::HashSet;
@@ -39,6 +40,10 @@ pub struct StoredEntry {
     /// Whether the copy's bytes hashed to `file_id` (false for a download
     /// kept although its id verifies under no known formula).
     pub verified: bool,
+    /// Size, times and inode of the copy when it was last verified (None:
+    /// not known, e.g. written by an older peer); a copy found otherwise is
+    /// hashed again before it is served.
+    pub local_stamp: Option<FileStamp>,
 }
 
 /// Why a metadata file could not be read at all.
@@ -99,6 +104,9 @@ pub fn to_json(entries: &[StoredEntry]) -> Vec<u8> {
             obj.insert("local_name".into(), Value::String(name.clone()));
         }
         obj.insert("verified".into(), Value::Bool(entry.verified));
+        if let Some(stamp) = &entry.local_stamp {
+            obj.insert("local_stamp".into(), stamp.to_value());
+        }
         top.insert(entry.record.file_id.0.clone(), Value::Object(obj));
     }
     // Four-space indent, like the Python peers' `json.dump(..., indent=4)`.
@@ -217,6 +225,7 @@ fn parse_entry(key: &str, value: &Value) -> Result<(StoredEntry, Vec<String>), S
             has_copy,
             local_name,
             verified,
+            local_stamp: obj.get("local_stamp").and_then(FileStamp::from_value),
         },
         notes,
     ))
@@ -324,6 +333,7 @@ mod tests {
             has_copy,
             local_name: has_copy.then(|| format!("{name}-local")),
             verified: true,
+            local_stamp: None,
         }
     }
 

@@ -10,6 +10,8 @@
 //! - [`metadata`]: the metadata file, written atomically and read
 //!   tolerantly (ours and the Python peers' formats);
 //! - [`lock`]: one running peer per folder (`flock`);
+//! - [`serving`]: opening a held file to serve it (read leases, checked
+//!   reads, stamps that tell a changed file);
 //! - [`scan`]: files found in the folder at start, `push <path>` imports and
 //!   copies out.
 //!
@@ -21,6 +23,7 @@ pub mod lock;
 pub mod metadata;
 pub mod names;
 pub mod scan;
+pub mod serving;
 
 pub use atomic::{fsync_dir, remove_partials, write_atomic, PartialFile, PARTIAL_PREFIX};
 pub use hashing::{file_id_for, hash_file, FileHasher};

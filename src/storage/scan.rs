@@ -13,6 +13,7 @@ use crate::storage::atomic::{PartialFile, PARTIAL_PREFIX};
 use crate::storage::hashing::{hash_file, FileHasher, READ_BUF_LEN};
 use crate::storage::metadata::{StoredEntry, METADATA_FILE};
 use crate::storage::names::{is_safe_local_name, sanitize_file_name};
+use crate::storage::serving::FileStamp;
 use std::collections::HashSet;
 use std::fmt;
 use std::fs::{self, File};
@@ -85,7 +86,10 @@ pub fn scan_folder(
 
 /// The entry for one file found in the folder.
 fn adopt(path: &Path, name: &str, owner: &PeerId) -> io::Result<StoredEntry> {
-    let modified = fs::symlink_metadata(path)?.modified()?;
+    let meta = fs::symlink_metadata(path)?;
+    // Taken before hashing: a change while we hash shows at the first serve.
+    let stamp = FileStamp::of(&meta);
+    let modified = meta.modified()?;
     let secs = modified
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -103,6 +107,7 @@ fn adopt(path: &Path, name: &str, owner: &PeerId) -> io::Result<StoredEntry> {
         has_copy: true,
         local_name: Some(name.to_string()),
         verified: true,
+        local_stamp: Some(stamp),
     })
 }
 
@@ -220,6 +225,7 @@ pub fn import_file(
         },
         peers_with_file: Vec::new(),
         has_copy: true,
+        local_stamp: FileStamp::read(&dir.join(&local_name)).ok(),
         local_name: Some(local_name),
         verified: true,
     })
