@@ -233,13 +233,17 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// The names of the data files in a storage folder: everything but
-/// `metadata.json*` and `.partial-*` temp files, sorted.
+/// `metadata.json*`, `.partial-*` temp files and the folder lock, sorted.
 pub fn data_files(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
         .map(|rd| {
             rd.filter_map(|e| e.ok())
                 .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| !n.starts_with("metadata.json") && !n.starts_with(".partial-"))
+                .filter(|n| {
+                    !n.starts_with("metadata.json")
+                        && !n.starts_with(".partial-")
+                        && n != ".peershare.lock"
+                })
                 .collect()
         })
         .unwrap_or_default();
