@@ -11,6 +11,7 @@ pub mod catalog;
 pub mod downloads;
 pub mod gossip;
 pub mod membership;
+pub mod push_quota;
 pub mod sim;
 pub mod time;
 pub mod view;

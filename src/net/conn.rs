@@ -272,6 +272,10 @@ pub enum Role {
         sink: PartialSink,
         /// Bytes received.
         received: u64,
+        /// The remote address: a push's source for its quota.
+        from: std::net::IpAddr,
+        /// The push quota's ticket once a pushed FILE_DATA's data started.
+        push: Option<crate::core::push_quota::PushTicket>,
     },
     /// Inbound HTTP: reading the request head.
     Http {

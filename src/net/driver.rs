@@ -5,6 +5,7 @@ use crate::cli::escape;
 use crate::cli::menu::{self, MenuCommand};
 use crate::core::catalog::{Entry, LocalCopy};
 use crate::core::downloads::judge_reply;
+use crate::core::push_quota::{PushQuota, PushTicket};
 use crate::core::{Config, Effect, FetchResult, Peer, Time, Timer};
 use crate::http;
 use crate::ids::{FileId, PeerAddr, PeerId, TransferId};
@@ -12,6 +13,7 @@ use crate::net::conn::{
     connect_status, feed, read_loop, write_payload, Conn, FetchConn, Outcome, PartialSink, Payload,
     Role, WriteKind, READ_BUF_LEN,
 };
+use crate::net::push_gate::PushGate;
 use crate::net::resolver::Resolver;
 use crate::net::sockopt;
 use crate::net::stdin::{self, LineReader};
@@ -215,6 +217,8 @@ struct Driver {
     persist_armed: bool,
     last_persist: Option<Time>,
     unverified: HashMap<TransferId, (PartialFile, u64)>,
+    /// Unsolicited pushes admitted lately, by source address.
+    push_quota: PushQuota,
     stdin: Option<LineReader>,
     exit: bool,
 }
@@ -491,6 +495,7 @@ pub fn run(args: Args) -> Result<(), StartError> {
         persist_armed: false,
         last_persist: None,
         unverified: HashMap::new(),
+        push_quota: PushQuota::new(),
         stdin: None,
         exit: false,
     };
@@ -1179,6 +1184,8 @@ impl Driver {
                                 self.waker.clone(),
                             ),
                             received: 0,
+                            from: from.ip(),
+                            push: None,
                         }
                     };
                     if let Some(key) = self.add_conn(stream, role, true, Interest::READABLE) {
@@ -1355,6 +1362,7 @@ impl Driver {
             read_buf,
             core,
             start,
+            push_quota,
             ..
         } = self;
         let Some(c) = conns.get_mut(key).filter(|c| c.gen == gen) else {
@@ -1376,13 +1384,22 @@ impl Driver {
                 decoder,
                 sink,
                 received,
+                from,
+                push,
             } => read_loop(
                 &mut c.stream,
                 read_buf,
                 |bytes| {
                     active = true;
                     *received += bytes.len() as u64;
-                    match feed(decoder, sink, bytes) {
+                    let mut gate = PushGate {
+                        sink: &mut *sink,
+                        quota: &mut *push_quota,
+                        from: *from,
+                        ticket: &mut *push,
+                        now,
+                    };
+                    match feed(decoder, &mut gate, bytes) {
                         Ok(false) if sink.must_wait() => Some(Outcome::Parked),
                         Ok(false) => None,
                         Ok(true) => Some(Outcome::Written),
@@ -1474,6 +1491,7 @@ impl Driver {
         if buffered >= BUDGET_CHECK_FLOOR && matches!(outcome, Outcome::Blocked | Outcome::Yield) {
             self.enforce_inbound_budget();
         }
+        self.log_push_refusals(now);
         self.after_step(key, gen, outcome);
     }
 
@@ -1548,8 +1566,14 @@ impl Driver {
                     WriteKind::FileReply | WriteKind::Http => self.finish_conn(key),
                 }
             }
-            Role::Read { decoder, sink, .. } => match decoder.finish() {
-                Ok(decoded) => self.on_inbound_message(key, decoded, sink),
+            Role::Read {
+                decoder,
+                sink,
+                from,
+                push,
+                ..
+            } => match decoder.finish() {
+                Ok(decoded) => self.on_inbound_message(key, decoded, sink, (from, push)),
                 Err(e) => self.close(key, Some(format!("bad message: {e}"))),
             },
             Role::Fetch(f) => {
@@ -1680,7 +1704,15 @@ impl Driver {
         }
     }
 
-    fn on_inbound_message(&mut self, key: usize, decoded: Decoded, sink: PartialSink) {
+    /// A whole message arrived on an inbound connection from `push.0`
+    /// (`push.1`: its push quota ticket, if its data started).
+    fn on_inbound_message(
+        &mut self,
+        key: usize,
+        decoded: Decoded,
+        sink: PartialSink,
+        push: (IpAddr, Option<PushTicket>),
+    ) {
         let Decoded { fields, data } = decoded;
         let parsed = Message::from_object(&fields);
         // A large GOSSIP_REPLY's JSON tree is no longer needed: free it
@@ -1725,6 +1757,13 @@ impl Driver {
             }
             Message::FileData(header) => {
                 self.finish_conn(key);
+                // A push without data bytes (an empty file) was not counted
+                // at its first byte: it counts now.
+                let (from, ticket) = push;
+                if ticket.is_none() && self.push_quota.admit(self.now(), from).is_err() {
+                    self.log_push_refusals(self.now());
+                    return;
+                }
                 self.finish_received(Finishing::Push { header, data, sink });
             }
             other => {
@@ -1737,6 +1776,13 @@ impl Driver {
                 self.unverified
                     .retain(|t, _| core.downloads().get(*t).is_some());
             }
+        }
+    }
+
+    /// One line for the pushes refused lately (at most one a minute).
+    fn log_push_refusals(&mut self, now: Time) {
+        if let Some((n, why)) = self.push_quota.refusals_to_log(now) {
+            info!("refused {n} pushed file(s): over the push quota ({why}); the sender's connection was closed");
         }
     }
 

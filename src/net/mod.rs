@@ -11,6 +11,7 @@ pub mod conn;
 pub mod driver;
 pub mod file_writer;
 pub mod limits;
+pub mod push_gate;
 pub mod resolver;
 pub mod sockopt;
 pub mod stdin;
