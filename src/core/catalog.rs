@@ -39,7 +39,7 @@ pub const ENTRY_OVERHEAD: usize = 384;
 pub const HOLDER_OVERHEAD: usize = 64;
 
 /// Bytes a record's strings take (the id twice: it is also the map key).
-fn record_cost(r: &FileRecord) -> usize {
+pub fn record_cost(r: &FileRecord) -> usize {
     let ts = match &r.file_timestamp {
         Timestamp::Number(n) => n.as_str().len(),
         Timestamp::Text(t) => t.len(),

@@ -18,6 +18,7 @@ use crate::net::resolver::Resolver;
 use crate::net::sockopt;
 use crate::net::stdin::{self, LineReader};
 use crate::net::timer::TimerWheel;
+use crate::net::trim;
 use crate::protocol::decoder::{DataField, Decoded, DecoderLimits, MessageDecoder};
 use crate::protocol::encoder::{FileDataEncoder, FileSource};
 use crate::protocol::{FileRecord, FileSize, Message, MAX_JSON_DEPTH, MAX_MESSAGE_LEN};
@@ -106,6 +107,8 @@ enum Due {
     Persist,
     /// Time to give up on FILE_DATAs whose writer has not finished.
     Finishing,
+    /// Time to give freed memory back (see `net::trim`).
+    Trim,
 }
 
 /// Longest a received FILE_DATA may wait for its writer thread to write
@@ -219,6 +222,10 @@ struct Driver {
     unverified: HashMap<TransferId, (PartialFile, u64)>,
     /// Unsolicited pushes admitted lately, by source address.
     push_quota: PushQuota,
+    /// A `Due::Trim` is scheduled.
+    trim_armed: bool,
+    /// The catalog's cost at the last save (a large drop arms a trim).
+    saved_catalog_bytes: usize,
     stdin: Option<LineReader>,
     exit: bool,
 }
@@ -249,13 +256,30 @@ fn bind(host: &str, port: u16, what: &str) -> Result<TcpListener, StartError> {
 }
 
 /// Loads the catalog: the metadata file, then files found in the folder.
-fn load_catalog(dir: &Path, me: &PeerId) -> Vec<Entry> {
+/// Also returns how many entries of the metadata were not read (past the
+/// catalog's caps).
+fn load_catalog(dir: &Path, me: &PeerId) -> (Vec<Entry>, usize) {
     match storage::remove_partials(dir) {
         Ok(0) => {}
         Ok(n) => info!("removed {n} partial files left by an earlier run"),
         Err(e) => warn!("cannot clean partial files in {}: {e}", dir.display()),
     }
-    let loaded = metadata::load(dir, now_unix());
+    use crate::core::catalog::{holder_cost, record_cost, ENTRY_OVERHEAD, MAX_FILES};
+    // Read no more than the catalog could take: entries we don't hold past
+    // its byte budget are skipped while reading (the catalog applies the
+    // exact caps when they are inserted).
+    let cost = |e: &StoredEntry| {
+        ENTRY_OVERHEAD
+            + record_cost(&e.record)
+            + e.peers_with_file.iter().map(holder_cost).sum::<usize>()
+    };
+    let keep = metadata::Keep {
+        held: MAX_FILES,
+        others: MAX_FILES,
+        bytes: crate::core::catalog::MAX_CATALOG_BYTES,
+        cost: &cost,
+    };
+    let loaded = metadata::load(dir, now_unix(), &keep);
     for w in &loaded.warnings {
         warn!("{w}");
     }
@@ -316,7 +340,7 @@ fn load_catalog(dir: &Path, me: &PeerId) -> Vec<Entry> {
         }
         Err(e) => warn!("cannot scan {}: {e}", dir.display()),
     }
-    entries
+    (entries, loaded.dropped)
 }
 
 /// A file found in the folder that the catalog doesn't list as held may be
@@ -359,17 +383,16 @@ fn same_or_suffixed(found: &str, wanted: &str) -> bool {
         .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
-fn stored_entries(core: &Peer) -> Vec<StoredEntry> {
-    core.catalog()
-        .iter()
-        .map(|(_, e)| StoredEntry {
-            record: e.record.clone(),
-            peers_with_file: e.holders.iter().cloned().collect(),
-            has_copy: e.local.is_some(),
-            local_name: e.local.as_ref().map(|l| l.name.clone()),
-            verified: e.local.as_ref().is_none_or(|l| l.verified),
-        })
-        .collect()
+/// The catalog as metadata.json bytes, written from borrowed entries (no
+/// copy of a catalog that may be 16 MiB).
+fn catalog_json(core: &Peer) -> Vec<u8> {
+    metadata::write_json(core.catalog().iter().map(|(_, e)| metadata::EntryRef {
+        record: &e.record,
+        peers_with_file: &e.holders,
+        has_copy: e.local.is_some(),
+        local_name: e.local.as_ref().map(|l| l.name.as_str()),
+        verified: e.local.as_ref().is_none_or(|l| l.verified),
+    }))
 }
 
 /// Runs the peer until `exit`, EOF-less shutdown by signal, or a fatal
@@ -405,7 +428,7 @@ pub fn run(args: Args) -> Result<(), StartError> {
         .map_err(|e| StartError(format!("stats page: {e}")))?;
 
     let me = PeerId(args.peer_id.clone());
-    let entries = load_catalog(&dir, &me);
+    let (entries, not_read) = load_catalog(&dir, &me);
     let cfg = Config {
         peer_id: me,
         addr: PeerAddr::new(args.host.clone(), p2p_addr.port()),
@@ -432,7 +455,7 @@ pub fn run(args: Args) -> Result<(), StartError> {
     let mut entries = entries;
     entries.sort_by_key(|e| e.local.is_none());
     let mut n_files = 0;
-    let mut dropped = 0;
+    let mut dropped = not_read;
     for e in entries {
         if core.load_entry(e) {
             n_files += 1;
@@ -440,10 +463,13 @@ pub fn run(args: Args) -> Result<(), StartError> {
             dropped += 1;
         }
     }
+    // Reading a large metadata file freed much more than it kept.
+    trim::give_back();
     if dropped > 0 {
         warn!(
-            "metadata lists more files than the catalog holds ({}): {dropped} not loaded",
-            crate::core::catalog::MAX_FILES
+            "metadata lists more files than the catalog holds ({} files, {} MiB): {dropped} not loaded",
+            crate::core::catalog::MAX_FILES,
+            crate::core::catalog::MAX_CATALOG_BYTES >> 20
         );
     }
 
@@ -496,6 +522,8 @@ pub fn run(args: Args) -> Result<(), StartError> {
         last_persist: None,
         unverified: HashMap::new(),
         push_quota: PushQuota::new(),
+        trim_armed: false,
+        saved_catalog_bytes: 0,
         stdin: None,
         exit: false,
     };
@@ -731,7 +759,7 @@ impl Driver {
         if let Some(t) = self.meta_thread.take() {
             let _ = t.join();
         }
-        let bytes = metadata::to_json(&stored_entries(&self.core));
+        let bytes = catalog_json(&self.core);
         let saved = storage::write_atomic(&self.settings.dir, metadata::METADATA_FILE, &bytes);
         // No temp file outlives a clean exit, whatever was still running.
         if let Err(e) = storage::remove_partials(&self.settings.dir) {
@@ -791,6 +819,10 @@ impl Driver {
                 self.persist_now();
             }
             Due::Finishing => self.expire_finishing(now),
+            Due::Trim => {
+                self.trim_armed = false;
+                trim::give_back();
+            }
             Due::Conn { key, gen } => {
                 let Some(c) = self.conns.get(key).filter(|c| c.gen == gen) else {
                     return;
@@ -840,9 +872,24 @@ impl Driver {
 
     fn persist_now(&mut self) {
         self.last_persist = Some(self.now());
-        let bytes = metadata::to_json(&stored_entries(&self.core));
+        let bytes = catalog_json(&self.core);
+        let catalog_bytes = self.core.catalog().bytes();
+        let dropped = self.saved_catalog_bytes.saturating_sub(catalog_bytes);
+        self.saved_catalog_bytes = catalog_bytes;
+        if bytes.len() >= trim::TRIM_AFTER_BYTES || dropped >= trim::TRIM_AFTER_BYTES {
+            self.arm_trim();
+        }
         if let Some(tx) = &self.meta_tx {
             let _ = tx.send(MetaJob::Write(bytes));
+        }
+    }
+
+    /// Schedules a [`trim::give_back`] soon, unless one is.
+    fn arm_trim(&mut self) {
+        if !self.trim_armed {
+            self.trim_armed = true;
+            let at = self.now().plus(trim::TRIM_DELAY);
+            self.wheel.schedule(at, Due::Trim);
         }
     }
 
@@ -1109,6 +1156,8 @@ impl Driver {
             phase_started: now,
             inbound,
             target: None,
+            remote_ip: None,
+            push: None,
         };
         let deadline = self.deadline(&conn);
         let key = self.conns.insert(conn);
@@ -1184,11 +1233,10 @@ impl Driver {
                                 self.waker.clone(),
                             ),
                             received: 0,
-                            from: from.ip(),
-                            push: None,
                         }
                     };
                     if let Some(key) = self.add_conn(stream, role, true, Interest::READABLE) {
+                        self.conns[key].remote_ip = Some(from.ip());
                         // Data may already be waiting.
                         let gen = self.conns[key].gen;
                         self.ready.push_back((key, gen));
@@ -1379,13 +1427,16 @@ impl Driver {
         if writer_full {
             return self.after_step(key, gen, Outcome::Parked);
         }
+        // Only inbound connections read a Role::Read; the fallback is never
+        // used.
+        let remote_ip = c
+            .remote_ip
+            .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
         let outcome = match &mut c.role {
             Role::Read {
                 decoder,
                 sink,
                 received,
-                from,
-                push,
             } => read_loop(
                 &mut c.stream,
                 read_buf,
@@ -1395,8 +1446,8 @@ impl Driver {
                     let mut gate = PushGate {
                         sink: &mut *sink,
                         quota: &mut *push_quota,
-                        from: *from,
-                        ticket: &mut *push,
+                        from: remote_ip,
+                        ticket: &mut c.push,
                         now,
                     };
                     match feed(decoder, &mut gate, bytes) {
@@ -1556,6 +1607,11 @@ impl Driver {
         let Some(c) = self.conns.get_mut(key) else {
             return;
         };
+        let origin = (
+            c.remote_ip
+                .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
+            c.push,
+        );
         let role = std::mem::replace(&mut c.role, Role::Drain);
         match role {
             Role::Write { kind, .. } => {
@@ -1569,11 +1625,14 @@ impl Driver {
             Role::Read {
                 decoder,
                 sink,
-                from,
-                push,
-                ..
+                received,
             } => match decoder.finish() {
-                Ok(decoded) => self.on_inbound_message(key, decoded, sink, (from, push)),
+                Ok(decoded) => {
+                    if received >= trim::TRIM_AFTER_BYTES as u64 {
+                        self.arm_trim();
+                    }
+                    self.on_inbound_message(key, decoded, sink, origin)
+                }
                 Err(e) => self.close(key, Some(format!("bad message: {e}"))),
             },
             Role::Fetch(f) => {
@@ -1907,6 +1966,9 @@ impl Driver {
             http::ParseOutcome::Respond(bytes) => bytes,
             http::ParseOutcome::Incomplete => return,
         };
+        if response.len() >= trim::TRIM_AFTER_BYTES {
+            self.arm_trim();
+        }
         let role = Role::Write {
             payload: Payload::bytes(response),
             kind: WriteKind::Http,

@@ -16,5 +16,6 @@ pub mod resolver;
 pub mod sockopt;
 pub mod stdin;
 pub mod timer;
+pub mod trim;
 
 pub use driver::{run, StartError};
