@@ -1,10 +1,16 @@
 //! The catalog: every file we know of, who holds it, and our local copy.
 //!
-//! Bounded by `MAX_FILES`. Owns no disk: a local copy is just the name the
-//! driver stored it under.
+//! Bounded by `MAX_FILES`, `MAX_HOLDERS` each, and in bytes by
+//! [`MAX_CATALOG_BYTES`]: every entry's strings (name, id, owner, timestamp,
+//! local name) and its holders' peerIds are counted with a fixed overhead
+//! each, and the running total is kept as entries change. Past the budget,
+//! files and holders from the network (GOSSIP_REPLY, ANNOUNCE) and from the
+//! metadata file are refused; nothing is evicted, and files we hold are
+//! always recorded (they are bounded by the folder, not by the network).
+//! Owns no disk: a local copy is just the name the driver stored it under.
 
 use crate::ids::{FileId, PeerId};
-use crate::protocol::FileRecord;
+use crate::protocol::{FileRecord, FileSize, Timestamp};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Most catalog entries. Past it, files from the network are ignored (our
@@ -13,6 +19,52 @@ pub const MAX_FILES: usize = 20_000;
 
 /// Most holders remembered per file.
 pub const MAX_HOLDERS: usize = 256;
+
+/// Most bytes the catalog may cost (see [`entry_cost`]). The process must
+/// stay under 64 MiB of anonymous memory under any flood: an idle peer
+/// takes ~1.5 MiB, inbound messages being read up to 32 MiB together
+/// (`INBOUND_BUFFER_BUDGET`), and writing the metadata briefly needs about
+/// as much again as the catalog (its JSON), leaving about 16 MiB for the
+/// catalog itself. 16 MiB is ~20 000 files with 64-character ids, short
+/// names and a few holders each, or ~800 files with every field as long
+/// as the protocol allows.
+pub const MAX_CATALOG_BYTES: usize = 16 * 1024 * 1024;
+
+/// What one entry costs beyond its strings: its share of a map node, the
+/// `Entry` itself and the allocator's headers of its five strings.
+pub const ENTRY_OVERHEAD: usize = 384;
+
+/// What one holder costs beyond its peerId: its share of a set node and
+/// the string's header.
+pub const HOLDER_OVERHEAD: usize = 64;
+
+/// Bytes a record's strings take (the id twice: it is also the map key).
+pub fn record_cost(r: &FileRecord) -> usize {
+    let ts = match &r.file_timestamp {
+        Timestamp::Number(n) => n.as_str().len(),
+        Timestamp::Text(t) => t.len(),
+    };
+    let size = match &r.file_size {
+        FileSize::Reported(n) => n.as_str().len(),
+        _ => 0,
+    };
+    r.file_name.len() + 2 * r.file_id.0.len() + r.file_owner.0.len() + ts + size
+}
+
+/// Bytes one holder costs.
+pub fn holder_cost(p: &PeerId) -> usize {
+    HOLDER_OVERHEAD + p.0.len()
+}
+
+/// Bytes one entry costs without its holders.
+fn bare_cost(record: &FileRecord, local: Option<&LocalCopy>) -> usize {
+    ENTRY_OVERHEAD + record_cost(record) + local.map_or(0, |l| l.name.len())
+}
+
+/// Bytes one entry costs, holders included (what the budget counts).
+pub fn entry_cost(e: &Entry) -> usize {
+    bare_cost(&e.record, e.local.as_ref()) + e.holders.iter().map(holder_cost).sum::<usize>()
+}
 
 /// Our copy of a file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,15 +98,37 @@ pub enum Lookup {
 }
 
 /// All known files, keyed by id (sorted, so iteration is deterministic).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Catalog {
     files: BTreeMap<FileId, Entry>,
+    /// What every entry costs together ([`entry_cost`]), kept as they change.
+    bytes: usize,
+    /// The byte budget ([`MAX_CATALOG_BYTES`]; smaller in tests).
+    budget: usize,
+    /// Whether the "catalog full" line was written since it last had room.
+    full_logged: bool,
+}
+
+impl Default for Catalog {
+    fn default() -> Self {
+        Self::with_budget(MAX_CATALOG_BYTES)
+    }
 }
 
 impl Catalog {
     /// An empty catalog.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty catalog with another byte budget (tests, the simulator).
+    pub fn with_budget(budget: usize) -> Self {
+        Self {
+            files: BTreeMap::new(),
+            bytes: 0,
+            budget,
+            full_logged: false,
+        }
     }
 
     /// One entry.
@@ -77,68 +151,130 @@ impl Catalog {
         self.files.is_empty()
     }
 
+    /// What the entries cost together, in bytes ([`entry_cost`]).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Whether `more` bytes from the network fit in the budget. The first
+    /// refusal since the catalog last had room writes one line.
+    fn fits(&mut self, more: usize) -> bool {
+        if self.bytes.saturating_add(more) <= self.budget {
+            return true;
+        }
+        if !self.full_logged {
+            self.full_logged = true;
+            log::warn!(
+                "catalog full ({} files, {} KiB of names, ids, owners and holders): \
+                 files and holders from the network are not recorded until some are forgotten",
+                self.files.len(),
+                self.bytes / 1024
+            );
+        }
+        false
+    }
+
+    /// Whether a new entry from the network is refused by the count cap
+    /// (logged like the byte budget).
+    fn count_full(&mut self) -> bool {
+        if self.files.len() < MAX_FILES {
+            return false;
+        }
+        !self.fits(usize::MAX)
+    }
+
+    /// Forgets the "full" line once a quarter of the budget is free again,
+    /// so the next time it fills is reported too.
+    fn released(&mut self) {
+        if self.bytes <= self.budget / 4 * 3 && self.files.len() < MAX_FILES {
+            self.full_logged = false;
+        }
+    }
+
     /// Merges a record from the network held by `holder` (None: the record
     /// came with no holder). A newer numeric timestamp replaces the record;
-    /// a string never replaces a number. Returns true if anything changed.
+    /// a string never replaces a number. Within the count and byte caps: a
+    /// new file, a new holder or a longer record that doesn't fit is not
+    /// recorded. Returns true if anything changed.
     pub fn merge(&mut self, record: &FileRecord, holder: Option<&PeerId>) -> bool {
         if !self.files.contains_key(&record.file_id) {
-            if self.files.len() >= MAX_FILES {
+            let cost = bare_cost(record, None) + holder.map_or(0, holder_cost);
+            if self.count_full() || !self.fits(cost) {
                 return false;
+            }
+            let mut holders = BTreeSet::new();
+            if let Some(h) = holder {
+                holders.insert(h.clone());
             }
             self.files.insert(
                 record.file_id.clone(),
                 Entry {
                     record: record.clone(),
-                    holders: BTreeSet::new(),
+                    holders,
                     local: None,
                 },
             );
-            if let (Some(e), Some(h)) = (self.files.get_mut(&record.file_id), holder) {
-                e.holders.insert(h.clone());
-            }
+            self.bytes += cost;
             return true;
         }
-        let Some(e) = self.files.get_mut(&record.file_id) else {
-            return false;
-        };
         let mut changed = false;
-        if record
-            .file_timestamp
-            .is_newer_than(&e.record.file_timestamp)
-        {
+        let newer = self.files.get(&record.file_id).and_then(|e| {
+            let newer = record
+                .file_timestamp
+                .is_newer_than(&e.record.file_timestamp);
+            newer.then(|| (record_cost(&e.record), e.record.file_owner.clone()))
+        });
+        if let Some((old_cost, owner)) = newer {
             // The owner never changes: DELETE is honoured only from it, so a
             // record that could re-assign it would let anyone delete anything.
-            let owner = e.record.file_owner.clone();
-            e.record = record.clone();
-            e.record.file_owner = owner;
-            changed = true;
+            let mut replaced = record.clone();
+            replaced.file_owner = owner;
+            let new_cost = record_cost(&replaced);
+            if new_cost <= old_cost || self.fits(new_cost - old_cost) {
+                if let Some(e) = self.files.get_mut(&record.file_id) {
+                    e.record = replaced;
+                    self.bytes = self.bytes + new_cost - old_cost;
+                    changed = true;
+                }
+            }
         }
         if let Some(h) = holder {
             // Looked up before inserting: the clone is needed only for a
             // new holder, and a refresh (the usual case) allocates nothing.
-            if e.holders.len() < MAX_HOLDERS && !e.holders.contains(h) {
-                e.holders.insert(h.clone());
-                changed = true;
+            let wanted = self
+                .files
+                .get(&record.file_id)
+                .is_some_and(|e| e.holders.len() < MAX_HOLDERS && !e.holders.contains(h));
+            if wanted && self.fits(holder_cost(h)) {
+                if let Some(e) = self.files.get_mut(&record.file_id) {
+                    e.holders.insert(h.clone());
+                    self.bytes += holder_cost(h);
+                    changed = true;
+                }
             }
         }
         changed
     }
 
     /// Makes `holder`'s set of files exactly `held` (a GOSSIP_REPLY lists
-    /// everything its sender holds). Entries left with no holder and no
-    /// local copy are removed. Returns true if anything changed.
+    /// everything its sender holds), within the caps of [`Catalog::merge`].
+    /// Entries left with no holder and no local copy are removed. Returns
+    /// true if anything changed.
     pub fn set_holdings(&mut self, holder: &PeerId, held: &[FileRecord]) -> bool {
         let mut changed = false;
         // A sorted slice, and the holder looked up first: most entries are
         // not this holder's, so most never compare a 64-character id.
         let mut held_ids: Vec<&FileId> = held.iter().map(|r| &r.file_id).collect();
         held_ids.sort_unstable();
+        let mut freed = 0;
         for (id, e) in self.files.iter_mut() {
             if e.holders.contains(holder) && held_ids.binary_search(&id).is_err() {
                 e.holders.remove(holder);
+                freed += holder_cost(holder);
                 changed = true;
             }
         }
+        self.bytes -= freed;
         for r in held {
             changed |= self.merge(r, Some(holder));
         }
@@ -150,9 +286,14 @@ impl Catalog {
     /// entries nobody holds any more.
     pub fn forget_holder(&mut self, peer: &PeerId) -> bool {
         let mut changed = false;
+        let mut freed = 0;
         for e in self.files.values_mut() {
-            changed |= e.holders.remove(peer);
+            if e.holders.remove(peer) {
+                freed += holder_cost(peer);
+                changed = true;
+            }
         }
+        self.bytes -= freed;
         self.prune();
         changed
     }
@@ -161,11 +302,18 @@ impl Catalog {
     /// nobody holds any more. Returns true if anything changed.
     pub fn retain_holders(&mut self, mut keep: impl FnMut(&PeerId) -> bool) -> bool {
         let mut changed = false;
+        let mut freed = 0;
         for e in self.files.values_mut() {
-            let before = e.holders.len();
-            e.holders.retain(|p| keep(p));
-            changed |= e.holders.len() != before;
+            e.holders.retain(|p| {
+                let kept = keep(p);
+                if !kept {
+                    freed += holder_cost(p);
+                    changed = true;
+                }
+                kept
+            });
         }
+        self.bytes -= freed;
         if changed {
             self.prune();
         }
@@ -173,37 +321,81 @@ impl Catalog {
     }
 
     fn prune(&mut self) {
-        self.files
-            .retain(|_, e| !e.holders.is_empty() || e.local.is_some());
+        let mut freed = 0;
+        self.files.retain(|_, e| {
+            let keep = !e.holders.is_empty() || e.local.is_some();
+            if !keep {
+                freed += entry_cost(e);
+            }
+            keep
+        });
+        self.bytes -= freed;
+        self.released();
     }
 
-    /// Records that we hold `record` as `local` (download, push, scan).
+    /// Records that we hold `record` as `local` (download, push, scan):
+    /// always, past the caps too (our own files are bounded by the folder).
     pub fn set_local(&mut self, record: FileRecord, local: LocalCopy) {
-        let e = self
-            .files
-            .entry(record.file_id.clone())
-            .or_insert_with(|| Entry {
-                record: record.clone(),
-                holders: BTreeSet::new(),
-                local: None,
-            });
-        e.local = Some(local);
+        let added = local.name.len();
+        match self.files.get_mut(&record.file_id) {
+            Some(e) => {
+                let old = e.local.as_ref().map_or(0, |l| l.name.len());
+                e.local = Some(local);
+                self.bytes = self.bytes + added - old;
+            }
+            None => {
+                self.bytes += bare_cost(&record, Some(&local));
+                self.files.insert(
+                    record.file_id.clone(),
+                    Entry {
+                        record,
+                        holders: BTreeSet::new(),
+                        local: Some(local),
+                    },
+                );
+            }
+        }
     }
 
     /// Inserts an entry as loaded from the metadata file, within the same
-    /// caps as network input: false (entry dropped) when the catalog is full.
-    /// Past [`MAX_HOLDERS`] the extra holders are dropped.
-    pub fn insert_entry(&mut self, mut entry: Entry) -> bool {
-        if self.files.len() >= MAX_FILES && !self.files.contains_key(&entry.record.file_id) {
+    /// caps as network input: false (entry dropped) when the catalog is
+    /// full in count, or, for a file we don't hold, in bytes. Holders past
+    /// [`MAX_HOLDERS`] or past the byte budget are dropped. A file we hold
+    /// is always kept (the driver loads those first).
+    pub fn insert_entry(&mut self, entry: Entry) -> bool {
+        let Entry {
+            record,
+            holders,
+            local,
+        } = entry;
+        if self.files.len() >= MAX_FILES && !self.files.contains_key(&record.file_id) {
             return false;
         }
-        if entry.holders.len() > MAX_HOLDERS {
-            entry.holders = std::mem::take(&mut entry.holders)
-                .into_iter()
-                .take(MAX_HOLDERS)
-                .collect();
+        let bare = bare_cost(&record, local.as_ref());
+        // A second entry for the same id replaces the first.
+        let old = self.files.get(&record.file_id).map_or(0, entry_cost);
+        self.bytes -= old;
+        if local.is_none() && !self.fits(bare) {
+            self.bytes += old;
+            return false;
         }
-        self.files.insert(entry.record.file_id.clone(), entry);
+        self.bytes += bare;
+        let mut kept = BTreeSet::new();
+        for h in holders {
+            if kept.len() >= MAX_HOLDERS || !self.fits(holder_cost(&h)) {
+                break;
+            }
+            self.bytes += holder_cost(&h);
+            kept.insert(h);
+        }
+        self.files.insert(
+            record.file_id.clone(),
+            Entry {
+                record,
+                holders: kept,
+                local,
+            },
+        );
         true
     }
 
@@ -216,7 +408,10 @@ impl Catalog {
 
     /// Removes a file entirely; returns it.
     pub fn remove(&mut self, id: &FileId) -> Option<Entry> {
-        self.files.remove(id)
+        let e = self.files.remove(id)?;
+        self.bytes -= entry_cost(&e);
+        self.released();
+        Some(e)
     }
 
     /// Resolves a full id or a unique prefix of one.
@@ -371,5 +566,215 @@ mod tests {
         assert_eq!(c.lookup("abc"), Lookup::Found("abc1".into()));
         assert_eq!(c.lookup("q"), Lookup::None);
         assert_eq!(c.lookup(""), Lookup::None);
+    }
+
+    fn max_record(i: usize) -> FileRecord {
+        use crate::protocol::message::{MAX_NAME_FIELD, MAX_STRING_FIELD};
+        let pad = |p: String, len: usize| format!("{p:x<len$}");
+        FileRecord {
+            file_name: pad(format!("name{i}-"), MAX_NAME_FIELD),
+            file_size: FileSize::Bytes(1),
+            file_id: FileId(pad(format!("id{i}-"), MAX_STRING_FIELD)),
+            file_owner: PeerId(pad(format!("owner{i}-"), MAX_STRING_FIELD)),
+            file_timestamp: Timestamp::Text(pad(format!("ts{i}-"), MAX_STRING_FIELD)),
+        }
+    }
+
+    fn recount(c: &Catalog) -> usize {
+        c.iter().map(|(_, e)| entry_cost(e)).sum()
+    }
+
+    #[test]
+    fn a_flood_of_maximal_names_owners_and_holders_stays_within_the_budget() {
+        let mut c = Catalog::new();
+        let holder = |h: usize| PeerId(format!("{h:x<1024}"));
+        let mut accepted = 0;
+        for i in 0..MAX_FILES {
+            if c.merge(&max_record(i), Some(&holder(i))) {
+                accepted += 1;
+            }
+        }
+        // Then every holder claims every file.
+        let records: Vec<FileRecord> = (0..accepted).map(max_record).collect();
+        for h in 0..MAX_HOLDERS {
+            let h = holder(1_000_000 + h);
+            for r in &records {
+                c.merge(r, Some(&h));
+            }
+        }
+        assert!(accepted > 0 && accepted < MAX_FILES);
+        assert!(c.bytes() <= MAX_CATALOG_BYTES, "{} bytes", c.bytes());
+        assert_eq!(c.bytes(), recount(&c));
+    }
+
+    #[test]
+    fn our_held_files_are_recorded_past_the_budget_and_never_pushed_out() {
+        let mut c = Catalog::with_budget(64 * 1024);
+        let mut i = 0;
+        while c.merge(&max_record(i), Some(&"p".into())) {
+            i += 1;
+        }
+        c.set_local(
+            rec("mine", Timestamp::from_secs(1)),
+            LocalCopy {
+                name: "mine.txt".into(),
+                verified: true,
+            },
+        );
+        assert!(c.get(&"mine".into()).is_some());
+        // Floods and forgetting the network's holders leave it alone.
+        for j in 0..50 {
+            c.merge(&max_record(10_000 + j), Some(&"q".into()));
+            c.set_holdings(&PeerId(format!("flooder{j}")), &[max_record(20_000 + j)]);
+        }
+        c.forget_holder(&"p".into());
+        c.forget_holder(&"q".into());
+        assert!(c.get(&"mine".into()).is_some_and(|e| e.local.is_some()));
+        assert_eq!(c.bytes(), recount(&c));
+    }
+
+    #[test]
+    fn a_loaded_entry_we_hold_is_kept_and_others_are_refused_past_the_budget() {
+        let mut c = Catalog::with_budget(64 * 1024);
+        let entry = |i: usize, local: bool| Entry {
+            record: max_record(i),
+            holders: (0..10).map(|h| PeerId(format!("h{h}"))).collect(),
+            local: local.then(|| LocalCopy {
+                name: format!("f{i}"),
+                verified: true,
+            }),
+        };
+        let mut loaded = 0;
+        for i in 0..100 {
+            if c.insert_entry(entry(i, false)) {
+                loaded += 1;
+            }
+        }
+        assert!(loaded < 100);
+        assert!(c.bytes() <= 64 * 1024);
+        assert!(c.insert_entry(entry(500, true)));
+        assert!(c.get(&max_record(500).file_id).is_some());
+        assert_eq!(c.bytes(), recount(&c));
+    }
+
+    #[test]
+    fn a_longer_record_past_the_budget_keeps_the_old_one() {
+        let mut c = Catalog::with_budget(4 * 1024);
+        c.merge(&rec("a", Timestamp::from_secs(1)), Some(&"p".into()));
+        let mut long = max_record(0);
+        long.file_id = "a".into();
+        long.file_timestamp = Timestamp::from_secs(2);
+        c.merge(&long, None);
+        assert_eq!(c.get(&"a".into()).unwrap().record.file_name, "a.txt");
+        assert_eq!(c.bytes(), recount(&c));
+    }
+
+    mod totals {
+        use super::*;
+        use proptest::prelude::*;
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            Merge(u8, u8, u16, u64),
+            Holdings(u8, Vec<u8>),
+            Forget(u8),
+            Retain(u8),
+            Local(u8, u16),
+            Load(u8, u8, bool),
+            Remove(u8),
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                (0..24u8, 0..6u8, 0..3000u16, 0..4u64)
+                    .prop_map(|(f, h, n, t)| Op::Merge(f, h, n, t)),
+                (0..6u8, proptest::collection::vec(0..24u8, 0..8))
+                    .prop_map(|(h, fs)| Op::Holdings(h, fs)),
+                (0..6u8).prop_map(Op::Forget),
+                (0..6u8).prop_map(Op::Retain),
+                (0..24u8, 0..200u16).prop_map(|(f, n)| Op::Local(f, n)),
+                (0..24u8, 0..6u8, any::<bool>()).prop_map(|(f, h, l)| Op::Load(f, h, l)),
+                (0..24u8).prop_map(Op::Remove),
+            ]
+        }
+
+        fn record(f: u8, name_len: u16, ts: u64) -> FileRecord {
+            FileRecord {
+                file_name: "n".repeat(name_len as usize),
+                file_size: FileSize::Bytes(1),
+                file_id: FileId(format!("file{f}")),
+                file_owner: "o".into(),
+                file_timestamp: Timestamp::from_secs(ts),
+            }
+        }
+
+        fn peer(h: u8) -> PeerId {
+            PeerId("p".repeat(1 + h as usize * 40))
+        }
+
+        proptest! {
+            #[test]
+            fn the_running_total_matches_the_entries_and_the_network_never_passes_the_budget(
+                ops in proptest::collection::vec(op(), 1..80)
+            ) {
+                let budget = 16 * 1024;
+                let mut c = Catalog::with_budget(budget);
+                for op in ops {
+                    let before = c.bytes();
+                    let held: Vec<FileId> = c
+                        .iter()
+                        .filter(|(_, e)| e.local.is_some())
+                        .map(|(id, _)| id.clone())
+                        .collect();
+                    let from_network = match op {
+                        Op::Merge(f, h, n, t) => {
+                            c.merge(&record(f, n, t), Some(&peer(h)));
+                            true
+                        }
+                        Op::Holdings(h, fs) => {
+                            let rs: Vec<FileRecord> = fs.iter().map(|f| record(*f, 10, 1)).collect();
+                            c.set_holdings(&peer(h), &rs);
+                            true
+                        }
+                        Op::Forget(h) => {
+                            c.forget_holder(&peer(h));
+                            true
+                        }
+                        Op::Retain(h) => {
+                            c.retain_holders(|p| *p != peer(h));
+                            true
+                        }
+                        Op::Local(f, n) => {
+                            c.set_local(
+                                record(f, n, 1),
+                                LocalCopy { name: "l".repeat(n as usize), verified: true },
+                            );
+                            false
+                        }
+                        Op::Load(f, h, local) => {
+                            c.insert_entry(Entry {
+                                record: record(f, 100, 1),
+                                holders: (0..h).map(peer).collect(),
+                                local: local.then(|| LocalCopy { name: "x".into(), verified: true }),
+                            });
+                            false
+                        }
+                        Op::Remove(f) => {
+                            c.remove(&FileId(format!("file{f}")));
+                            false
+                        }
+                    };
+                    prop_assert_eq!(c.bytes(), recount(&c));
+                    if from_network {
+                        // The network never grows the catalog past the budget,
+                        // and never removes a file we hold.
+                        prop_assert!(c.bytes() <= budget.max(before));
+                        for id in &held {
+                            prop_assert!(c.get(id).is_some_and(|e| e.local.is_some()));
+                        }
+                    }
+                }
+            }
+        }
     }
 }

@@ -12,6 +12,7 @@ mod changed;
 pub mod downloads;
 pub mod gossip;
 pub mod membership;
+pub mod push_quota;
 #[cfg(feature = "testkit")]
 pub mod sim;
 pub mod time;

@@ -337,6 +337,11 @@ pub struct Conn {
     pub inbound: bool,
     /// For outbound connections: the peer address dialled (for logs).
     pub target: Option<crate::ids::PeerAddr>,
+    /// For inbound connections: the remote address (a push's source, for
+    /// the push quota).
+    pub remote_ip: Option<std::net::IpAddr>,
+    /// The push quota's ticket once a pushed FILE_DATA's data started.
+    pub push: Option<crate::core::push_quota::PushTicket>,
 }
 
 /// What the driver should do after a step.

@@ -5,6 +5,7 @@ use crate::cli::escape;
 use crate::cli::menu::{self, MenuCommand};
 use crate::core::catalog::{Entry, LocalCopy};
 use crate::core::downloads::judge_reply;
+use crate::core::push_quota::{PushQuota, PushTicket};
 use crate::core::{Config, Effect, FetchResult, Peer, Time, Timer};
 use crate::http;
 use crate::ids::{FileId, PeerAddr, PeerId, TransferId};
@@ -13,10 +14,12 @@ use crate::net::conn::{
     Role, WriteKind, READ_BUF_LEN,
 };
 use crate::net::http_out;
+use crate::net::push_gate::PushGate;
 use crate::net::resolver::Resolver;
 use crate::net::sockopt;
 use crate::net::stdin::{self, LineReader};
 use crate::net::timer::TimerWheel;
+use crate::net::trim;
 use crate::protocol::decoder::{DataField, Decoded, DecoderLimits, MessageDecoder};
 use crate::protocol::encoder::{self, FileDataEncoder, FileSource};
 use crate::protocol::{FileRecord, FileSize, Message, MAX_JSON_DEPTH, MAX_MESSAGE_LEN};
@@ -108,6 +111,8 @@ enum Due {
     Persist,
     /// Time to give up on FILE_DATAs whose writer has not finished.
     Finishing,
+    /// Time to give freed memory back (see `net::trim`).
+    Trim,
 }
 
 /// Longest a received FILE_DATA may wait for its writer thread to write
@@ -227,6 +232,12 @@ struct Driver {
     persist_armed: bool,
     last_persist: Option<Time>,
     unverified: HashMap<TransferId, (PartialFile, u64)>,
+    /// Unsolicited pushes admitted lately, by source address.
+    push_quota: PushQuota,
+    /// A `Due::Trim` is scheduled.
+    trim_armed: bool,
+    /// The catalog's cost at the last save (a large drop arms a trim).
+    saved_catalog_bytes: usize,
     stdin: Option<LineReader>,
     exit: bool,
     /// What each held file looked like when last verified, by local name
@@ -264,6 +275,8 @@ fn bind(host: &str, port: u16, what: &str) -> Result<TcpListener, StartError> {
 /// What [`load_catalog`] found.
 struct Loaded {
     entries: Vec<Entry>,
+    /// Metadata entries not read (past the catalog's caps).
+    not_read: usize,
     /// Stamps of the held files, by local name.
     stamps: HashMap<String, FileStamp>,
     /// Held files that changed since they were last verified.
@@ -271,13 +284,30 @@ struct Loaded {
 }
 
 /// Loads the catalog: the metadata file, then files found in the folder.
+/// Also says how many entries of the metadata were not read (past the
+/// catalog's caps).
 fn load_catalog(dir: &Path, me: &PeerId) -> Loaded {
     match storage::remove_partials(dir) {
         Ok(0) => {}
         Ok(n) => info!("removed {n} partial files left by an earlier run"),
         Err(e) => warn!("cannot clean partial files in {}: {e}", dir.display()),
     }
-    let loaded = metadata::load(dir, now_unix());
+    use crate::core::catalog::{holder_cost, record_cost, ENTRY_OVERHEAD, MAX_FILES};
+    // Read no more than the catalog could take: entries we don't hold past
+    // its byte budget are skipped while reading (the catalog applies the
+    // exact caps when they are inserted).
+    let cost = |e: &StoredEntry| {
+        ENTRY_OVERHEAD
+            + record_cost(&e.record)
+            + e.peers_with_file.iter().map(holder_cost).sum::<usize>()
+    };
+    let keep = metadata::Keep {
+        held: MAX_FILES,
+        others: MAX_FILES,
+        bytes: crate::core::catalog::MAX_CATALOG_BYTES,
+        cost: &cost,
+    };
+    let loaded = metadata::load(dir, now_unix(), &keep);
     for w in &loaded.warnings {
         warn!("{w}");
     }
@@ -354,6 +384,7 @@ fn load_catalog(dir: &Path, me: &PeerId) -> Loaded {
         entries,
         stamps,
         changed,
+        not_read: loaded.dropped,
     }
 }
 
@@ -397,18 +428,17 @@ fn same_or_suffixed(found: &str, wanted: &str) -> bool {
         .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
-fn stored_entries(core: &Peer, stamps: &HashMap<String, FileStamp>) -> Vec<StoredEntry> {
-    core.catalog()
-        .iter()
-        .map(|(_, e)| StoredEntry {
-            local_stamp: e.local.as_ref().and_then(|l| stamps.get(&l.name).copied()),
-            record: e.record.clone(),
-            peers_with_file: e.holders.iter().cloned().collect(),
-            has_copy: e.local.is_some(),
-            local_name: e.local.as_ref().map(|l| l.name.clone()),
-            verified: e.local.as_ref().is_none_or(|l| l.verified),
-        })
-        .collect()
+/// The catalog as metadata.json bytes, written from borrowed entries (no
+/// copy of a catalog that may be 16 MiB), with each held file's stamp.
+fn catalog_json(core: &Peer, stamps: &HashMap<String, FileStamp>) -> Vec<u8> {
+    metadata::write_json(core.catalog().iter().map(|(_, e)| metadata::EntryRef {
+        record: &e.record,
+        peers_with_file: &e.holders,
+        has_copy: e.local.is_some(),
+        local_name: e.local.as_ref().map(|l| l.name.as_str()),
+        local_stamp: e.local.as_ref().and_then(|l| stamps.get(&l.name)),
+        verified: e.local.as_ref().is_none_or(|l| l.verified),
+    }))
 }
 
 /// Runs the peer until `exit`, EOF-less shutdown by signal, or a fatal
@@ -448,6 +478,7 @@ pub fn run(args: Args) -> Result<(), StartError> {
         entries,
         stamps,
         changed,
+        not_read,
     } = load_catalog(&dir, &me);
     let cfg = Config {
         peer_id: me,
@@ -475,7 +506,7 @@ pub fn run(args: Args) -> Result<(), StartError> {
     let mut entries = entries;
     entries.sort_by_key(|e| e.local.is_none());
     let mut n_files = 0;
-    let mut dropped = 0;
+    let mut dropped = not_read;
     for e in entries {
         if core.load_entry(e) {
             n_files += 1;
@@ -483,10 +514,13 @@ pub fn run(args: Args) -> Result<(), StartError> {
             dropped += 1;
         }
     }
+    // Reading a large metadata file freed much more than it kept.
+    trim::give_back();
     if dropped > 0 {
         warn!(
-            "metadata lists more files than the catalog holds ({}): {dropped} not loaded",
-            crate::core::catalog::MAX_FILES
+            "metadata lists more files than the catalog holds ({} files, {} MiB): {dropped} not loaded",
+            crate::core::catalog::MAX_FILES,
+            crate::core::catalog::MAX_CATALOG_BYTES >> 20
         );
     }
     // Changed while we were down: hashed again before they are served.
@@ -543,6 +577,9 @@ pub fn run(args: Args) -> Result<(), StartError> {
         persist_armed: false,
         last_persist: None,
         unverified: HashMap::new(),
+        push_quota: PushQuota::new(),
+        trim_armed: false,
+        saved_catalog_bytes: 0,
         stdin: None,
         exit: false,
         stamps,
@@ -788,7 +825,7 @@ impl Driver {
         if let Some(t) = self.meta_thread.take() {
             let _ = t.join();
         }
-        let bytes = metadata::to_json(&stored_entries(&self.core, &self.stamps));
+        let bytes = catalog_json(&self.core, &self.stamps);
         let saved = storage::write_atomic(&self.settings.dir, metadata::METADATA_FILE, &bytes);
         // No temp file outlives a clean exit, whatever was still running.
         if let Err(e) = storage::remove_partials(&self.settings.dir) {
@@ -848,6 +885,10 @@ impl Driver {
                 self.persist_now();
             }
             Due::Finishing => self.expire_finishing(now),
+            Due::Trim => {
+                self.trim_armed = false;
+                trim::give_back();
+            }
             Due::Conn { key, gen } => {
                 let Some(c) = self.conns.get(key).filter(|c| c.gen == gen) else {
                     return;
@@ -904,9 +945,24 @@ impl Driver {
 
     fn persist_now(&mut self) {
         self.last_persist = Some(self.now());
-        let bytes = metadata::to_json(&stored_entries(&self.core, &self.stamps));
+        let bytes = catalog_json(&self.core, &self.stamps);
+        let catalog_bytes = self.core.catalog().bytes();
+        let dropped = self.saved_catalog_bytes.saturating_sub(catalog_bytes);
+        self.saved_catalog_bytes = catalog_bytes;
+        if bytes.len() >= trim::TRIM_AFTER_BYTES || dropped >= trim::TRIM_AFTER_BYTES {
+            self.arm_trim();
+        }
         if let Some(tx) = &self.meta_tx {
             let _ = tx.send(MetaJob::Write(bytes));
+        }
+    }
+
+    /// Schedules a [`trim::give_back`] soon, unless one is.
+    fn arm_trim(&mut self) {
+        if !self.trim_armed {
+            self.trim_armed = true;
+            let at = self.now().plus(trim::TRIM_DELAY);
+            self.wheel.schedule(at, Due::Trim);
         }
     }
 
@@ -1298,6 +1354,8 @@ impl Driver {
             phase_started: now,
             inbound,
             target: None,
+            remote_ip: None,
+            push: None,
         };
         let deadline = self.deadline(&conn);
         let key = self.conns.insert(conn);
@@ -1379,6 +1437,7 @@ impl Driver {
                         }
                     };
                     if let Some(key) = self.add_conn(stream, role, true, Interest::READABLE) {
+                        self.conns[key].remote_ip = Some(from.ip());
                         // Data may already be waiting.
                         let gen = self.conns[key].gen;
                         self.ready.push_back((key, gen));
@@ -1552,6 +1611,7 @@ impl Driver {
             read_buf,
             core,
             start,
+            push_quota,
             ..
         } = self;
         let Some(c) = conns.get_mut(key).filter(|c| c.gen == gen) else {
@@ -1572,6 +1632,11 @@ impl Driver {
             Role::Write { payload, .. } => payload.written(),
             _ => 0,
         };
+        // Only inbound connections read a Role::Read; the fallback is never
+        // used.
+        let remote_ip = c
+            .remote_ip
+            .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
         let outcome = match &mut c.role {
             Role::Read {
                 decoder,
@@ -1583,7 +1648,14 @@ impl Driver {
                 |bytes| {
                     active = true;
                     *received += bytes.len() as u64;
-                    match feed(decoder, sink, bytes) {
+                    let mut gate = PushGate {
+                        sink: &mut *sink,
+                        quota: &mut *push_quota,
+                        from: remote_ip,
+                        ticket: &mut c.push,
+                        now,
+                    };
+                    match feed(decoder, &mut gate, bytes) {
                         Ok(false) if sink.must_wait() => Some(Outcome::Parked),
                         Ok(false) => None,
                         Ok(true) => Some(Outcome::Written),
@@ -1686,6 +1758,7 @@ impl Driver {
         if buffered >= BUDGET_CHECK_FLOOR && matches!(outcome, Outcome::Blocked | Outcome::Yield) {
             self.enforce_inbound_budget();
         }
+        self.log_push_refusals(now);
         self.after_step(key, gen, outcome);
     }
 
@@ -1750,6 +1823,11 @@ impl Driver {
         let Some(c) = self.conns.get_mut(key) else {
             return;
         };
+        let origin = (
+            c.remote_ip
+                .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
+            c.push,
+        );
         let role = std::mem::replace(&mut c.role, Role::Drain);
         match role {
             Role::Write { kind, .. } => {
@@ -1760,8 +1838,17 @@ impl Driver {
                     WriteKind::FileReply | WriteKind::Http => self.finish_conn(key),
                 }
             }
-            Role::Read { decoder, sink, .. } => match decoder.finish() {
-                Ok(decoded) => self.on_inbound_message(key, decoded, sink),
+            Role::Read {
+                decoder,
+                sink,
+                received,
+            } => match decoder.finish() {
+                Ok(decoded) => {
+                    if received >= trim::TRIM_AFTER_BYTES as u64 {
+                        self.arm_trim();
+                    }
+                    self.on_inbound_message(key, decoded, sink, origin)
+                }
                 Err(e) => self.close(key, Some(format!("bad message: {e}"))),
             },
             Role::Fetch(f) => {
@@ -1892,7 +1979,15 @@ impl Driver {
         }
     }
 
-    fn on_inbound_message(&mut self, key: usize, decoded: Decoded, sink: PartialSink) {
+    /// A whole message arrived on an inbound connection from `push.0`
+    /// (`push.1`: its push quota ticket, if its data started).
+    fn on_inbound_message(
+        &mut self,
+        key: usize,
+        decoded: Decoded,
+        sink: PartialSink,
+        push: (IpAddr, Option<PushTicket>),
+    ) {
         let Decoded { fields, data } = decoded;
         let parsed = Message::from_object(&fields);
         // A large GOSSIP_REPLY's JSON tree is no longer needed: free it
@@ -1937,6 +2032,13 @@ impl Driver {
             }
             Message::FileData(header) => {
                 self.finish_conn(key);
+                // A push without data bytes (an empty file) was not counted
+                // at its first byte: it counts now.
+                let (from, ticket) = push;
+                if ticket.is_none() && self.push_quota.admit(self.now(), from).is_err() {
+                    self.log_push_refusals(self.now());
+                    return;
+                }
                 self.finish_received(Finishing::Push { header, data, sink });
             }
             other => {
@@ -1949,6 +2051,13 @@ impl Driver {
                 self.unverified
                     .retain(|t, _| core.downloads().get(*t).is_some());
             }
+        }
+    }
+
+    /// One line for the pushes refused lately (at most one a minute).
+    fn log_push_refusals(&mut self, now: Time) {
+        if let Some((n, why)) = self.push_quota.refusals_to_log(now) {
+            info!("refused {n} pushed file(s): over the push quota ({why}); the sender's connection was closed");
         }
     }
 

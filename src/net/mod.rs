@@ -12,9 +12,11 @@ pub mod driver;
 pub mod file_writer;
 pub mod http_out;
 pub mod limits;
+pub mod push_gate;
 pub mod resolver;
 pub mod sockopt;
 pub mod stdin;
 pub mod timer;
+pub mod trim;
 
 pub use driver::{run, StartError};

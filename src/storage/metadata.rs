@@ -72,8 +72,10 @@ impl std::error::Error for MetadataError {}
 pub struct LoadOutcome {
     /// The entries read (empty if the file was missing or corrupt).
     pub entries: Vec<StoredEntry>,
-    /// Human-readable warnings, one per problem.
+    /// Human-readable warnings, one per problem (at most about 100).
     pub warnings: Vec<String>,
+    /// Valid entries not kept (past the limits given to [`load`]).
+    pub dropped: usize,
 }
 
 /// The metadata file's bytes for `entries`: a pretty-printed JSON object
@@ -121,6 +123,84 @@ pub fn to_json(entries: &[StoredEntry]) -> Vec<u8> {
     out
 }
 
+/// One catalog entry as [`write_json`] stores it, borrowed from the
+/// catalog (so a save copies no string).
+pub struct EntryRef<'a, H> {
+    /// The file's five network fields.
+    pub record: &'a FileRecord,
+    /// Peers known to hold a copy.
+    pub peers_with_file: H,
+    /// Whether this peer holds a copy.
+    pub has_copy: bool,
+    /// The copy's name in the storage folder.
+    pub local_name: Option<&'a str>,
+    /// What the copy looked like on disk when last verified.
+    pub local_stamp: Option<&'a FileStamp>,
+    /// Whether the copy's bytes hashed to `file_id`.
+    pub verified: bool,
+}
+
+impl<'a, H> Serialize for EntryRef<'a, H>
+where
+    H: IntoIterator<Item = &'a PeerId> + Copy,
+{
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        struct Holders<H>(H);
+        impl<'a, H: IntoIterator<Item = &'a PeerId> + Copy> Serialize for Holders<H> {
+            fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+                ser.collect_seq(self.0.into_iter().map(|p| p.0.as_str()))
+            }
+        }
+        let r = self.record;
+        // Keys in sorted order: the bytes are exactly those of `to_json`.
+        let mut m = ser.serialize_map(None)?;
+        m.serialize_entry("file_id", r.file_id.0.as_str())?;
+        m.serialize_entry("file_name", r.file_name.as_str())?;
+        m.serialize_entry("file_owner", r.file_owner.0.as_str())?;
+        m.serialize_entry("file_size", &r.file_size.to_value())?;
+        m.serialize_entry("file_timestamp", &r.file_timestamp.to_value())?;
+        m.serialize_entry("has_copy", if self.has_copy { "yes" } else { "no" })?;
+        if let Some(name) = self.local_name {
+            m.serialize_entry("local_name", name)?;
+        }
+        if let Some(stamp) = self.local_stamp {
+            m.serialize_entry("local_stamp", &stamp.to_value())?;
+        }
+        m.serialize_entry("peers_with_file", &Holders(self.peers_with_file))?;
+        m.serialize_entry("verified", &self.verified)?;
+        m.end()
+    }
+}
+
+/// The metadata file's bytes for `entries`, which must come in file-id
+/// order with no id twice (a catalog's order). The same bytes as
+/// [`to_json`], written straight from borrowed entries: a save of a large
+/// catalog needs only its output, not a copy and a JSON tree of it.
+pub fn write_json<'a, H, I>(entries: I) -> Vec<u8>
+where
+    H: IntoIterator<Item = &'a PeerId> + Copy,
+    I: Iterator<Item = EntryRef<'a, H>>,
+{
+    use serde::ser::SerializeMap;
+    let mut out = Vec::new();
+    let formatter = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, formatter);
+    let written = (|| {
+        let mut top = serde::Serializer::serialize_map(&mut ser, None)?;
+        for e in entries {
+            top.serialize_entry(e.record.file_id.0.as_str(), &e)?;
+        }
+        top.end()
+    })();
+    // Writing strings into a Vec cannot fail.
+    if written.is_err() {
+        log::error!("could not serialize the metadata");
+    }
+    out.push(b'\n');
+    out
+}
+
 /// Reads a metadata file tolerantly (ours or a Python peer's). A malformed
 /// entry is skipped with a `log::warn`; only a file that is not a JSON
 /// object is an error. Entries come out in file-id order.
@@ -135,22 +215,114 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<StoredEntry>, MetadataError> {
 /// [`parse`], returning the skipped entries' warnings instead of logging
 /// them.
 pub fn parse_with_warnings(bytes: &[u8]) -> Result<(Vec<StoredEntry>, Vec<String>), MetadataError> {
-    let value: Value =
-        serde_json::from_slice(bytes).map_err(|e| MetadataError::Json(e.to_string()))?;
-    let Value::Object(top) = value else {
-        return Err(MetadataError::NotAnObject);
-    };
-    let mut entries = Vec::with_capacity(top.len());
-    let mut warnings = Vec::new();
-    for (key, value) in &top {
-        match parse_entry(key, value) {
-            Ok((entry, mut notes)) => {
-                warnings.append(&mut notes);
-                entries.push(entry);
-            }
-            Err(why) => warnings.push(format!("metadata: skipping entry {key:?}: {why}")),
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let (entries, warnings, _) = read_entries(&mut de, &Keep::all())?;
+    Ok((entries, warnings))
+}
+
+/// Which entries a read keeps: files we hold up to `held`, others while
+/// their `cost` together stays within `bytes` and their number within
+/// `others`. A file too large for the catalog is never held in memory
+/// whole: only the entries kept are.
+pub struct Keep<'a> {
+    /// Most entries with a copy in the folder.
+    pub held: usize,
+    /// Most other entries.
+    pub others: usize,
+    /// Most bytes of other entries, as `cost` counts them.
+    pub bytes: usize,
+    /// What an entry costs.
+    pub cost: &'a dyn Fn(&StoredEntry) -> usize,
+}
+
+impl Keep<'_> {
+    /// Keeps everything.
+    pub fn all() -> Keep<'static> {
+        Keep {
+            held: usize::MAX,
+            others: usize::MAX,
+            bytes: usize::MAX,
+            cost: &|_| 0,
         }
     }
+}
+
+/// Most warnings one read returns (one line each); past it, one line says
+/// how many more entries were skipped or repaired.
+const MAX_WARNINGS: usize = 100;
+
+/// Streams the top-level object entry by entry (one entry's JSON tree at a
+/// time), keeping what `keep` allows. Returns the entries in file-id order,
+/// the warnings and how many valid entries were not kept.
+fn read_entries<'de, R: serde_json::de::Read<'de>>(
+    de: &mut serde_json::Deserializer<R>,
+    keep: &Keep<'_>,
+) -> Result<(Vec<StoredEntry>, Vec<String>, usize), MetadataError> {
+    use serde::de::{Deserializer as _, MapAccess, Visitor};
+    struct Top<'k, 'c> {
+        keep: &'k Keep<'c>,
+    }
+    type Read = (Vec<StoredEntry>, Vec<String>, usize);
+    impl<'de> Visitor<'de> for Top<'_, '_> {
+        type Value = Read;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Read, A::Error> {
+            let (mut entries, mut warnings, mut dropped) = (Vec::new(), Vec::new(), 0usize);
+            let (mut held, mut others, mut bytes) = (0usize, 0usize, 0usize);
+            let mut unsaid = 0usize;
+            let mut warn = |w: String, warnings: &mut Vec<String>| {
+                if warnings.len() < MAX_WARNINGS {
+                    warnings.push(w);
+                } else {
+                    unsaid += 1;
+                }
+            };
+            while let Some((key, value)) = map.next_entry::<String, Value>()? {
+                match parse_entry(&key, &value) {
+                    Ok((entry, notes)) => {
+                        for n in notes {
+                            warn(n, &mut warnings);
+                        }
+                        let kept = if entry.has_copy {
+                            held += 1;
+                            held <= self.keep.held
+                        } else {
+                            let cost = (self.keep.cost)(&entry);
+                            others += 1;
+                            bytes = bytes.saturating_add(cost);
+                            others <= self.keep.others && bytes <= self.keep.bytes
+                        };
+                        if kept {
+                            entries.push(entry);
+                        } else {
+                            dropped += 1;
+                        }
+                    }
+                    Err(why) => warn(
+                        format!("metadata: skipping entry {key:?}: {why}"),
+                        &mut warnings,
+                    ),
+                }
+            }
+            if unsaid > 0 {
+                warnings.push(format!(
+                    "metadata: {unsaid} more entries skipped or repaired"
+                ));
+            }
+            Ok((entries, warnings, dropped))
+        }
+    }
+    let read = de.deserialize_any(Top { keep }).and_then(|r| {
+        de.end()?;
+        Ok(r)
+    });
+    let (mut entries, mut warnings, dropped) = read.map_err(|e| match e.classify() {
+        // Our visitor accepts any object: a data error is another top level.
+        serde_json::error::Category::Data => MetadataError::NotAnObject,
+        _ => MetadataError::Json(e.to_string()),
+    })?;
     entries.sort_by(|a, b| a.record.file_id.cmp(&b.record.file_id));
     let mut seen = HashSet::new();
     entries.retain(|e| {
@@ -163,7 +335,7 @@ pub fn parse_with_warnings(bytes: &[u8]) -> Result<(Vec<StoredEntry>, Vec<String
         }
         fresh
     });
-    Ok((entries, warnings))
+    Ok((entries, warnings, dropped))
 }
 
 /// One entry: the record, the extra fields, and notes about repairs.
@@ -249,15 +421,28 @@ fn yes_no(v: &Value) -> Option<bool> {
 /// `metadata.json.corrupt-<now_unix>` (so it is kept for inspection and
 /// not overwritten by the next save), with a warning saying so, and the
 /// catalog starts empty. Never fails and never panics.
-pub fn load(dir: &Path, now_unix: u64) -> LoadOutcome {
+///
+/// Read as a stream, keeping only what `keep` allows, so a file far larger
+/// than the catalog never sits in memory whole (`dropped` counts the rest).
+pub fn load(dir: &Path, now_unix: u64, keep: &Keep<'_>) -> LoadOutcome {
     let path = dir.join(METADATA_FILE);
-    let problem = match fs::read(&path) {
+    let problem = match fs::File::open(&path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return LoadOutcome::default(),
         Err(e) => format!("cannot read {}: {e}", path.display()),
-        Ok(bytes) => match parse_with_warnings(&bytes) {
-            Ok((entries, warnings)) => return LoadOutcome { entries, warnings },
-            Err(e) => format!("{} is corrupt ({e})", path.display()),
-        },
+        Ok(file) => {
+            let reader = io::BufReader::with_capacity(64 * 1024, file);
+            let mut de = serde_json::Deserializer::from_reader(reader);
+            match read_entries(&mut de, keep) {
+                Ok((entries, warnings, dropped)) => {
+                    return LoadOutcome {
+                        entries,
+                        warnings,
+                        dropped,
+                    }
+                }
+                Err(e) => format!("{} is corrupt ({e})", path.display()),
+            }
+        }
     };
     let warning = match move_aside(dir, now_unix) {
         Ok(name) => format!("{problem}; moved it to {name}, starting with an empty catalog"),
@@ -268,6 +453,7 @@ pub fn load(dir: &Path, now_unix: u64) -> LoadOutcome {
     LoadOutcome {
         entries: Vec::new(),
         warnings: vec![warning],
+        dropped: 0,
     }
 }
 
@@ -479,7 +665,7 @@ mod tests {
     #[test]
     fn load_missing_is_empty_and_silent() {
         let dir = tempfile::tempdir().unwrap();
-        let out = load(dir.path(), 5);
+        let out = load(dir.path(), 5, &Keep::all());
         assert!(out.entries.is_empty());
         assert!(out.warnings.is_empty());
     }
@@ -489,7 +675,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let entries = vec![entry("aa", "a", true), entry("bb", "b", false)];
         save(dir.path(), &entries).unwrap();
-        let out = load(dir.path(), 5);
+        let out = load(dir.path(), 5, &Keep::all());
         assert_eq!(out.entries, entries);
         assert!(out.warnings.is_empty());
     }
@@ -499,7 +685,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(METADATA_FILE);
         fs::write(&path, b"{\"truncated\": {").unwrap();
-        let out = load(dir.path(), 1_700_000_123);
+        let out = load(dir.path(), 1_700_000_123, &Keep::all());
         assert!(out.entries.is_empty());
         assert_eq!(out.warnings.len(), 1);
         assert!(out.warnings[0].contains("metadata.json.corrupt-1700000123"));
@@ -510,7 +696,7 @@ mod tests {
         );
         // A second corruption in the same second does not overwrite the first.
         fs::write(&path, b"[]").unwrap();
-        let out = load(dir.path(), 1_700_000_123);
+        let out = load(dir.path(), 1_700_000_123, &Keep::all());
         assert!(out.warnings[0].contains("metadata.json.corrupt-1700000123-2"));
         assert!(dir.path().join("metadata.json.corrupt-1700000123").exists());
     }
@@ -519,9 +705,47 @@ mod tests {
     fn unreadable_file_is_moved_aside() {
         let dir = tempfile::tempdir().unwrap();
         fs::create_dir(dir.path().join(METADATA_FILE)).unwrap();
-        let out = load(dir.path(), 9);
+        let out = load(dir.path(), 9, &Keep::all());
         assert!(out.entries.is_empty());
         assert_eq!(out.warnings.len(), 1, "{:?}", out.warnings);
         assert!(dir.path().join("metadata.json.corrupt-9").is_dir());
+    }
+
+    #[test]
+    fn written_from_borrowed_entries_the_bytes_are_those_of_to_json() {
+        let mut entries = parse(NETWORK_METADATA).unwrap();
+        entries.push(StoredEntry {
+            record: FileRecord {
+                file_name: "quote \" and \u{e9}".into(),
+                file_size: FileSize::Bytes(3),
+                file_id: FileId("zz".into()),
+                file_owner: PeerId("o".into()),
+                file_timestamp: Timestamp::Text("Sun Jun 15".into()),
+            },
+            peers_with_file: vec![PeerId("a".into()), PeerId("b".into())],
+            has_copy: true,
+            local_name: Some("x (2).txt".into()),
+            local_stamp: Some(FileStamp {
+                len: 3,
+                mtime_ns: 1_750_000_000_123_456_789,
+                ctime_ns: 1_750_000_001_000_000_000,
+                ino: 42,
+                dev: 7,
+            }),
+            verified: false,
+        });
+        entries.sort_by(|a, b| a.record.file_id.cmp(&b.record.file_id));
+        let borrowed = write_json(entries.iter().map(|e| EntryRef {
+            record: &e.record,
+            peers_with_file: &e.peers_with_file,
+            has_copy: e.has_copy,
+            local_name: e.local_name.as_deref(),
+            local_stamp: e.local_stamp.as_ref(),
+            verified: e.verified,
+        }));
+        assert_eq!(
+            String::from_utf8(borrowed).unwrap(),
+            String::from_utf8(to_json(&entries)).unwrap()
+        );
     }
 }
