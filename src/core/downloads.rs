@@ -18,11 +18,20 @@ pub const MAX_ACTIVE_DOWNLOADS: usize = 8;
 /// Auto-fetch runs at most this many downloads at a time.
 pub const AUTO_FETCH_PARALLEL: usize = 2;
 
+/// Where the menu's `get` copies a file once it is stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dest {
+    /// The path the user typed.
+    pub path: PathBuf,
+    /// The user said `--force`: an existing regular file may be replaced.
+    pub force: bool,
+}
+
 /// Who asked for a download.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Origin {
     /// The menu's `get`, with an optional destination to copy to.
-    Menu(Option<PathBuf>),
+    Menu(Option<Dest>),
     /// Start-up auto-fetch.
     Auto,
 }

@@ -19,6 +19,7 @@ use crate::ids::{FileId, PeerAddr, PeerId, TransferId};
 use crate::protocol::message::human_bytes;
 use crate::protocol::{FileRecord, FileSize, Message};
 use catalog::{Catalog, Entry, LocalCopy, Lookup};
+pub use downloads::Dest;
 use downloads::{Download, Downloads, Origin};
 use gossip::{Budget, SeenCache, MAX_GOSSIP_ID_LEN, SEEN_CAPACITY};
 use log::{debug, info, warn};
@@ -142,6 +143,9 @@ pub enum Command {
         file: String,
         /// Where to copy it when done.
         dest: Option<PathBuf>,
+        /// The user said `--force`: `dest` may replace an existing regular
+        /// file (never anything else; see `storage::export`).
+        force: bool,
     },
     /// Publish a local file as ours.
     Push {
@@ -231,12 +235,16 @@ pub enum Effect {
         /// Its name in the folder.
         name: String,
     },
-    /// Copy a stored file to a user's destination.
+    /// Copy a stored file to a user's destination (`storage::export`'s
+    /// rules: nothing is ever destroyed) and print how it went.
     CopyOut {
         /// Its name in the folder.
         name: String,
-        /// Where to.
-        dest: PathBuf,
+        /// The file as the catalog knows it (its network name and id give
+        /// the name used when `dest` is a folder).
+        record: FileRecord,
+        /// Where to, and whether an existing regular file may be replaced.
+        dest: Dest,
     },
     /// Hash and copy a user's file into storage, then call
     /// [`Peer::on_imported`].
@@ -930,7 +938,9 @@ impl Peer {
     /// A menu command.
     pub fn on_command(&mut self, now: Time, cmd: Command) {
         match cmd {
-            Command::Get { file, dest } => self.cmd_get(now, &file, dest),
+            Command::Get { file, dest, force } => {
+                self.cmd_get(now, &file, dest.map(|path| Dest { path, force }))
+            }
             Command::Push { path } => self.effects.push(Effect::Import { path }),
             Command::Delete { file } => self.cmd_delete(&file),
         }
@@ -954,20 +964,22 @@ impl Peer {
         }
     }
 
-    fn cmd_get(&mut self, now: Time, prefix: &str, dest: Option<PathBuf>) {
+    fn cmd_get(&mut self, now: Time, prefix: &str, dest: Option<Dest>) {
         let Some(id) = self.resolve("get", prefix) else {
             return;
         };
         if let Some((rec, local)) = self.local_copy(&id) {
-            let (name, local_name) = (rec.file_name.clone(), local.name.clone());
+            let (record, local_name) = (rec.clone(), local.name.clone());
+            let name = record.file_name.clone();
             match dest {
                 Some(dest) => {
                     self.print(format!(
                         "get: already have {name}; copying it to {}",
-                        dest.display()
+                        dest.path.display()
                     ));
                     self.effects.push(Effect::CopyOut {
                         name: local_name,
+                        record,
                         dest,
                     });
                 }
@@ -1238,6 +1250,7 @@ impl Peer {
                     if let Origin::Menu(Some(dest)) = o {
                         self.effects.push(Effect::CopyOut {
                             name: local_name.clone(),
+                            record: d.record.clone(),
                             dest: dest.clone(),
                         });
                     }
@@ -1986,6 +1999,7 @@ mod tests {
             Command::Get {
                 file: "zz".into(),
                 dest: None,
+                force: false,
             },
         );
         let effects = p.take_effects();

@@ -1306,9 +1306,9 @@ impl Sim {
                     }
                     self.nodes[i].actions.push(format!("remove-local {name}"))
                 }
-                Effect::CopyOut { name, dest } => self.nodes[i]
+                Effect::CopyOut { name, dest, .. } => self.nodes[i]
                     .actions
-                    .push(format!("copy-out {name} -> {}", dest.display())),
+                    .push(format!("copy-out {name} -> {}", dest.path.display())),
                 Effect::Print(line) => {
                     note!(self, "p{i} print {line}");
                     self.nodes[i].prints.push(line);

@@ -5,7 +5,7 @@ use crate::cli::escape;
 use crate::cli::menu::{self, MenuCommand};
 use crate::core::catalog::{Entry, LocalCopy};
 use crate::core::downloads::judge_reply;
-use crate::core::{Config, Effect, FetchResult, Peer, Time, Timer};
+use crate::core::{Command, Config, Effect, FetchResult, Peer, Time, Timer};
 use crate::http;
 use crate::ids::{FileId, PeerAddr, PeerId, TransferId};
 use crate::net::conn::{
@@ -152,7 +152,10 @@ type Job = Box<dyn FnOnce() -> WorkerMsg + Send>;
 /// Results from helper threads.
 enum WorkerMsg {
     Imported(Result<StoredEntry, String>),
-    Copied(String),
+    Copied(storage::ExportOutcome),
+    /// A `get` with a destination, its destination checked before the
+    /// download starts.
+    DestChecked(Command, Result<(), storage::Refusal>),
 }
 
 /// An outbound connection waiting for its address.
@@ -938,13 +941,19 @@ impl Driver {
                     let _ = tx.send(MetaJob::Remove(path));
                 }
             }
-            Effect::CopyOut { name, dest } => {
+            Effect::CopyOut { name, record, dest } => {
                 let src = self.settings.dir.join(&name);
+                let storage_dir = self.settings.dir.clone();
+                let in_folder = storage::export_name(&record.file_name, &record.file_id.0);
                 let _ = self.worker_tx.send(Box::new(move || {
-                    WorkerMsg::Copied(match storage::copy_out(&src, &dest) {
-                        Ok(()) => format!("get: copied {name} to {}", dest.display()),
-                        Err(e) => format!("get: cannot copy {name} to {}: {e}", dest.display()),
-                    })
+                    WorkerMsg::Copied(storage::export(
+                        &src,
+                        &storage_dir,
+                        &dest.path,
+                        &record.file_name,
+                        &in_folder,
+                        dest.force,
+                    ))
                 }));
             }
             Effect::Import { path } => {
@@ -1034,7 +1043,9 @@ impl Driver {
                     let name = s.local_name.clone().unwrap_or_default();
                     (s.record, name)
                 })),
-                WorkerMsg::Copied(line) => escape::say(&line),
+                WorkerMsg::Copied(outcome) => escape::say(&outcome.to_string()),
+                WorkerMsg::DestChecked(cmd, Ok(())) => self.core.on_command(self.now(), cmd),
+                WorkerMsg::DestChecked(_, Err(refusal)) => escape::say(&refusal.to_string()),
             }
         }
     }
@@ -1075,6 +1086,24 @@ impl Driver {
             MenuCommand::Exit => {
                 println!("saving and exiting");
                 self.exit = true;
+            }
+            // A destination is checked first (off the loop: it may be on a
+            // slow disk), so a refusal comes before any download.
+            MenuCommand::Core(Command::Get {
+                file,
+                dest: Some(dest),
+                force,
+            }) => {
+                let storage_dir = self.settings.dir.clone();
+                let _ = self.worker_tx.send(Box::new(move || {
+                    let checked = storage::check_dest(&dest, &storage_dir, force);
+                    let cmd = Command::Get {
+                        file,
+                        dest: Some(dest),
+                        force,
+                    };
+                    WorkerMsg::DestChecked(cmd, checked)
+                }));
             }
             MenuCommand::Core(cmd) => self.core.on_command(now, cmd),
             MenuCommand::Nothing => {}
