@@ -4,7 +4,7 @@ use crate::cli::args::Args;
 use crate::cli::escape;
 use crate::cli::menu::{self, MenuCommand};
 use crate::core::catalog::{Entry, LocalCopy};
-use crate::core::downloads::judge_reply;
+use crate::core::downloads::{judge_reply, size_upper_bound};
 use crate::core::{Command, Config, Effect, FetchResult, Peer, Time, Timer};
 use crate::http;
 use crate::ids::{FileId, PeerAddr, PeerId, TransferId};
@@ -886,6 +886,7 @@ impl Driver {
                 to,
                 record,
             } => {
+                let limits = self.fetch_limits(&record.file_size);
                 let role = Role::Fetch(Box::new(FetchConn {
                     transfer,
                     attempt,
@@ -896,7 +897,7 @@ impl Driver {
                     record,
                     source: from.0,
                     request_pos: 0,
-                    decoder: MessageDecoder::new(self.limits()),
+                    decoder: MessageDecoder::new(limits),
                     sink: PartialSink::for_download(self.settings.dir.clone(), self.waker.clone()),
                     received: 0,
                 }));
@@ -976,6 +977,16 @@ impl Driver {
             max_data: self.settings.max_file_size,
             max_depth: MAX_JSON_DEPTH,
         }
+    }
+
+    /// A download reads no more bytes than its advertised size allows (a
+    /// holder that sends more is cut off there, not at --max-file-size).
+    fn fetch_limits(&self, advertised: &FileSize) -> DecoderLimits {
+        let mut limits = self.limits();
+        if let Some(bound) = size_upper_bound(advertised) {
+            limits.max_data = limits.max_data.min(bound);
+        }
+        limits
     }
 
     /// Connections streaming a FILE_DATA now.
@@ -1781,10 +1792,6 @@ impl Driver {
             debug!("pushed FILE_DATA without a complete header dropped");
             return;
         };
-        if self.core.local_copy(&record.file_id).is_some() {
-            debug!("pushed {} already held", record.file_id);
-            return;
-        }
         let (DataField::Bytes { len }, Some(partial)) = (data, sink.partial) else {
             if let DataField::Bytes { len: 0 } = data {
                 // An empty file: no temp file was created.
@@ -1806,6 +1813,11 @@ impl Driver {
     }
 
     fn store_pushed(&mut self, record: FileRecord, partial: PartialFile, len: u64, verified: bool) {
+        if !self.core.wants_push(&record.file_id, verified) {
+            // Dropping the temp file: one copy per file.
+            debug!("pushed {} already held or being fetched", record.file_id);
+            return;
+        }
         if !verified {
             warn!(
                 "pushed file {} ({}) does not match its id; kept as UNVERIFIED",
@@ -1814,7 +1826,13 @@ impl Driver {
         }
         match self.commit(partial, &record.file_name, len, verified) {
             FetchResult::Saved { local_name, .. } => {
-                self.core.on_file_received(record, local_name, verified)
+                let now = self.now();
+                self.core
+                    .on_file_received(now, record, local_name, verified);
+                // A download it ended may have kept an unverified copy.
+                let core = &self.core;
+                self.unverified
+                    .retain(|t, _| core.downloads().get(*t).is_some());
             }
             other => warn!("cannot store pushed file {}: {other:?}", record.file_name),
         }
@@ -1906,7 +1924,10 @@ fn is_out_of_fds(e: &io::Error) -> bool {
 fn describe_decode_error(e: &crate::protocol::decoder::DecodeError) -> String {
     use crate::protocol::decoder::DecodeError as E;
     match e {
-        E::TooLarge => "the reply is larger than allowed".into(),
+        E::TooLarge => {
+            "the reply holds more bytes than allowed (the advertised size or --max-file-size)"
+                .into()
+        }
         E::TooDeep => "the reply is nested too deeply".into(),
         E::Malformed(m) => format!("malformed reply: {m}"),
         E::BadHex => "data is not hex (corrupt, or base64 from an old peer)".into(),
