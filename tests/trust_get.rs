@@ -473,3 +473,80 @@ fn a_python_peers_size_in_mb_still_comes_through() {
     let stored: PathBuf = d.dir.join("py.bin");
     assert_eq!(std::fs::read(stored).unwrap(), content);
 }
+
+#[test]
+fn a_push_of_the_file_being_downloaded_ends_as_one_copy() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let content = pattern(31, 64 * 1024);
+    let record = file_record("twice.bin", &content, "owner", 1_750_000_000);
+    let id = record["file_id"].as_str().unwrap_or_default().to_string();
+    let mut d = PeerBuilder::new("downloader").args(&QUIET).spawn();
+    // A holder that answers GET_FILE only once the test lets it: the push
+    // lands while the download is in flight.
+    let release = Arc::new(AtomicBool::new(false));
+    let (rec, data, go) = (record.clone(), content.clone(), release.clone());
+    let slow = FakeHolder::start(
+        "slow",
+        vec![record.clone()],
+        FakeStyle::default(),
+        move |_, c, stop| {
+            wait_until(GET_WAIT, || {
+                go.load(Ordering::SeqCst) || stop.load(Ordering::SeqCst)
+            });
+            reply_and_close(c, &file_data(&rec, &data));
+        },
+    );
+    slow.send_gossip_reply(d.p2p_port).unwrap();
+    assert!(
+        wait_until(WAIT, || d.file_with_id(&id).is_some()),
+        "never learned twice.bin\n{}",
+        log_tail(&d)
+    );
+    let skip = d.line_count();
+    d.send_line(&format!("get {}", &id[..12]));
+    wait_prefix(&d, skip, "get: fetching twice.bin");
+    assert!(
+        slow.wait_message("GET_FILE", GET_WAIT).is_some(),
+        "no GET_FILE"
+    );
+
+    send_raw(d.p2p_port, &file_data(&record, &content)).unwrap();
+    let saved = wait_prefix(&d, skip, "get: saved twice.bin, ");
+    assert_eq!(
+        saved,
+        "get: saved twice.bin, 64.0 KiB: a peer pushed it whole while we were fetching it"
+    );
+    // The download's own reply now comes and is discarded.
+    release.store(true, Ordering::SeqCst);
+    assert!(
+        wait_until(WAIT, || d
+            .log()
+            .contains("ended meanwhile; bytes discarded")),
+        "the download's bytes were not discarded\n{}",
+        log_tail(&d)
+    );
+    assert!(
+        wait_until(WAIT, || partial_files(&d.dir).is_empty()),
+        "temp files left: {:?}",
+        partial_files(&d.dir)
+    );
+    assert_eq!(stored_files(&d), vec!["twice.bin"], "one copy");
+    assert_eq!(std::fs::read(d.dir.join("twice.bin")).unwrap(), content);
+    let ends = d
+        .lines()
+        .iter()
+        .skip(skip)
+        .filter(|l| l.starts_with("get: saved") || l.starts_with("get: failed"))
+        .count();
+    assert_eq!(ends, 1, "one end for one get\n{}", log_tail(&d));
+
+    // Pushed again once held: not stored a second time.
+    send_raw(d.p2p_port, &file_data(&record, &content)).unwrap();
+    assert!(
+        wait_until(WAIT, || d.log().contains("already held or being fetched")),
+        "the second push was not dropped\n{}",
+        log_tail(&d)
+    );
+    assert_eq!(stored_files(&d), vec!["twice.bin"], "still one copy");
+}
