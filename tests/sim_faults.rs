@@ -300,6 +300,7 @@ impl Run {
             Command::Get {
                 file: file.0.clone(),
                 dest: None,
+                force: false,
             },
         );
         if self.sim.downloads_of(peer, file) {

@@ -165,6 +165,7 @@ fn get(sim: &mut Sim, i: usize, f: &FileId) {
         Command::Get {
             file: f.0.clone(),
             dest: None,
+            force: false,
         },
     );
 }

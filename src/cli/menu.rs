@@ -16,7 +16,12 @@ pub const HELP: &str = "commands:
   list                     the catalog: files known on the network
   peers                    tracked peers and when each was last heard from
   transfers                downloads in progress
-  get <file_id> [dest]     download a file (a unique prefix of the id is enough)
+  get <file_id> [dest] [--force]
+                           download a file (a unique prefix of the id is enough)
+                           and copy it to dest: a folder gets a free name in it
+                           (name (2).ext), an existing file is kept unless you
+                           add --force; devices, FIFOs, symlinks and the storage
+                           folder are never written to
   push <path>              publish a local file as yours
   delete <file_id>         delete a file you own, everywhere
   help                     this text
@@ -58,19 +63,7 @@ pub fn parse(line: &str) -> MenuCommand {
         "transfers" if rest.is_empty() => MenuCommand::Transfers,
         "help" | "?" => MenuCommand::Help,
         "exit" | "quit" if rest.is_empty() => MenuCommand::Exit,
-        "get" => {
-            let mut parts = rest.splitn(2, char::is_whitespace);
-            match (parts.next(), parts.next()) {
-                (Some(id), dest) if !id.is_empty() => MenuCommand::Core(Command::Get {
-                    file: id.to_string(),
-                    dest: dest
-                        .map(str::trim)
-                        .filter(|d| !d.is_empty())
-                        .map(PathBuf::from),
-                }),
-                _ => arg_hint("get <file_id> [dest]"),
-            }
-        }
+        "get" => parse_get(rest),
         "push" if !rest.is_empty() => MenuCommand::Core(Command::Push {
             path: PathBuf::from(rest),
         }),
@@ -89,6 +82,47 @@ pub fn parse(line: &str) -> MenuCommand {
         )),
     }
 }
+
+/// Parses what follows `get`: the id, then an optional destination, with
+/// `--force` accepted before or after it.
+fn parse_get(rest: &str) -> MenuCommand {
+    const USAGE: &str = "usage: get <file_id> [dest] [--force]";
+    let (id, mut tail) = match rest.split_once(char::is_whitespace) {
+        Some((id, tail)) => (id, tail.trim()),
+        None => (rest, ""),
+    };
+    if id.is_empty() || id == FORCE {
+        return MenuCommand::Invalid(USAGE.into());
+    }
+    let mut force = false;
+    loop {
+        if let Some(t) = tail
+            .strip_prefix(FORCE)
+            .filter(|t| t.is_empty() || t.starts_with(char::is_whitespace))
+        {
+            tail = t.trim();
+        } else if let Some(t) = tail
+            .strip_suffix(FORCE)
+            .filter(|t| t.is_empty() || t.ends_with(char::is_whitespace))
+        {
+            tail = t.trim();
+        } else {
+            break;
+        }
+        force = true;
+    }
+    if force && tail.is_empty() {
+        return MenuCommand::Invalid(format!("{USAGE} (--force needs a dest to replace)"));
+    }
+    MenuCommand::Core(Command::Get {
+        file: id.to_string(),
+        dest: (!tail.is_empty()).then(|| PathBuf::from(tail)),
+        force,
+    })
+}
+
+/// The word that lets `get` replace an existing regular file.
+const FORCE: &str = "--force";
 
 /// Renders rows as a left-aligned table with a header.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
@@ -237,14 +271,16 @@ mod tests {
             parse("get abc /tmp/x y"),
             MenuCommand::Core(Command::Get {
                 file: "abc".into(),
-                dest: Some("/tmp/x y".into())
+                dest: Some("/tmp/x y".into()),
+                force: false,
             })
         );
         assert_eq!(
             parse("get abc"),
             MenuCommand::Core(Command::Get {
                 file: "abc".into(),
-                dest: None
+                dest: None,
+                force: false,
             })
         );
         assert!(matches!(parse("get"), MenuCommand::Invalid(_)));
@@ -257,6 +293,38 @@ mod tests {
                 path: "my file.txt".into()
             })
         );
+    }
+
+    #[test]
+    fn get_takes_force_before_or_after_the_destination() {
+        let forced = |dest: &str| {
+            MenuCommand::Core(Command::Get {
+                file: "ab12".into(),
+                dest: Some(dest.into()),
+                force: true,
+            })
+        };
+        assert_eq!(parse("get ab12 out.bin --force"), forced("out.bin"));
+        assert_eq!(parse("get ab12 --force out.bin"), forced("out.bin"));
+        assert_eq!(
+            parse("get ab12  --force  my file.bin "),
+            forced("my file.bin")
+        );
+        assert_eq!(parse("get ab12 --force x --force"), forced("x"));
+        // Part of a name, not the word: kept.
+        assert_eq!(
+            parse("get ab12 out--force"),
+            MenuCommand::Core(Command::Get {
+                file: "ab12".into(),
+                dest: Some("out--force".into()),
+                force: false,
+            })
+        );
+        assert!(
+            matches!(parse("get ab12 --force"), MenuCommand::Invalid(l) if l.contains("needs a dest"))
+        );
+        assert!(matches!(parse("get --force"), MenuCommand::Invalid(_)));
+        assert!(HELP.contains("--force"));
     }
 
     #[test]

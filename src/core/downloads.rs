@@ -8,9 +8,10 @@
 use crate::core::time::Time;
 use crate::ids::{FileId, PeerId, TransferId};
 use crate::protocol::decoder::DataField;
-use crate::protocol::{FileRecord, Message, ParseError, Timestamp};
+use crate::protocol::{FileRecord, FileSize, Message, ParseError, Timestamp};
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Most downloads running at once; more are queued.
 pub const MAX_ACTIVE_DOWNLOADS: usize = 8;
@@ -18,11 +19,20 @@ pub const MAX_ACTIVE_DOWNLOADS: usize = 8;
 /// Auto-fetch runs at most this many downloads at a time.
 pub const AUTO_FETCH_PARALLEL: usize = 2;
 
+/// Where the menu's `get` copies a file once it is stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dest {
+    /// The path the user typed.
+    pub path: PathBuf,
+    /// The user said `--force`: an existing regular file may be replaced.
+    pub force: bool,
+}
+
 /// Who asked for a download.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Origin {
     /// The menu's `get`, with an optional destination to copy to.
-    Menu(Option<PathBuf>),
+    Menu(Option<Dest>),
     /// Start-up auto-fetch.
     Auto,
 }
@@ -44,8 +54,12 @@ pub struct Download {
     pub origins: Vec<Origin>,
     /// Bytes received from the current source.
     pub bytes_done: u64,
-    /// Whether the driver holds a complete copy that failed verification.
-    pub unverified_fallback: Option<PeerId>,
+    /// Whether the driver holds a complete copy that failed verification:
+    /// who sent it and how long that attempt took (its save's figures).
+    pub unverified_fallback: Option<(PeerId, Duration)>,
+    /// How long the attempt whose bytes are being kept took, once the
+    /// unverified fallback is being stored (the time since is not transfer).
+    pub kept_took: Option<Duration>,
     /// Whether it is waiting for a free slot.
     pub queued: bool,
 }
@@ -66,6 +80,22 @@ impl Download {
             .map(|(p, why)| format!("{p}: {why}"))
             .collect::<Vec<_>>()
             .join("; ")
+    }
+}
+
+/// The figures of a save of `len` bytes whose transfer took `took`:
+/// `in 1.2 s (3.4 MB/s)`, `in 35 ms (2.9 MB/s)`; below a millisecond (one
+/// tick of the core's clock) no rate is claimed: `in under 1 ms`.
+pub fn save_figures(len: u64, took: Duration) -> String {
+    let rate = |secs: f64| len as f64 / secs / 1e6;
+    if took < Duration::from_millis(1) {
+        "in under 1 ms".into()
+    } else if took < Duration::from_secs(1) {
+        let secs = took.as_secs_f64();
+        format!("in {} ms ({:.1} MB/s)", took.as_millis(), rate(secs))
+    } else {
+        let secs = took.as_secs_f64();
+        format!("in {secs:.1} s ({:.1} MB/s)", rate(secs))
     }
 }
 
@@ -90,10 +120,93 @@ pub fn judge_reply(
     if !id.0.eq_ignore_ascii_case(&requested.file_id.0) {
         return Err(format!("sent a different file ({id})"));
     }
-    match data {
-        DataField::Bytes { len } => Ok((len, header.file_timestamp)),
-        DataField::Null | DataField::Absent => Err("reply has no data".into()),
+    let len = match data {
+        DataField::Bytes { len } => len,
+        DataField::Null | DataField::Absent => return Err("reply has no data".into()),
+    };
+    if !size_matches(&requested.file_size, len) {
+        return Err(match requested.file_size {
+            FileSize::Bytes(n) => format!("sent {len} bytes, not the advertised {n}"),
+            ref reported => {
+                format!("sent {len} bytes, beyond the rounding of the advertised {reported}")
+            }
+        });
     }
+    Ok((len, header.file_timestamp))
+}
+
+/// Megabytes a float size may be counted in (Python peers divide by one
+/// or the other).
+const MB_UNITS: [f64; 2] = [1e6, 1_048_576.0];
+
+/// A float size figure as printed: its value and half a unit of its last
+/// printed digit (`2.2` -> 0.05, `2.8e-05` -> 5e-7, `123.0` -> 0.05).
+/// `None` for a figure that is not a finite number of at least zero.
+fn figure(text: &str) -> Option<(f64, f64)> {
+    let value: f64 = text.parse().ok()?;
+    if !value.is_finite() || value < 0.0 {
+        return None;
+    }
+    let (mantissa, exp) = match text.split_once(['e', 'E']) {
+        Some((m, e)) => (m, e.parse::<i32>().ok()?),
+        None => (text, 0),
+    };
+    let decimals = mantissa.split_once('.').map_or(0, |(_, d)| d.len());
+    let decimals = i32::try_from(decimals).ok()?;
+    Some((value, 0.5 * 10f64.powi(exp.saturating_sub(decimals))))
+}
+
+/// The byte counts a float figure allows in one unit, widened by a hair
+/// for the float arithmetic (an unrounded figure like `1.7906866073608398`
+/// names one count exactly, give or take its last bit).
+fn span(value: f64, half: f64, unit: f64) -> (f64, f64) {
+    let (lo, hi) = ((value - half) * unit, (value + half) * unit);
+    let slack = hi.abs() * 1e-12 + 1e-6;
+    (lo - slack, hi + slack)
+}
+
+/// Whether a reply of `len` bytes agrees with the advertised size: integer
+/// bytes exactly; a float figure (megabytes, from Python peers) within
+/// half a unit of its last printed digit, in MB of 10^6 or 2^20 bytes, or,
+/// a whole-number figure, equal to the byte count (`123.0` for 123 bytes).
+/// A figure that is not a number of at least zero allows nothing.
+pub fn size_matches(advertised: &FileSize, len: u64) -> bool {
+    let number = match advertised {
+        FileSize::Bytes(n) => return *n == len,
+        FileSize::Reported(number) => number,
+    };
+    let Some((value, half)) = figure(&number.to_string()) else {
+        return false;
+    };
+    let n = len as f64;
+    if value.fract() == 0.0 && value == n {
+        return true;
+    }
+    MB_UNITS.iter().any(|&unit| {
+        let (lo, hi) = span(value, half, unit);
+        lo <= n && n <= hi
+    })
+}
+
+/// The most bytes a reply may hold for the advertised size (what
+/// [`size_matches`] could accept), so a download can stop reading there;
+/// `None` when the figure bounds nothing we can count.
+pub fn size_upper_bound(advertised: &FileSize) -> Option<u64> {
+    let number = match advertised {
+        FileSize::Bytes(n) => return Some(*n),
+        FileSize::Reported(number) => number,
+    };
+    let Some((value, half)) = figure(&number.to_string()) else {
+        return Some(0);
+    };
+    let top = MB_UNITS
+        .iter()
+        .map(|&unit| span(value, half, unit).1)
+        .fold(value, f64::max)
+        .floor();
+    // Beyond u64 (or 2^53, where floats skip integers) the figure bounds
+    // nothing the caller's own limits don't already.
+    (top < 9.0e15).then_some(top as u64)
 }
 
 /// Every download in flight, keyed by id.
@@ -212,6 +325,135 @@ mod tests {
             file_timestamp: Some(Timestamp::from_secs(2)),
             ..FileDataHeader::default()
         }))
+    }
+
+    fn reported(text: &str) -> FileSize {
+        match serde_json::from_str::<serde_json::Value>(text) {
+            Ok(serde_json::Value::Number(n)) => FileSize::Reported(n),
+            other => panic!("not a number: {text} ({other:?})"),
+        }
+    }
+
+    /// Every count in `lo..=hi` matches and the ones just outside don't.
+    fn accepts_exactly(size: &FileSize, lo: u64, hi: u64) {
+        for n in lo..=hi {
+            assert!(size_matches(size, n), "{size:?} must accept {n}");
+        }
+        if lo > 0 {
+            assert!(
+                !size_matches(size, lo - 1),
+                "{size:?} must refuse {}",
+                lo - 1
+            );
+        }
+        assert!(
+            !size_matches(size, hi + 1),
+            "{size:?} must refuse {}",
+            hi + 1
+        );
+    }
+
+    #[test]
+    fn save_figures_are_true_and_never_claim_a_rate_for_no_time() {
+        assert_eq!(save_figures(1000, Duration::ZERO), "in under 1 ms");
+        assert_eq!(
+            save_figures(1_000_000, Duration::from_millis(250)),
+            "in 250 ms (4.0 MB/s)"
+        );
+        assert_eq!(
+            save_figures(30_000_000, Duration::from_millis(2_500)),
+            "in 2.5 s (12.0 MB/s)"
+        );
+    }
+
+    #[test]
+    fn an_exact_size_allows_exactly_that_many_bytes() {
+        let size = FileSize::Bytes(1000);
+        assert!(size_matches(&size, 1000));
+        assert!(!size_matches(&size, 999), "one byte short");
+        assert!(!size_matches(&size, 1001), "one byte long");
+        assert!(size_matches(&FileSize::Bytes(0), 0));
+        assert!(!size_matches(&FileSize::Bytes(0), 1));
+        assert_eq!(size_upper_bound(&size), Some(1000));
+    }
+
+    #[test]
+    fn a_figure_in_mb_allows_the_rounding_of_its_last_digit() {
+        // 2.2: 2.15..=2.25 MB of 10^6 bytes, or of 2^20 bytes.
+        let size = reported("2.2");
+        assert!(size_matches(&size, 2_150_000));
+        assert!(size_matches(&size, 2_200_000));
+        assert!(size_matches(&size, 2_306_867)); // 2.2 MiB
+        assert!(size_matches(&size, 2_359_296)); // 2.25 MiB, the edge
+        assert!(!size_matches(&size, 2_149_999));
+        assert!(!size_matches(&size, 2_359_297));
+        assert!(!size_matches(&size, 10_000_000));
+        assert_eq!(size_upper_bound(&size), Some(2_359_296));
+    }
+
+    #[test]
+    fn a_zero_figure_allows_small_files_only() {
+        let size = reported("0.0");
+        accepts_exactly(&size, 0, 52_428); // under 0.05 MiB
+        assert_eq!(size_upper_bound(&size), Some(52_428));
+    }
+
+    #[test]
+    fn an_unrounded_figure_names_its_byte_count() {
+        // 1877671 / 2^20, as Python prints it (no count of 10^6-byte MB
+        // gives it).
+        let size = reported("1.7906866073608398");
+        accepts_exactly(&size, 1_877_671, 1_877_671);
+        assert_eq!(size_upper_bound(&size), Some(1_877_671));
+    }
+
+    #[test]
+    fn an_exponent_figure_allows_the_rounding_of_its_mantissa() {
+        // 2.8e-05 MB: 27.5..=28.5 bytes (10^6) or 28.8..=29.9 bytes (2^20).
+        let size = reported("2.8e-05");
+        accepts_exactly(&size, 28, 29);
+        assert_eq!(size_upper_bound(&size), Some(29));
+        let upper = reported("2.8E-05");
+        assert!(size_matches(&upper, 29));
+    }
+
+    #[test]
+    fn a_whole_number_figure_may_be_the_byte_count() {
+        let size = reported("123.0");
+        assert!(size_matches(&size, 123));
+        assert!(size_matches(&size, 123_000_000)); // 123.0 MB
+        assert!(!size_matches(&size, 122));
+        assert!(!size_matches(&size, 124));
+        assert!(!size_matches(&size, 1_000));
+    }
+
+    #[test]
+    fn a_negative_figure_allows_nothing() {
+        let size = reported("-1.5");
+        assert!(!size_matches(&size, 0));
+        assert!(!size_matches(&size, 1_500_000));
+        assert_eq!(size_upper_bound(&size), Some(0));
+    }
+
+    #[test]
+    fn a_huge_figure_bounds_nothing() {
+        assert_eq!(size_upper_bound(&reported("1e300")), None);
+    }
+
+    #[test]
+    fn a_reply_of_the_wrong_size_fails_that_source() {
+        let long = judge_reply(&wanted(), reply(Some("abc")), DataField::Bytes { len: 4 });
+        assert_eq!(long, Err("sent 4 bytes, not the advertised 3".into()));
+        let short = judge_reply(&wanted(), reply(Some("abc")), DataField::Bytes { len: 2 });
+        assert_eq!(short, Err("sent 2 bytes, not the advertised 3".into()));
+        let mut mb = wanted();
+        mb.file_size = reported("0.0");
+        let far = judge_reply(&mb, reply(Some("abc")), DataField::Bytes { len: 1 << 20 });
+        assert_eq!(
+            far,
+            Err("sent 1048576 bytes, beyond the rounding of the advertised 0.0 MB?".into())
+        );
+        assert!(judge_reply(&mb, reply(Some("abc")), DataField::Bytes { len: 3 }).is_ok());
     }
 
     #[test]

@@ -22,7 +22,8 @@ use crate::ids::{FileId, PeerAddr, PeerId, TransferId};
 use crate::protocol::message::human_bytes;
 use crate::protocol::{FileRecord, FileSize, Message};
 use catalog::{Catalog, Entry, LocalCopy, Lookup};
-use downloads::{Download, Downloads, Origin};
+pub use downloads::Dest;
+use downloads::{save_figures, Download, Downloads, Origin};
 use gossip::{Budget, SeenCache, MAX_GOSSIP_ID_LEN, SEEN_CAPACITY};
 use log::{debug, info, warn};
 use membership::{Membership, Tracked, MAX_PEER_ID_LEN};
@@ -145,6 +146,9 @@ pub enum Command {
         file: String,
         /// Where to copy it when done.
         dest: Option<PathBuf>,
+        /// The user said `--force`: `dest` may replace an existing regular
+        /// file (never anything else; see `storage::export`).
+        force: bool,
     },
     /// Publish a local file as ours.
     Push {
@@ -234,12 +238,16 @@ pub enum Effect {
         /// Its name in the folder.
         name: String,
     },
-    /// Copy a stored file to a user's destination.
+    /// Copy a stored file to a user's destination (`storage::export`'s
+    /// rules: nothing is ever destroyed) and print how it went.
     CopyOut {
         /// Its name in the folder.
         name: String,
-        /// Where to.
-        dest: PathBuf,
+        /// The file as the catalog knows it (its network name and id give
+        /// the name used when `dest` is a folder).
+        record: FileRecord,
+        /// Where to, and whether an existing regular file may be replaced.
+        dest: Dest,
     },
     /// Hash and copy a user's file into storage, then call
     /// [`Peer::on_imported`].
@@ -945,7 +953,9 @@ impl Peer {
     /// A menu command.
     pub fn on_command(&mut self, now: Time, cmd: Command) {
         match cmd {
-            Command::Get { file, dest } => self.cmd_get(now, &file, dest),
+            Command::Get { file, dest, force } => {
+                self.cmd_get(now, &file, dest.map(|path| Dest { path, force }))
+            }
             Command::Push { path } => self.effects.push(Effect::Import { path }),
             Command::Delete { file } => self.cmd_delete(&file),
         }
@@ -969,20 +979,22 @@ impl Peer {
         }
     }
 
-    fn cmd_get(&mut self, now: Time, prefix: &str, dest: Option<PathBuf>) {
+    fn cmd_get(&mut self, now: Time, prefix: &str, dest: Option<Dest>) {
         let Some(id) = self.resolve("get", prefix) else {
             return;
         };
         if let Some((rec, local)) = self.local_copy(&id) {
-            let (name, local_name) = (rec.file_name.clone(), local.name.clone());
+            let (record, local_name) = (rec.clone(), local.name.clone());
+            let name = record.file_name.clone();
             match dest {
                 Some(dest) => {
                     self.print(format!(
                         "get: already have {name}; copying it to {}",
-                        dest.display()
+                        dest.path.display()
                     ));
                     self.effects.push(Effect::CopyOut {
                         name: local_name,
+                        record,
                         dest,
                     });
                 }
@@ -1048,6 +1060,7 @@ impl Peer {
             origins: vec![origin],
             bytes_done: 0,
             unverified_fallback: None,
+            kept_took: None,
             queued: true,
         });
         self.pump_queue(now);
@@ -1106,10 +1119,11 @@ impl Peer {
         let Some(d) = self.downloads.get_mut(id) else {
             return;
         };
-        if let Some(peer) = d.unverified_fallback.take() {
+        if let Some((peer, took)) = d.unverified_fallback.take() {
             let attempt = self.downloads.next_attempt();
             if let Some(d) = self.downloads.get_mut(id) {
                 d.current = Some((peer, attempt, now));
+                d.kept_took = Some(took);
             }
             self.effects.push(Effect::KeepUnverified {
                 transfer: id,
@@ -1214,7 +1228,7 @@ impl Peer {
             FetchResult::Unverified { .. } => {
                 d.failures
                     .push((peer.clone(), "bytes do not match the file id".into()));
-                d.unverified_fallback = Some(peer);
+                d.unverified_fallback = Some((peer, now.since(started)));
                 self.try_next_source(now, transfer);
             }
             FetchResult::Saved {
@@ -1225,13 +1239,14 @@ impl Peer {
                 let Some(d) = self.downloads.remove(transfer) else {
                     return;
                 };
-                let secs = now.since(started).as_secs_f64().max(0.001);
+                // The attempt whose bytes are kept: this one, or the
+                // unverified fallback's (not the time spent on others).
+                let took = d.kept_took.unwrap_or_else(|| now.since(started));
                 let mut line = format!(
-                    "get: saved {}, {} in {:.1} s ({:.1} MB/s) from {peer}",
+                    "get: saved {}, {} {} from {peer}",
                     d.record.file_name,
                     human_bytes(len),
-                    secs,
-                    len as f64 / secs / 1e6
+                    save_figures(len, took),
                 );
                 if !verified {
                     line.push_str(" -- UNVERIFIED: no source sent bytes matching the file id");
@@ -1253,6 +1268,7 @@ impl Peer {
                     if let Origin::Menu(Some(dest)) = o {
                         self.effects.push(Effect::CopyOut {
                             name: local_name.clone(),
+                            record: d.record.clone(),
                             dest: dest.clone(),
                         });
                     }
@@ -1285,9 +1301,26 @@ impl Peer {
         }
     }
 
+    /// Whether a pushed copy of `file` (its bytes `verified` against the id
+    /// or not) is to be stored. One copy per file: not when we hold one,
+    /// nor, unverified, while our own download of it runs (a verified push
+    /// then ends that download: see [`Peer::on_file_received`]).
+    pub fn wants_push(&self, file: &FileId, verified: bool) -> bool {
+        self.local_copy(file).is_none() && (verified || self.downloads.by_file(file).is_none())
+    }
+
     /// A peer pushed us a file (unsolicited FILE_DATA) and the driver
-    /// stored it under `local_name`.
-    pub fn on_file_received(&mut self, record: FileRecord, local_name: String, verified: bool) {
+    /// stored it under `local_name` (after [`Peer::wants_push`] said so).
+    /// A download of the same file still running ends with this copy: its
+    /// bytes, arriving later, are discarded (its attempt is no longer
+    /// current), so the folder holds one copy.
+    pub fn on_file_received(
+        &mut self,
+        now: Time,
+        record: FileRecord,
+        local_name: String,
+        verified: bool,
+    ) {
         info!(
             "received pushed file {} ({}){}",
             record.file_name,
@@ -1297,12 +1330,31 @@ impl Peer {
         self.catalog.set_local(
             record.clone(),
             LocalCopy {
-                name: local_name,
+                name: local_name.clone(),
                 verified,
             },
         );
         self.effects.push(Effect::Persist);
         self.announce(&record);
+        let download = self.downloads.by_file(&record.file_id);
+        let Some(d) = download.and_then(|t| self.downloads.remove(t)) else {
+            return;
+        };
+        // The push's transfer was not timed by us: no figures are claimed.
+        let line = format!(
+            "get: saved {}, {}: a peer pushed it whole while we were fetching it",
+            d.record.file_name, record.file_size
+        );
+        for o in &d.origins {
+            if let Origin::Menu(Some(dest)) = o {
+                self.effects.push(Effect::CopyOut {
+                    name: local_name.clone(),
+                    record: d.record.clone(),
+                    dest: dest.clone(),
+                });
+            }
+        }
+        self.finish(now, d, Ok(line));
     }
 
     /// A `push` finished copying into storage (or failed with a message).
@@ -2007,9 +2059,163 @@ mod tests {
             Command::Get {
                 file: "zz".into(),
                 dest: None,
+                force: false,
             },
         );
         let effects = p.take_effects();
         assert!(matches!(&effects[..], [Effect::Print(l)] if l.contains("no known file")));
+    }
+
+    /// A peer that knows file `f` (3 bytes) held by `q` and `r`, and has
+    /// begun `get f`: returns the first attempt's number and its source.
+    fn fetching_f(dest: Option<&str>) -> (Peer, TransferId, u64, PeerId) {
+        let mut p = peer();
+        p.start(Time(0));
+        for (who, port) in [("q", 9001), ("r", 9002)] {
+            p.on_message(
+                Time(100),
+                Message::GossipReply {
+                    host: "127.0.0.1".into(),
+                    port,
+                    peer_id: who.into(),
+                    files: vec![record("f", "owner")],
+                },
+            );
+        }
+        p.take_effects();
+        p.on_command(
+            Time(1_000),
+            Command::Get {
+                file: "f".into(),
+                dest: dest.map(PathBuf::from),
+                force: false,
+            },
+        );
+        let fetch = p.take_effects().into_iter().find_map(|e| match e {
+            Effect::Fetch {
+                transfer,
+                attempt,
+                from,
+                ..
+            } => Some((transfer, attempt, from)),
+            _ => None,
+        });
+        let (t, a, from) = fetch.expect("a fetch starts");
+        (p, t, a, from)
+    }
+
+    fn printed(effects: &[Effect]) -> Vec<String> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Print(l) => Some(l.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_verified_push_during_a_download_ends_it_with_one_copy() {
+        let (mut p, t, attempt, _) = fetching_f(Some("/tmp/out.txt"));
+        assert!(
+            !p.wants_push(&"f".into(), false),
+            "an unverified push waits"
+        );
+        assert!(p.wants_push(&"f".into(), true));
+        p.on_file_received(Time(1_500), record("f", "owner"), "f.txt".into(), true);
+        let effects = p.take_effects();
+        let lines = printed(&effects);
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("get: saved f.txt, 3 B: a peer pushed it whole")),
+            "{lines:?}"
+        );
+        assert!(effects.iter().any(|e| matches!(e,
+            Effect::CopyOut { name, dest, .. } if name == "f.txt" && dest.path == std::path::Path::new("/tmp/out.txt"))));
+        assert!(p.downloads().is_empty());
+        assert!(
+            !p.is_current(t, attempt),
+            "the download's bytes are discarded"
+        );
+        // The download's own result, if it still comes, changes nothing.
+        p.on_fetch_result(
+            Time(2_000),
+            t,
+            attempt,
+            FetchResult::Saved {
+                local_name: "f (2).txt".into(),
+                len: 3,
+                verified: true,
+            },
+        );
+        assert!(p.take_effects().is_empty());
+        assert_eq!(
+            p.local_copy(&"f".into()).map(|(_, l)| l.name.as_str()),
+            Some("f.txt")
+        );
+        // And a second push of a held file is not stored.
+        assert!(!p.wants_push(&"f".into(), true));
+    }
+
+    #[test]
+    fn a_save_reports_the_time_of_its_own_attempt() {
+        let (mut p, t, attempt, _) = fetching_f(None);
+        p.on_fetch_result(
+            Time(1_250),
+            t,
+            attempt,
+            FetchResult::Saved {
+                local_name: "f.txt".into(),
+                len: 3,
+                verified: true,
+            },
+        );
+        let lines = printed(&p.take_effects());
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains(" in 250 ms (0.0 MB/s) from ")),
+            "{lines:?}"
+        );
+    }
+
+    #[test]
+    fn a_kept_unverified_copy_reports_the_time_of_the_attempt_that_sent_it() {
+        let (mut p, t, first, _) = fetching_f(None);
+        // The first source sends bytes that don't match, in 400 ms...
+        p.on_fetch_result(Time(1_400), t, first, FetchResult::Unverified { len: 3 });
+        let second = p.take_effects().into_iter().find_map(|e| match e {
+            Effect::Fetch { attempt, .. } => Some(attempt),
+            _ => None,
+        });
+        // ...the second fails after 5 s; the first's copy is kept.
+        p.on_fetch_result(
+            Time(6_400),
+            t,
+            second.expect("second source tried"),
+            FetchResult::Failed("no progress".into()),
+        );
+        let keep = p.take_effects().into_iter().find_map(|e| match e {
+            Effect::KeepUnverified { attempt, .. } => Some(attempt),
+            _ => None,
+        });
+        p.on_fetch_result(
+            Time(6_400),
+            t,
+            keep.expect("the unverified copy is kept"),
+            FetchResult::Saved {
+                local_name: "f.txt".into(),
+                len: 3,
+                verified: false,
+            },
+        );
+        let lines = printed(&p.take_effects());
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains(" in 400 ms (0.0 MB/s) from ") && l.contains("UNVERIFIED")),
+            "{lines:?}"
+        );
     }
 }

@@ -1049,11 +1049,22 @@ impl Sim {
                     );
                     return;
                 }
+                if !self.nodes[to].peer.wants_push(&record.file_id, verified) {
+                    note!(
+                        self,
+                        "p{to} x push {} from p{from} (one copy)",
+                        record.file_name
+                    );
+                    return;
+                }
                 note!(self, "p{to} <- push {} from p{from}", record.file_name);
                 let name = record.file_name.clone();
                 let len = self.sizes.get(&record.file_id).copied().unwrap_or(0);
                 self.store(to, &record.file_id, &name, len, verified);
-                self.nodes[to].peer.on_file_received(record, name, verified);
+                let now = self.now;
+                self.nodes[to]
+                    .peer
+                    .on_file_received(now, record, name, verified);
                 self.flush(to);
             }
             Event::Imported {
@@ -1306,9 +1317,9 @@ impl Sim {
                     }
                     self.nodes[i].actions.push(format!("remove-local {name}"))
                 }
-                Effect::CopyOut { name, dest } => self.nodes[i]
+                Effect::CopyOut { name, dest, .. } => self.nodes[i]
                     .actions
-                    .push(format!("copy-out {name} -> {}", dest.display())),
+                    .push(format!("copy-out {name} -> {}", dest.path.display())),
                 // Simulated disks never change under a peer.
                 Effect::Reverify { .. } => {}
                 Effect::Print(line) => {

@@ -4,9 +4,9 @@ use crate::cli::args::Args;
 use crate::cli::escape;
 use crate::cli::menu::{self, MenuCommand};
 use crate::core::catalog::{Entry, LocalCopy};
-use crate::core::downloads::judge_reply;
+use crate::core::downloads::{judge_reply, size_upper_bound};
 use crate::core::push_quota::{PushQuota, PushTicket};
-use crate::core::{Config, Effect, FetchResult, Peer, Time, Timer};
+use crate::core::{Command, Config, Effect, FetchResult, Peer, Time, Timer};
 use crate::http;
 use crate::ids::{FileId, PeerAddr, PeerId, TransferId};
 use crate::net::conn::{
@@ -161,13 +161,16 @@ type Job = Box<dyn FnOnce() -> WorkerMsg + Send>;
 /// Results from helper threads.
 enum WorkerMsg {
     Imported(Result<StoredEntry, String>),
-    Copied(String),
+    Copied(storage::ExportOutcome),
     /// A held file found changed, hashed again.
     Reverified {
         file_id: FileId,
         name: String,
         result: io::Result<(bool, FileStamp)>,
     },
+    /// A `get` with a destination, its destination checked before the
+    /// download starts.
+    DestChecked(Command, Result<(), storage::Refusal>),
 }
 
 /// An outbound connection waiting for its address.
@@ -1019,6 +1022,7 @@ impl Driver {
                 to,
                 record,
             } => {
+                let limits = self.fetch_limits(&record.file_size);
                 let role = Role::Fetch(Box::new(FetchConn {
                     transfer,
                     attempt,
@@ -1029,7 +1033,7 @@ impl Driver {
                     record,
                     source: from.0,
                     request_pos: 0,
-                    decoder: MessageDecoder::new(self.limits()),
+                    decoder: MessageDecoder::new(limits),
                     sink: PartialSink::for_download(self.settings.dir.clone(), self.waker.clone()),
                     received: 0,
                 }));
@@ -1075,13 +1079,19 @@ impl Driver {
                     let _ = tx.send(MetaJob::Remove(path));
                 }
             }
-            Effect::CopyOut { name, dest } => {
+            Effect::CopyOut { name, record, dest } => {
                 let src = self.settings.dir.join(&name);
+                let storage_dir = self.settings.dir.clone();
+                let in_folder = storage::export_name(&record.file_name, &record.file_id.0);
                 let _ = self.worker_tx.send(Box::new(move || {
-                    WorkerMsg::Copied(match storage::copy_out(&src, &dest) {
-                        Ok(()) => format!("get: copied {name} to {}", dest.display()),
-                        Err(e) => format!("get: cannot copy {name} to {}: {e}", dest.display()),
-                    })
+                    WorkerMsg::Copied(storage::export(
+                        &src,
+                        &storage_dir,
+                        &dest.path,
+                        &record.file_name,
+                        &in_folder,
+                        dest.force,
+                    ))
                 }));
             }
             Effect::Import { path } => {
@@ -1104,6 +1114,16 @@ impl Driver {
             max_data: self.settings.max_file_size,
             max_depth: MAX_JSON_DEPTH,
         }
+    }
+
+    /// A download reads no more bytes than its advertised size allows (a
+    /// holder that sends more is cut off there, not at --max-file-size).
+    fn fetch_limits(&self, advertised: &FileSize) -> DecoderLimits {
+        let mut limits = self.limits();
+        if let Some(bound) = size_upper_bound(advertised) {
+            limits.max_data = limits.max_data.min(bound);
+        }
+        limits
     }
 
     /// Connections streaming a FILE_DATA now.
@@ -1262,7 +1282,9 @@ impl Driver {
                     }
                     (s.record, name)
                 })),
-                WorkerMsg::Copied(line) => escape::say(&line),
+                WorkerMsg::Copied(outcome) => escape::say(&outcome.to_string()),
+                WorkerMsg::DestChecked(cmd, Ok(())) => self.core.on_command(self.now(), cmd),
+                WorkerMsg::DestChecked(_, Err(refusal)) => escape::say(&refusal.to_string()),
                 WorkerMsg::Reverified {
                     file_id,
                     name,
@@ -1325,6 +1347,24 @@ impl Driver {
             MenuCommand::Exit => {
                 println!("saving and exiting");
                 self.exit = true;
+            }
+            // A destination is checked first (off the loop: it may be on a
+            // slow disk), so a refusal comes before any download.
+            MenuCommand::Core(Command::Get {
+                file,
+                dest: Some(dest),
+                force,
+            }) => {
+                let storage_dir = self.settings.dir.clone();
+                let _ = self.worker_tx.send(Box::new(move || {
+                    let checked = storage::check_dest(&dest, &storage_dir, force);
+                    let cmd = Command::Get {
+                        file,
+                        dest: Some(dest),
+                        force,
+                    };
+                    WorkerMsg::DestChecked(cmd, checked)
+                }));
             }
             MenuCommand::Core(cmd) => self.core.on_command(now, cmd),
             MenuCommand::Nothing => {}
@@ -2073,10 +2113,6 @@ impl Driver {
             debug!("pushed FILE_DATA without a complete header dropped");
             return;
         };
-        if self.core.local_copy(&record.file_id).is_some() {
-            debug!("pushed {} already held", record.file_id);
-            return;
-        }
         let (DataField::Bytes { len }, Some(partial)) = (data, sink.partial) else {
             if let DataField::Bytes { len: 0 } = data {
                 // An empty file: no temp file was created.
@@ -2098,6 +2134,11 @@ impl Driver {
     }
 
     fn store_pushed(&mut self, record: FileRecord, partial: PartialFile, len: u64, verified: bool) {
+        if !self.core.wants_push(&record.file_id, verified) {
+            // Dropping the temp file: one copy per file.
+            debug!("pushed {} already held or being fetched", record.file_id);
+            return;
+        }
         if !verified {
             warn!(
                 "pushed file {} ({}) does not match its id; kept as UNVERIFIED",
@@ -2106,7 +2147,13 @@ impl Driver {
         }
         match self.commit(partial, &record.file_name, len, verified) {
             FetchResult::Saved { local_name, .. } => {
-                self.core.on_file_received(record, local_name, verified)
+                let now = self.now();
+                self.core
+                    .on_file_received(now, record, local_name, verified);
+                // A download it ended may have kept an unverified copy.
+                let core = &self.core;
+                self.unverified
+                    .retain(|t, _| core.downloads().get(*t).is_some());
             }
             other => warn!("cannot store pushed file {}: {other:?}", record.file_name),
         }
@@ -2212,7 +2259,10 @@ fn is_out_of_fds(e: &io::Error) -> bool {
 fn describe_decode_error(e: &crate::protocol::decoder::DecodeError) -> String {
     use crate::protocol::decoder::DecodeError as E;
     match e {
-        E::TooLarge => "the reply is larger than allowed".into(),
+        E::TooLarge => {
+            "the reply holds more bytes than allowed (the advertised size or --max-file-size)"
+                .into()
+        }
         E::TooDeep => "the reply is nested too deeply".into(),
         E::Malformed(m) => format!("malformed reply: {m}"),
         E::BadHex => "data is not hex (corrupt, or base64 from an old peer)".into(),

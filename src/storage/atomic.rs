@@ -127,12 +127,20 @@ impl PartialFile {
     /// name.
     pub fn commit_new(&mut self, final_name: &str) -> io::Result<PathBuf> {
         let target = self.durable_target(OsStr::new(final_name))?;
-        fs::hard_link(&self.path, &target)?;
-        self.committed = true;
-        // A crash before this unlink leaves a `.partial-*` that the next
-        // start removes; the file itself is complete under its final name.
-        if let Err(e) = fs::remove_file(&self.path) {
-            log::debug!("could not remove temp name {}: {e}", self.path.display());
+        match rename_noreplace(&self.path, &target) {
+            Ok(()) => self.committed = true,
+            // The file system can't rename without replacing (or the kernel
+            // predates renameat2): a hard link can't replace either.
+            Err(e) if is_unsupported(&e) => {
+                fs::hard_link(&self.path, &target)?;
+                self.committed = true;
+                // A crash before this unlink leaves a `.partial-*` that the
+                // next start removes; the file is complete under its name.
+                if let Err(e) = fs::remove_file(&self.path) {
+                    log::debug!("could not remove temp name {}: {e}", self.path.display());
+                }
+            }
+            Err(e) => return Err(e),
         }
         fsync_dir(&self.dir)?;
         Ok(target)
@@ -153,6 +161,52 @@ impl PartialFile {
         }
         Err(last.unwrap_or_else(|| io::Error::other("no free name")))
     }
+}
+
+/// Whether a `renameat2(RENAME_NOREPLACE)` failure means "not supported
+/// here" (rather than "the name is taken" or a real error).
+fn is_unsupported(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EINVAL) | Some(libc::ENOSYS) | Some(libc::EOPNOTSUPP)
+    )
+}
+
+/// Renames `from` to `to` unless something (anything, even a dangling
+/// symlink) is at `to`: then `AlreadyExists`, and both are left as they
+/// were. Atomic in the kernel: no window between a check and the rename.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| {
+        CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path holds a NUL byte"))
+    };
+    let (from, to) = (c(from)?, c(to)?);
+    // SAFETY: both pointers are valid NUL-terminated strings that outlive
+    // the call; renameat2 reads them only during the call.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Elsewhere: reported unsupported, so the caller links instead.
+#[cfg(not(target_os = "linux"))]
+fn rename_noreplace(_from: &Path, _to: &Path) -> io::Result<()> {
+    Err(io::Error::from_raw_os_error(libc::ENOSYS))
 }
 
 impl Drop for PartialFile {

@@ -12,12 +12,13 @@
 //! - [`lock`]: one running peer per folder (`flock`);
 //! - [`serving`]: opening a held file to serve it (read leases, checked
 //!   reads, stamps that tell a changed file);
-//! - [`scan`]: files found in the folder at start, `push <path>` imports and
-//!   copies out.
+//! - [`scan`]: files found in the folder at start and `push <path>` imports;
+//! - [`export`]: `get <id> DEST` copies out, which never destroy anything.
 //!
 //! Nothing here panics on what it reads from disk.
 
 pub mod atomic;
+pub mod export;
 pub mod hashing;
 pub mod lock;
 pub mod metadata;
@@ -26,7 +27,8 @@ pub mod scan;
 pub mod serving;
 
 pub use atomic::{fsync_dir, remove_partials, write_atomic, PartialFile, PARTIAL_PREFIX};
+pub use export::{check_dest, export, export_name, ExportOutcome, Refusal};
 pub use hashing::{file_id_for, hash_file, FileHasher};
 pub use metadata::{LoadOutcome, MetadataError, StoredEntry, METADATA_FILE};
 pub use names::{sanitize_file_name, unique_name};
-pub use scan::{copy_out, import_file, scan_folder, ImportError};
+pub use scan::{import_file, scan_folder, ImportError};

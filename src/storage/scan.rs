@@ -1,11 +1,10 @@
 //! Files entering and leaving the storage folder outside the network.
 //!
-//! Owns three paths: [`scan_folder`] adopts files found in the folder at
+//! Owns two paths: [`scan_folder`] adopts files found in the folder at
 //! start (as the other peers do: owned by us, timestamp = whole-second
 //! mtime); [`import_file`] copies a user's file in for the menu's
-//! `push <path>`, hashing it in the same pass; [`copy_out`] copies a stored
-//! file to a user's destination. All streamed in 1 MiB pieces, all written
-//! through temp files and renames.
+//! `push <path>`, hashing it in the same pass, streamed in 1 MiB pieces and
+//! written through a temp file. Copies out are `export`'s.
 
 use crate::ids::PeerId;
 use crate::protocol::message::{FileRecord, FileSize, Timestamp};
@@ -231,37 +230,6 @@ pub fn import_file(
     })
 }
 
-/// Copies the stored file `src` to the user's `dest`. If `dest` is a folder
-/// the copy goes into it under `src`'s file name. The copy is written to a
-/// temp file in the destination's folder and renamed into place, so an
-/// existing file at the destination is replaced whole or not at all.
-pub fn copy_out(src: &Path, dest: &Path) -> io::Result<()> {
-    let invalid = |msg: String| io::Error::new(io::ErrorKind::InvalidInput, msg);
-    if !fs::metadata(src)?.is_file() {
-        return Err(invalid(format!("{} is not a regular file", src.display())));
-    }
-    let target = if dest.is_dir() {
-        let name = src
-            .file_name()
-            .ok_or_else(|| invalid(format!("{} has no file name", src.display())))?;
-        dest.join(name)
-    } else {
-        dest.to_path_buf()
-    };
-    let name = target
-        .file_name()
-        .ok_or_else(|| invalid(format!("{} has no file name", target.display())))?;
-    let folder = match target.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let mut input = File::open(src)?;
-    let mut partial = PartialFile::create(folder)?;
-    io::copy(&mut input, partial.file())?;
-    partial.commit_os(name)?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -436,27 +404,5 @@ mod tests {
         let err = import_file(&src, &src_dir.path().join("no-store"), &"me".into(), 1).unwrap_err();
         assert!(matches!(err, ImportError::Store(..)), "{err}");
         assert!(err.to_string().starts_with("push: could not store"));
-    }
-
-    #[test]
-    fn copy_out_to_a_folder_and_to_a_file() {
-        let store = tempfile::tempdir().unwrap();
-        let out = tempfile::tempdir().unwrap();
-        let src = store.path().join("x (2).txt");
-        fs::write(&src, b"contents").unwrap();
-
-        copy_out(&src, out.path()).unwrap();
-        assert_eq!(fs::read(out.path().join("x (2).txt")).unwrap(), b"contents");
-
-        let named = out.path().join("renamed.txt");
-        fs::write(&named, b"old").unwrap();
-        copy_out(&src, &named).unwrap();
-        assert_eq!(fs::read(&named).unwrap(), b"contents");
-        assert_eq!(names_in(out.path()), vec!["renamed.txt", "x (2).txt"]);
-
-        assert!(copy_out(&src, &out.path().join("no/such/dir/f")).is_err());
-        assert!(copy_out(&store.path().join("missing"), out.path()).is_err());
-        assert!(copy_out(store.path(), out.path()).is_err());
-        assert_eq!(names_in(out.path()), vec!["renamed.txt", "x (2).txt"]);
     }
 }
