@@ -109,12 +109,15 @@ fn per_source_timeout(sim: &Sim, len: u64) -> Duration {
     c.connect_timeout + ms(2 * c.latency_ms.1) + transfer + c.idle_timeout
 }
 
-/// Files held by a running peer, with the running peers holding each.
+/// Files a running peer holds and may serve, with the running peers holding each.
 fn live_files(sim: &Sim) -> BTreeMap<FileId, Vec<usize>> {
     let mut out: BTreeMap<FileId, Vec<usize>> = BTreeMap::new();
     for i in sim.running() {
-        for (id, e) in sim.peer(i).catalog().iter() {
-            if e.local.is_some() {
+        let p = sim.peer(i);
+        for (id, _) in p.catalog().iter() {
+            // An unverified copy is never listed or served, so no one can
+            // learn it from its holder: only servable copies are live.
+            if p.servable_copy(id).is_some() {
                 out.entry(id.clone()).or_default().push(i);
             }
         }
