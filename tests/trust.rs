@@ -163,6 +163,36 @@ fn a_failed_metadata_write_is_retried_and_the_exit_line_never_claims_a_save_that
     );
     assert!(std::fs::read_to_string(&meta).unwrap().contains("new.txt"));
 
+    // A delete while the write fails: the file stays until the catalog that
+    // no longer lists it is on disk.
+    std::fs::remove_file(&meta).unwrap();
+    std::fs::create_dir_all(meta.join("blocker")).unwrap();
+    let id = p
+        .files()
+        .iter()
+        .find(|f| f["file_name"] == "new.txt")
+        .and_then(|f| f["file_id"].as_str().map(str::to_string))
+        .expect("new.txt listed");
+    let skip = p.lines().len();
+    p.send_line(&format!("delete {id}"));
+    assert!(
+        p.wait_line(skip, "delete", T).is_some(),
+        "no delete line:\n{}",
+        p.log()
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(
+        p.dir.join("new.txt").exists(),
+        "the file was unlinked before its catalog was written"
+    );
+    std::fs::remove_dir_all(&meta).unwrap();
+    assert!(
+        wait_until(T, || !p.dir.join("new.txt").exists()),
+        "the file was not removed once the catalog was written:\n{}",
+        p.log()
+    );
+    assert!(!std::fs::read_to_string(&meta).unwrap().contains("new.txt"));
+
     // Blocked again at exit: the last line says it was not saved.
     std::fs::remove_file(&meta).unwrap();
     std::fs::create_dir_all(meta.join("blocker")).unwrap();

@@ -110,6 +110,7 @@ impl PushQuota {
     /// A push from `source` is about to write its first byte: admitted
     /// (counted) or refused.
     pub fn admit(&mut self, now: Time, source: IpAddr) -> Result<PushTicket, Refusal> {
+        let source = source_of(source);
         self.expire(now);
         let (n, bytes) = self.used_by(Some(source));
         let (total_n, total_bytes) = self.used_by(None);
@@ -192,8 +193,53 @@ impl PushQuota {
     }
 }
 
+/// The source a quota counts for an address: an IPv4 address as itself
+/// (IPv4-mapped IPv6 included), an IPv6 address by its /64, since one host
+/// usually holds a whole /64 and could otherwise take a fresh address per
+/// push.
+fn source_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_ipv6_host_counts_as_one_source_for_its_whole_64() {
+        let mut q = PushQuota::new();
+        let t = Time(0);
+        for i in 0..PER_SOURCE_PUSHES as u16 {
+            let ip: IpAddr = std::net::Ipv6Addr::new(0x2001, 0xdb8, 1, 2, 9, 9, 9, i).into();
+            assert!(q.admit(t, ip).is_ok());
+        }
+        let next: IpAddr = std::net::Ipv6Addr::new(0x2001, 0xdb8, 1, 2, 7, 7, 7, 7).into();
+        assert_eq!(q.admit(t, next).err(), Some(Refusal::SourcePushes));
+        let other: IpAddr = std::net::Ipv6Addr::new(0x2001, 0xdb8, 1, 3, 0, 0, 0, 1).into();
+        assert!(q.admit(t, other).is_ok());
+    }
+
+    #[test]
+    fn an_ipv4_mapped_address_is_the_same_source_as_the_ipv4_one() {
+        let mut q = PushQuota::new();
+        let v4: IpAddr = std::net::Ipv4Addr::new(127, 0, 0, 1).into();
+        let mapped: IpAddr = std::net::Ipv4Addr::new(127, 0, 0, 1)
+            .to_ipv6_mapped()
+            .into();
+        for _ in 0..PER_SOURCE_PUSHES / 2 {
+            assert!(q.admit(Time(0), v4).is_ok());
+            assert!(q.admit(Time(0), mapped).is_ok());
+        }
+        assert_eq!(q.admit(Time(0), mapped).err(), Some(Refusal::SourcePushes));
+    }
+
     use super::*;
     use std::net::Ipv4Addr;
 

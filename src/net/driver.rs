@@ -674,39 +674,42 @@ fn start_metadata_writer(dir: PathBuf) -> io::Result<(Sender<MetaJob>, thread::J
                         *failed = Some(bytes);
                     }
                 };
-            let wait = |failed: &mut Option<Vec<u8>>| -> Option<MetaJob> {
-                match failed.take() {
+            // A removal waits while the catalog that no longer lists the file
+            // is not on disk: the file is unlinked only after the catalog
+            // saying so was written.
+            let mut removals: Vec<PathBuf> = Vec::new();
+            let remove = |path: &PathBuf| match std::fs::remove_file(path) {
+                Ok(()) => info!("removed {}", path.display()),
+                Err(e) => warn!("cannot remove {}: {e}", path.display()),
+            };
+            loop {
+                let job = match &failed {
                     None => rx.recv().ok(),
-                    Some(bytes) => match rx.recv_timeout(METADATA_RETRY) {
+                    Some(_) => match rx.recv_timeout(METADATA_RETRY) {
                         Ok(job) => Some(job),
-                        Err(mpsc::RecvTimeoutError::Timeout) => Some(MetaJob::Write(bytes)),
+                        Err(mpsc::RecvTimeoutError::Timeout) => failed.take().map(MetaJob::Write),
                         Err(mpsc::RecvTimeoutError::Disconnected) => None,
                     },
-                }
-            };
-            let mut next = wait(&mut failed);
-            while let Some(job) = next.take() {
+                };
+                let Some(job) = job else { break };
                 match job {
                     MetaJob::Write(mut bytes) => {
-                        loop {
-                            match rx.try_recv() {
-                                Ok(MetaJob::Write(newer)) => bytes = newer,
-                                Ok(other) => {
-                                    next = Some(other);
-                                    break;
-                                }
-                                Err(_) => break,
+                        // Only the newest catalog matters; removals queued
+                        // behind it wait for it.
+                        while let Ok(queued) = rx.try_recv() {
+                            match queued {
+                                MetaJob::Write(newer) => bytes = newer,
+                                MetaJob::Remove(path) => removals.push(path),
                             }
                         }
+                        failed = None;
                         write(bytes, &mut failed);
+                        if failed.is_none() {
+                            removals.drain(..).for_each(|p| remove(&p));
+                        }
                     }
-                    MetaJob::Remove(path) => match std::fs::remove_file(&path) {
-                        Ok(()) => info!("removed {}", path.display()),
-                        Err(e) => warn!("cannot remove {}: {e}", path.display()),
-                    },
-                }
-                if next.is_none() {
-                    next = wait(&mut failed);
+                    MetaJob::Remove(path) if failed.is_some() => removals.push(path),
+                    MetaJob::Remove(path) => remove(&path),
                 }
             }
         })?;
@@ -2154,8 +2157,27 @@ impl Driver {
                 let core = &self.core;
                 self.unverified
                     .retain(|t, _| core.downloads().get(*t).is_some());
+                self.close_superseded_fetches();
             }
             other => warn!("cannot store pushed file {}: {other:?}", record.file_name),
+        }
+    }
+
+    /// Closes the fetches whose attempt the core no longer wants (a push
+    /// ended their download): their bytes would be discarded anyway, and a
+    /// large file would be pulled to the disk a second time.
+    fn close_superseded_fetches(&mut self) {
+        let stale: Vec<usize> = self
+            .conns
+            .iter()
+            .filter_map(|(key, c)| match &c.role {
+                Role::Fetch(f) if !self.core.is_current(f.transfer, f.attempt) => Some(key),
+                _ => None,
+            })
+            .collect();
+        for key in stale {
+            debug!("closing a fetch whose download ended meanwhile");
+            self.close(key, None);
         }
     }
 
