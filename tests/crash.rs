@@ -257,10 +257,9 @@ fn check_after_kill(dir: &Path, pool: &Pool) -> Result<Found, String> {
 
 /// The catalog as the restarted peer lists it: file id -> local.
 fn listed(p: &PeerProc) -> Option<HashMap<String, bool>> {
-    let state = p.state()?;
+    p.state()?;
     Some(
-        state["files"]
-            .as_array()?
+        p.files()
             .iter()
             .filter_map(|f| Some((f["file_id"].as_str()?.to_string(), f["local"] == true)))
             .collect(),
