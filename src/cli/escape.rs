@@ -7,10 +7,19 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::io::{self, Write};
 
-/// Is `c` a character a terminal could act on, or one that reorders text?
+/// Is `c` a character a terminal could act on, one that breaks a line, or
+/// an invisible one that reorders or hides text?
 fn needs_escape(c: char) -> bool {
-    c.is_control() // C0, DEL and C1 (U+0080..=U+009F, e.g. the one-byte CSI)
-        || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}') // bidi overrides
+    c.is_control() // C0, DEL and C1 (U+0080..=U+009F, e.g. the one-byte CSI, NEL)
+        || matches!(
+            c,
+            '\u{202A}'..='\u{202E}' // bidi embeddings and overrides
+                | '\u{2066}'..='\u{2069}' // bidi isolates
+                | '\u{200E}' | '\u{200F}' | '\u{061C}' // bidi marks
+                | '\u{2028}' | '\u{2029}' // line and paragraph separators
+                | '\u{FEFF}' // zero-width no-break space
+                | '\u{FFF9}'..='\u{FFFB}' // interlinear annotation
+        )
 }
 
 /// `s` with control characters shown as escapes (`\n`, `\r`, `\t`, `\\x1b`,
@@ -86,6 +95,10 @@ mod tests {
         assert_eq!(escape("a\nb\rc\td"), "a\\nb\\rc\\td");
         assert_eq!(escape("\x7f\u{9b}"), "\\x7f\\u{9b}");
         assert_eq!(escape("evil\u{202e}txt.exe"), "evil\\u{202e}txt.exe");
+        assert_eq!(
+            escape("a\u{2028}b\u{2029}c\u{200f}d\u{85}e"),
+            "a\\u{2028}b\\u{2029}c\\u{200f}d\\u{85}e"
+        );
         assert_eq!(
             escape("Starscourge Radahn ünïcode"),
             "Starscourge Radahn ünïcode"
