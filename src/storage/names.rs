@@ -179,9 +179,10 @@ pub fn unique_name(dir: &Path, wanted: &str) -> io::Result<String> {
         }
     }
     // The last check's own error says why (e.g. a folder we may not read).
-    let why = fs::symlink_metadata(dir.join(&base))
-        .err()
-        .map_or_else(|| "every name tried is taken".to_string(), |e| e.to_string());
+    let why = fs::symlink_metadata(dir.join(&base)).err().map_or_else(
+        || "every name tried is taken".to_string(),
+        |e| e.to_string(),
+    );
     Err(io::Error::other(format!(
         "no free name for {base} in {}: {why}",
         dir.display()

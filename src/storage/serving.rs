@@ -140,6 +140,29 @@ pub fn open_for_serving(path: &Path, lease: bool) -> io::Result<(Opened, FileSta
     Ok((opened, stamp))
 }
 
+/// Whether an error opening or reading a held file means the file itself
+/// changed (gone, a symlink put in its place, no longer a regular file),
+/// rather than a passing failure of ours (EMFILE, ENFILE, ENOMEM, EIO...),
+/// which says nothing about its bytes.
+pub fn is_gone(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::NotFound
+        || e.raw_os_error() == Some(libc::ELOOP)
+        || e.raw_os_error() == Some(libc::ENOTDIR)
+        || e.get_ref().is_some_and(|r| r.is::<NotRegular>())
+}
+
+/// The error for a path that is not a regular file.
+#[derive(Debug)]
+struct NotRegular;
+
+impl std::fmt::Display for NotRegular {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("not a regular file")
+    }
+}
+
+impl std::error::Error for NotRegular {}
+
 /// Opens `path` read-only if it is a regular file.
 fn open_regular(path: &Path) -> io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
@@ -149,10 +172,7 @@ fn open_regular(path: &Path) -> io::Result<File> {
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)?;
     if !file.metadata()?.is_file() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "not a regular file",
-        ));
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, NotRegular));
     }
     Ok(file)
 }
@@ -242,21 +262,33 @@ pub struct CheckedReader {
     file: File,
     len: u64,
     next: u64,
-    hasher: FileHasher,
-    id: FileId,
-    timestamp: Timestamp,
+    /// The hash gate: what the bytes must hash to. None for an unverified
+    /// copy served by the user's choice (`--share-unverified`), which never
+    /// hashes to its id; a shrink still ends it unfinished.
+    expect: Option<(FileHasher, FileId, Timestamp)>,
 }
 
 impl CheckedReader {
-    /// Reads the first `len` bytes of `file` for the file `id`.
+    /// Reads the first `len` bytes of `file` for the file `id`, closing the
+    /// message only if they hash to it.
     pub fn new(file: File, len: u64, id: FileId, timestamp: Timestamp) -> Self {
         Self {
             file,
             len,
             next: 0,
-            hasher: FileHasher::new(),
-            id,
-            timestamp,
+            expect: Some((FileHasher::new(), id, timestamp)),
+        }
+    }
+
+    /// Reads the first `len` bytes of an unverified copy, without the hash
+    /// gate (it would always refuse); only for a copy the user chose to
+    /// share unverified.
+    pub fn unverified(file: File, len: u64) -> Self {
+        Self {
+            file,
+            len,
+            next: 0,
+            expect: None,
         }
     }
 }
@@ -279,13 +311,19 @@ impl ChunkReader for CheckedReader {
                 e
             }
         })?;
-        self.hasher.update(buf);
+        if let Some((hasher, _, _)) = &mut self.expect {
+            hasher.update(buf);
+        }
         self.next += buf.len() as u64;
         Ok(())
     }
 
     fn finish(&mut self) -> io::Result<()> {
-        if self.next == self.len && self.hasher.clone().matches(&self.id, &self.timestamp) {
+        let hashes = match &self.expect {
+            Some((hasher, id, timestamp)) => hasher.clone().matches(id, timestamp),
+            None => true,
+        };
+        if self.next == self.len && hashes {
             Ok(())
         } else {
             Err(io::Error::new(
@@ -508,6 +546,54 @@ mod tests {
         }
         fn flush(&mut self) -> io::Result<()> {
             Ok(())
+        }
+    }
+
+    #[test]
+    fn an_unverified_copy_shared_by_choice_is_sent_whole_without_the_hash_gate() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.bin");
+        let data = bytes(6, CHUNK_LEN + 5);
+        std::fs::write(&path, &data).unwrap();
+        // Its id is another file's: an unverified copy never hashes to it.
+        let rec = record_for(&bytes(7, CHUNK_LEN + 5));
+        let (opened, stamp) = open_for_serving(&path, false).unwrap();
+        let file = match opened {
+            Opened::Unleased(f, _) => f,
+            Opened::Leased(_) => panic!("leased with leases off"),
+        };
+        let reader = CheckedReader::unverified(file, stamp.len);
+        let (out, r) = encode(&mut FileDataEncoder::new(
+            &rec,
+            FileSource::Read(Box::new(reader)),
+        ));
+        r.unwrap();
+        assert!(out.ends_with(b"\"}\n"));
+        // The hash gate still refuses it.
+        let (_, r) = encode(&mut checked(&path, &rec));
+        assert!(is_source_changed(&r.unwrap_err()));
+    }
+
+    #[test]
+    fn only_a_missing_or_replaced_file_counts_as_gone_not_a_passing_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = |p: &Path| open_for_serving(p, true).err().expect("opened");
+        let gone = err(&dir.path().join("none"));
+        assert!(is_gone(&gone), "{gone}");
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(dir.path().join("none"), &link).unwrap();
+        let e = err(&link);
+        assert!(is_gone(&e), "{e}");
+        let e = err(dir.path());
+        assert!(is_gone(&e), "{e}");
+        for errno in [
+            libc::EMFILE,
+            libc::ENFILE,
+            libc::ENOMEM,
+            libc::EIO,
+            libc::EACCES,
+        ] {
+            assert!(!is_gone(&io::Error::from_raw_os_error(errno)), "{errno}");
         }
     }
 
