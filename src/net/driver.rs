@@ -1193,10 +1193,9 @@ impl Driver {
         }
         let source = match opened {
             _ if stamp.len == 0 => FileSource::Memory(Vec::new()),
-            Opened::Leased(lease) => FileSource::Leased {
-                map: serving::map_leased(&lease).map_err(OpenError::Io)?,
-                lease: Box::new(lease),
-            },
+            Opened::Leased(lease) => FileSource::Leased(Box::new(
+                serving::LeasedFile::map(lease).map_err(OpenError::Io)?,
+            )),
             // An unverified copy never hashes to its id: served (by the
             // user's choice) without the hash gate.
             Opened::Unleased(file, why) if !verified => {
