@@ -402,6 +402,8 @@ impl Catalog {
     /// Forgets our copy of a file (the entry stays while others hold it).
     pub fn clear_local(&mut self, id: &FileId) -> Option<LocalCopy> {
         let local = self.files.get_mut(id)?.local.take();
+        // The name was counted in the entry's cost.
+        self.bytes -= local.as_ref().map_or(0, |l| l.name.len());
         self.prune();
         local
     }
@@ -682,6 +684,7 @@ mod tests {
             Local(u8, u16),
             Load(u8, u8, bool),
             Remove(u8),
+            ClearLocal(u8),
         }
 
         fn op() -> impl Strategy<Value = Op> {
@@ -695,6 +698,7 @@ mod tests {
                 (0..24u8, 0..200u16).prop_map(|(f, n)| Op::Local(f, n)),
                 (0..24u8, 0..6u8, any::<bool>()).prop_map(|(f, h, l)| Op::Load(f, h, l)),
                 (0..24u8).prop_map(Op::Remove),
+                (0..24u8).prop_map(Op::ClearLocal),
             ]
         }
 
@@ -761,6 +765,10 @@ mod tests {
                         }
                         Op::Remove(f) => {
                             c.remove(&FileId(format!("file{f}")));
+                            false
+                        }
+                        Op::ClearLocal(f) => {
+                            c.clear_local(&FileId(format!("file{f}")));
                             false
                         }
                     };

@@ -22,6 +22,7 @@ use crate::ids::{FileId, PeerAddr, PeerId, TransferId};
 use crate::protocol::message::human_bytes;
 use crate::protocol::{FileRecord, FileSize, Message};
 use catalog::{Catalog, Entry, LocalCopy, Lookup};
+pub use changed::{ReverifyOutcome, StampUpdate};
 pub use downloads::Dest;
 use downloads::{save_figures, Download, Downloads, Origin};
 use gossip::{Budget, SeenCache, MAX_GOSSIP_ID_LEN, SEEN_CAPACITY};
@@ -134,6 +135,8 @@ pub enum Timer {
         /// Which pass this is, from 1.
         pass: u8,
     },
+    /// Time to hash again the changed copies that could not be read.
+    Recheck,
 }
 
 /// Menu commands that change state (read-only ones are served from
@@ -255,8 +258,8 @@ pub enum Effect {
         /// The user's file.
         path: PathBuf,
     },
-    /// Our copy changed on disk: hash it again (off the loop) and call
-    /// [`Peer::on_reverified`] with whether it still matches its id.
+    /// Our copy changed on disk (or was never stamped): hash it again (off
+    /// the loop) and call [`Peer::on_reverified`] with what was found.
     Reverify {
         /// The file.
         record: FileRecord,
@@ -299,6 +302,9 @@ pub struct Peer {
     last_catch_up: Option<Time>,
     /// Local copies found changed on disk, not served until re-hashed.
     rechecking: std::collections::BTreeSet<FileId>,
+    /// Of those, the ones that could not be read: hashed again at the next
+    /// `Timer::Recheck`.
+    recheck_later: std::collections::BTreeSet<FileId>,
 }
 
 impl Peer {
@@ -323,6 +329,7 @@ impl Peer {
             catch_up_pending: false,
             last_catch_up: None,
             rechecking: Default::default(),
+            recheck_later: Default::default(),
         }
     }
 
@@ -417,6 +424,7 @@ impl Peer {
             Timer::AutoFetch => self.auto_fetch(now),
             Timer::CatchUp => self.catch_up(now),
             Timer::Retransmit { round, pass } => self.retransmit(now, round, pass),
+            Timer::Recheck => self.recheck(),
         }
     }
 

@@ -6,7 +6,9 @@ use crate::cli::menu::{self, MenuCommand};
 use crate::core::catalog::{Entry, LocalCopy};
 use crate::core::downloads::{judge_reply, size_upper_bound};
 use crate::core::push_quota::{PushQuota, PushTicket};
-use crate::core::{Command, Config, Effect, FetchResult, Peer, Time, Timer};
+use crate::core::{
+    Command, Config, Effect, FetchResult, Peer, ReverifyOutcome, StampUpdate, Time, Timer,
+};
 use crate::http;
 use crate::ids::{FileId, PeerAddr, PeerId, TransferId};
 use crate::net::conn::{
@@ -322,12 +324,13 @@ fn load_catalog(dir: &Path, me: &PeerId) -> Loaded {
         let local = match (&s.local_name, s.has_copy) {
             (Some(name), true) if dir.join(name).is_file() => {
                 known.insert(name.clone());
-                // Unknown (older metadata): trusted as before, from now on.
-                if let Ok(now) = FileStamp::read(&dir.join(name)) {
-                    if s.local_stamp.is_some_and(|was| was != now) {
+                // Unknown (older metadata): none kept, so the first serve
+                // has its bytes hashed once instead of trusting them.
+                if let (Ok(now), Some(was)) = (FileStamp::read(&dir.join(name)), s.local_stamp) {
+                    if was != now {
                         changed.push(s.record.file_id.clone());
                     }
-                    stamps.insert(name.clone(), s.local_stamp.unwrap_or(now));
+                    stamps.insert(name.clone(), was);
                 }
                 Some(LocalCopy {
                     name: name.clone(),
@@ -357,7 +360,10 @@ fn load_catalog(dir: &Path, me: &PeerId) -> Loaded {
                 let Some(name) = s.local_name.clone() else {
                     continue;
                 };
-                if let Some(e) = claimed_by_catalog(dir, &name, &mut entries) {
+                if let Some((e, stamp)) = claimed_by_catalog(dir, &name, &mut entries) {
+                    if let Some(stamp) = stamp {
+                        stamps.insert(name.clone(), stamp);
+                    }
                     info!(
                         "{name} is {} ({}), committed just before the last exit",
                         e.record.file_name, e.record.file_id
@@ -395,9 +401,16 @@ fn load_catalog(dir: &Path, me: &PeerId) -> Loaded {
 /// a download or push committed just before a crash, before the metadata
 /// caught up. If an entry we don't hold has that name (or its `x (2).txt`
 /// form) and the bytes verify against its id, it is that file: mark it held
-/// instead of adopting it as a new file of ours.
-fn claimed_by_catalog<'a>(dir: &Path, name: &str, entries: &'a mut [Entry]) -> Option<&'a Entry> {
+/// instead of adopting it as a new file of ours. Returns it with the stamp
+/// taken before hashing (so a change during the hash shows at the first
+/// serve); without one, the first serve hashes it again.
+fn claimed_by_catalog<'a>(
+    dir: &Path,
+    name: &str,
+    entries: &'a mut [Entry],
+) -> Option<(&'a Entry, Option<FileStamp>)> {
     let path = dir.join(name);
+    let stamp = FileStamp::read(&path).ok();
     let pos = entries.iter().position(|e| {
         e.local.is_none()
             && same_or_suffixed(name, &storage::sanitize_file_name(&e.record.file_name))
@@ -411,7 +424,7 @@ fn claimed_by_catalog<'a>(dir: &Path, name: &str, entries: &'a mut [Entry]) -> O
         name: name.to_string(),
         verified: true,
     });
-    Some(e)
+    Some((e, stamp))
 }
 
 /// `found` is `wanted`, or the `stem (N).ext` name `unique_name` gives it.
@@ -1152,13 +1165,19 @@ impl Driver {
         let Some((record, local)) = self.core.servable_copy(file_id) else {
             return Err(OpenError::NotHeld);
         };
-        let (record, name) = (record.clone(), local.name.clone());
+        let (record, name, verified) = (record.clone(), local.name.clone(), local.verified);
         let path = self.settings.dir.join(&name);
         let (opened, stamp) = match serving::open_for_serving(&path, serving::leases_enabled()) {
             Ok(ok) => ok,
-            Err(e) => {
+            Err(e) if serving::is_gone(&e) => {
                 // Gone, or no longer a regular file: the user changed it.
                 self.core.on_local_changed(file_id);
+                return Err(OpenError::Io(e));
+            }
+            Err(e) => {
+                // A passing failure (EMFILE in a flood, EIO...): not-found
+                // for this request only; the copy stays held.
+                debug!("cannot open {name} to serve it: {e}");
                 return Err(OpenError::Io(e));
             }
         };
@@ -1168,17 +1187,26 @@ impl Driver {
                 return Err(OpenError::Changed);
             }
             Some(_) => {}
-            // Held since before stamps were kept: trusted as before.
+            // Never stamped (taken back at start, or older metadata): its
+            // bytes are hashed once before they are served.
             None => {
-                self.stamps.insert(name, stamp);
+                self.core.on_local_unstamped(file_id);
+                return Err(OpenError::Changed);
             }
         }
         let source = match opened {
             _ if stamp.len == 0 => FileSource::Memory(Vec::new()),
-            Opened::Leased(lease) => FileSource::Leased {
-                map: serving::map_leased(&lease).map_err(OpenError::Io)?,
-                lease: Box::new(lease),
-            },
+            Opened::Leased(lease) => FileSource::Leased(Box::new(
+                serving::LeasedFile::map(lease).map_err(OpenError::Io)?,
+            )),
+            // An unverified copy never hashes to its id: served (by the
+            // user's choice) without the hash gate.
+            Opened::Unleased(file, why) if !verified => {
+                debug!("{file_id}: no read lease ({why}); unverified copy, read as it is sent");
+                FileSource::Read(Box::new(serving::CheckedReader::unverified(
+                    file, stamp.len,
+                )))
+            }
             Opened::Unleased(file, why) => {
                 debug!("{file_id}: no read lease ({why}); read and checked as it is sent");
                 FileSource::Read(Box::new(serving::CheckedReader::new(
@@ -1293,22 +1321,25 @@ impl Driver {
                     name,
                     result,
                 } => {
-                    let matches = match result {
-                        Ok((matches, stamp)) => {
-                            if matches {
-                                self.stamps.insert(name.clone(), stamp);
-                            }
-                            matches
-                        }
-                        Err(e) => {
-                            info!("cannot read {name} to check it again: {e}");
-                            false
-                        }
+                    let (outcome, stamp) = match result {
+                        Ok((true, stamp)) => (ReverifyOutcome::Matches, Some(stamp)),
+                        Ok((false, stamp)) => (ReverifyOutcome::Differs, Some(stamp)),
+                        Err(e) if serving::is_gone(&e) => (ReverifyOutcome::Gone, None),
+                        Err(e) => (ReverifyOutcome::Unreadable(e.kind()), None),
                     };
-                    if !matches {
-                        self.stamps.remove(&name);
+                    let now = self.now();
+                    // The core says whether the result applies (not stale).
+                    match self.core.on_reverified(now, &file_id, &name, outcome) {
+                        StampUpdate::Unchanged => {}
+                        StampUpdate::Record => {
+                            if let Some(stamp) = stamp {
+                                self.stamps.insert(name, stamp);
+                            }
+                        }
+                        StampUpdate::Forget => {
+                            self.stamps.remove(&name);
+                        }
                     }
-                    self.core.on_reverified(&file_id, &name, matches);
                 }
             }
         }

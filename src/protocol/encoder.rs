@@ -29,24 +29,22 @@ pub enum FileSource {
     /// A memory-mapped file the caller guarantees won't shrink (benches).
     Mapped(memmap2::Mmap),
     /// A memory-mapped file under a lease that warns us before anyone may
-    /// change it: the driver drops the encoder (the map first, then the
-    /// lease, in field order) as soon as [`Lease::breaking`] says so.
-    Leased {
-        /// The mapping.
-        map: memmap2::Mmap,
-        /// What keeps the file from changing while mapped.
-        lease: Box<dyn Lease>,
-    },
+    /// change it: the driver drops the encoder (and with it the map, then
+    /// the lease, both owned by one value) as soon as
+    /// [`LeasedMap::breaking`] says so.
+    Leased(Box<dyn LeasedMap>),
     /// A file read chunk by chunk, checked before the message is closed.
     Read(Box<dyn ChunkReader>),
     /// Bytes in memory (tests, benches, empty files).
     Memory(Vec<u8>),
 }
 
-/// Something that keeps a mapped file from changing until it is dropped.
-pub trait Lease: Send {
-    /// Someone is waiting to change the file: drop the mapping and the
-    /// lease now.
+/// A mapped file and what keeps it from changing while mapped, owned
+/// together so that dropping it always unmaps before letting a writer in.
+pub trait LeasedMap: Send {
+    /// The mapping.
+    fn map(&self) -> &memmap2::Mmap;
+    /// Someone is waiting to change the file: drop this now.
     fn breaking(&self) -> bool;
 }
 
@@ -92,7 +90,8 @@ impl FileSource {
     /// The file's length in bytes.
     pub fn len(&self) -> usize {
         match self {
-            FileSource::Mapped(m) | FileSource::Leased { map: m, .. } => m.len(),
+            FileSource::Mapped(m) => m.len(),
+            FileSource::Leased(l) => l.map().len(),
             FileSource::Read(r) => usize::try_from(r.file_len()).unwrap_or(usize::MAX),
             FileSource::Memory(v) => v.len(),
         }
@@ -105,7 +104,8 @@ impl FileSource {
 
     fn map(&self) -> Option<&memmap2::Mmap> {
         match self {
-            FileSource::Mapped(m) | FileSource::Leased { map: m, .. } => Some(m),
+            FileSource::Mapped(m) => Some(m),
+            FileSource::Leased(l) => Some(l.map()),
             _ => None,
         }
     }
@@ -256,7 +256,7 @@ impl FileDataEncoder {
     /// encoder must be dropped now, before the file can change).
     pub fn lease_breaking(&self) -> bool {
         match &self.source {
-            FileSource::Leased { lease, .. } => lease.breaking(),
+            FileSource::Leased(l) => l.breaking(),
             _ => false,
         }
     }
@@ -290,7 +290,8 @@ impl FileDataEncoder {
             }
         }
         let bytes: &[u8] = match &mut self.source {
-            FileSource::Mapped(m) | FileSource::Leased { map: m, .. } => &m[start..stop],
+            FileSource::Mapped(m) => &m[start..stop],
+            FileSource::Leased(l) => &l.map()[start..stop],
             FileSource::Memory(v) => &v[start..stop],
             FileSource::Read(r) => {
                 let chunk = &mut self.scratch[..len];
@@ -370,8 +371,9 @@ fn envelope_head(record: &FileRecord, size: u64) -> Vec<u8> {
 #[allow(unsafe_code)]
 fn drop_pages(mmap: &memmap2::Mmap, offset: usize, len: usize) {
     // SAFETY: MADV_DONTNEED is unsafe in memmap2 because it may change what
-    // a borrowed mapping reads. This mapping is a read-only private file
-    // mapping and no slice of this range is borrowed now (its hex was
+    // a borrowed mapping reads. This mapping is a read-only shared file
+    // mapping (memmap2's `Mmap::map` is MAP_SHARED, so it shows what the
+    // file holds) and no slice of this range is borrowed now (its hex was
     // written out). A mapped file can't shrink or change under us: the
     // driver maps only files under a read lease and drops the map before
     // the lease lets a writer in (benches map private temp files), so

@@ -152,7 +152,7 @@ impl PartialFile {
     pub fn commit_unique(mut self, wanted: &str) -> io::Result<String> {
         let mut last = None;
         for _ in 0..8 {
-            let name = crate::storage::unique_name(&self.dir, wanted);
+            let name = crate::storage::unique_name(&self.dir, wanted)?;
             match self.commit_new(&name) {
                 Ok(_) => return Ok(name),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some(e),

@@ -7,6 +7,7 @@
 //! a folder (`stem (2).ext`, `stem (3).ext`, ...).
 
 use crate::storage::atomic::PARTIAL_PREFIX;
+use crate::storage::lock::LOCK_FILE;
 use crate::storage::metadata::METADATA_FILE;
 use std::fs;
 use std::io;
@@ -23,6 +24,10 @@ const MAX_KEPT_EXT_BYTES: usize = 32;
 /// back to a random suffix.
 const MAX_NUMBERED_TRIES: u32 = 10_000;
 
+/// How many random-suffix candidates [`unique_name`] tries before it gives
+/// up (a folder it can't inspect, or a name the file system refuses).
+const MAX_RANDOM_TRIES: u32 = 64;
+
 /// Turns a name from the network into one normal path component.
 ///
 /// - only the last non-empty component is kept (split on `/` and `\`), so
@@ -31,7 +36,8 @@ const MAX_NUMBERED_TRIES: u32 = 10_000;
 /// - an empty name becomes `file`, `.` becomes `_`, `..` becomes `__`;
 /// - reserved names get a `_` prefix: those starting with `.partial-` (temp
 ///   files) or `metadata.json` (the metadata file and its `.corrupt-*`
-///   copies), e.g. `metadata.json` -> `_metadata.json`;
+///   copies), e.g. `metadata.json` -> `_metadata.json`, and the folder
+///   lock `.peershare.lock` -> `_.peershare.lock`;
 /// - the result is at most 255 bytes, cut on a UTF-8 character boundary and
 ///   keeping a short extension when there is one.
 ///
@@ -58,7 +64,9 @@ pub fn sanitize_file_name(name: &str) -> String {
 
 /// Whether `name` is reserved for the storage folder's own files.
 fn is_reserved(name: &str) -> bool {
-    name.starts_with(PARTIAL_PREFIX) || name.starts_with(METADATA_FILE)
+    // The folder lock is opened for writing at start: a held file of that
+    // name (from old metadata) would be truncated by it.
+    name.starts_with(PARTIAL_PREFIX) || name.starts_with(METADATA_FILE) || name == LOCK_FILE
 }
 
 /// Whether `name` can be used as-is as a local file name in the storage
@@ -143,31 +151,42 @@ fn is_taken(dir: &Path, name: &str) -> bool {
 
 /// A free local name for `wanted` in `dir`: the sanitized name if nothing of
 /// that name exists in `dir`, else `stem (2).ext`, `stem (3).ext`, ...
-/// (always at most 255 bytes and a valid single component).
+/// (always at most 255 bytes and a valid single component). An error when
+/// no free name is found within a bounded number of tries (a folder that
+/// can't be inspected: each `stat` failing other than "not found").
 ///
 /// The name is free when checked; the caller commits with a rename soon
 /// after (two concurrent imports of the same name in one folder could still
 /// race).
-pub fn unique_name(dir: &Path, wanted: &str) -> String {
+pub fn unique_name(dir: &Path, wanted: &str) -> io::Result<String> {
     let base = sanitize_file_name(wanted);
     if !is_taken(dir, &base) {
-        return base;
+        return Ok(base);
     }
     let (stem, ext) = split_ext(&base);
     for n in 2..=MAX_NUMBERED_TRIES {
         let candidate = with_suffix(stem, &format!(" ({n})"), ext);
         if !is_taken(dir, &candidate) {
-            return candidate;
+            return Ok(candidate);
         }
     }
-    // Pathological folder (or one we can't inspect): a random suffix.
-    loop {
+    // Pathological folder: a random suffix, a bounded number of times.
+    for _ in 0..MAX_RANDOM_TRIES {
         let suffix = format!(" ({})", faster_hex::hex_string(&rand::random::<[u8; 8]>()));
         let candidate = with_suffix(stem, &suffix, ext);
         if !is_taken(dir, &candidate) {
-            return candidate;
+            return Ok(candidate);
         }
     }
+    // The last check's own error says why (e.g. a folder we may not read).
+    let why = fs::symlink_metadata(dir.join(&base)).err().map_or_else(
+        || "every name tried is taken".to_string(),
+        |e| e.to_string(),
+    );
+    Err(io::Error::other(format!(
+        "no free name for {base} in {}: {why}",
+        dir.display()
+    )))
 }
 
 #[cfg(test)]
@@ -240,24 +259,24 @@ mod tests {
     #[test]
     fn unique_name_numbers_duplicates() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(unique_name(dir.path(), "a.txt"), "a.txt");
+        assert_eq!(unique_name(dir.path(), "a.txt").unwrap(), "a.txt");
         fs::write(dir.path().join("a.txt"), b"1").unwrap();
-        assert_eq!(unique_name(dir.path(), "dir/a.txt"), "a (2).txt");
+        assert_eq!(unique_name(dir.path(), "dir/a.txt").unwrap(), "a (2).txt");
         fs::write(dir.path().join("a (2).txt"), b"2").unwrap();
-        assert_eq!(unique_name(dir.path(), "a.txt"), "a (3).txt");
+        assert_eq!(unique_name(dir.path(), "a.txt").unwrap(), "a (3).txt");
         fs::write(dir.path().join(".bashrc"), b"").unwrap();
-        assert_eq!(unique_name(dir.path(), ".bashrc"), ".bashrc (2)");
+        assert_eq!(unique_name(dir.path(), ".bashrc").unwrap(), ".bashrc (2)");
         fs::write(dir.path().join("noext"), b"").unwrap();
-        assert_eq!(unique_name(dir.path(), "noext"), "noext (2)");
+        assert_eq!(unique_name(dir.path(), "noext").unwrap(), "noext (2)");
     }
 
     #[test]
     fn unique_name_of_a_long_name_stays_short() {
         let dir = tempfile::tempdir().unwrap();
         let long = format!("{}.bin", "ü".repeat(300));
-        let first = unique_name(dir.path(), &long);
+        let first = unique_name(dir.path(), &long).unwrap();
         fs::write(dir.path().join(&first), b"").unwrap();
-        let second = unique_name(dir.path(), &long);
+        let second = unique_name(dir.path(), &long).unwrap();
         assert_ne!(first, second);
         assert_single_component(&second);
         assert!(second.ends_with(" (2).bin"), "{second}");
@@ -273,6 +292,19 @@ mod tests {
         assert!(!is_safe_local_name(""));
         assert!(!is_safe_local_name("metadata.json"));
         assert!(!is_safe_local_name(".partial-1"));
+        assert!(!is_safe_local_name(".peershare.lock"));
+        assert_eq!(sanitize_file_name(".peershare.lock"), "_.peershare.lock");
+    }
+
+    #[test]
+    fn unique_name_gives_up_with_an_error_when_every_check_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        // A "folder" that is a file: every stat fails with ENOTDIR, so every
+        // name looks taken; the search ends instead of looping forever.
+        let file = dir.path().join("not-a-dir");
+        fs::write(&file, b"").unwrap();
+        let e = unique_name(&file, "a.txt").unwrap_err();
+        assert!(e.to_string().contains("no free name"), "{e}");
     }
 
     proptest! {

@@ -7,17 +7,18 @@
 //! - [`open_for_serving`]: opens the file and takes a read lease
 //!   (`F_SETLEASE`, Linux): no one may then open it for writing or
 //!   truncate it without the kernel first telling us (SIGIO) and holding
-//!   the writer back until we let go. Only a leased file is mapped
-//!   ([`map_leased`]); the driver drops the map and the lease when
-//!   [`ReadLease::breaking`] says a writer waits;
+//!   the writer back until we let go. Only a leased file on a local
+//!   filesystem is mapped ([`LeasedFile`], owning the map and the lease);
+//!   the driver drops it when [`LeasedMap::breaking`] says a writer waits;
 //! - [`CheckedReader`]: a file that can't be leased (open for writing
-//!   elsewhere, a filesystem without leases) is read with `pread` and
+//!   elsewhere, a filesystem without leases, or a network or FUSE one whose
+//!   leases only see local writers) is read with `pread` and
 //!   hashed as it goes: a shrink is a short read, and bytes that no longer
 //!   hash to the id keep the message from being closed;
 //! - [`reverify`]: hashing a changed file again, off the loop.
 
 use crate::ids::FileId;
-use crate::protocol::encoder::{ChunkReader, Lease};
+use crate::protocol::encoder::{ChunkReader, LeasedMap};
 use crate::protocol::message::Timestamp;
 use crate::storage::hashing::{hash_reader, FileHasher};
 use serde_json::{Map, Value};
@@ -128,7 +129,12 @@ impl Opened {
 /// the folder is never read through).
 pub fn open_for_serving(path: &Path, lease: bool) -> io::Result<(Opened, FileStamp)> {
     let file = open_regular(path)?;
-    let opened = if lease {
+    let opened = if lease && !is_local_fs(&file) {
+        Opened::Unleased(
+            file,
+            io::Error::other("a network or FUSE filesystem (its leases see only local writers)"),
+        )
+    } else if lease {
         match ReadLease::take(file) {
             Ok(l) => Opened::Leased(l),
             Err((f, e)) => Opened::Unleased(f, e),
@@ -140,6 +146,74 @@ pub fn open_for_serving(path: &Path, lease: bool) -> io::Result<(Opened, FileSta
     Ok((opened, stamp))
 }
 
+/// Whether an error opening or reading a held file means the file itself
+/// changed (gone, a symlink put in its place, no longer a regular file),
+/// rather than a passing failure of ours (EMFILE, ENFILE, ENOMEM, EIO...),
+/// which says nothing about its bytes.
+pub fn is_gone(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::NotFound
+        || e.raw_os_error() == Some(libc::ELOOP)
+        || e.raw_os_error() == Some(libc::ENOTDIR)
+        || e.get_ref().is_some_and(|r| r.is::<NotRegular>())
+}
+
+/// The error for a path that is not a regular file.
+#[derive(Debug)]
+struct NotRegular;
+
+impl std::fmt::Display for NotRegular {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("not a regular file")
+    }
+}
+
+impl std::error::Error for NotRegular {}
+
+/// Filesystems whose files may change without breaking a local lease
+/// (another machine, or a FUSE daemon, writes them): NFS, SMB/CIFS/SMB2,
+/// FUSE, 9p, Ceph, AFS. A mapped file there could shrink under us.
+const REMOTE_FS_MAGIC: [u32; 8] = [
+    0x6969,      // NFS_SUPER_MAGIC
+    0x517B,      // SMB_SUPER_MAGIC
+    0xFF53_4D42, // CIFS_MAGIC_NUMBER
+    0xFE53_4D42, // SMB2_MAGIC_NUMBER
+    0x6573_5546, // FUSE_SUPER_MAGIC
+    0x0102_1997, // V9FS_MAGIC
+    0x00C3_6400, // CEPH_SUPER_MAGIC
+    0x5346_414F, // AFS_SUPER_MAGIC
+];
+
+/// Whether a filesystem of type `magic` (`statfs.f_type`) may be mapped
+/// under a lease.
+fn lease_guards_fs(magic: u32) -> bool {
+    !REMOTE_FS_MAGIC.contains(&magic)
+}
+
+/// Whether `file` is on a filesystem whose leases guard it (see
+/// [`REMOTE_FS_MAGIC`]); false when that can't be told.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn is_local_fs(file: &File) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut st = std::mem::MaybeUninit::<libc::statfs>::uninit();
+    // SAFETY: fstatfs on a descriptor we own, writing into a buffer of the
+    // right type; read only when it succeeded.
+    let r = unsafe { libc::fstatfs(file.as_raw_fd(), st.as_mut_ptr()) };
+    if r != 0 {
+        return false;
+    }
+    // SAFETY: fstatfs returned 0, so it filled `st`.
+    let st = unsafe { st.assume_init() };
+    // The magic numbers fit in 32 bits; f_type's width varies by target.
+    #[allow(clippy::unnecessary_cast)]
+    lease_guards_fs(st.f_type as u32)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn is_local_fs(_file: &File) -> bool {
+    false
+}
+
 /// Opens `path` read-only if it is a regular file.
 fn open_regular(path: &Path) -> io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
@@ -149,10 +223,7 @@ fn open_regular(path: &Path) -> io::Result<File> {
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)?;
     if !file.metadata()?.is_file() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "not a regular file",
-        ));
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, NotRegular));
     }
     Ok(file)
 }
@@ -191,12 +262,13 @@ impl ReadLease {
     }
 }
 
-impl Lease for ReadLease {
-    /// While a break is pending `F_GETLEASE` reports the type the lease is
-    /// being broken to (`F_UNLCK` for a writer); an error counts as broken.
+impl ReadLease {
+    /// Whether a writer waits. While a break is pending `F_GETLEASE`
+    /// reports the type the lease is being broken to (`F_UNLCK` for a
+    /// writer); an error counts as broken.
     #[cfg(target_os = "linux")]
     #[allow(unsafe_code)]
-    fn breaking(&self) -> bool {
+    pub fn breaking(&self) -> bool {
         use std::os::fd::AsRawFd;
         // SAFETY: fcntl on a descriptor we own, with integer arguments only.
         let r = unsafe { libc::fcntl(self.file.as_raw_fd(), libc::F_GETLEASE) };
@@ -204,7 +276,7 @@ impl Lease for ReadLease {
     }
 
     #[cfg(not(target_os = "linux"))]
-    fn breaking(&self) -> bool {
+    pub fn breaking(&self) -> bool {
         true
     }
 }
@@ -225,16 +297,40 @@ impl Drop for ReadLease {
     fn drop(&mut self) {}
 }
 
-/// Maps a leased file for serving.
-#[allow(unsafe_code)]
-pub fn map_leased(lease: &ReadLease) -> io::Result<memmap2::Mmap> {
-    // SAFETY: the file is under our read lease: no one can open it for
-    // writing or truncate it until the lease is released, and the kernel
-    // tells us (SIGIO) before it lets a writer in. The driver then drops
-    // this map before the lease (see `FileSource::Leased`). The one gap is
-    // a loop stalled past /proc/sys/fs/lease-break-time (45 s), after which
-    // the kernel breaks the lease itself; the loop never waits that long.
-    unsafe { memmap2::Mmap::map(&lease.file) }
+/// A leased file and its mapping, owned together: the map is always
+/// dropped before the lease (fields drop in declaration order), so no
+/// writer is let in while the file is mapped.
+pub struct LeasedFile {
+    map: memmap2::Mmap,
+    lease: ReadLease,
+}
+
+impl LeasedFile {
+    /// Maps a leased file for serving.
+    #[allow(unsafe_code)]
+    pub fn map(lease: ReadLease) -> io::Result<Self> {
+        // SAFETY: the file is a regular file on a local filesystem (see
+        // `is_local_fs`; network and FUSE ones are never mapped) under our
+        // read lease: no one can open it for writing or truncate it until
+        // the lease is released, and the kernel tells us (SIGIO) before it
+        // lets a writer in; the driver then drops this value, the map
+        // before the lease. Remaining limits: an I/O error reading a mapped
+        // page (a failing disk) still raises SIGBUS, and a loop stalled
+        // past /proc/sys/fs/lease-break-time (45 s) lets the kernel break
+        // the lease itself; the loop never waits that long.
+        let map = unsafe { memmap2::Mmap::map(&lease.file) }?;
+        Ok(Self { map, lease })
+    }
+}
+
+impl LeasedMap for LeasedFile {
+    fn map(&self) -> &memmap2::Mmap {
+        &self.map
+    }
+
+    fn breaking(&self) -> bool {
+        self.lease.breaking()
+    }
 }
 
 /// A file served with `pread` and checked as it goes (see the module doc).
@@ -242,21 +338,33 @@ pub struct CheckedReader {
     file: File,
     len: u64,
     next: u64,
-    hasher: FileHasher,
-    id: FileId,
-    timestamp: Timestamp,
+    /// The hash gate: what the bytes must hash to. None for an unverified
+    /// copy served by the user's choice (`--share-unverified`), which never
+    /// hashes to its id; a shrink still ends it unfinished.
+    expect: Option<(FileHasher, FileId, Timestamp)>,
 }
 
 impl CheckedReader {
-    /// Reads the first `len` bytes of `file` for the file `id`.
+    /// Reads the first `len` bytes of `file` for the file `id`, closing the
+    /// message only if they hash to it.
     pub fn new(file: File, len: u64, id: FileId, timestamp: Timestamp) -> Self {
         Self {
             file,
             len,
             next: 0,
-            hasher: FileHasher::new(),
-            id,
-            timestamp,
+            expect: Some((FileHasher::new(), id, timestamp)),
+        }
+    }
+
+    /// Reads the first `len` bytes of an unverified copy, without the hash
+    /// gate (it would always refuse); only for a copy the user chose to
+    /// share unverified.
+    pub fn unverified(file: File, len: u64) -> Self {
+        Self {
+            file,
+            len,
+            next: 0,
+            expect: None,
         }
     }
 }
@@ -279,13 +387,19 @@ impl ChunkReader for CheckedReader {
                 e
             }
         })?;
-        self.hasher.update(buf);
+        if let Some((hasher, _, _)) = &mut self.expect {
+            hasher.update(buf);
+        }
         self.next += buf.len() as u64;
         Ok(())
     }
 
     fn finish(&mut self) -> io::Result<()> {
-        if self.next == self.len && self.hasher.clone().matches(&self.id, &self.timestamp) {
+        let hashes = match &self.expect {
+            Some((hasher, id, timestamp)) => hasher.clone().matches(id, timestamp),
+            None => true,
+        };
+        if self.next == self.len && hashes {
             Ok(())
         } else {
             Err(io::Error::new(
@@ -418,7 +532,9 @@ mod tests {
         match open_for_serving(&path, true).unwrap() {
             (Opened::Leased(lease), stamp) => {
                 assert!(!lease.breaking());
-                assert_eq!(map_leased(&lease).unwrap().len() as u64, stamp.len);
+                let mapped = LeasedFile::map(lease).unwrap();
+                assert_eq!(mapped.map().len() as u64, stamp.len);
+                assert!(!mapped.breaking());
             }
             (Opened::Unleased(_, e), _) => {
                 // A filesystem or kernel without leases: the checked path
@@ -434,6 +550,33 @@ mod tests {
             Opened::Leased(_) => panic!("leased a file open for writing"),
         }
         drop(writer);
+    }
+
+    #[test]
+    fn network_and_fuse_filesystems_are_never_mapped_and_local_ones_may_be() {
+        for magic in REMOTE_FS_MAGIC {
+            assert!(!lease_guards_fs(magic), "{magic:#x}");
+        }
+        // ext4, xfs, btrfs, tmpfs.
+        for magic in [0xEF53, 0x5846_5342, 0x9123_683E, 0x0102_1994] {
+            assert!(lease_guards_fs(magic), "{magic:#x}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a");
+        std::fs::write(&path, b"abc").unwrap();
+        let file = File::open(&path).unwrap();
+        if !is_local_fs(&file) {
+            eprintln!(
+                "skipped: {} is on a network or FUSE filesystem",
+                path.display()
+            );
+            return;
+        }
+        // A local file is offered a lease (granted or not by the kernel).
+        match open_for_serving(&path, true).unwrap().0 {
+            Opened::Leased(_) => {}
+            Opened::Unleased(_, e) => assert!(!e.to_string().contains("network"), "{e}"),
+        }
     }
 
     #[test]
@@ -508,6 +651,54 @@ mod tests {
         }
         fn flush(&mut self) -> io::Result<()> {
             Ok(())
+        }
+    }
+
+    #[test]
+    fn an_unverified_copy_shared_by_choice_is_sent_whole_without_the_hash_gate() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.bin");
+        let data = bytes(6, CHUNK_LEN + 5);
+        std::fs::write(&path, &data).unwrap();
+        // Its id is another file's: an unverified copy never hashes to it.
+        let rec = record_for(&bytes(7, CHUNK_LEN + 5));
+        let (opened, stamp) = open_for_serving(&path, false).unwrap();
+        let file = match opened {
+            Opened::Unleased(f, _) => f,
+            Opened::Leased(_) => panic!("leased with leases off"),
+        };
+        let reader = CheckedReader::unverified(file, stamp.len);
+        let (out, r) = encode(&mut FileDataEncoder::new(
+            &rec,
+            FileSource::Read(Box::new(reader)),
+        ));
+        r.unwrap();
+        assert!(out.ends_with(b"\"}\n"));
+        // The hash gate still refuses it.
+        let (_, r) = encode(&mut checked(&path, &rec));
+        assert!(is_source_changed(&r.unwrap_err()));
+    }
+
+    #[test]
+    fn only_a_missing_or_replaced_file_counts_as_gone_not_a_passing_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = |p: &Path| open_for_serving(p, true).err().expect("opened");
+        let gone = err(&dir.path().join("none"));
+        assert!(is_gone(&gone), "{gone}");
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(dir.path().join("none"), &link).unwrap();
+        let e = err(&link);
+        assert!(is_gone(&e), "{e}");
+        let e = err(dir.path());
+        assert!(is_gone(&e), "{e}");
+        for errno in [
+            libc::EMFILE,
+            libc::ENFILE,
+            libc::ENOMEM,
+            libc::EIO,
+            libc::EACCES,
+        ] {
+            assert!(!is_gone(&io::Error::from_raw_os_error(errno)), "{errno}");
         }
     }
 
