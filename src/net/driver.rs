@@ -272,10 +272,19 @@ fn bind(host: &str, port: u16, what: &str) -> Result<TcpListener, StartError> {
         .ok_or_else(|| StartError(format!("no address for {what} host {host}")))?;
     let std = std::net::TcpListener::bind(addr)
         .map_err(|e| StartError(format!("cannot listen for {what} on {addr}: {e}")))?;
+    // std listens with a backlog of 128: a flood of one-message
+    // connections overflows it, and a dropped SYN costs its sender a 1 s
+    // retry. Listening again only raises the backlog (capped by somaxconn).
+    if let Err(e) = socket2::SockRef::from(&std).listen(LISTEN_BACKLOG) {
+        warn!("cannot raise the {what} backlog: {e}");
+    }
     std.set_nonblocking(true)
         .map_err(|e| StartError(format!("cannot listen for {what} on {addr}: {e}")))?;
     Ok(TcpListener::from_std(std))
 }
+
+/// Pending connections the kernel queues for each listener.
+const LISTEN_BACKLOG: i32 = 1024;
 
 /// What [`load_catalog`] found.
 struct Loaded {

@@ -356,13 +356,17 @@ fn parse_entry(key: &str, value: &Value) -> Result<(StoredEntry, Vec<String>), S
         Some(v @ Value::Array(_)) => Some(v),
         _ => obj.get("peers"),
     };
+    // The catalog keeps at most MAX_HOLDERS holders a file: the rest are
+    // not even read (a list of 100 000 would cost a quadratic dedupe).
     let mut peers_with_file: Vec<PeerId> = Vec::new();
     if let Some(Value::Array(items)) = peers_value {
         for item in items {
+            if peers_with_file.len() >= crate::core::catalog::MAX_HOLDERS {
+                break;
+            }
             if let Value::String(p) = item {
-                let p = PeerId(p.clone());
-                if !peers_with_file.contains(&p) {
-                    peers_with_file.push(p);
+                if !peers_with_file.iter().any(|q| q.0 == *p) {
+                    peers_with_file.push(PeerId(p.clone()));
                 }
             }
         }
