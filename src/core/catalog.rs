@@ -107,6 +107,9 @@ pub struct Catalog {
     budget: usize,
     /// Whether the "catalog full" line was written since it last had room.
     full_logged: bool,
+    /// Bumped by every change to an entry, its holders or our copy, so a
+    /// view rendered before can tell it is out of date.
+    changes: u64,
 }
 
 impl Default for Catalog {
@@ -128,6 +131,7 @@ impl Catalog {
             bytes: 0,
             budget,
             full_logged: false,
+            changes: 0,
         }
     }
 
@@ -154,6 +158,11 @@ impl Catalog {
     /// What the entries cost together, in bytes ([`entry_cost`]).
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// How many times the entries changed (never goes back).
+    pub fn changes(&self) -> u64 {
+        self.changes
     }
 
     /// Whether `more` bytes from the network fit in the budget. The first
@@ -215,6 +224,7 @@ impl Catalog {
                 },
             );
             self.bytes += cost;
+            self.changes += 1;
             return true;
         }
         let mut changed = false;
@@ -253,6 +263,7 @@ impl Catalog {
                 }
             }
         }
+        self.changes += u64::from(changed);
         changed
     }
 
@@ -275,6 +286,7 @@ impl Catalog {
             }
         }
         self.bytes -= freed;
+        self.changes += u64::from(changed);
         for r in held {
             changed |= self.merge(r, Some(holder));
         }
@@ -294,6 +306,7 @@ impl Catalog {
             }
         }
         self.bytes -= freed;
+        self.changes += u64::from(changed);
         self.prune();
         changed
     }
@@ -315,6 +328,7 @@ impl Catalog {
         }
         self.bytes -= freed;
         if changed {
+            self.changes += 1;
             self.prune();
         }
         changed
@@ -322,6 +336,7 @@ impl Catalog {
 
     fn prune(&mut self) {
         let mut freed = 0;
+        let before = self.files.len();
         self.files.retain(|_, e| {
             let keep = !e.holders.is_empty() || e.local.is_some();
             if !keep {
@@ -330,6 +345,7 @@ impl Catalog {
             keep
         });
         self.bytes -= freed;
+        self.changes += u64::from(self.files.len() != before);
         self.released();
     }
 
@@ -337,6 +353,7 @@ impl Catalog {
     /// always, past the caps too (our own files are bounded by the folder).
     pub fn set_local(&mut self, record: FileRecord, local: LocalCopy) {
         let added = local.name.len();
+        self.changes += 1;
         match self.files.get_mut(&record.file_id) {
             Some(e) => {
                 let old = e.local.as_ref().map_or(0, |l| l.name.len());
@@ -396,6 +413,7 @@ impl Catalog {
                 local,
             },
         );
+        self.changes += 1;
         true
     }
 
@@ -404,6 +422,7 @@ impl Catalog {
         let local = self.files.get_mut(id)?.local.take();
         // The name was counted in the entry's cost.
         self.bytes -= local.as_ref().map_or(0, |l| l.name.len());
+        self.changes += 1;
         self.prune();
         local
     }
@@ -411,6 +430,7 @@ impl Catalog {
     /// Removes a file entirely; returns it.
     pub fn remove(&mut self, id: &FileId) -> Option<Entry> {
         let e = self.files.remove(id)?;
+        self.changes += 1;
         self.bytes -= entry_cost(&e);
         self.released();
         Some(e)

@@ -215,6 +215,9 @@ pub struct Downloads {
     active: BTreeMap<TransferId, Download>,
     next_id: u64,
     next_attempt: u64,
+    /// Bumped when a download starts or ends, so a view rendered before
+    /// can tell (progress within one is not counted).
+    changes: u64,
 }
 
 impl Downloads {
@@ -245,6 +248,7 @@ impl Downloads {
 
     /// Adds a download.
     pub fn insert(&mut self, d: Download) {
+        self.changes += 1;
         self.active.insert(d.id, d);
     }
 
@@ -260,7 +264,13 @@ impl Downloads {
 
     /// Ends a download.
     pub fn remove(&mut self, id: TransferId) -> Option<Download> {
+        self.changes += 1;
         self.active.remove(&id)
+    }
+
+    /// How many times a download started or ended (never goes back).
+    pub fn changes(&self) -> u64 {
+        self.changes
     }
 
     /// Every download, by id.

@@ -57,6 +57,9 @@ pub struct Membership {
     /// The tracked peerIds, sorted: random choices pick indices here, so a
     /// forward (the most frequent operation) does not walk the table.
     ids: Vec<PeerId>,
+    /// Bumped when a peer is added, moves or is dropped (not when it is
+    /// merely heard from), so a view rendered before can tell.
+    changes: u64,
 }
 
 impl Membership {
@@ -72,11 +75,13 @@ impl Membership {
             p.last_seen = now;
             if p.addr != addr {
                 p.addr = addr;
+                self.changes += 1;
                 return (Tracked::Moved, None);
             }
             return (Tracked::Refreshed, None);
         }
         let mut evicted = None;
+        self.changes += 1;
         if self.peers.len() >= MAX_PEERS {
             if let Some(oldest) = self.eviction_candidate() {
                 self.peers.remove(&oldest);
@@ -155,6 +160,11 @@ impl Membership {
         self.peers.contains_key(id)
     }
 
+    /// How many times a peer was added, moved or dropped (never goes back).
+    pub fn changes(&self) -> u64 {
+        self.changes
+    }
+
     /// Number of tracked peers.
     pub fn len(&self) -> usize {
         self.peers.len()
@@ -177,6 +187,7 @@ impl Membership {
             self.peers.remove(id);
             self.forget_id(id);
         }
+        self.changes += u64::from(!dead.is_empty());
         dead
     }
 

@@ -1493,6 +1493,27 @@ impl Peer {
     /// A snapshot for the stats page and its API: peers and transfers, and
     /// one page of files (only the page's entries are copied).
     pub fn view_page(&self, now: Time, page: FilePage) -> StateView {
+        self.view_page_within(now, page, |_| true)
+    }
+
+    /// Changes whenever what a view shows changes beyond figures that
+    /// merely tick (last seen, bytes done): files, holders, our copies,
+    /// tracked peers, downloads started or ended. A view rendered at the
+    /// same generation is the same apart from those figures.
+    pub fn generation(&self) -> u64 {
+        self.catalog.changes() + self.members.changes() + self.downloads.changes()
+    }
+
+    /// [`Peer::view_page`], holding the page's files only while `fits`
+    /// says so (it sees each in turn; the first is always kept, and the
+    /// page's `limit` then says how many it holds): a page of maximal
+    /// entries is cut before it is copied.
+    pub fn view_page_within(
+        &self,
+        now: Time,
+        mut page: FilePage,
+        mut fits: impl FnMut(&FileView) -> bool,
+    ) -> StateView {
         let peers = self
             .members
             .all()
@@ -1519,7 +1540,17 @@ impl Peer {
                 verified: e.local.as_ref().is_none_or(|l| l.verified),
                 peers_with_file: e.holders.iter().map(|p| p.0.clone()).collect(),
             })
+            .enumerate()
+            .take_while(|(i, f)| fits(f) || *i == 0)
+            .map(|(_, f)| f)
             .collect();
+        if files.len()
+            < page
+                .limit
+                .min(self.catalog.len().saturating_sub(page.offset))
+        {
+            page.limit = files.len().max(1);
+        }
         let transfers = self
             .downloads
             .iter()

@@ -121,7 +121,135 @@ pub struct TransferView {
 
 #[cfg(test)]
 mod tests {
+    use super::super::catalog::LocalCopy;
+    use super::super::downloads::Download;
+    use super::super::{Config, Peer, Time};
     use super::*;
+    use crate::ids::{FileId, PeerAddr, PeerId, TransferId};
+    use crate::protocol::{FileRecord, FileSize, Timestamp};
+    use rand::rngs::SmallRng;
+    use rand::SeedableRng;
+    use std::time::Duration;
+
+    fn peer() -> Peer {
+        Peer::new(
+            Config {
+                peer_id: "me".into(),
+                addr: PeerAddr::new("127.0.0.1", 9000),
+                well_known: vec![],
+                gossip_interval: Duration::from_secs(30),
+                peer_timeout: Duration::from_secs(60),
+                auto_fetch: 0,
+                share_unverified: true,
+            },
+            SmallRng::seed_from_u64(1),
+        )
+    }
+
+    fn record(i: usize) -> FileRecord {
+        FileRecord {
+            file_name: format!("f{i:03}.txt"),
+            file_size: FileSize::Bytes(3),
+            file_id: FileId(format!("{i:064x}")),
+            file_owner: "me".into(),
+            file_timestamp: Timestamp::from_secs(1),
+        }
+    }
+
+    fn local() -> LocalCopy {
+        LocalCopy {
+            name: "f.txt".into(),
+            verified: true,
+        }
+    }
+
+    #[test]
+    fn the_generation_changes_with_what_the_view_shows_and_not_with_the_clock() {
+        let mut p = peer();
+        let mut seen = p.generation();
+        let mut changed = |p: &Peer| {
+            let now = p.generation();
+            let was = std::mem::replace(&mut seen, now);
+            now != was
+        };
+        let (a, at) = (PeerId::from("a"), PeerAddr::new("127.0.0.1", 9001));
+        p.members.track(Time(0), &a, at.clone());
+        assert!(changed(&p), "a peer tracked");
+        p.members.track(Time(1_000), &a, at);
+        p.members.touch(Time(2_000), &a);
+        assert!(!changed(&p), "a peer heard from again");
+        p.members
+            .track(Time(3_000), &a, PeerAddr::new("127.0.0.1", 9002));
+        assert!(changed(&p), "a peer moved");
+
+        p.catalog.set_local(record(1), local());
+        assert!(changed(&p), "a file saved");
+        p.catalog.merge(&record(1), Some(&a));
+        assert!(changed(&p), "a holder learnt");
+        p.catalog.merge(&record(1), Some(&a));
+        assert!(!changed(&p), "a holder heard of again");
+        p.catalog.clear_local(&record(1).file_id);
+        assert!(changed(&p), "our copy dropped");
+
+        let id = TransferId(1);
+        p.downloads.insert(Download {
+            id,
+            record: record(2),
+            remaining: Default::default(),
+            current: None,
+            failures: vec![],
+            origins: vec![],
+            bytes_done: 0,
+            unverified_fallback: None,
+            kept_took: None,
+            queued: false,
+        });
+        assert!(changed(&p), "a download started");
+        if let Some(d) = p.downloads.get_mut(id) {
+            d.bytes_done = 1_000;
+        }
+        assert!(!changed(&p), "a download progressed");
+        p.downloads.remove(id);
+        assert!(changed(&p), "a download ended");
+
+        p.members.expire(Time(3_000_000), Duration::from_secs(60));
+        assert!(changed(&p), "a peer dropped (and its files with it)");
+    }
+
+    #[test]
+    fn a_page_is_cut_while_it_is_copied_and_says_how_many_it_holds() {
+        let mut p = peer();
+        for i in 0..10 {
+            p.catalog.set_local(record(i), local());
+        }
+        let page = FilePage {
+            offset: 2,
+            limit: 5,
+        };
+        let mut asked = 0;
+        let view = p.view_page_within(Time(0), page, |_| {
+            asked += 1;
+            asked <= 3
+        });
+        let names: Vec<&str> = view.files.iter().map(|f| f.file_name.as_str()).collect();
+        assert_eq!(names, ["f002.txt", "f003.txt", "f004.txt"]);
+        assert_eq!((view.offset, view.limit, view.files_total), (2, 3, 10));
+        assert_eq!(asked, 4, "no file is looked at past the first refused");
+        // The first file is always shown; a page that isn't cut keeps its limit.
+        let one = p.view_page_within(Time(0), page, |_| false);
+        assert_eq!((one.files.len(), one.limit), (1, 1));
+        let whole = p.view_page_within(Time(0), page, |_| true);
+        assert_eq!((whole.files.len(), whole.limit), (5, 5));
+        let tail = p.view_page_within(
+            Time(0),
+            FilePage {
+                offset: 8,
+                limit: 5,
+            },
+            |_| true,
+        );
+        assert_eq!((tail.files.len(), tail.limit), (2, 5));
+    }
 
     #[test]
     fn a_page_holds_exactly_the_items_a_full_sort_puts_there() {

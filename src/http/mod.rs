@@ -18,6 +18,7 @@
 
 use std::time::Duration;
 
+mod budget;
 mod cache;
 mod format;
 mod page;
@@ -26,7 +27,11 @@ mod response;
 #[cfg(test)]
 mod test_support;
 
-pub use cache::{Rendered, ResponseCache, CACHE_FOR, MAX_CACHED};
+pub use budget::{FileBudget, PAGE_RESERVE};
+pub use cache::{
+    normalise, Key, Rendered, ResponseCache, CACHE_FOR, MAX_CACHED, MAX_RENDERS_PER_SEC,
+    PAGE_LIMITS,
+};
 pub use page::escape_html;
 pub use request::{parse_request, ParseOutcome, Route};
 pub use response::{error_response, render, render_bounded};

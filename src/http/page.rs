@@ -14,9 +14,9 @@ use super::format::{
 use crate::core::view::{FileView, PeerView, StateView, TransferView};
 
 /// The page's stylesheet, inlined into a `<style>` element.
-const CSS: &str = include_str!("page.css");
+pub(super) const CSS: &str = include_str!("page.css");
 /// The live-update script, inlined into a `<script>` element.
-const SCRIPT: &str = include_str!("page.js");
+pub(super) const SCRIPT: &str = include_str!("page.js");
 
 /// Escapes `s` for HTML text and quoted attribute values: `&`, `<`, `>`,
 /// `"` and `'` become character references.

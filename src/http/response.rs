@@ -1,8 +1,8 @@
 //! Building complete HTTP/1.1 responses: the two routes and errors.
 
+use super::budget::cut_to_fit;
 use super::page::render_page;
 use super::request::Route;
-use super::MAX_RESPONSE;
 use crate::core::view::StateView;
 
 /// The page's policy: inline script and style only, fetch to this origin
@@ -40,24 +40,20 @@ pub fn render(route: Route, head_only: bool, state: &StateView) -> Vec<u8> {
     }
 }
 
-/// The complete GET response for a routed request, at most [`MAX_RESPONSE`]
-/// bytes: while it is larger, the page holds half the files (`limit`
-/// says how many it holds). A single file larger than that (names and
-/// holders at their caps) is still shown.
+/// The complete GET response for a routed request, at most [`super::MAX_RESPONSE`]
+/// bytes: a page whose files would make it larger holds fewer (`limit`
+/// says how many), cut by an upper bound on each file's escaped size
+/// before anything is rendered, so it is rendered once and never larger.
+/// A single file larger than that (names and holders at their caps) is
+/// still shown.
 pub fn render_bounded(route: Route, mut state: StateView) -> Vec<u8> {
-    loop {
-        let resp = render(route, false, &state);
-        if resp.len() <= MAX_RESPONSE || state.files.len() <= 1 {
-            return resp;
-        }
-        let keep = state.files.len() / 2;
-        state.files.truncate(keep);
-        state.limit = keep;
-    }
+    cut_to_fit(&mut state);
+    render(route, false, &state)
 }
 
 /// A complete error response: `status` and `reason` on the status line and
-/// as a small `text/plain` body. A 405 also carries `Allow: GET, HEAD`.
+/// as a small `text/plain` body. A 405 also carries `Allow: GET, HEAD`,
+/// a 503 `Retry-After: 1`.
 ///
 /// A `status` outside 100..=999 becomes 500, and `reason` keeps only
 /// printable ASCII, so the response is always well-formed.
@@ -81,10 +77,11 @@ pub(crate) fn error_response_for(status: u16, reason: &str, head_only: bool) -> 
         trimmed => trimmed,
     };
     let body = format!("{status} {reason}\n");
-    let allow: &[(&str, &str)] = if status == 405 {
-        &[("Allow", "GET, HEAD")]
-    } else {
-        &[]
+    let allow: &[(&str, &str)] = match status {
+        405 => &[("Allow", "GET, HEAD")],
+        // Busy for a moment (output or render budget): ask again shortly.
+        503 => &[("Retry-After", "1")],
+        _ => &[],
     };
     response(
         status,
@@ -137,7 +134,7 @@ fn response(
 mod tests {
     use super::*;
     use crate::http::test_support::sample_state;
-    use crate::http::{parse_request, ParseOutcome};
+    use crate::http::{parse_request, ParseOutcome, MAX_RESPONSE};
     use serde_json::Value;
 
     /// Splits a response into (status line, headers, body).

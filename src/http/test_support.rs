@@ -39,3 +39,9 @@ pub(crate) fn sample_state() -> StateView {
         }],
     }
 }
+
+/// Counts this test binary's allocations per thread, so a test can measure
+/// the peak of a render ([`crate::fuzzing::Meter`]).
+#[cfg(feature = "testkit")]
+#[global_allocator]
+static ALLOC: crate::fuzzing::MeteredAlloc = crate::fuzzing::MeteredAlloc;

@@ -906,6 +906,8 @@ impl Driver {
 
     fn on_due(&mut self, due: Due) {
         let now = self.now();
+        // Shared responses are let go once stale, not at the next request.
+        self.http_cache.evict(now);
         match due {
             Due::Core(t) => self.core.on_timer(now, t),
             Due::Persist => {
@@ -2300,7 +2302,7 @@ impl Driver {
                 route,
                 head_only,
                 page,
-                |page| core.view_page(now, page),
+                core,
             ),
             http::ParseOutcome::Respond(bytes) => Payload::bytes(bytes),
             http::ParseOutcome::Incomplete => return,

@@ -6,15 +6,16 @@
 //! costs nothing more). How long a response may take is the driver's deadline
 //! ([`http::SEND_TIMEOUT`], [`http::STALL_TIMEOUT`]).
 
-use crate::core::view::{FilePage, StateView};
-use crate::core::Time;
+use crate::core::view::FilePage;
+use crate::core::{Peer, Time};
 use crate::http::{self, ResponseCache, Route};
 use crate::net::conn::{Conn, Payload, Role, WriteKind};
 use slab::Slab;
 use std::collections::HashSet;
 
-/// The payload answering a routed request; `view` builds the state for a
-/// page of files, called only when the cache has no fresh response.
+/// The payload answering a routed request from `core`'s state; the state
+/// is copied out and rendered only when the cache has no response for
+/// this page at the core's generation.
 pub fn respond(
     cache: &mut ResponseCache,
     conns: &Slab<Conn>,
@@ -22,11 +23,16 @@ pub fn respond(
     route: Route,
     head_only: bool,
     page: FilePage,
-    view: impl FnOnce(FilePage) -> StateView,
+    core: &Peer,
 ) -> Payload {
+    let key = http::Key {
+        route,
+        page: http::normalise(page, core.catalog().len()),
+        generation: core.generation(),
+    };
     let pending = pending_output(conns);
     // A body other connections are writing already costs nothing more.
-    if let Some(rendered) = cache.peek(now, route, page) {
+    if let Some(rendered) = cache.peek(now, key) {
         if pending.bodies.contains(&(rendered.bytes.as_ptr() as usize)) {
             return share(rendered, head_only);
         }
@@ -34,15 +40,23 @@ pub fn respond(
     if pending.total >= http::HTTP_OUTPUT_BUDGET {
         return over_budget(pending.total);
     }
-    let rendered = cache.get(now, route, page, || {
-        let bytes = http::render_bounded(route, view(page));
+    let rendered = cache.get(now, key, || {
+        // Files are copied only while they fit the response with room for
+        // the page itself; render_bounded cuts again with the real rest.
+        let mut budget = http::FileBudget::new(http::PAGE_RESERVE);
+        let view = core.view_page_within(now, key.page, |f| budget.fits(f));
+        let bytes = http::render_bounded(route, view);
         log::debug!(
             "http: rendered {route:?} from file {} ({} bytes)",
-            page.offset,
+            key.page.offset,
             bytes.len()
         );
         bytes
     });
+    let Some(rendered) = rendered else {
+        log::debug!("http: render budget spent this second; answering 503");
+        return Payload::bytes(http::error_response(503, "Service Unavailable"));
+    };
     if pending.total + rendered.bytes.len() > http::HTTP_OUTPUT_BUDGET {
         return over_budget(pending.total);
     }
