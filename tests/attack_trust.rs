@@ -797,6 +797,11 @@ fn a_second_peer_on_the_same_folder_spelled_differently_exits_1() {
             Some(1),
             "second peer on {s:?}: {run:?}"
         );
+        let said = format!("{}{}", run.stdout, run.stderr);
+        assert!(
+            said.contains(&first.pid().to_string()) && said.contains("first"),
+            "the refusal on {s:?} does not name the running peer: {said}"
+        );
     }
     assert!(first.alive());
     assert!(answers_gossip(&first, Duration::from_secs(1)));
@@ -1606,4 +1611,68 @@ fn control_characters_in_every_other_field_never_reach_the_log_raw() {
         found.push("a line starts with FORGED".into());
     }
     assert!(found.is_empty(), "{}", found.join("\n"));
+}
+
+#[test]
+fn a_dest_folder_swapped_for_a_symlink_to_the_storage_folder_during_the_download_is_never_written_into(
+) {
+    let bytes = pattern(93, 128 * 1024);
+    let file = NetFile::new("swap.bin", "owner", 1_700_000_000, bytes);
+    let mut d = PeerBuilder::new("downloader").args(&QUIET).spawn();
+    let _holder = fake_holder_for(
+        &d,
+        std::slice::from_ref(&file),
+        Pace {
+            chunk: 16 * 1024,
+            pause: Duration::from_millis(150),
+        },
+    );
+    let out = tempfile::tempdir().unwrap();
+    let sub = out.path().join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    for (dest, what) in [
+        (sub.join("new.bin"), "a file path"),
+        (sub.clone(), "a folder"),
+    ] {
+        let before = data_files(&d.dir);
+        if sub.is_symlink() {
+            std::fs::remove_file(&sub).unwrap();
+            std::fs::create_dir(&sub).unwrap();
+        }
+        // Forget the copy the first round saved, so the second downloads again.
+        let _ = std::fs::remove_file(d.dir.join("swap.bin"));
+        let skip = d.line_count();
+        d.send_line(&format!("get {} {}", &file.id[..12], dest.display()));
+        let started = wait_until(T, || {
+            get_lines(&d, skip)
+                .iter()
+                .any(|l| l.starts_with("get: fetching") || l.starts_with("get: already have"))
+        });
+        assert!(started, "{what}: no download\n{}", tail(&d));
+        std::fs::remove_dir(&sub).unwrap();
+        std::os::unix::fs::symlink(&d.dir, &sub).unwrap();
+        let ended = wait_until(T, || {
+            get_lines(&d, skip).iter().any(|l| {
+                !l.starts_with("get: fetching")
+                    && !l.starts_with("get: saved")
+                    && !l.starts_with("get: already have")
+            })
+        });
+        thread::sleep(Duration::from_millis(300));
+        let after = data_files(&d.dir);
+        let extra: Vec<&String> = after
+            .iter()
+            .filter(|n| !before.contains(n) && *n != "swap.bin")
+            .collect();
+        assert!(
+            extra.is_empty(),
+            "{what}: the copy went into the storage folder through the swapped DEST as {extra:?}: {:?}",
+            get_lines(&d, skip)
+        );
+        assert!(
+            ended,
+            "{what}: no line about DEST: {:?}",
+            get_lines(&d, skip)
+        );
+    }
 }
