@@ -1757,3 +1757,33 @@ fn a_metadata_json_entry_with_100000_holders_loads_within_5_s() {
         "the ordinary entry was lost"
     );
 }
+
+#[test]
+fn a_gossip_reply_whose_records_carry_huge_holder_lists_never_stalls_the_loop() {
+    let p = PeerBuilder::new("victim").args(&QUIET).spawn();
+    let fake = FakePeer::start();
+    // ~3 MB each: a record with 150 000 names in `peers_with_file` and in
+    // A-style `peers` (both to be ignored on the wire).
+    let names: Vec<String> = (0..150_000).map(|i| format!("h{i:07}")).collect();
+    let mut worst = Duration::ZERO;
+    for round in 0..3 {
+        let reply = json!({"type": "GOSSIP_REPLY", "host": "127.0.0.1", "port": fake.port,
+            "peerId": format!("big-{round}"), "files": [{"file_name": "x", "file_size": 1,
+            "file_id": sha256_hex(format!("r{round}").as_bytes()), "file_owner": "o",
+            "file_timestamp": 1, "peers_with_file": names, "peers": names}]});
+        send_raw(p.p2p_port, reply.to_string().as_bytes()).unwrap();
+        let t = Instant::now();
+        assert!(answers_gossip(&p, Duration::from_secs(3)), "{}", tail(&p));
+        worst = worst.max(t.elapsed());
+    }
+    println!("worst GOSSIP round trip after a huge-holder reply: {worst:?}");
+    assert!(worst < Duration::from_secs(1), "GOSSIP took {worst:?}");
+    let e = p
+        .file_with_id(&sha256_hex(b"r0"))
+        .expect("the record was dropped");
+    let holders = e["peers_with_file"]
+        .as_array()
+        .map(|h| h.len())
+        .unwrap_or(0);
+    assert!(holders <= 256, "{holders} holders recorded");
+}
