@@ -1787,3 +1787,53 @@ fn a_gossip_reply_whose_records_carry_huge_holder_lists_never_stalls_the_loop() 
         .unwrap_or(0);
     assert!(holders <= 256, "{holders} holders recorded");
 }
+
+#[test]
+fn sigterm_during_a_slow_start_ends_the_process_within_2_s_and_keeps_metadata_json() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("storage");
+    std::fs::create_dir(&dir).unwrap();
+    let holders: Vec<String> = (0..100_000).map(|i| format!("\"holder-{i:08}\"")).collect();
+    let first = format!(
+        r#"{{"file_name":"h","file_size":1,"file_id":"a1","file_owner":"x","file_timestamp":1,"peers_with_file":[{}],"has_copy":"no"}}"#,
+        holders.join(",")
+    );
+    write_metadata(&dir, &first);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_peershare"))
+        .args([
+            "slow",
+            "127.0.0.1",
+            "0",
+            "0",
+            "--no-well-known",
+            "--storage-dir",
+        ])
+        .arg(&dir)
+        .args(["--log-file"])
+        .arg(tmp.path().join("log"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    thread::sleep(Duration::from_millis(1500));
+    let t0 = Instant::now();
+    // SAFETY: kill(2) on our own, not yet reaped, child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let status = wait_exit(&mut child, Duration::from_secs(30));
+    let took = t0.elapsed();
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    println!("SIGTERM during the load: {status:?} after {took:?}");
+    assert!(
+        took < Duration::from_secs(2),
+        "SIGTERM took {took:?} ({status:?})"
+    );
+    let meta = std::fs::read(dir.join("metadata.json")).unwrap();
+    assert!(
+        serde_json::from_slice::<Value>(&meta).is_ok(),
+        "metadata.json no longer parses"
+    );
+}
