@@ -1837,3 +1837,56 @@ fn sigterm_during_a_slow_start_ends_the_process_within_2_s_and_keeps_metadata_js
         "metadata.json no longer parses"
     );
 }
+
+#[test]
+fn the_storage_folder_spelled_any_other_way_is_refused_as_dest() {
+    let file = NetFile::new("sp.bin", "owner", 1_700_000_000, pattern(95, 2000));
+    let mut d = PeerBuilder::new("downloader").args(&QUIET).spawn();
+    let _h = fake_holder_for(&d, std::slice::from_ref(&file), Pace::FULL);
+    let st = d.dir.display().to_string();
+    let parent = d.dir.parent().unwrap().display().to_string();
+    let spellings = [
+        format!("{st}//new.bin"),
+        format!("{st}/./new.bin"),
+        format!(
+            "{parent}/../{}/storage/new.bin",
+            d.dir
+                .parent()
+                .unwrap()
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+        ),
+        format!("/proc/self/root{st}/new.bin"),
+        format!("/proc/{}/root{st}/new.bin", d.pid()),
+        format!("{st}/"),
+        format!("/{st}"),
+    ];
+    for dest in &spellings {
+        let before = data_files(&d.dir);
+        let skip = d.line_count();
+        d.send_line(&format!("get {} {dest}", &file.id[..12]));
+        let ended = wait_until(T, || {
+            get_lines(&d, skip).iter().any(|l| {
+                !l.starts_with("get: fetching")
+                    && !l.starts_with("get: saved")
+                    && !l.starts_with("get: already have")
+            })
+        });
+        assert!(ended, "{dest}: no answer\n{}", tail(&d));
+        thread::sleep(Duration::from_millis(200));
+        let lines = get_lines(&d, skip);
+        let extra: Vec<String> = data_files(&d.dir)
+            .into_iter()
+            .filter(|n| !before.contains(n) && n != "sp.bin")
+            .collect();
+        assert!(
+            extra.is_empty(),
+            "{dest}: wrote {extra:?} into the storage folder: {lines:?}"
+        );
+        assert!(
+            lines.iter().any(|l| l.contains("storage folder")),
+            "{dest}: not refused as the storage folder: {lines:?}"
+        );
+    }
+}
