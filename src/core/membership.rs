@@ -3,12 +3,18 @@
 //!
 //! Bounded: at `MAX_PEERS`, a new peer evicts the one silent the longest,
 //! taken first from the peers that never answered one of our GOSSIPs.
+//!
+//! Also which peers have *answered* us at the address they claim (see
+//! [`PeerState::answered`]), remembered past expiry for at most
+//! `MAX_PEERS` peerIds: a GOSSIP names any host:port, so only a peer that
+//! answered gets the messages nobody asked for (retransmissions,
+//! catch-ups).
 
 use crate::core::time::Time;
 use crate::ids::{PeerAddr, PeerId};
 use rand::seq::SliceRandom;
 use rand::RngCore;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// Most peers tracked at once. A flood of invented peerIds evicts the
 /// longest-silent entries, never grows the table.
@@ -34,6 +40,14 @@ pub struct PeerState {
     pub last_files: Option<Time>,
     /// When its last ANNOUNCE (`from` = it) reached us.
     pub last_announced: Option<Time>,
+    /// It sent us a GOSSIP_REPLY while tracked at `addr`, now or before it
+    /// last expired: the address really leads to it. A GOSSIP's host:port
+    /// is only a claim (anyone can name someone else's), so retransmissions
+    /// and catch-ups, which nobody asked for, go only to answered peers;
+    /// the GOSSIP_REPLY to the GOSSIP itself is the one message an
+    /// unanswered claim gets. Cleared when the peer moves to an address it
+    /// never answered from.
+    pub answered: bool,
 }
 
 /// What `track` did.
@@ -57,6 +71,11 @@ pub struct Membership {
     /// The tracked peerIds, sorted: random choices pick indices here, so a
     /// forward (the most frequent operation) does not walk the table.
     ids: Vec<PeerId>,
+    /// Where each peerId last answered us, and when: survives expiry, so
+    /// a peer found again after a partition or a restart is known to be
+    /// real. At most `MAX_PEERS` entries, the oldest answer forgotten
+    /// first.
+    answered_at: HashMap<PeerId, (PeerAddr, Time)>,
 }
 
 impl Membership {
@@ -68,10 +87,12 @@ impl Membership {
     /// Records that `id` is alive at `addr` now. Returns what changed, and
     /// the peer evicted to make room, if any.
     pub fn track(&mut self, now: Time, id: &PeerId, addr: PeerAddr) -> (Tracked, Option<PeerId>) {
+        let answered_here = self.answered_at.get(id).is_some_and(|(a, _)| *a == addr);
         if let Some(p) = self.peers.get_mut(id) {
             p.last_seen = now;
             if p.addr != addr {
                 p.addr = addr;
+                p.answered = answered_here;
                 return (Tracked::Moved, None);
             }
             return (Tracked::Refreshed, None);
@@ -97,9 +118,30 @@ impl Membership {
                 tracked_since: now,
                 last_files: None,
                 last_announced: None,
+                answered: answered_here,
             },
         );
         (Tracked::New, evicted)
+    }
+
+    /// Records that `id`, tracked, sent us its GOSSIP_REPLY now (its files
+    /// and the proof that its address leads to it); returns its state.
+    pub fn record_reply(&mut self, now: Time, id: &PeerId) -> Option<&mut PeerState> {
+        let p = self.peers.get_mut(id)?;
+        p.last_files = Some(now);
+        p.answered = true;
+        if !self.answered_at.contains_key(id) && self.answered_at.len() >= MAX_PEERS {
+            let oldest = self
+                .answered_at
+                .iter()
+                .min_by(|a, b| (a.1).1.cmp(&(b.1).1).then(a.0.cmp(b.0)))
+                .map(|(k, _)| k.clone());
+            if let Some(k) = oldest {
+                self.answered_at.remove(&k);
+            }
+        }
+        self.answered_at.insert(id.clone(), (p.addr.clone(), now));
+        Some(p)
     }
 
     fn forget_id(&mut self, id: &PeerId) {
@@ -319,5 +361,38 @@ mod tests {
         }
         let (_, evicted) = full.track(Time(5_000), &"late".into(), PeerAddr::new("h", 3));
         assert_eq!(evicted, Some(PeerId::from("q0")));
+    }
+
+    #[test]
+    fn an_answer_is_remembered_past_expiry_at_that_address_only() {
+        let mut m = Membership::new();
+        let q = PeerId::from("q");
+        m.track(Time(0), &q, PeerAddr::new("h", 1));
+        assert_eq!(m.get(&q).map(|p| p.answered), Some(false));
+        m.record_reply(Time(10), &q);
+        assert_eq!(m.get(&q).map(|p| p.answered), Some(true));
+        m.expire(Time(100_000), Duration::from_secs(60));
+        assert!(m.is_empty());
+        m.track(Time(100_000), &q, PeerAddr::new("h", 1));
+        assert_eq!(m.get(&q).map(|p| p.answered), Some(true));
+        // A claim of a new address is not proof that it leads to q.
+        m.track(Time(100_001), &q, PeerAddr::new("victim", 2));
+        assert_eq!(m.get(&q).map(|p| p.answered), Some(false));
+        let r = PeerId::from("r");
+        m.track(Time(100_002), &r, PeerAddr::new("h", 1));
+        assert_eq!(m.get(&r).map(|p| p.answered), Some(false));
+    }
+
+    #[test]
+    fn remembered_answers_stay_under_their_bound_and_the_oldest_is_forgotten() {
+        let mut m = Membership::new();
+        for i in 0..(MAX_PEERS as u64 + 50) {
+            let id = PeerId(format!("p{i}"));
+            m.track(Time(i), &id, PeerAddr::new("h", 1));
+            m.record_reply(Time(i), &id);
+        }
+        assert_eq!(m.answered_at.len(), MAX_PEERS);
+        assert!(!m.answered_at.contains_key(&PeerId::from("p0")));
+        assert!(m.answered_at.contains_key(&PeerId::from("p1073")));
     }
 }

@@ -429,7 +429,10 @@ impl Peer {
     /// liveness, with a peer timeout of only two intervals) waited for our
     /// next round. While we track no one it goes to the well-known peers
     /// instead. A stale timer (a later round has begun, or the peer
-    /// restarted) does nothing.
+    /// restarted) does nothing. Only peers that answered us at their
+    /// address (`PeerState::answered`) get it: an invented peerId naming
+    /// someone else's host:port would otherwise have that address dialled
+    /// five times a round for as long as it stays tracked (a reflector).
     fn retransmit(&mut self, now: Time, round: Time, pass: u8) {
         if self.last_round != Some(round) {
             return;
@@ -441,7 +444,7 @@ impl Peer {
             .members
             .all()
             .into_iter()
-            .filter(|(_, p)| p.last_files.is_none_or(|f| f <= round))
+            .filter(|(_, p)| p.answered && p.last_files.is_none_or(|f| f <= round))
             .map(|(_, p)| p.addr.clone())
             .collect();
         // Fix (found by the simulator): a peer that a partition had cut off
@@ -518,6 +521,10 @@ impl Peer {
     /// it would use up the once per ¾ interval forward of our GOSSIPs, so
     /// the next round's flood would stop at its first hop (measured: some
     /// peers then never got our GOSSIP and never sent their files).
+    /// Only to peers that answered us at that address before (found again
+    /// after a partition, an expiry or a restart): a first-time peer's
+    /// address is only its GOSSIP's claim (see `PeerState::answered`), and
+    /// the next round goes to it first anyway (`gossip_round`'s ranking).
     fn catch_up(&mut self, now: Time) {
         self.catch_up_pending = false;
         let Some(msg) = self.round_gossip.clone() else {
@@ -528,7 +535,9 @@ impl Peer {
             .members
             .all()
             .into_iter()
-            .filter(|(_, p)| p.last_files.is_none() && now.since(p.tracked_since) <= window)
+            .filter(|(_, p)| {
+                p.answered && p.last_files.is_none() && now.since(p.tracked_since) <= window
+            })
             .map(|(_, p)| p.addr.clone())
             .collect();
         if targets.is_empty() {
@@ -723,8 +732,7 @@ impl Peer {
                 }
                 self.track(now, &peer_id, &host, port);
                 let mut announced_just_now = false;
-                if let Some(p) = self.members.get_mut(&peer_id) {
-                    p.last_files = Some(now);
+                if let Some(p) = self.members.record_reply(now, &peer_id) {
                     announced_just_now = p
                         .last_announced
                         .is_some_and(|t| now.since(t) < REPLY_REORDER_WINDOW);
@@ -1725,23 +1733,81 @@ mod tests {
     }
 
     #[test]
-    fn a_peer_found_by_its_gossip_gets_our_rounds_gossip_again_unless_it_sent_its_files() {
+    fn a_peer_found_again_by_its_gossip_gets_our_rounds_gossip_again_unless_it_sent_its_files() {
         let mut p = peer();
         p.start(Time(0));
+        // q and r answered us once, then went silent and expired (a
+        // partition); our round at 90 s went out meanwhile.
+        p.on_message(Time(100), reply_from("q", 9001));
+        p.on_message(Time(100), reply_from("r", 9002));
+        p.on_timer(Time(70_000), Timer::Sweep);
+        assert!(p.members().is_empty());
+        p.take_effects();
+        p.on_timer(Time(90_000), Timer::Gossip);
         let round_id = sends(&p.take_effects())[0].2.clone();
-        p.on_message(Time(1_000), gossip_from("q", 9001, "g-q"));
-        p.on_message(Time(1_100), gossip_from("r", 9002, "g-r"));
+        p.on_message(Time(91_000), gossip_from("q", 9001, "g-q"));
+        p.on_message(Time(91_100), gossip_from("r", 9002, "g-r"));
         let at = catch_ups(&p.take_effects());
-        assert_eq!(at, vec![Time(3_000)], "one catch-up, batched");
+        assert_eq!(at, vec![Time(93_000)], "one catch-up, batched");
         // r's files arrive meanwhile: only q is asked again, with the
         // round's own id (no new id to flood the network with).
-        p.on_message(Time(1_200), reply_from("r", 9002));
+        p.on_message(Time(91_200), reply_from("r", 9002));
         p.take_effects();
-        p.on_timer(Time(3_000), Timer::CatchUp);
+        p.on_timer(Time(93_000), Timer::CatchUp);
         assert_eq!(sends(&p.take_effects()), vec![(9001, "GOSSIP", round_id)]);
         // The next catch-up waits half a gossip interval.
-        p.on_message(Time(4_000), gossip_from("s", 9003, "g-s"));
-        assert_eq!(catch_ups(&p.take_effects()), vec![Time(18_000)]);
+        p.on_message(Time(94_000), gossip_from("s", 9003, "g-s"));
+        assert_eq!(catch_ups(&p.take_effects()), vec![Time(108_000)]);
+    }
+
+    #[test]
+    fn a_peer_that_never_answered_gets_no_catch_up_and_no_retransmission() {
+        let mut p = peer();
+        round_with_peers(&mut p, 3);
+        // An invented peerId naming someone else's address, and one that
+        // answered before but now claims a new address.
+        p.on_message(Time(30_100), gossip_from("victim-claim", 7777, "g-v"));
+        p.on_message(Time(30_200), gossip_from("q0", 7778, "g-q0"));
+        let effects = p.take_effects();
+        // Each GOSSIP gets its one reply, to the claimed address.
+        let replies: Vec<u16> = sends(&effects)
+            .into_iter()
+            .filter(|s| s.1 == "GOSSIP_REPLY")
+            .map(|s| s.0)
+            .collect();
+        assert_eq!(replies, vec![7777, 7778]);
+        p.on_timer(Time(32_200), Timer::CatchUp);
+        for pass in 1..=RETRANSMIT_PASSES {
+            fire_retransmit(
+                &mut p,
+                Time(30_000 + 5_000 * u64::from(pass)),
+                Time(30_000),
+                pass,
+            );
+        }
+        let later = sends(&p.take_effects());
+        assert!(
+            later.iter().all(|s| s.0 != 7777 && s.0 != 7778),
+            "an unanswered address was dialled again: {later:?}"
+        );
+        // q1 and q2 answered at their addresses and missed this round's
+        // reply: they still get every pass.
+        assert_eq!(later.iter().filter(|s| s.0 == 9101).count(), 5);
+        assert_eq!(later.iter().filter(|s| s.0 == 9102).count(), 5);
+    }
+
+    #[test]
+    fn a_peer_moving_back_to_the_address_it_answered_from_is_answered_again() {
+        let mut p = peer();
+        p.start(Time(0));
+        p.on_message(Time(100), reply_from("q", 9001));
+        p.on_message(Time(200), gossip_from("q", 7777, "g1"));
+        assert_eq!(
+            p.members().get(&"q".into()).map(|s| s.answered),
+            Some(false)
+        );
+        p.on_message(Time(300), gossip_from("q", 9001, "g2"));
+        assert_eq!(p.members().get(&"q".into()).map(|s| s.answered), Some(true));
     }
 
     #[test]
