@@ -6,9 +6,9 @@
 //!
 //! Also which peers have *answered* us at the address they claim (see
 //! [`PeerState::answered`]), remembered past expiry for at most
-//! `MAX_PEERS` peerIds: a GOSSIP names any host:port, so only a peer that
-//! answered gets the messages nobody asked for (retransmissions,
-//! catch-ups).
+//! `MAX_PEERS` peerIds: a GOSSIP names any host:port, so a peer that never
+//! answered gets at most one of the messages nobody asked for (a round's
+//! direct GOSSIP, a retransmission, a catch-up).
 
 use crate::core::time::Time;
 use crate::ids::{PeerAddr, PeerId};
@@ -48,6 +48,21 @@ pub struct PeerState {
     /// unanswered claim gets. Cleared when the peer moves to an address it
     /// never answered from.
     pub answered: bool,
+    /// Our GOSSIP went straight to it (a round's target, a retransmission
+    /// or a catch-up) since it was tracked at `addr`.
+    pub asked: bool,
+}
+
+impl PeerState {
+    /// Whether an unsolicited GOSSIP of ours may go straight to it: always
+    /// once it answered at this address; once, else. An invented peerId
+    /// naming someone else's host:port then costs that address our
+    /// GOSSIP_REPLY and at most one GOSSIP, not one per retransmission pass
+    /// and round for as long as it stays tracked; a real peer whose first
+    /// reply was lost (a restart forgets who answered) still gets asked.
+    pub fn may_be_asked(&self) -> bool {
+        self.answered || !self.asked
+    }
 }
 
 /// What `track` did.
@@ -76,6 +91,9 @@ pub struct Membership {
     /// real. At most `MAX_PEERS` entries, the oldest answer forgotten
     /// first.
     answered_at: HashMap<PeerId, (PeerAddr, Time)>,
+    /// The tracked peerIds with `answered` set, sorted: forwards go to
+    /// them first (see [`Membership::random_peers`]).
+    answered_ids: Vec<PeerId>,
 }
 
 impl Membership {
@@ -93,6 +111,8 @@ impl Membership {
             if p.addr != addr {
                 p.addr = addr;
                 p.answered = answered_here;
+                p.asked = false;
+                self.sync_answered(id, answered_here);
                 return (Tracked::Moved, None);
             }
             return (Tracked::Refreshed, None);
@@ -119,9 +139,19 @@ impl Membership {
                 last_files: None,
                 last_announced: None,
                 answered: answered_here,
+                asked: false,
             },
         );
+        self.sync_answered(id, answered_here);
         (Tracked::New, evicted)
+    }
+
+    /// Records that our GOSSIP went straight to `id` (see
+    /// [`PeerState::may_be_asked`]).
+    pub fn mark_asked(&mut self, id: &PeerId) {
+        if let Some(p) = self.peers.get_mut(id) {
+            p.asked = true;
+        }
     }
 
     /// Records that `id`, tracked, sent us its GOSSIP_REPLY now (its files
@@ -141,13 +171,25 @@ impl Membership {
             }
         }
         self.answered_at.insert(id.clone(), (p.addr.clone(), now));
-        Some(p)
+        self.sync_answered(id, true);
+        self.peers.get_mut(id)
+    }
+
+    fn sync_answered(&mut self, id: &PeerId, answered: bool) {
+        match (self.answered_ids.binary_search(id), answered) {
+            (Err(at), true) => self.answered_ids.insert(at, id.clone()),
+            (Ok(at), false) => {
+                self.answered_ids.remove(at);
+            }
+            _ => {}
+        }
     }
 
     fn forget_id(&mut self, id: &PeerId) {
         if let Ok(at) = self.ids.binary_search(id) {
             self.ids.remove(at);
         }
+        self.sync_answered(id, false);
     }
 
     /// The peer a new one replaces when the table is full: the longest
@@ -222,25 +264,47 @@ impl Membership {
         dead
     }
 
-    /// Up to `n` random tracked peers, excluding `except`. Indices into
-    /// the sorted ids, so a seeded RNG gives the same choice every run.
-    /// Only `n + except.len()` random indices are drawn (in random order)
-    /// and compared with `except`: the first `n` non-excluded peers of a
-    /// uniformly random order are a uniform choice, and this runs on every
-    /// forward.
+    /// Up to `n` random tracked peers, excluding `except`: first from the
+    /// peers that answered us at their address, then, if too few did, from
+    /// all. A forward thus never goes to an invented peer (whose address
+    /// may be anyone's) while enough real ones are known.
     pub fn random_peers(
         &self,
         rng: &mut impl RngCore,
         n: usize,
         except: &[&PeerId],
     ) -> Vec<(PeerId, PeerAddr)> {
-        let m = (n + except.len()).min(self.ids.len());
-        rand::seq::index::sample(rng, self.ids.len(), m)
+        let mut out = Self::sample_ids(&self.answered_ids, rng, n, except);
+        if out.len() < n {
+            let mut skip: Vec<&PeerId> = except.to_vec();
+            skip.extend(out.iter());
+            let more = Self::sample_ids(&self.ids, rng, n - out.len(), &skip);
+            out.extend(more);
+        }
+        out.into_iter()
+            .filter_map(|id| self.peers.get(&id).map(|p| (id, p.addr.clone())))
+            .collect()
+    }
+
+    /// Up to `n` random ids of `ids`, excluding `except`. Only
+    /// `n + except.len()` random indices are drawn (in random order) and
+    /// compared with `except`: the first `n` non-excluded ids of a
+    /// uniformly random order are a uniform choice, and this runs on every
+    /// forward. Indices into a sorted list, so a seeded RNG gives the same
+    /// choice every run.
+    fn sample_ids(
+        ids: &[PeerId],
+        rng: &mut impl RngCore,
+        n: usize,
+        except: &[&PeerId],
+    ) -> Vec<PeerId> {
+        let m = (n + except.len()).min(ids.len());
+        rand::seq::index::sample(rng, ids.len(), m)
             .into_iter()
-            .map(|k| &self.ids[k])
+            .map(|k| &ids[k])
             .filter(|id| !except.contains(id))
             .take(n)
-            .filter_map(|id| self.peers.get(id).map(|p| (id.clone(), p.addr.clone())))
+            .cloned()
             .collect()
     }
 

@@ -9,11 +9,13 @@
 
 pub mod conn;
 pub mod driver;
+pub mod exit_guard;
 pub mod file_writer;
 pub mod limits;
 pub mod resolver;
 pub mod sockopt;
 pub mod stdin;
 pub mod timer;
+pub mod trim;
 
 pub use driver::{run, StartError};
