@@ -17,11 +17,18 @@ use crate::ids::PeerAddr;
 use std::collections::HashMap;
 use std::time::Duration;
 
-/// Connections per second to one host:port, sustained.
+/// Connections per second to one host:port, sustained, with the network's
+/// 30 s gossip interval: about four times what a real peer needs (a round,
+/// five retransmissions, our replies and the forwards it gets come to
+/// about 15 messages an interval). Shorter intervals (tests) scale it up
+/// (see [`DialLimiter::for_interval`]).
 pub const DIALS_PER_SEC: u32 = 2;
 /// Connections to one host:port allowed at once before the rate applies
 /// (a round, a reply and a few ANNOUNCEs after downloads can coincide).
 pub const DIAL_BURST: u32 = 8;
+/// Dials per gossip interval to one destination that the rate allows
+/// ([`DIALS_PER_SEC`] at 30 s).
+const DIALS_PER_INTERVAL: u64 = 60;
 /// Wait after a first failed connect.
 pub const BACKOFF_FIRST: Duration = Duration::from_secs(1);
 /// Longest wait after repeated failed connects.
@@ -56,19 +63,52 @@ struct Dest {
 }
 
 /// The limiter: one small record per recently dialled host:port.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct DialLimiter {
     dests: HashMap<PeerAddr, Dest>,
+    per_sec: u32,
+    burst: u32,
     /// Messages dropped for a destination's rate.
     pub dropped_rate: u64,
     /// Messages dropped while a destination was backing off.
     pub dropped_backoff: u64,
 }
 
+impl Default for DialLimiter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl DialLimiter {
-    /// No destination remembered.
+    /// No destination remembered; [`DIALS_PER_SEC`] and [`DIAL_BURST`].
     pub fn new() -> Self {
-        Self::default()
+        Self {
+            dests: HashMap::new(),
+            per_sec: DIALS_PER_SEC,
+            burst: DIAL_BURST,
+            dropped_rate: 0,
+            dropped_backoff: 0,
+        }
+    }
+
+    /// The limits for a network whose gossip interval is `interval`: the
+    /// defaults at 30 s and longer, proportionally more for shorter ones
+    /// (the retransmissions and rounds come that much faster).
+    pub fn for_interval(interval: Duration) -> Self {
+        let ms = interval.as_millis().max(1) as u64;
+        let per_sec = (DIALS_PER_INTERVAL * 1000).div_ceil(ms);
+        let per_sec = per_sec.clamp(u64::from(DIALS_PER_SEC), 10_000) as u32;
+        Self {
+            per_sec,
+            burst: DIAL_BURST.max(per_sec.saturating_mul(4)),
+            ..Self::new()
+        }
+    }
+
+    /// Dials a second allowed to one destination, and the burst.
+    pub fn limits(&self) -> (u32, u32) {
+        (self.per_sec, self.burst)
     }
 
     /// Destinations remembered now.
@@ -88,7 +128,7 @@ impl DialLimiter {
             self.dests.insert(
                 to.clone(),
                 Dest {
-                    budget: Budget::new(DIALS_PER_SEC, DIAL_BURST),
+                    budget: Budget::new(self.per_sec, self.burst),
                     failures: 0,
                     retry_at: None,
                     last_used: now,
@@ -193,6 +233,28 @@ mod tests {
             in_ten_seconds <= DIAL_BURST as usize + 20,
             "{in_ten_seconds}"
         );
+    }
+
+    #[test]
+    fn short_gossip_intervals_scale_the_rate_up_and_long_ones_keep_the_default() {
+        assert_eq!(
+            DialLimiter::for_interval(Duration::from_secs(30)).limits(),
+            (2, 8)
+        );
+        assert_eq!(
+            DialLimiter::for_interval(Duration::from_secs(300)).limits(),
+            (2, 8)
+        );
+        assert_eq!(
+            DialLimiter::for_interval(Duration::from_secs(1)).limits(),
+            (60, 240)
+        );
+        let mut l = DialLimiter::for_interval(Duration::from_millis(500));
+        let now = Time(5_000);
+        let allowed = (0..1_000)
+            .filter(|_| l.check(now, &addr(1)) == Verdict::Allowed)
+            .count();
+        assert_eq!(allowed, 480);
     }
 
     #[test]

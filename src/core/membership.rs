@@ -91,9 +91,6 @@ pub struct Membership {
     /// real. At most `MAX_PEERS` entries, the oldest answer forgotten
     /// first.
     answered_at: HashMap<PeerId, (PeerAddr, Time)>,
-    /// The tracked peerIds with `answered` set, sorted: forwards go to
-    /// them first (see [`Membership::random_peers`]).
-    answered_ids: Vec<PeerId>,
 }
 
 impl Membership {
@@ -112,7 +109,6 @@ impl Membership {
                 p.addr = addr;
                 p.answered = answered_here;
                 p.asked = false;
-                self.sync_answered(id, answered_here);
                 return (Tracked::Moved, None);
             }
             return (Tracked::Refreshed, None);
@@ -142,7 +138,6 @@ impl Membership {
                 asked: false,
             },
         );
-        self.sync_answered(id, answered_here);
         (Tracked::New, evicted)
     }
 
@@ -171,25 +166,13 @@ impl Membership {
             }
         }
         self.answered_at.insert(id.clone(), (p.addr.clone(), now));
-        self.sync_answered(id, true);
         self.peers.get_mut(id)
-    }
-
-    fn sync_answered(&mut self, id: &PeerId, answered: bool) {
-        match (self.answered_ids.binary_search(id), answered) {
-            (Err(at), true) => self.answered_ids.insert(at, id.clone()),
-            (Ok(at), false) => {
-                self.answered_ids.remove(at);
-            }
-            _ => {}
-        }
     }
 
     fn forget_id(&mut self, id: &PeerId) {
         if let Ok(at) = self.ids.binary_search(id) {
             self.ids.remove(at);
         }
-        self.sync_answered(id, false);
     }
 
     /// The peer a new one replaces when the table is full: the longest
@@ -264,47 +247,39 @@ impl Membership {
         dead
     }
 
-    /// Up to `n` random tracked peers, excluding `except`: first from the
-    /// peers that answered us at their address, then, if too few did, from
-    /// all. A forward thus never goes to an invented peer (whose address
-    /// may be anyone's) while enough real ones are known.
+    /// Up to `n` random tracked peers that `eligible` accepts, excluding
+    /// `except`. Indices into the sorted ids, so a seeded RNG gives the
+    /// same choice every run. Only a few more random indices than needed
+    /// are drawn (in random order) and checked: the first `n` accepted ids
+    /// of a uniformly random order are a uniform choice, and this runs on
+    /// every forward; if too few of them pass, the whole table is walked.
     pub fn random_peers(
         &self,
         rng: &mut impl RngCore,
         n: usize,
         except: &[&PeerId],
+        eligible: impl Fn(&PeerState) -> bool,
     ) -> Vec<(PeerId, PeerAddr)> {
-        let mut out = Self::sample_ids(&self.answered_ids, rng, n, except);
-        if out.len() < n {
-            let mut skip: Vec<&PeerId> = except.to_vec();
-            skip.extend(out.iter());
-            let more = Self::sample_ids(&self.ids, rng, n - out.len(), &skip);
-            out.extend(more);
+        let ok = |id: &PeerId| !except.contains(&id) && self.peers.get(id).is_some_and(&eligible);
+        let m = (n + except.len() + 8).min(self.ids.len());
+        let mut out: Vec<&PeerId> = rand::seq::index::sample(rng, self.ids.len(), m)
+            .into_iter()
+            .map(|k| &self.ids[k])
+            .filter(|id| ok(id))
+            .take(n)
+            .collect();
+        if out.len() < n && m < self.ids.len() {
+            let mut rest: Vec<&PeerId> = self
+                .ids
+                .iter()
+                .filter(|id| ok(id) && !out.contains(id))
+                .collect();
+            let k = (n - out.len()).min(rest.len());
+            let (chosen, _) = rest.partial_shuffle(rng, k);
+            out.extend(chosen.iter().copied());
         }
         out.into_iter()
-            .filter_map(|id| self.peers.get(&id).map(|p| (id, p.addr.clone())))
-            .collect()
-    }
-
-    /// Up to `n` random ids of `ids`, excluding `except`. Only
-    /// `n + except.len()` random indices are drawn (in random order) and
-    /// compared with `except`: the first `n` non-excluded ids of a
-    /// uniformly random order are a uniform choice, and this runs on every
-    /// forward. Indices into a sorted list, so a seeded RNG gives the same
-    /// choice every run.
-    fn sample_ids(
-        ids: &[PeerId],
-        rng: &mut impl RngCore,
-        n: usize,
-        except: &[&PeerId],
-    ) -> Vec<PeerId> {
-        let m = (n + except.len()).min(ids.len());
-        rand::seq::index::sample(rng, ids.len(), m)
-            .into_iter()
-            .map(|k| &ids[k])
-            .filter(|id| !except.contains(id))
-            .take(n)
-            .cloned()
+            .filter_map(|id| self.peers.get(id).map(|p| (id.clone(), p.addr.clone())))
             .collect()
     }
 

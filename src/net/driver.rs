@@ -500,7 +500,7 @@ pub fn run(args: Args) -> Result<(), StartError> {
         resolve_cache: HashMap::new(),
         unresolvable_logged: HashSet::new(),
         unreachable_logged: HashSet::new(),
-        dials: DialLimiter::new(),
+        dials: DialLimiter::for_interval(args.gossip_interval),
         trim: Default::default(),
         pending: HashMap::new(),
         pending_count: 0,
@@ -834,7 +834,7 @@ impl Driver {
                 self.core.on_timer(now, t);
                 if t == Timer::Sweep {
                     self.dials.sweep(now);
-                    let size = self.core.members().len() + self.dials.len();
+                    let size = self.core.members().len() + self.core.seen_len() + self.dials.len();
                     if self.trim.shrunk(size) {
                         debug!(
                             "flood over ({size} peers and destinations left): trimming the heap"

@@ -17,7 +17,8 @@ pub fn release_free_memory() {
     }
 }
 
-/// How much smaller (peers tracked plus destinations remembered) the state
+/// How much smaller (peers tracked, GOSSIP ids seen, destinations
+/// remembered) the state
 /// must have become since its peak for a trim to be worth a system call.
 pub const TRIM_AFTER_SHRINK: usize = 256;
 
