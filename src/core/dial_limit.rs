@@ -68,6 +68,8 @@ pub struct DialLimiter {
     dests: HashMap<PeerAddr, Dest>,
     per_sec: u32,
     burst: u32,
+    backoff_first: Duration,
+    backoff_max: Duration,
     /// Messages dropped for a destination's rate.
     pub dropped_rate: u64,
     /// Messages dropped while a destination was backing off.
@@ -87,14 +89,18 @@ impl DialLimiter {
             dests: HashMap::new(),
             per_sec: DIALS_PER_SEC,
             burst: DIAL_BURST,
+            backoff_first: BACKOFF_FIRST,
+            backoff_max: BACKOFF_MAX,
             dropped_rate: 0,
             dropped_backoff: 0,
         }
     }
 
     /// The limits for a network whose gossip interval is `interval`: the
-    /// defaults at 30 s and longer, proportionally more for shorter ones
-    /// (the retransmissions and rounds come that much faster).
+    /// defaults at 30 s and longer, proportionally more dials and shorter
+    /// backoffs for shorter ones (the rounds and retransmissions come that
+    /// much faster; a backoff stays under two intervals, half of one at
+    /// first).
     pub fn for_interval(interval: Duration) -> Self {
         let ms = interval.as_millis().max(1) as u64;
         let per_sec = (DIALS_PER_INTERVAL * 1000).div_ceil(ms);
@@ -102,6 +108,8 @@ impl DialLimiter {
         Self {
             per_sec,
             burst: DIAL_BURST.max(per_sec.saturating_mul(4)),
+            backoff_first: BACKOFF_FIRST.min(interval / 2),
+            backoff_max: BACKOFF_MAX.min(interval * 2),
             ..Self::new()
         }
     }
@@ -154,14 +162,13 @@ impl DialLimiter {
     /// A connect to `to` failed (refused, unreachable, timed out): back off,
     /// twice as long as last time, up to [`BACKOFF_MAX`].
     pub fn connect_failed(&mut self, now: Time, to: &PeerAddr) {
+        let (first, max) = (self.backoff_first, self.backoff_max);
         let Some(d) = self.dests.get_mut(to) else {
             return;
         };
         d.failures = d.failures.saturating_add(1);
         let doublings = (d.failures - 1).min(16);
-        let wait = BACKOFF_FIRST
-            .saturating_mul(1u32 << doublings)
-            .min(BACKOFF_MAX);
+        let wait = first.saturating_mul(1u32 << doublings).min(max);
         d.retry_at = Some(now.plus(wait));
     }
 
@@ -255,6 +262,18 @@ mod tests {
             .filter(|_| l.check(now, &addr(1)) == Verdict::Allowed)
             .count();
         assert_eq!(allowed, 480);
+        // Backoffs: half an interval first, two intervals at most.
+        let a = addr(2);
+        l.check(now, &a);
+        for _ in 0..10 {
+            l.connect_failed(now, &a);
+        }
+        assert_eq!(
+            l.check(now, &a),
+            Verdict::BackingOff {
+                until: now.plus(Duration::from_secs(1))
+            }
+        );
     }
 
     #[test]
