@@ -324,3 +324,57 @@ fn sigterm_under_a_gossip_flood_ends_the_process_within_two_seconds() {
     let meta: Value = serde_json::from_str(&text).expect("metadata.json is whole JSON");
     assert_eq!(meta[&id]["file_name"], "kept.txt", "{text}");
 }
+
+/// SIGTERM while a received file is still being synced (every fsync made
+/// 3 s slow, a debug-build knob): the exit does not wait the 5 s an `exit`
+/// typed at the menu gives such files; the process is gone within 2 s,
+/// with status 0, metadata.json whole, and no temp file left behind.
+#[test]
+fn sigterm_while_a_received_file_is_being_synced_still_exits_within_two_seconds() {
+    if !cfg!(debug_assertions) {
+        eprintln!("skipped: needs a debug build of peershare (PEERSHARE_TEST_SLOW_SYNC_MS)");
+        return;
+    }
+    let data: Vec<u8> = (0..2 * 1024 * 1024 + 7u32)
+        .map(|i| (i % 251) as u8)
+        .collect();
+    let holder = PeerBuilder::new("holder")
+        .args(&TIMERS)
+        .file("slow.bin", &data)
+        .spawn();
+    let id = holder.files()[0]["file_id"].as_str().unwrap().to_string();
+    let mut getter = PeerBuilder::new("getter")
+        .args(&TIMERS)
+        .well_known(holder.p2p_port)
+        .env("PEERSHARE_TEST_SLOW_SYNC_MS", "3000")
+        .spawn();
+    assert!(
+        wait_until(WAIT, || getter.file(&id).is_some()),
+        "the getter never learned the file"
+    );
+    getter.send_line(&format!("get {id}"));
+    let all_in = wait_until(WAIT, || {
+        getter.state().is_some_and(|s| {
+            s["transfers"]
+                .as_array()
+                .is_some_and(|t| t.iter().any(|t| t["bytes_done"] == data.len() as u64))
+        })
+    });
+    assert!(all_in, "the transfer never showed every byte");
+    let asked = Instant::now();
+    getter.signal(libc::SIGTERM);
+    let status = getter.wait_exit(Duration::from_secs(2));
+    let took = asked.elapsed();
+    eprintln!("reflect: SIGTERM during a slow sync: gone after {took:?}");
+    let status = status.unwrap_or_else(|| panic!("still running 2 s after SIGTERM"));
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    let text = std::fs::read_to_string(getter.dir.join("metadata.json")).expect("metadata.json");
+    let _: Value = serde_json::from_str(&text).expect("metadata.json is whole JSON");
+    let temps: Vec<_> = std::fs::read_dir(&getter.dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".partial-"))
+        .collect();
+    assert!(temps.is_empty(), "temp files left: {temps:?}");
+}
