@@ -48,20 +48,25 @@ pub struct PeerState {
     /// unanswered claim gets. Cleared when the peer moves to an address it
     /// never answered from.
     pub answered: bool,
-    /// Our GOSSIP went straight to it (a round's target, a retransmission
-    /// or a catch-up) since it was tracked at `addr`.
-    pub asked: bool,
+    /// When our GOSSIP last went straight to it (a round's target, a
+    /// forward, a retransmission or a catch-up) since it was tracked at
+    /// `addr`.
+    pub asked: Option<Time>,
 }
 
 impl PeerState {
-    /// Whether an unsolicited GOSSIP of ours may go straight to it: always
-    /// once it answered at this address; once, else. An invented peerId
-    /// naming someone else's host:port then costs that address our
-    /// GOSSIP_REPLY and at most one GOSSIP, not one per retransmission pass
-    /// and round for as long as it stays tracked; a real peer whose first
-    /// reply was lost (a restart forgets who answered) still gets asked.
-    pub fn may_be_asked(&self) -> bool {
-        self.answered || !self.asked
+    /// Whether an unsolicited GOSSIP of ours may go straight to it now:
+    /// always once it answered at this address; else once per `again`
+    /// (longer than a peer stays tracked without a new GOSSIP). An
+    /// invented peerId naming someone else's host:port then costs that
+    /// address our GOSSIP_REPLY and one GOSSIP (it expires before `again`
+    /// unless GOSSIPed again), not one per retransmission pass and round
+    /// for as long as it stays tracked; a real peer whose replies were all
+    /// lost is asked again, so it can't stay unanswered by everyone (a
+    /// peer down through everyone's start window would otherwise never be
+    /// asked again, and its files never spread).
+    pub fn may_be_asked(&self, now: Time, again: std::time::Duration) -> bool {
+        self.answered || self.asked.is_none_or(|t| now.since(t) >= again)
     }
 }
 
@@ -108,7 +113,7 @@ impl Membership {
             if p.addr != addr {
                 p.addr = addr;
                 p.answered = answered_here;
-                p.asked = false;
+                p.asked = None;
                 return (Tracked::Moved, None);
             }
             return (Tracked::Refreshed, None);
@@ -135,7 +140,7 @@ impl Membership {
                 last_files: None,
                 last_announced: None,
                 answered: answered_here,
-                asked: false,
+                asked: None,
             },
         );
         (Tracked::New, evicted)
@@ -143,9 +148,9 @@ impl Membership {
 
     /// Records that our GOSSIP went straight to `id` (see
     /// [`PeerState::may_be_asked`]).
-    pub fn mark_asked(&mut self, id: &PeerId) {
+    pub fn mark_asked(&mut self, now: Time, id: &PeerId) {
         if let Some(p) = self.peers.get_mut(id) {
-            p.asked = true;
+            p.asked = Some(now);
         }
     }
 
@@ -249,8 +254,8 @@ impl Membership {
 
     /// Up to `n` random tracked peers that `eligible` accepts, excluding
     /// `except`. Indices into the sorted ids, so a seeded RNG gives the
-    /// same choice every run. Only a few more random indices than needed
-    /// are drawn (in random order) and checked: the first `n` accepted ids
+    /// same choice every run. Only `n + except.len()` random indices are
+    /// drawn (in random order) and checked: the first `n` accepted ids
     /// of a uniformly random order are a uniform choice, and this runs on
     /// every forward; if too few of them pass, the whole table is walked.
     pub fn random_peers(
@@ -261,7 +266,7 @@ impl Membership {
         eligible: impl Fn(&PeerState) -> bool,
     ) -> Vec<(PeerId, PeerAddr)> {
         let ok = |id: &PeerId| !except.contains(&id) && self.peers.get(id).is_some_and(&eligible);
-        let m = (n + except.len() + 8).min(self.ids.len());
+        let m = (n + except.len()).min(self.ids.len());
         let mut out: Vec<&PeerId> = rand::seq::index::sample(rng, self.ids.len(), m)
             .into_iter()
             .map(|k| &self.ids[k])
@@ -433,5 +438,22 @@ mod tests {
         assert_eq!(m.answered_at.len(), MAX_PEERS);
         assert!(!m.answered_at.contains_key(&PeerId::from("p0")));
         assert!(m.answered_at.contains_key(&PeerId::from("p1073")));
+    }
+
+    #[test]
+    fn a_peer_that_never_answered_may_be_asked_once_per_period_and_one_that_did_always() {
+        let mut m = Membership::new();
+        let q = PeerId::from("q");
+        let again = Duration::from_secs(60);
+        m.track(Time(0), &q, PeerAddr::new("h", 1));
+        let may =
+            |m: &Membership, at: u64| m.get(&q).is_some_and(|p| p.may_be_asked(Time(at), again));
+        assert!(may(&m, 0));
+        m.mark_asked(Time(1_000), &q);
+        assert!(!may(&m, 30_000));
+        assert!(may(&m, 61_000), "asked again after the period");
+        m.record_reply(Time(62_000), &q);
+        m.mark_asked(Time(62_000), &q);
+        assert!(may(&m, 62_001), "answered: always");
     }
 }

@@ -420,6 +420,14 @@ impl Peer {
             .is_some_and(|t| now.since(t) < self.cfg.gossip_interval * START_WINDOW_INTERVALS)
     }
 
+    /// How long after asking a peer that never answered we may ask it
+    /// again: longer than a peer stays tracked without a new GOSSIP (peer
+    /// timeout, then the sweep), so an invented peerId GOSSIPed once is
+    /// asked once.
+    fn ask_again(&self) -> Duration {
+        self.cfg.peer_timeout + self.cfg.gossip_interval
+    }
+
     fn retransmit_delay(&self) -> Duration {
         (self.cfg.gossip_interval / 6).min(RETRANSMIT_DELAY)
     }
@@ -430,12 +438,18 @@ impl Peer {
 
     /// Sends `msg` (our round's GOSSIP) straight to at most `max` peers of
     /// `targets`, a random subset when there are more.
-    fn resend_round(&mut self, msg: &Message, mut targets: Vec<(PeerId, PeerAddr)>, max: usize) {
+    fn resend_round(
+        &mut self,
+        now: Time,
+        msg: &Message,
+        mut targets: Vec<(PeerId, PeerAddr)>,
+        max: usize,
+    ) {
         let k = max.min(targets.len());
         targets.partial_shuffle(&mut self.rng, k);
         targets.truncate(k);
         for (id, to) in targets {
-            self.members.mark_asked(&id);
+            self.members.mark_asked(now, &id);
             self.effects.push(Effect::Send {
                 to,
                 msg: msg.clone(),
@@ -466,11 +480,14 @@ impl Peer {
             return;
         };
         let any = self.asks_unanswered(now);
+        let again = self.ask_again();
         let targets: Vec<(PeerId, PeerAddr)> = self
             .members
             .all()
             .into_iter()
-            .filter(|(_, p)| (any || p.may_be_asked()) && p.last_files.is_none_or(|f| f <= round))
+            .filter(|(_, p)| {
+                (any || p.may_be_asked(now, again)) && p.last_files.is_none_or(|f| f <= round)
+            })
             .map(|(id, p)| (id.clone(), p.addr.clone()))
             .collect();
         // Fix (found by the simulator): a peer that a partition had cut off
@@ -498,7 +515,7 @@ impl Peer {
                 targets.len().min(RETRANSMIT_MAX_TARGETS),
                 targets.len()
             );
-            self.resend_round(&msg, targets, RETRANSMIT_MAX_TARGETS);
+            self.resend_round(now, &msg, targets, RETRANSMIT_MAX_TARGETS);
         }
         if pass < RETRANSMIT_PASSES {
             let at = now.plus(self.retransmit_delay());
@@ -557,12 +574,13 @@ impl Peer {
         };
         let window = self.cfg.gossip_interval * 2;
         let any = self.asks_unanswered(now);
+        let again = self.ask_again();
         let targets: Vec<(PeerId, PeerAddr)> = self
             .members
             .all()
             .into_iter()
             .filter(|(_, p)| {
-                (any || p.may_be_asked())
+                (any || p.may_be_asked(now, again))
                     && p.last_files.is_none()
                     && now.since(p.tracked_since) <= window
             })
@@ -576,7 +594,7 @@ impl Peer {
             "catch-up gossip to {} peers",
             targets.len().min(CATCH_UP_MAX_TARGETS)
         );
-        self.resend_round(&msg, targets, CATCH_UP_MAX_TARGETS);
+        self.resend_round(now, &msg, targets, CATCH_UP_MAX_TARGETS);
     }
 
     /// Our GOSSIP_REPLY: where we listen and the files we hold.
@@ -650,8 +668,9 @@ impl Peer {
             // files. The flood from there on is as random as before.
             let silent = self.cfg.gossip_interval;
             let any = self.asks_unanswered(now);
+            let again = self.ask_again();
             let rank = |p: &membership::PeerState| {
-                if !any && !p.may_be_asked() {
+                if !any && !p.may_be_asked(now, again) {
                     // Never answered, asked once already: last (see
                     // `PeerState::may_be_asked`; a flood of invented
                     // peerIds would otherwise take every round's targets).
@@ -670,7 +689,7 @@ impl Peer {
                 .members
                 .random_peers_ranked(&mut self.rng, GOSSIP_FANOUT, rank);
             for (id, _) in &chosen {
-                self.members.mark_asked(id);
+                self.members.mark_asked(now, id);
             }
             chosen.into_iter().map(|(_, a)| a).collect()
         };
@@ -880,13 +899,14 @@ impl Peer {
             // ask: otherwise, in a small network, a few invented peerIds
             // got most forwards and their address one per GOSSIP we saw.
             let any = self.asks_unanswered(now);
+            let again = self.ask_again();
             let chosen =
                 self.members
                     .random_peers(&mut self.rng, GOSSIP_FANOUT, &[&peer_id], |p| {
-                        any || p.may_be_asked()
+                        any || p.may_be_asked(now, again)
                     });
             for (id, _) in &chosen {
-                self.members.mark_asked(id);
+                self.members.mark_asked(now, id);
             }
             for (_, to) in chosen {
                 self.effects.push(Effect::Send {
