@@ -22,7 +22,8 @@ pub struct SeenCache {
     // One allocation per id, shared by the set and the eviction order
     // (every GOSSIP a peer receives goes through `insert`).
     set: HashSet<Arc<str>>,
-    order: VecDeque<Arc<str>>,
+    /// Each id with when it was first seen, oldest first.
+    order: VecDeque<(Arc<str>, Time)>,
     capacity: usize,
 }
 
@@ -36,20 +37,41 @@ impl SeenCache {
         }
     }
 
-    /// Records `id`; returns `false` if it was already there.
-    pub fn insert(&mut self, id: &str) -> bool {
+    /// Records `id`, first seen at `now`; returns `false` if it was
+    /// already there.
+    pub fn insert(&mut self, now: Time, id: &str) -> bool {
         if self.set.contains(id) {
             return false;
         }
         if self.order.len() >= self.capacity {
-            if let Some(old) = self.order.pop_front() {
+            if let Some((old, _)) = self.order.pop_front() {
                 self.set.remove(&old);
             }
         }
         let id: Arc<str> = Arc::from(id);
         self.set.insert(Arc::clone(&id));
-        self.order.push_back(id);
+        self.order.push_back((id, now));
         true
+    }
+
+    /// Forgets the ids first seen more than `age` before `now`, and gives
+    /// back the spare room once the cache is mostly empty: after a flood
+    /// of fresh ids, its memory (about 100 bytes an id, 8192 at most) is
+    /// not held forever. `age` must outlast every repeat of an id (a
+    /// round's retransmissions and catch-ups, late copies of a flood), or
+    /// a forgotten id would be forwarded again.
+    pub fn expire(&mut self, now: Time, age: std::time::Duration) {
+        while let Some((id, at)) = self.order.front() {
+            if now.since(*at) <= age {
+                break;
+            }
+            self.set.remove(id);
+            self.order.pop_front();
+        }
+        if self.set.capacity() > 4 * self.set.len().max(64) {
+            self.set.shrink_to_fit();
+            self.order.shrink_to_fit();
+        }
     }
 
     /// Whether `id` was seen (and not yet evicted).
@@ -94,12 +116,26 @@ mod tests {
     fn oldest_id_is_evicted_first_and_size_stays_bounded() {
         let mut c = SeenCache::new(3);
         for id in ["a", "b", "c", "d"] {
-            assert!(c.insert(id));
+            assert!(c.insert(Time(0), id));
         }
         assert_eq!(c.len(), 3);
         assert!(!c.contains("a"));
         assert!(c.contains("d"));
-        assert!(!c.insert("d"));
+        assert!(!c.insert(Time(0), "d"));
+    }
+
+    #[test]
+    fn ids_older_than_the_age_are_forgotten_and_younger_ones_kept() {
+        let mut c = SeenCache::new(10_000);
+        for i in 0..5_000u64 {
+            c.insert(Time(i), &format!("flood{i}"));
+        }
+        c.insert(Time(100_000), "recent");
+        c.expire(Time(120_000), std::time::Duration::from_secs(60));
+        assert_eq!(c.len(), 1);
+        assert!(c.contains("recent"));
+        assert!(!c.contains("flood4999"));
+        assert!(c.insert(Time(120_000), "flood0"), "forgotten, so new again");
     }
 
     #[test]

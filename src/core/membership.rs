@@ -3,12 +3,18 @@
 //!
 //! Bounded: at `MAX_PEERS`, a new peer evicts the one silent the longest,
 //! taken first from the peers that never answered one of our GOSSIPs.
+//!
+//! Also which peers have *answered* us at the address they claim (see
+//! [`PeerState::answered`]), remembered past expiry for at most
+//! `MAX_PEERS` peerIds: a GOSSIP names any host:port, so a peer that never
+//! answered gets at most one of the messages nobody asked for (a round's
+//! direct GOSSIP, a retransmission, a catch-up).
 
 use crate::core::time::Time;
 use crate::ids::{PeerAddr, PeerId};
 use rand::seq::SliceRandom;
 use rand::RngCore;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// Most peers tracked at once. A flood of invented peerIds evicts the
 /// longest-silent entries, never grows the table.
@@ -34,6 +40,34 @@ pub struct PeerState {
     pub last_files: Option<Time>,
     /// When its last ANNOUNCE (`from` = it) reached us.
     pub last_announced: Option<Time>,
+    /// It sent us a GOSSIP_REPLY while tracked at `addr`, now or before it
+    /// last expired: the address really leads to it. A GOSSIP's host:port
+    /// is only a claim (anyone can name someone else's), so retransmissions
+    /// and catch-ups, which nobody asked for, go only to answered peers;
+    /// the GOSSIP_REPLY to the GOSSIP itself is the one message an
+    /// unanswered claim gets. Cleared when the peer moves to an address it
+    /// never answered from.
+    pub answered: bool,
+    /// When our GOSSIP last went straight to it (a round's target, a
+    /// forward, a retransmission or a catch-up) since it was tracked at
+    /// `addr`.
+    pub asked: Option<Time>,
+}
+
+impl PeerState {
+    /// Whether an unsolicited GOSSIP of ours may go straight to it now:
+    /// always once it answered at this address; else once per `again`
+    /// (longer than a peer stays tracked without a new GOSSIP). An
+    /// invented peerId naming someone else's host:port then costs that
+    /// address our GOSSIP_REPLY and one GOSSIP (it expires before `again`
+    /// unless GOSSIPed again), not one per retransmission pass and round
+    /// for as long as it stays tracked; a real peer whose replies were all
+    /// lost is asked again, so it can't stay unanswered by everyone (a
+    /// peer down through everyone's start window would otherwise never be
+    /// asked again, and its files never spread).
+    pub fn may_be_asked(&self, now: Time, again: std::time::Duration) -> bool {
+        self.answered || self.asked.is_none_or(|t| now.since(t) >= again)
+    }
 }
 
 /// What `track` did.
@@ -60,6 +94,11 @@ pub struct Membership {
     /// Bumped when a peer is added, moves or is dropped (not when it is
     /// merely heard from), so a view rendered before can tell.
     changes: u64,
+    /// Where each peerId last answered us, and when: survives expiry, so
+    /// a peer found again after a partition or a restart is known to be
+    /// real. At most `MAX_PEERS` entries, the oldest answer forgotten
+    /// first.
+    answered_at: HashMap<PeerId, (PeerAddr, Time)>,
 }
 
 impl Membership {
@@ -71,11 +110,14 @@ impl Membership {
     /// Records that `id` is alive at `addr` now. Returns what changed, and
     /// the peer evicted to make room, if any.
     pub fn track(&mut self, now: Time, id: &PeerId, addr: PeerAddr) -> (Tracked, Option<PeerId>) {
+        let answered_here = self.answered_at.get(id).is_some_and(|(a, _)| *a == addr);
         if let Some(p) = self.peers.get_mut(id) {
             p.last_seen = now;
             if p.addr != addr {
                 p.addr = addr;
                 self.changes += 1;
+                p.answered = answered_here;
+                p.asked = None;
                 return (Tracked::Moved, None);
             }
             return (Tracked::Refreshed, None);
@@ -102,9 +144,39 @@ impl Membership {
                 tracked_since: now,
                 last_files: None,
                 last_announced: None,
+                answered: answered_here,
+                asked: None,
             },
         );
         (Tracked::New, evicted)
+    }
+
+    /// Records that our GOSSIP went straight to `id` (see
+    /// [`PeerState::may_be_asked`]).
+    pub fn mark_asked(&mut self, now: Time, id: &PeerId) {
+        if let Some(p) = self.peers.get_mut(id) {
+            p.asked = Some(now);
+        }
+    }
+
+    /// Records that `id`, tracked, sent us its GOSSIP_REPLY now (its files
+    /// and the proof that its address leads to it); returns its state.
+    pub fn record_reply(&mut self, now: Time, id: &PeerId) -> Option<&mut PeerState> {
+        let p = self.peers.get_mut(id)?;
+        p.last_files = Some(now);
+        p.answered = true;
+        if !self.answered_at.contains_key(id) && self.answered_at.len() >= MAX_PEERS {
+            let oldest = self
+                .answered_at
+                .iter()
+                .min_by(|a, b| (a.1).1.cmp(&(b.1).1).then(a.0.cmp(b.0)))
+                .map(|(k, _)| k.clone());
+            if let Some(k) = oldest {
+                self.answered_at.remove(&k);
+            }
+        }
+        self.answered_at.insert(id.clone(), (p.addr.clone(), now));
+        self.peers.get_mut(id)
     }
 
     fn forget_id(&mut self, id: &PeerId) {
@@ -191,24 +263,38 @@ impl Membership {
         dead
     }
 
-    /// Up to `n` random tracked peers, excluding `except`. Indices into
-    /// the sorted ids, so a seeded RNG gives the same choice every run.
-    /// Only `n + except.len()` random indices are drawn (in random order)
-    /// and compared with `except`: the first `n` non-excluded peers of a
-    /// uniformly random order are a uniform choice, and this runs on every
-    /// forward.
+    /// Up to `n` random tracked peers that `eligible` accepts, excluding
+    /// `except`. Indices into the sorted ids, so a seeded RNG gives the
+    /// same choice every run. Only `n + except.len()` random indices are
+    /// drawn (in random order) and checked: the first `n` accepted ids
+    /// of a uniformly random order are a uniform choice, and this runs on
+    /// every forward; if too few of them pass, the whole table is walked.
     pub fn random_peers(
         &self,
         rng: &mut impl RngCore,
         n: usize,
         except: &[&PeerId],
+        eligible: impl Fn(&PeerState) -> bool,
     ) -> Vec<(PeerId, PeerAddr)> {
+        let ok = |id: &PeerId| !except.contains(&id) && self.peers.get(id).is_some_and(&eligible);
         let m = (n + except.len()).min(self.ids.len());
-        rand::seq::index::sample(rng, self.ids.len(), m)
+        let mut out: Vec<&PeerId> = rand::seq::index::sample(rng, self.ids.len(), m)
             .into_iter()
             .map(|k| &self.ids[k])
-            .filter(|id| !except.contains(id))
+            .filter(|id| ok(id))
             .take(n)
+            .collect();
+        if out.len() < n && m < self.ids.len() {
+            let mut rest: Vec<&PeerId> = self
+                .ids
+                .iter()
+                .filter(|id| ok(id) && !out.contains(id))
+                .collect();
+            let k = (n - out.len()).min(rest.len());
+            let (chosen, _) = rest.partial_shuffle(rng, k);
+            out.extend(chosen.iter().copied());
+        }
+        out.into_iter()
             .filter_map(|id| self.peers.get(id).map(|p| (id.clone(), p.addr.clone())))
             .collect()
     }
@@ -330,5 +416,55 @@ mod tests {
         }
         let (_, evicted) = full.track(Time(5_000), &"late".into(), PeerAddr::new("h", 3));
         assert_eq!(evicted, Some(PeerId::from("q0")));
+    }
+
+    #[test]
+    fn an_answer_is_remembered_past_expiry_at_that_address_only() {
+        let mut m = Membership::new();
+        let q = PeerId::from("q");
+        m.track(Time(0), &q, PeerAddr::new("h", 1));
+        assert_eq!(m.get(&q).map(|p| p.answered), Some(false));
+        m.record_reply(Time(10), &q);
+        assert_eq!(m.get(&q).map(|p| p.answered), Some(true));
+        m.expire(Time(100_000), Duration::from_secs(60));
+        assert!(m.is_empty());
+        m.track(Time(100_000), &q, PeerAddr::new("h", 1));
+        assert_eq!(m.get(&q).map(|p| p.answered), Some(true));
+        // A claim of a new address is not proof that it leads to q.
+        m.track(Time(100_001), &q, PeerAddr::new("victim", 2));
+        assert_eq!(m.get(&q).map(|p| p.answered), Some(false));
+        let r = PeerId::from("r");
+        m.track(Time(100_002), &r, PeerAddr::new("h", 1));
+        assert_eq!(m.get(&r).map(|p| p.answered), Some(false));
+    }
+
+    #[test]
+    fn remembered_answers_stay_under_their_bound_and_the_oldest_is_forgotten() {
+        let mut m = Membership::new();
+        for i in 0..(MAX_PEERS as u64 + 50) {
+            let id = PeerId(format!("p{i}"));
+            m.track(Time(i), &id, PeerAddr::new("h", 1));
+            m.record_reply(Time(i), &id);
+        }
+        assert_eq!(m.answered_at.len(), MAX_PEERS);
+        assert!(!m.answered_at.contains_key(&PeerId::from("p0")));
+        assert!(m.answered_at.contains_key(&PeerId::from("p1073")));
+    }
+
+    #[test]
+    fn a_peer_that_never_answered_may_be_asked_once_per_period_and_one_that_did_always() {
+        let mut m = Membership::new();
+        let q = PeerId::from("q");
+        let again = Duration::from_secs(60);
+        m.track(Time(0), &q, PeerAddr::new("h", 1));
+        let may =
+            |m: &Membership, at: u64| m.get(&q).is_some_and(|p| p.may_be_asked(Time(at), again));
+        assert!(may(&m, 0));
+        m.mark_asked(Time(1_000), &q);
+        assert!(!may(&m, 30_000));
+        assert!(may(&m, 61_000), "asked again after the period");
+        m.record_reply(Time(62_000), &q);
+        m.mark_asked(Time(62_000), &q);
+        assert!(may(&m, 62_001), "answered: always");
     }
 }

@@ -4,6 +4,7 @@ use crate::cli::args::Args;
 use crate::cli::escape;
 use crate::cli::menu::{self, MenuCommand};
 use crate::core::catalog::{Entry, LocalCopy};
+use crate::core::dial_limit::{DialLimiter, Verdict};
 use crate::core::downloads::{judge_reply, size_upper_bound};
 use crate::core::push_quota::{PushQuota, PushTicket};
 use crate::core::{
@@ -128,6 +129,14 @@ const FINISH_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest the exit waits for received files still being written.
 const EXIT_DRAIN: Duration = Duration::from_secs(5);
 
+/// [`EXIT_DRAIN`] when a signal asked us to exit (the whole exit must fit
+/// in `exit_guard::SIGNAL_EXIT_LIMIT`).
+const SIGNAL_EXIT_DRAIN: Duration = Duration::from_millis(800);
+
+/// How long after [`SIGNAL_EXIT_DRAIN`] an exit by signal waits for a
+/// metadata write already at work before giving up its final write.
+const SIGNAL_EXIT_WRITER: Duration = Duration::from_millis(300);
+
 /// A FILE_DATA whose every byte arrived while its writer thread still
 /// writes (and fsyncs) the last of them. It is checked and stored when the
 /// thread wakes the loop, so the loop never waits for the disk.
@@ -222,6 +231,12 @@ struct Driver {
     resolve_cache: HashMap<String, (Result<SocketAddr, String>, Time)>,
     unresolvable_logged: HashSet<String>,
     unreachable_logged: HashSet<PeerAddr>,
+    /// How often each host:port may be dialled for a message (see
+    /// `core::dial_limit`): a GOSSIP names any address, so without it we
+    /// would be a reflector.
+    dials: DialLimiter,
+    /// When a flood has subsided enough to give freed heap back.
+    trim: crate::net::trim::TrimMark,
     /// Connections waiting for a host's address, by host: one lookup in
     /// flight per host, however many sends wait on it (a lone peer knocks
     /// on the well-known hosts several times a round; with a hanging DNS,
@@ -250,6 +265,9 @@ struct Driver {
     stamps: HashMap<String, FileStamp>,
     /// SIGIO, raised when a read lease of a file being served is broken.
     lease_signals: Option<signal_hook_mio::v1_0::Signals>,
+    /// When a SIGTERM/SIGINT asked us to exit: the exit then fits in
+    /// `exit_guard::SIGNAL_EXIT_LIMIT` (see `shutdown`).
+    signalled: Option<Instant>,
 }
 
 fn now_unix() -> u64 {
@@ -593,6 +611,8 @@ pub fn run(args: Args) -> Result<(), StartError> {
         resolve_cache: HashMap::new(),
         unresolvable_logged: HashSet::new(),
         unreachable_logged: HashSet::new(),
+        dials: DialLimiter::for_interval(args.gossip_interval),
+        trim: Default::default(),
         pending: HashMap::new(),
         pending_count: 0,
         worker_tx,
@@ -609,6 +629,7 @@ pub fn run(args: Args) -> Result<(), StartError> {
         exit: false,
         stamps,
         lease_signals: None,
+        signalled: None,
     };
     driver.register_sources()?;
     println!(
@@ -753,6 +774,7 @@ impl Driver {
             reg.register(l, HTTP_LISTENER, Interest::READABLE)
                 .map_err(|e| StartError(format!("poll: {e}")))?;
         }
+        crate::net::exit_guard::install().map_err(|e| StartError(format!("signals: {e}")))?;
         let mut signals = signal_hook_mio::v1_0::Signals::new([
             signal_hook::consts::SIGINT,
             signal_hook::consts::SIGTERM,
@@ -818,6 +840,7 @@ impl Driver {
                     SIGNALS => {
                         info!("signal received; saving and exiting");
                         self.exit = true;
+                        self.signalled.get_or_insert_with(Instant::now);
                     }
                     LEASES => self.on_lease_signal(),
                     Token(t) if t >= CONN_BASE => {
@@ -848,10 +871,37 @@ impl Driver {
         // catalog synchronously.
         self.p2p = None;
         self.http = None;
-        self.drain_finishing();
+        // After a signal the whole exit fits in SIGNAL_EXIT_LIMIT (the
+        // watchdog in `exit_guard` ends the process then anyway): received
+        // files get SIGNAL_EXIT_DRAIN, an earlier metadata write still at
+        // work SIGNAL_EXIT_WRITER more, and the final write what is left.
+        let drain_until = match self.signalled {
+            Some(t) => t + SIGNAL_EXIT_DRAIN,
+            None => Instant::now() + EXIT_DRAIN,
+        };
+        self.drain_finishing(drain_until);
         drop(self.meta_tx.take());
         if let Some(t) = self.meta_thread.take() {
-            let _ = t.join();
+            match self.signalled {
+                None => {
+                    let _ = t.join();
+                }
+                Some(at) => {
+                    let until = at + SIGNAL_EXIT_DRAIN + SIGNAL_EXIT_WRITER;
+                    while !t.is_finished() && Instant::now() < until {
+                        thread::sleep(Duration::from_millis(5));
+                    }
+                    if !t.is_finished() {
+                        // Writing now would race it on metadata.json (an
+                        // older catalog could land last); its own write
+                        // keeps the file whole.
+                        error!(
+                            "metadata NOT saved on exit: an earlier write is still at work; bye"
+                        );
+                        return;
+                    }
+                }
+            }
         }
         let bytes = catalog_json(&self.core, &self.stamps);
         let saved = storage::write_atomic(&self.settings.dir, metadata::METADATA_FILE, &bytes);
@@ -882,11 +932,11 @@ impl Driver {
     }
 
     /// At exit: received FILE_DATAs whose writer is still at work (every
-    /// byte arrived; only the disk is behind) get up to [`EXIT_DRAIN`] to
+    /// byte arrived; only the disk is behind) get until `deadline` ([`EXIT_DRAIN`],
+    /// [`SIGNAL_EXIT_DRAIN`] after a signal) to
     /// land, so they are stored and in the saved catalog. Past it they are
     /// dropped (their temp files are removed now or at the next start).
-    fn drain_finishing(&mut self) {
-        let deadline = Instant::now() + EXIT_DRAIN;
+    fn drain_finishing(&mut self, deadline: Instant) {
         while !self.finishing.is_empty() {
             self.settle_finished();
             if Instant::now() >= deadline {
@@ -909,7 +959,19 @@ impl Driver {
         // Shared responses are let go once stale, not at the next request.
         self.http_cache.evict(now);
         match due {
-            Due::Core(t) => self.core.on_timer(now, t),
+            Due::Core(t) => {
+                self.core.on_timer(now, t);
+                if t == Timer::Sweep {
+                    self.dials.sweep(now);
+                    let size = self.core.members().len() + self.core.seen_len() + self.dials.len();
+                    if self.trim.shrunk(size) {
+                        debug!(
+                            "flood over ({size} peers and destinations left): trimming the heap"
+                        );
+                        crate::net::trim::give_back();
+                    }
+                }
+            }
             Due::Persist => {
                 self.persist_armed = false;
                 self.persist_now();
@@ -1014,12 +1076,18 @@ impl Driver {
         let now = self.now();
         match effect {
             Effect::Send { to, msg } => {
+                if !self.may_dial(now, &to, msg.kind()) {
+                    return;
+                }
                 debug!("send {} to {to}", msg.kind());
                 let role = Role::Write {
                     payload: Payload::bytes(msg.to_bytes()),
                     kind: WriteKind::Send,
                 };
                 self.connect_to(to, role);
+            }
+            Effect::PushFile { to, file_id } if !self.may_dial(now, &to, "FILE_DATA push") => {
+                debug!("push of {file_id} to {to} not sent");
             }
             Effect::PushFile { to, file_id } => match self.open_file(&file_id) {
                 Ok(enc) => {
@@ -1132,6 +1200,25 @@ impl Driver {
                 }));
             }
             Effect::Print(line) => escape::say(&line),
+        }
+    }
+
+    /// Whether a message of `kind` may be sent to `to` now (the
+    /// destination's dial limit); a refused one is dropped with a debug line.
+    fn may_dial(&mut self, now: Time, to: &PeerAddr, kind: &str) -> bool {
+        match self.dials.check(now, to) {
+            Verdict::Allowed => true,
+            Verdict::OverRate => {
+                debug!("{kind} to {to} dropped: over its dial limit");
+                false
+            }
+            Verdict::BackingOff { until } => {
+                debug!(
+                    "{kind} to {to} dropped: backing off after a failed connect for {} ms",
+                    until.0.saturating_sub(now.0)
+                );
+                false
+            }
         }
     }
 
@@ -1609,7 +1696,11 @@ impl Driver {
                     None => debug!("cannot register connection to {to}"),
                 }
             }
-            Err(e) => self.outbound_failed(role, format!("cannot connect to {to}: {e}")),
+            Err(e) => {
+                let now = self.now();
+                self.dials.connect_failed(now, &to);
+                self.outbound_failed(role, format!("cannot connect to {to}: {e}"))
+            }
         }
     }
 
@@ -1631,6 +1722,8 @@ impl Driver {
         };
         let _ = self.poll.registry().deregister(&mut c.stream);
         if let (Role::Connecting(_), Some(to), Some(why)) = (&c.role, &c.target, &why) {
+            let now = self.now();
+            self.dials.connect_failed(now, to);
             // A peer we can't reach (a well-known host that is down, say) is
             // worth one info line, not one per gossip round.
             if self.unreachable_logged.len() < RESOLVE_CACHE_MAX
@@ -1893,6 +1986,7 @@ impl Driver {
                 };
                 if let Some(to) = c.target.clone() {
                     self.unreachable_logged.remove(&to);
+                    self.dials.connected(&to);
                 }
                 let interest = Interest::READABLE | Interest::WRITABLE;
                 self.set_role(key, *next, interest);

@@ -9,6 +9,7 @@
 
 pub mod conn;
 pub mod driver;
+pub mod exit_guard;
 pub mod file_writer;
 pub mod http_out;
 pub mod limits;

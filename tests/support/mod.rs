@@ -256,9 +256,18 @@ impl PeerProc {
         let mut all = Vec::new();
         loop {
             let path = format!("/api/state?offset={}&limit=500", all.len());
-            let Some(page) = http_get(self.http_port, &path)
-                .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-            else {
+            // A fast walk meets the page's render budget (a 503 with
+            // Retry-After: 1): wait and ask again, a bounded number of times.
+            let mut page = None;
+            for _ in 0..8 {
+                page = http_get(self.http_port, &path)
+                    .and_then(|b| serde_json::from_slice::<Value>(&b).ok());
+                if page.is_some() {
+                    break;
+                }
+                thread::sleep(Duration::from_millis(250));
+            }
+            let Some(page) = page else {
                 break;
             };
             let files = page["files"].as_array().cloned().unwrap_or_default();
