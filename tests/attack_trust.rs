@@ -645,7 +645,6 @@ fn a_held_file_rewritten_in_place_with_its_old_mtime_is_never_served_under_its_i
 // ---- terminal-safe output -------------------------------------------------
 
 #[test]
-#[ignore = "BUG: U+2028, U+2029 (line/paragraph separators) and U+200F (RLM) reach stdout and the log raw"]
 fn c1_controls_bidi_and_separators_never_reach_the_terminal_or_the_log_raw() {
     let mut p = PeerBuilder::new("victim").args(&QUIET).spawn();
     let evil_peer = "peer\u{9b}31m\u{7f}\u{2028}x\u{85}y\u{202e}";
@@ -902,7 +901,7 @@ fn reflection(timers: &[&str], n: usize, settle: Duration) -> (usize, String) {
 }
 
 #[test]
-#[ignore = "BUG: 60 GOSSIPs naming one host:port make the peer open ~14 connections each to it (forwards to invented peers sharing the address, rounds, retransmissions)"]
+#[ignore = "LIMIT: with 2 s rounds the per-destination dial limit scales up 15x and the first 3 rounds ask unanswered peers as before: 4.9 connections per injected GOSSIP (was 14); the network's 30 s rounds give at most 1 (the next test)"]
 fn gossips_naming_a_victim_open_at_most_one_connection_each_to_it() {
     let n = 60;
     // Short timers: every round, retransmission and catch-up goes out
@@ -920,7 +919,6 @@ fn gossips_naming_a_victim_open_at_most_one_connection_each_to_it() {
 }
 
 #[test]
-#[ignore = "BUG: with the default timers, GOSSIPs naming one host:port still make the peer open several connections each to it"]
 fn gossips_naming_a_victim_open_at_most_one_connection_each_to_it_with_default_timers() {
     let n = 60;
     let (count, what) = reflection(
@@ -1006,7 +1004,7 @@ fn sigterm_under_a_flood_of_gossip_and_pushes_exits_0_within_2_s_and_leaves_no_p
 // ---- memory: holders flood -----------------------------------------------------
 
 #[test]
-#[ignore = "BUG: a one-client flood of 20 000 ANNOUNCEs (18 KB each) overflows the peer's listen queue; ~5% of GOSSIPs are answered after 1 s (SYN retransmit), worst 1.2 s"]
+#[ignore = "BUG: a one-client flood of 20 000 ANNOUNCEs (18 KB each) still overflows the listen queue now and then (backlog 1024, debug build): 1 of 18 GOSSIPs answered in 1.04 s"]
 fn an_announce_flood_from_twenty_thousand_invented_holders_stays_small_and_gossip_is_answered_within_1_s(
 ) {
     let p = PeerBuilder::new("victim").args(&QUIET).spawn();
@@ -1730,7 +1728,6 @@ fn a_metadata_json_with_a_100_mb_name_loads_in_bounded_memory() {
 }
 
 #[test]
-#[ignore = "BUG: a metadata.json entry listing 100 000 holders takes 12 s of CPU to load (quadratic: 200 000 holders not started after 40 s), though only 256 are kept"]
 fn a_metadata_json_entry_with_100000_holders_loads_within_5_s() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("storage");
