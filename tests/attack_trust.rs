@@ -973,9 +973,10 @@ fn sigterm_under_a_flood_of_gossip_and_pushes_exits_0_within_2_s_and_leaves_no_p
             }
         }));
     }
-    thread::sleep(Duration::from_millis(1500));
     assert!(
-        !partial_files(&p.dir).is_empty() || p.log().contains("push"),
+        wait_until(Duration::from_secs(10), || !partial_files(&p.dir)
+            .is_empty()
+            || p.log().contains("push")),
         "the pushes never started\n{}",
         tail(&p)
     );

@@ -112,12 +112,14 @@ impl Victim {
     fn probe_within(&mut self, when: &str, within: Duration) -> (Duration, Duration) {
         assert!(self.peer.alive(), "the peer died ({when})");
         self.probes += 1;
-        self.fake.clear();
+        // Each probe at an address of its own: the peer's per-destination
+        // dial limit must not count the probes against each other.
+        let fake = FakePeer::start();
         let id = format!("{:032x}", rand::random::<u128>());
         let who = format!("probe-{}", self.probes);
         let started = Instant::now();
-        send_raw(self.peer.p2p_port, &gossip(&who, self.fake.port, &id)).expect("send GOSSIP");
-        let answered = self.fake.wait_for("GOSSIP_REPLY", within).is_some();
+        send_raw(self.peer.p2p_port, &gossip(&who, fake.port, &id)).expect("send GOSSIP");
+        let answered = fake.wait_for("GOSSIP_REPLY", within).is_some();
         let gossip_in = started.elapsed();
         assert!(answered, "no GOSSIP_REPLY within {within:?} ({when})");
         let started = Instant::now();
@@ -146,12 +148,14 @@ impl Victim {
     fn gossip_probe(&mut self, when: &str, within: Duration) -> Duration {
         assert!(self.peer.alive(), "the peer died ({when})");
         self.probes += 1;
-        self.fake.clear();
+        // Each probe at an address of its own: the peer's per-destination
+        // dial limit must not count the probes against each other.
+        let fake = FakePeer::start();
         let id = format!("{:032x}", rand::random::<u128>());
         let who = format!("probe-{}", self.probes);
         let started = Instant::now();
-        send_raw(self.peer.p2p_port, &gossip(&who, self.fake.port, &id)).expect("send GOSSIP");
-        let answered = self.fake.wait_for("GOSSIP_REPLY", within).is_some();
+        send_raw(self.peer.p2p_port, &gossip(&who, fake.port, &id)).expect("send GOSSIP");
+        let answered = fake.wait_for("GOSSIP_REPLY", within).is_some();
         let gossip_in = started.elapsed();
         assert!(answered, "no GOSSIP_REPLY within {within:?} ({when})");
         eprintln!(

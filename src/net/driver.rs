@@ -968,6 +968,8 @@ impl Driver {
                         debug!(
                             "flood over ({size} peers and destinations left): trimming the heap"
                         );
+                        // The slab keeps the capacity of its busiest moment.
+                        self.conns.shrink_to_fit();
                         crate::net::trim::give_back();
                     }
                 }
