@@ -21,22 +21,6 @@ use support::*;
 /// Bound for a download or a menu answer.
 const T: Duration = Duration::from_secs(20);
 
-/// Timers that keep a peer's view of its sources still during a test.
-const QUIET: [&str; 4] = ["--gossip-interval", "30", "--peer-timeout", "60"];
-
-/// The stdout and the log tail of a peer, for failure messages.
-fn tail(p: &PeerProc) -> String {
-    let log = p.log();
-    let lines: Vec<&str> = log.lines().collect();
-    let from = lines.len().saturating_sub(40);
-    format!(
-        "--- stdout of {} ---\n{}\n--- log tail ---\n{}",
-        p.id,
-        p.lines().join("\n"),
-        lines[from..].join("\n")
-    )
-}
-
 fn mkfifo(path: &Path) {
     let ok = std::process::Command::new("mkfifo")
         .arg(path)
@@ -62,7 +46,7 @@ fn fake_holder_for(p: &PeerProc, files: &[NetFile], pace: Pace) -> support::proc
             "{} never learned {:?}\n{}",
             p.id,
             f.name,
-            tail(p)
+            log_tail(p)
         );
     }
     server
@@ -135,7 +119,7 @@ fn swap_dest_during_download(swap: Swap, force: bool) {
     assert!(
         d.wait_line(skip, "get: fetching", T).is_some(),
         "no download started\n{}",
-        tail(&d)
+        log_tail(&d)
     );
     let _ = std::fs::remove_file(&dest);
     let mut reader = None;
@@ -158,7 +142,7 @@ fn swap_dest_during_download(swap: Swap, force: bool) {
     assert!(
         d.wait_line(skip, "get: saved slow.bin", T).is_some(),
         "the download never ended\n{}",
-        tail(&d)
+        log_tail(&d)
     );
     let ended = wait_until(Duration::from_secs(10), || {
         get_lines(&d, skip)
@@ -168,7 +152,7 @@ fn swap_dest_during_download(swap: Swap, force: bool) {
     assert!(
         answers_gossip(&d, Duration::from_secs(1)),
         "the loop is stuck after the swap\n{}",
-        tail(&d)
+        log_tail(&d)
     );
     let lines = get_lines(&d, skip);
     assert_eq!(
@@ -196,7 +180,7 @@ fn swap_dest_during_download(swap: Swap, force: bool) {
     assert!(
         ended,
         "no line says what happened to DEST: {lines:?}\n{}",
-        tail(&d)
+        log_tail(&d)
     );
     assert!(d.alive());
 }
@@ -233,7 +217,7 @@ fn a_dest_with_a_trailing_slash_never_becomes_a_file_of_that_name() {
             .iter()
             .any(|l| !l.starts_with("get: fetching") && !l.starts_with("get: saved"))
     });
-    assert!(answered, "no answer\n{}", tail(&d));
+    assert!(answered, "no answer\n{}", log_tail(&d));
     thread::sleep(Duration::from_millis(500));
     // Either a folder `newdir` holding plain.txt, or a refusal; never a
     // regular file named `newdir` (the user said it is a folder).
@@ -271,7 +255,7 @@ fn dest_dot_and_dotdot_never_put_a_file_outside_or_hidden() {
                         && !l.contains("fetching"))
             })
         });
-        assert!(answered, "{dest}: no answer\n{}", tail(&d));
+        assert!(answered, "{dest}: no answer\n{}", log_tail(&d));
     }
     thread::sleep(Duration::from_millis(300));
     // "dir/." is dir, "dir/.." is its parent: the copies land there as
@@ -329,7 +313,7 @@ fn hostile_network_names_land_visible_and_inside_the_folder_dest() {
                 l.starts_with("get: copied") || l.starts_with("get: failed") || l.contains("cannot")
             })
         });
-        assert!(answered, "{:?}: no end\n{}", f.name, tail(&d));
+        assert!(answered, "{:?}: no end\n{}", f.name, log_tail(&d));
         assert!(d.alive(), "{:?} killed the peer", f.name);
     }
     thread::sleep(Duration::from_millis(300));
@@ -359,7 +343,7 @@ fn hostile_network_names_land_visible_and_inside_the_folder_dest() {
             "the file named {:?} never landed: {:?}\n{}",
             f.name,
             get_lines(&d, 0),
-            tail(&d)
+            log_tail(&d)
         );
     }
     // The storage folder holds only regular files, and its own files
@@ -397,7 +381,7 @@ fn tracked_listener(p: &PeerProc, who: &str) -> FakePeer {
     assert!(
         wait_until(T, || p.peer_ids().iter().any(|x| x == who)),
         "{who} never tracked\n{}",
-        tail(p)
+        log_tail(p)
     );
     fake
 }
@@ -453,7 +437,7 @@ fn a_copy_of_the_right_size_with_the_wrong_bytes_is_never_spread_even_after_a_re
     d.send_line(&format!("get {}", &file.id[..12]));
     let saved = d
         .wait_line(skip, "get: saved forged.bin", T)
-        .unwrap_or_else(|| panic!("no save\n{}", tail(&d)));
+        .unwrap_or_else(|| panic!("no save\n{}", log_tail(&d)));
     assert!(saved.contains("UNVERIFIED"), "{saved}");
     drop(h);
     thread::sleep(Duration::from_millis(500));
@@ -488,7 +472,7 @@ fn a_copy_of_the_right_size_with_the_wrong_bytes_is_never_spread_even_after_a_re
     d.send_line("list");
     let row = d
         .wait_line(skip, "forged.bin", T)
-        .unwrap_or_else(|| panic!("list lost the copy\n{}", tail(&d)));
+        .unwrap_or_else(|| panic!("list lost the copy\n{}", log_tail(&d)));
     assert!(row.contains("UNVERIFIED"), "after a restart: {row}");
 }
 
@@ -505,7 +489,7 @@ fn a_push_with_the_wrong_bytes_is_never_spread() {
         wait_until(T, || d.file_with_id(&file.id).is_some()
             || d.log().contains("pushed-forged.bin")),
         "the push left no trace\n{}",
-        tail(&d)
+        log_tail(&d)
     );
     thread::sleep(Duration::from_millis(1000));
     assert_never_spread(&d, &file.id, &listener, "after the push");
@@ -597,7 +581,7 @@ fn a_held_file_replaced_by_a_fifo_never_blocks_the_peer() {
     assert!(
         answers_gossip(&p, Duration::from_secs(1)),
         "GOSSIP unanswered while a FIFO sits under a held name\n{}",
-        tail(&p)
+        log_tail(&p)
     );
     assert!(started.elapsed() < Duration::from_secs(2));
     let reply = answer.join().unwrap();
@@ -608,7 +592,7 @@ fn a_held_file_replaced_by_a_fifo_never_blocks_the_peer() {
     assert!(
         get_file(p.p2p_port, &id, Duration::from_secs(5)).is_some_and(|r| is_not_found(&r)),
         "a GET_FILE after the FIFO swap is not answered not-found\n{}",
-        tail(&p)
+        log_tail(&p)
     );
     assert!(p.alive());
 }
@@ -660,7 +644,7 @@ fn c1_controls_bidi_and_separators_never_reach_the_terminal_or_the_log_raw() {
         "file_size": 5, "file_id": "ef".repeat(32), "file_owner": "o\u{9b}K",
         "file_timestamp": 1_700_000_000u64});
     send_raw(p.p2p_port, ann.to_string().as_bytes()).unwrap();
-    assert!(wait_until(T, || p.file(&id).is_some()), "{}", tail(&p));
+    assert!(wait_until(T, || p.file(&id).is_some()), "{}", log_tail(&p));
     let skip = p.line_count();
     p.send_line("list");
     p.send_line("peers");
@@ -695,7 +679,7 @@ fn a_network_name_never_injects_markup_into_the_stats_page() {
         "peerId": evil, "files": [{"file_name": evil, "file_size": 5,
         "file_id": id, "file_owner": evil, "file_timestamp": 1_700_000_000u64}]});
     send_raw(p.p2p_port, reply.to_string().as_bytes()).unwrap();
-    assert!(wait_until(T, || p.file(&id).is_some()), "{}", tail(&p));
+    assert!(wait_until(T, || p.file(&id).is_some()), "{}", log_tail(&p));
     let page = String::from_utf8_lossy(&http_get(p.http_port, "/").expect("page")).into_owned();
     assert!(
         !page.contains("<script>alert"),
@@ -978,7 +962,7 @@ fn sigterm_under_a_flood_of_gossip_and_pushes_exits_0_within_2_s_and_leaves_no_p
             .is_empty()
             || p.log().contains("push")),
         "the pushes never started\n{}",
-        tail(&p)
+        log_tail(&p)
     );
     let t0 = Instant::now();
     p.signal(libc::SIGTERM);
@@ -988,7 +972,7 @@ fn sigterm_under_a_flood_of_gossip_and_pushes_exits_0_within_2_s_and_leaves_no_p
     for f in floods {
         let _ = f.join();
     }
-    assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", tail(&p));
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", log_tail(&p));
     assert!(took < Duration::from_secs(2), "SIGTERM took {took:?}");
     assert!(
         partial_files(&p.dir).is_empty(),
@@ -1133,7 +1117,7 @@ fn pushes_named_like_the_peers_own_files_never_touch_them() {
         wait_until(T, || data_files(&p.dir).len() >= names.len()),
         "the pushes were not stored: {:?}\n{}",
         data_files(&p.dir),
-        tail(&p)
+        log_tail(&p)
     );
     thread::sleep(Duration::from_millis(500));
     let meta = std::fs::read(p.dir.join("metadata.json")).expect("metadata.json");
@@ -1184,7 +1168,7 @@ fn get_force_onto_a_hard_link_of_a_stored_file_never_changes_the_stored_file() {
             .iter()
             .any(|l| !l.starts_with("get: fetching") && !l.starts_with("get: saved"))
     });
-    assert!(ended, "no answer\n{}", tail(&d));
+    assert!(ended, "no answer\n{}", log_tail(&d));
     thread::sleep(Duration::from_millis(500));
     assert_eq!(
         std::fs::read(dir.join("mine.txt")).unwrap(),
@@ -1206,7 +1190,7 @@ fn get_force_onto_a_hard_link_of_a_stored_file_never_changes_the_stored_file() {
     assert!(
         served,
         "the stored file is no longer served after `get --force` onto a hard link of it: {last}\n{}",
-        tail(&d)
+        log_tail(&d)
     );
 }
 
@@ -1226,11 +1210,15 @@ fn the_folder_scan_never_opens_a_fifo_nor_adopts_a_symlink_to_a_secret() {
         .storage(&dir)
         .args(&QUIET)
         .spawn();
-    assert!(answers_gossip(&p, Duration::from_secs(1)), "{}", tail(&p));
+    assert!(
+        answers_gossip(&p, Duration::from_secs(1)),
+        "{}",
+        log_tail(&p)
+    );
     assert!(
         wait_until(T, || p.file_named("real.txt").is_some()),
         "{}",
-        tail(&p)
+        log_tail(&p)
     );
     let names: Vec<String> = p
         .files()
@@ -1333,7 +1321,7 @@ fn get_after_a_lying_announce(name: &str, lie: Value) -> (String, PeerProc) {
                 .as_array()
                 .is_some_and(|h| h.iter().any(|x| x == "liar")))),
         "the ANNOUNCE was not taken\n{}",
-        tail(&d)
+        log_tail(&d)
     );
     let skip = d.line_count();
     d.send_line(&format!("get {}", &id[..12]));
@@ -1342,7 +1330,7 @@ fn get_after_a_lying_announce(name: &str, lie: Value) -> (String, PeerProc) {
             .starts_with("get: saved")
             || l.starts_with("get: failed"))),
         "no end of the get\n{}",
-        tail(&d)
+        log_tail(&d)
     );
     let line = d
         .lines()
@@ -1354,7 +1342,7 @@ fn get_after_a_lying_announce(name: &str, lie: Value) -> (String, PeerProc) {
         std::fs::read(d.dir.join(name)).ok(),
         Some(content),
         "{line}\n{}",
-        tail(&d)
+        log_tail(&d)
     );
     drop(good);
     (line, d)
@@ -1367,7 +1355,7 @@ fn a_liars_announce_with_a_bigger_or_smaller_size_never_blocks_the_honest_copy()
         assert!(
             line.starts_with("get: saved sized.bin") && !line.contains("UNVERIFIED"),
             "size {size}: {line}\n{}",
-            tail(&d)
+            log_tail(&d)
         );
     }
 }
@@ -1379,12 +1367,12 @@ fn a_liars_announce_with_another_timestamp_never_makes_the_honest_copy_unverifie
     assert!(
         line.starts_with("get: saved stamped.bin"),
         "{line}\n{}",
-        tail(&d)
+        log_tail(&d)
     );
     assert!(
         !line.contains("UNVERIFIED"),
         "the honest copy is unverified: {line}\n{}",
-        tail(&d)
+        log_tail(&d)
     );
 }
 
@@ -1436,14 +1424,14 @@ fn push_of_a_fifo_a_device_or_a_folder_is_one_refusal_and_never_hangs_or_fills_t
             answers_gossip(&p, Duration::from_secs(1)),
             "push {} froze the loop\n{}",
             t.display(),
-            tail(&p)
+            log_tail(&p)
         );
         let lines: Vec<String> = p.lines().into_iter().skip(skip).collect();
         assert!(
             answered,
             "push {}: no answer: {lines:?}\n{}",
             t.display(),
-            tail(&p)
+            log_tail(&p)
         );
     }
     thread::sleep(Duration::from_millis(1500));
@@ -1479,7 +1467,7 @@ fn exit_during_a_download_and_a_copy_to_dest_leaves_no_temp_file_anywhere() {
     assert!(
         d.wait_line(skip, "get: saved big.bin", T).is_some(),
         "{}",
-        tail(&d)
+        log_tail(&d)
     );
     drop(fast);
     let _slow_holder = fake_holder_for(
@@ -1496,14 +1484,14 @@ fn exit_during_a_download_and_a_copy_to_dest_leaves_no_temp_file_anywhere() {
     assert!(
         d.wait_line(skip, "get: fetching slow.bin", T).is_some(),
         "{}",
-        tail(&d)
+        log_tail(&d)
     );
     thread::sleep(Duration::from_millis(300));
     // A 24 MiB copy to DEST, then exit at once.
     d.send_line(&format!("get {} {}", &file.id[..12], out.path().display()));
     d.send_line("exit");
     let status = d.wait_exit(Duration::from_secs(5));
-    assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", tail(&d));
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", log_tail(&d));
     assert!(
         partial_files(&d.dir).is_empty(),
         "{:?}",
@@ -1548,7 +1536,7 @@ fn get_to_an_unwritable_or_missing_place_is_one_clear_line() {
                     && !l.starts_with("get: already have")
             })
         });
-        assert!(ended, "{}: no answer\n{}", dest.display(), tail(&d));
+        assert!(ended, "{}: no answer\n{}", dest.display(), log_tail(&d));
         assert!(d.alive());
     }
     assert_eq!(std::fs::read(&regular).unwrap(), b"x");
@@ -1647,7 +1635,7 @@ fn a_dest_folder_swapped_for_a_symlink_to_the_storage_folder_during_the_download
                 .iter()
                 .any(|l| l.starts_with("get: fetching") || l.starts_with("get: already have"))
         });
-        assert!(started, "{what}: no download\n{}", tail(&d));
+        assert!(started, "{what}: no download\n{}", log_tail(&d));
         std::fs::remove_dir(&sub).unwrap();
         std::os::unix::fs::symlink(&d.dir, &sub).unwrap();
         let ended = wait_until(T, || {
@@ -1771,7 +1759,11 @@ fn a_gossip_reply_whose_records_carry_huge_holder_lists_never_stalls_the_loop() 
             "file_timestamp": 1, "peers_with_file": names, "peers": names}]});
         send_raw(p.p2p_port, reply.to_string().as_bytes()).unwrap();
         let t = Instant::now();
-        assert!(answers_gossip(&p, Duration::from_secs(3)), "{}", tail(&p));
+        assert!(
+            answers_gossip(&p, Duration::from_secs(3)),
+            "{}",
+            log_tail(&p)
+        );
         worst = worst.max(t.elapsed());
     }
     println!("worst GOSSIP round trip after a huge-holder reply: {worst:?}");
@@ -1871,7 +1863,7 @@ fn the_storage_folder_spelled_any_other_way_is_refused_as_dest() {
                     && !l.starts_with("get: already have")
             })
         });
-        assert!(ended, "{dest}: no answer\n{}", tail(&d));
+        assert!(ended, "{dest}: no answer\n{}", log_tail(&d));
         thread::sleep(Duration::from_millis(200));
         let lines = get_lines(&d, skip);
         let extra: Vec<String> = data_files(&d.dir)

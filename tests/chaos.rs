@@ -26,10 +26,6 @@ const PER_SOURCE: Duration = Duration::from_secs(CONNECT.as_secs() + IDLE.as_sec
 /// Slack for process scheduling on a loaded machine (debug build).
 const MARGIN: Duration = Duration::from_secs(2);
 
-/// Gossip rarely and forget slowly: the test decides who was seen last,
-/// and an identity only the test speaks for is not dropped mid-test.
-const QUIET: [&str; 4] = ["--gossip-interval", "30", "--peer-timeout", "60"];
-
 const ALIAS: &str = "via-proxy";
 
 fn holders(file: &Value) -> Vec<String> {

@@ -16,23 +16,6 @@ use support::*;
 /// Bound for a download that should take a few seconds at most.
 const GET_WAIT: Duration = Duration::from_secs(20);
 
-/// Options that keep a real peer's view of its sources still during a test:
-/// no gossip round after the first, and no one dropped for silence.
-const QUIET: [&str; 4] = ["--gossip-interval", "30", "--peer-timeout", "60"];
-
-/// The end of a peer's log, for failure messages.
-fn log_tail(p: &PeerProc) -> String {
-    let log = p.log();
-    let lines: Vec<&str> = log.lines().collect();
-    let from = lines.len().saturating_sub(40);
-    format!(
-        "--- stdout of {} ---\n{}\n--- log tail ---\n{}",
-        p.id,
-        p.lines().join("\n"),
-        lines[from..].join("\n")
-    )
-}
-
 /// Waits (after stdout line `skip`) for the end of a `get` of `name`:
 /// `Ok(saved line)` or `Err(failed line)`. Panics if neither comes in time.
 fn get_outcome(p: &PeerProc, skip: usize, name: &str, timeout: Duration) -> Result<String, String> {

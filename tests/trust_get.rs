@@ -14,23 +14,6 @@ use support::*;
 /// Bound for a download that should take a few seconds at most.
 const GET_WAIT: Duration = Duration::from_secs(20);
 
-/// Keeps each peer's view of its sources still during a test: no gossip
-/// round after the first, and no one dropped for silence.
-const QUIET: [&str; 4] = ["--gossip-interval", "30", "--peer-timeout", "60"];
-
-/// The stdout and log tail of a peer, for failure messages.
-fn log_tail(p: &PeerProc) -> String {
-    let log = p.log();
-    let lines: Vec<&str> = log.lines().collect();
-    let from = lines.len().saturating_sub(40);
-    format!(
-        "--- stdout of {} ---\n{}\n--- log tail ---\n{}",
-        p.id,
-        p.lines().join("\n"),
-        lines[from..].join("\n")
-    )
-}
-
 /// A holder with `name` = `content` in its folder, and a downloader that
 /// knows the file; returns both and the file's id.
 fn holder_and_downloader(name: &str, content: &[u8]) -> (PeerProc, PeerProc, String) {

@@ -14,6 +14,23 @@ use std::time::{Duration, Instant};
 
 pub use basics::{http_get, port_after};
 
+/// Timers that keep a peer's view of its sources still during a test: no
+/// gossip round after the first, and no one dropped for silence.
+pub const QUIET: [&str; 4] = ["--gossip-interval", "30", "--peer-timeout", "60"];
+
+/// The stdout and the last 40 log lines of a peer, for failure messages.
+pub fn log_tail(p: &PeerProc) -> String {
+    let log = p.log();
+    let lines: Vec<&str> = log.lines().collect();
+    let from = lines.len().saturating_sub(40);
+    format!(
+        "--- stdout of {} ---\n{}\n--- log tail ---\n{}",
+        p.id,
+        p.lines().join("\n"),
+        lines[from..].join("\n")
+    )
+}
+
 /// Default bound on every wait in the tests.
 pub const WAIT: Duration = Duration::from_secs(20);
 
