@@ -317,6 +317,16 @@ pub struct Peer {
     recheck_later: std::collections::BTreeSet<FileId>,
 }
 
+/// How a download ended, said once: the menu shows it after `get: `, the
+/// log after `auto-fetch: `.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum DownloadEnd {
+    /// Stored (verified or not: the text says).
+    Saved(String),
+    /// Given up, with the reasons.
+    Failed(String),
+}
+
 impl Peer {
     /// A peer with an empty catalog. `rng` is the only source of randomness.
     pub fn new(cfg: Config, rng: SmallRng) -> Self {
@@ -1029,10 +1039,10 @@ impl Peer {
         }
         if let Some(d) = download.and_then(|t| self.downloads.remove(t)) {
             let line = format!(
-                "get: stopped fetching {}: deleted by its owner {from}",
+                "stopped fetching {}: deleted by its owner {from}",
                 d.record.file_name
             );
-            self.finish(now, d, Err(line));
+            self.finish(now, d, DownloadEnd::Failed(line));
         }
     }
 
@@ -1183,14 +1193,14 @@ impl Peer {
             d.bytes_done = 0;
             let record = d.record.clone();
             let auto = d.is_auto();
-            let line = format!(
-                "get: fetching {} ({}) from {peer}",
+            let what = format!(
+                "fetching {} ({}) from {peer}",
                 record.file_name, record.file_size
             );
             if auto {
-                info!("auto-fetch: {}", &line[5..]);
+                info!("auto-fetch: {what}");
             } else {
-                self.print(line);
+                self.print(format!("get: {what}"));
             }
             self.effects.push(Effect::Fetch {
                 transfer: id,
@@ -1219,32 +1229,30 @@ impl Peer {
         }
         if let Some(d) = self.downloads.remove(id) {
             let line = format!(
-                "get: failed to fetch {}: {}",
+                "failed to fetch {}: {}",
                 d.record.file_name,
                 d.failure_summary()
             );
-            self.finish(now, d, Err(line));
+            self.finish(now, d, DownloadEnd::Failed(line));
         }
     }
 
-    fn finish(&mut self, now: Time, d: Download, outcome: Result<String, String>) {
+    fn finish(&mut self, now: Time, d: Download, outcome: DownloadEnd) {
         for origin in &d.origins {
             match (origin, &outcome) {
-                (Origin::Menu(_), Ok(line) | Err(line)) => self.print(line.clone()),
-                (Origin::Auto, Ok(line)) => {
-                    info!("auto-fetch: {}", line.trim_start_matches("get: "))
+                (Origin::Menu(_), DownloadEnd::Saved(what) | DownloadEnd::Failed(what)) => {
+                    self.print(format!("get: {what}"))
                 }
-                (Origin::Auto, Err(line)) => {
-                    warn!("auto-fetch: {}", line.trim_start_matches("get: "))
-                }
+                (Origin::Auto, DownloadEnd::Saved(what)) => info!("auto-fetch: {what}"),
+                (Origin::Auto, DownloadEnd::Failed(what)) => warn!("auto-fetch: {what}"),
             }
         }
         if d.origins.contains(&Origin::Auto) {
             if let Some(b) = self.auto_batch.as_mut() {
                 b.pending = b.pending.saturating_sub(1);
                 match &outcome {
-                    Ok(_) => b.saved.push(d.record.file_name.clone()),
-                    Err(_) => b.failed.push(d.record.file_name.clone()),
+                    DownloadEnd::Saved(_) => b.saved.push(d.record.file_name.clone()),
+                    DownloadEnd::Failed(_) => b.failed.push(d.record.file_name.clone()),
                 }
                 if b.pending == 0 {
                     let line = format!(
@@ -1329,7 +1337,7 @@ impl Peer {
                 // unverified fallback's (not the time spent on others).
                 let took = d.kept_took.unwrap_or_else(|| now.since(started));
                 let mut line = format!(
-                    "get: saved {}, {} {} from {peer}",
+                    "saved {}, {} {} from {peer}",
                     d.record.file_name,
                     human_bytes(len),
                     save_figures(len, took),
@@ -1359,7 +1367,7 @@ impl Peer {
                         });
                     }
                 }
-                self.finish(now, d, Ok(line));
+                self.finish(now, d, DownloadEnd::Saved(line));
             }
         }
     }
@@ -1428,7 +1436,7 @@ impl Peer {
         };
         // The push's transfer was not timed by us: no figures are claimed.
         let line = format!(
-            "get: saved {}, {}: a peer pushed it whole while we were fetching it",
+            "saved {}, {}: a peer pushed it whole while we were fetching it",
             d.record.file_name, record.file_size
         );
         for o in &d.origins {
@@ -1440,7 +1448,7 @@ impl Peer {
                 });
             }
         }
-        self.finish(now, d, Ok(line));
+        self.finish(now, d, DownloadEnd::Saved(line));
     }
 
     /// A `push` finished copying into storage (or failed with a message).
