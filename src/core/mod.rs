@@ -1358,15 +1358,7 @@ impl Peer {
                 );
                 self.effects.push(Effect::Persist);
                 self.announce(&d.record);
-                for o in &d.origins {
-                    if let Origin::Menu(Some(dest)) = o {
-                        self.effects.push(Effect::CopyOut {
-                            name: local_name.clone(),
-                            record: d.record.clone(),
-                            dest: dest.clone(),
-                        });
-                    }
-                }
+                self.copy_out_for(&d, &local_name);
                 self.finish(now, d, DownloadEnd::Saved(line));
             }
         }
@@ -1439,16 +1431,21 @@ impl Peer {
             "saved {}, {}: a peer pushed it whole while we were fetching it",
             d.record.file_name, record.file_size
         );
+        self.copy_out_for(&d, &local_name);
+        self.finish(now, d, DownloadEnd::Saved(line));
+    }
+
+    /// Copies our new copy to every destination the download's `get`s named.
+    fn copy_out_for(&mut self, d: &Download, local_name: &str) {
         for o in &d.origins {
             if let Origin::Menu(Some(dest)) = o {
                 self.effects.push(Effect::CopyOut {
-                    name: local_name.clone(),
+                    name: local_name.to_string(),
                     record: d.record.clone(),
                     dest: dest.clone(),
                 });
             }
         }
-        self.finish(now, d, DownloadEnd::Saved(line));
     }
 
     /// A `push` finished copying into storage (or failed with a message).
