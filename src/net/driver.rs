@@ -487,6 +487,7 @@ fn catalog_json(core: &Peer, stamps: &HashMap<String, FileStamp>) -> Vec<u8> {
 /// Runs the peer until `exit`, EOF-less shutdown by signal, or a fatal
 /// setup error (returned; `main` turns it into exit status 1).
 pub fn run(args: Args) -> Result<(), StartError> {
+    trim::fix_mmap_threshold();
     let fd_limit = match crate::net::limits::raise_fd_limit() {
         Ok(n) => n,
         Err(e) => {

@@ -29,6 +29,24 @@ pub fn give_back() {
     }
 }
 
+/// Buffers at least this large are mapped on their own and unmapped when
+/// freed. glibc's default threshold moves up to 32 MiB after a large
+/// free, and then a message buffer of up to 16 MiB lands on the heap and
+/// stays resident after it is freed, until the next trim.
+const MMAP_THRESHOLD: i32 = 4 * 1024 * 1024;
+
+/// Fixes the allocator's mmap threshold at [`MMAP_THRESHOLD`] (glibc only;
+/// call once at start).
+#[allow(unsafe_code)]
+pub fn fix_mmap_threshold() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets a tunable of glibc's allocator; called at
+    // start, before the other threads exist.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+    }
+}
+
 /// How much smaller (peers tracked, GOSSIP ids seen, destinations
 /// remembered) the state must have become since its peak for a trim to be
 /// worth a system call.
