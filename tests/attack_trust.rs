@@ -887,14 +887,16 @@ fn reflection(timers: &[&str], n: usize, settle: Duration) -> (usize, String) {
 #[test]
 #[ignore = "LIMIT: with 2 s rounds the per-destination dial limit scales up 15x and the first 3 rounds ask unanswered peers as before: 4.9 connections per injected GOSSIP (was 14); the network's 30 s rounds give at most 1 (the next test)"]
 fn gossips_naming_a_victim_open_at_most_one_connection_each_to_it() {
-    let n = 60;
     // Short timers: every round, retransmission and catch-up goes out
     // and the invented peers time out within the wait.
-    let (count, what) = reflection(
-        &["--gossip-interval", "2", "--peer-timeout", "6"],
-        n,
-        Duration::from_secs(12),
-    );
+    at_most_one_connection_each(&["--gossip-interval", "2", "--peer-timeout", "6"], 12);
+}
+
+/// 60 GOSSIPs naming a victim, with these timers, open at most 60
+/// connections to it within `wait_secs`.
+fn at_most_one_connection_each(timers: &[&str], wait_secs: u64) {
+    let n = 60;
+    let (count, what) = reflection(timers, n, Duration::from_secs(wait_secs));
     assert!(
         count <= n,
         "{count} connections to the victim for {n} injected GOSSIPs ({:.2} each): {what}",
@@ -904,17 +906,7 @@ fn gossips_naming_a_victim_open_at_most_one_connection_each_to_it() {
 
 #[test]
 fn gossips_naming_a_victim_open_at_most_one_connection_each_to_it_with_default_timers() {
-    let n = 60;
-    let (count, what) = reflection(
-        &["--gossip-interval", "30", "--peer-timeout", "60"],
-        n,
-        Duration::from_secs(30),
-    );
-    assert!(
-        count <= n,
-        "{count} connections to the victim for {n} injected GOSSIPs ({:.2} each): {what}",
-        count as f64 / n as f64
-    );
+    at_most_one_connection_each(&["--gossip-interval", "30", "--peer-timeout", "60"], 30);
 }
 
 // ---- SIGTERM under a flood --------------------------------------------------

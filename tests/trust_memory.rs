@@ -102,14 +102,9 @@ impl Victim {
         }
     }
 
-    /// Sends a GOSSIP and times the GOSSIP_REPLY, then times `/api/state`;
-    /// both must come within [`ANSWER_WITHIN`]. Returns the two times.
-    fn probe(&mut self, when: &str) -> (Duration, Duration) {
-        self.probe_within(when, ANSWER_WITHIN)
-    }
-
-    /// [`Victim::probe`] with another bound.
-    fn probe_within(&mut self, when: &str, within: Duration) -> (Duration, Duration) {
+    /// Sends a GOSSIP and times its GOSSIP_REPLY, which must come within
+    /// `within`.
+    fn time_gossip_reply(&mut self, when: &str, within: Duration) -> Duration {
         assert!(self.peer.alive(), "the peer died ({when})");
         self.probes += 1;
         // Each probe at an address of its own: the peer's per-destination
@@ -122,6 +117,18 @@ impl Victim {
         let answered = fake.wait_for("GOSSIP_REPLY", within).is_some();
         let gossip_in = started.elapsed();
         assert!(answered, "no GOSSIP_REPLY within {within:?} ({when})");
+        gossip_in
+    }
+
+    /// Sends a GOSSIP and times the GOSSIP_REPLY, then times `/api/state`;
+    /// both must come within [`ANSWER_WITHIN`]. Returns the two times.
+    fn probe(&mut self, when: &str) -> (Duration, Duration) {
+        self.probe_within(when, ANSWER_WITHIN)
+    }
+
+    /// [`Victim::probe`] with another bound.
+    fn probe_within(&mut self, when: &str, within: Duration) -> (Duration, Duration) {
+        let gossip_in = self.time_gossip_reply(when, within);
         let started = Instant::now();
         let mut page = None;
         wait_until(within, || {
@@ -146,18 +153,7 @@ impl Victim {
     /// Times a GOSSIP's answer only (no page: rendering a page of a full
     /// catalog has its own cost, measured apart).
     fn gossip_probe(&mut self, when: &str, within: Duration) -> Duration {
-        assert!(self.peer.alive(), "the peer died ({when})");
-        self.probes += 1;
-        // Each probe at an address of its own: the peer's per-destination
-        // dial limit must not count the probes against each other.
-        let fake = FakePeer::start();
-        let id = format!("{:032x}", rand::random::<u128>());
-        let who = format!("probe-{}", self.probes);
-        let started = Instant::now();
-        send_raw(self.peer.p2p_port, &gossip(&who, fake.port, &id)).expect("send GOSSIP");
-        let answered = fake.wait_for("GOSSIP_REPLY", within).is_some();
-        let gossip_in = started.elapsed();
-        assert!(answered, "no GOSSIP_REPLY within {within:?} ({when})");
+        let gossip_in = self.time_gossip_reply(when, within);
         eprintln!(
             "trust_memory: {when}: GOSSIP answered in {gossip_in:?}, RssAnon now {} KiB",
             rss_anon_kib(self.peer.pid()).unwrap_or(0)

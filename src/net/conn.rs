@@ -489,17 +489,9 @@ mod tests {
     use crate::net::file_writer::{MAX_SENDS_PER_READ, WRITER_DEPTH};
     use crate::protocol::decoder::{DecoderLimits, Feed, MessageDecoder, DATA_BUFFER_LEN};
     use crate::storage::file_id_for;
+    use crate::storage::names_in;
     use std::sync::atomic::Ordering;
     use std::thread;
-
-    fn names_in(dir: &std::path::Path) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        v.sort();
-        v
-    }
 
     #[test]
     fn the_writer_thread_hashes_and_writes_every_byte_in_order() {

@@ -290,16 +290,8 @@ mod commit_new_tests {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::names_in;
     use std::io::{Read, Seek, SeekFrom};
-
-    fn names_in(dir: &Path) -> Vec<String> {
-        let mut v: Vec<String> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        v.sort();
-        v
-    }
 
     #[test]
     fn write_atomic_creates_and_replaces() {

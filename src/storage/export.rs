@@ -382,6 +382,7 @@ fn copy_to_temp(src: &Path, folder: &Path) -> io::Result<PartialFile> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::names_in;
     use std::os::unix::fs::symlink;
 
     struct Setup {
@@ -409,15 +410,6 @@ mod tests {
 
     fn run(s: &Setup, dest: &Path, force: bool) -> ExportOutcome {
         export(&s.src, &s.storage, dest, "net.bin", "net.bin", force)
-    }
-
-    fn names_in(dir: &Path) -> Vec<String> {
-        let mut v: Vec<String> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        v.sort();
-        v
     }
 
     #[test]

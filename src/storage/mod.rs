@@ -32,3 +32,14 @@ pub use hashing::{file_id_for, hash_file, FileHasher};
 pub use metadata::{LoadOutcome, MetadataError, StoredEntry, METADATA_FILE};
 pub use names::{sanitize_file_name, unique_name};
 pub use scan::{import_file, scan_folder, ImportError};
+
+/// The sorted names of the entries in `dir` (tests check what a folder holds).
+#[cfg(test)]
+pub(crate) fn names_in(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}

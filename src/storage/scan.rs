@@ -234,21 +234,13 @@ pub fn import_file(
 mod tests {
     use super::*;
     use crate::storage::hashing::file_id_for;
+    use crate::storage::names_in;
     use std::time::Duration;
 
     fn set_mtime(path: &Path, secs: u64) {
         let f = File::options().write(true).open(path).unwrap();
         f.set_modified(UNIX_EPOCH + Duration::from_secs(secs))
             .unwrap();
-    }
-
-    fn names_in(dir: &Path) -> Vec<String> {
-        let mut v: Vec<String> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        v.sort();
-        v
     }
 
     #[test]
