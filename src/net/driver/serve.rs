@@ -1,0 +1,180 @@
+//! Serving held files: opening them, stamps, and read leases being broken.
+
+use super::Driver;
+use crate::ids::FileId;
+use crate::net::conn::{Payload, Role};
+use crate::protocol::encoder::{FileDataEncoder, FileSource};
+use crate::storage::serving::{self, FileStamp, Opened};
+use log::{debug, info};
+use std::fmt;
+use std::io;
+
+/// Most FILE_DATA streams (replies to GET_FILE and our pushes) at once.
+/// Each holds a chunk of hex (512 KiB) until its reader takes it; without a
+/// cap, a thousand clients that ask for a large file and read nothing would
+/// hold 512 MiB (measured: 400 such clients, 205 MiB). Past it a GET_FILE
+/// connection is closed unanswered, which the network's clients (ours
+/// included) treat as a failed source.
+pub const MAX_FILE_STREAMS: usize = 32;
+
+/// The file a role streams, if it is mapped under a lease being broken.
+pub(super) fn breaking_file(role: &Role) -> Option<FileId> {
+    match role {
+        Role::Write {
+            payload: Payload::File(enc),
+            ..
+        } if enc.lease_breaking() => Some(enc.file_id().clone()),
+        Role::Connecting(inner) => breaking_file(inner),
+        _ => None,
+    }
+}
+
+/// Why a held file is not served.
+#[derive(Debug)]
+pub(super) enum OpenError {
+    /// We hold no servable copy.
+    NotHeld,
+    /// It changed on disk since it was verified (being checked again).
+    Changed,
+    /// It could not be opened or mapped.
+    Io(io::Error),
+}
+
+impl fmt::Display for OpenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OpenError::NotHeld => f.write_str("not held"),
+            OpenError::Changed => f.write_str("changed on disk; being checked again"),
+            OpenError::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl Driver {
+    /// Connections streaming a FILE_DATA now.
+    pub(super) fn file_streams(&self) -> usize {
+        self.conns
+            .iter()
+            .filter(|(_, c)| {
+                matches!(
+                    c.role,
+                    Role::Write {
+                        payload: Payload::File(_),
+                        ..
+                    }
+                )
+            })
+            .count()
+    }
+
+    /// Opens a held file to serve it: under a read lease and mapped, or
+    /// (no lease to be had) read and checked as it goes. A copy that no
+    /// longer looks as it did when verified is not served; the core is told.
+    pub(super) fn open_file(&mut self, file_id: &FileId) -> Result<FileDataEncoder, OpenError> {
+        let Some((record, local)) = self.core.servable_copy(file_id) else {
+            return Err(OpenError::NotHeld);
+        };
+        let (record, name, verified) = (record.clone(), local.name.clone(), local.verified);
+        let path = self.settings.dir.join(&name);
+        let (opened, stamp) = match serving::open_for_serving(&path, serving::leases_enabled()) {
+            Ok(ok) => ok,
+            Err(e) if serving::is_gone(&e) => {
+                // Gone, or no longer a regular file: the user changed it.
+                self.core.on_local_changed(file_id);
+                return Err(OpenError::Io(e));
+            }
+            Err(e) => {
+                // A passing failure (EMFILE in a flood, EIO...): not-found
+                // for this request only; the copy stays held.
+                debug!("cannot open {name} to serve it: {e}");
+                return Err(OpenError::Io(e));
+            }
+        };
+        match self.stamps.get(&name) {
+            Some(was) if *was != stamp => {
+                self.core.on_local_changed(file_id);
+                return Err(OpenError::Changed);
+            }
+            Some(_) => {}
+            // Never stamped (taken back at start, or older metadata): its
+            // bytes are hashed once before they are served.
+            None => {
+                self.core.on_local_unstamped(file_id);
+                return Err(OpenError::Changed);
+            }
+        }
+        let source = match opened {
+            _ if stamp.len == 0 => FileSource::Memory(Vec::new()),
+            Opened::Leased(lease) => FileSource::Leased(Box::new(
+                serving::LeasedFile::map(lease).map_err(OpenError::Io)?,
+            )),
+            // An unverified copy never hashes to its id: served (by the
+            // user's choice) without the hash gate.
+            Opened::Unleased(file, why) if !verified => {
+                debug!("{file_id}: no read lease ({why}); unverified copy, read as it is sent");
+                FileSource::Read(Box::new(serving::CheckedReader::unverified(
+                    file, stamp.len,
+                )))
+            }
+            Opened::Unleased(file, why) => {
+                debug!("{file_id}: no read lease ({why}); read and checked as it is sent");
+                FileSource::Read(Box::new(serving::CheckedReader::new(
+                    file,
+                    stamp.len,
+                    record.file_id.clone(),
+                    record.file_timestamp.clone(),
+                )))
+            }
+        };
+        Ok(FileDataEncoder::new(&record, source))
+    }
+
+    /// SIGIO: a writer waits on a file we serve under a lease. Those
+    /// transfers end now, unfinished (their clients fall back to another
+    /// source), dropping the map and then the lease, which lets the writer
+    /// in; the files are checked again.
+    pub(super) fn on_lease_signal(&mut self) {
+        if let Some(s) = self.lease_signals.as_mut() {
+            // Only the readiness matters; drain what was raised.
+            for _ in s.pending() {}
+        }
+        // A push still connecting holds its file too.
+        let broken: Vec<(usize, FileId)> = self
+            .conns
+            .iter()
+            .filter_map(|(k, c)| Some((k, breaking_file(&c.role)?)))
+            .collect();
+        // And so does one waiting for its host's address: dropped as failed.
+        let mut waiting_broken = Vec::new();
+        for waiting in self.pending.values_mut() {
+            let before = waiting.len();
+            waiting.retain(|p| match breaking_file(&p.role) {
+                Some(id) => {
+                    waiting_broken.push(id);
+                    false
+                }
+                None => true,
+            });
+            self.pending_count -= before - waiting.len();
+        }
+        for file_id in waiting_broken {
+            info!("{file_id} is being changed on disk; its push waiting to connect is dropped");
+            self.core.on_local_changed(&file_id);
+        }
+        for (key, file_id) in broken {
+            info!("{file_id} is being changed on disk; its transfer in progress is ended");
+            self.close(key, Some("the file is being changed on disk".into()));
+            self.core.on_local_changed(&file_id);
+        }
+    }
+
+    /// Records what a held file looks like now that it was verified.
+    pub(super) fn stamp(&mut self, name: &str) {
+        match FileStamp::read(&self.settings.dir.join(name)) {
+            Ok(stamp) => {
+                self.stamps.insert(name.to_string(), stamp);
+            }
+            Err(e) => debug!("cannot stat {name}: {e}"),
+        }
+    }
+}

@@ -1,0 +1,443 @@
+//! Start-up: the folder, the catalog, the listeners and the poll sources.
+
+use super::workers::{start_metadata_writer, start_worker};
+use super::{
+    now_unix, Driver, Settings, StartError, HTTP_LISTENER, LEASES, MAX_CONNECTIONS, P2P_LISTENER,
+    SIGNALS, STDIN, WAKER,
+};
+use crate::cli::args::Args;
+use crate::core::catalog::{Entry, LocalCopy};
+use crate::core::dial_limit::DialLimiter;
+use crate::core::push_quota::PushQuota;
+use crate::core::{Config, Peer};
+use crate::http;
+use crate::ids::{FileId, PeerAddr, PeerId};
+use crate::net::conn::READ_BUF_LEN;
+use crate::net::resolver::Resolver;
+use crate::net::sockopt;
+use crate::net::stdin::{self, LineReader};
+use crate::net::timer::TimerWheel;
+use crate::net::trim;
+use crate::storage::serving::FileStamp;
+use crate::storage::{self, metadata, StoredEntry};
+use log::{info, warn};
+use mio::net::TcpListener;
+use mio::unix::SourceFd;
+use mio::{Interest, Poll, Waker};
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
+use slab::Slab;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+pub(super) fn bind(host: &str, port: u16, what: &str) -> Result<TcpListener, StartError> {
+    let addrs: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| StartError(format!("cannot resolve {what} address {host}:{port}: {e}")))?
+        .collect();
+    let addr = addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| StartError(format!("no address for {what} host {host}")))?;
+    let std = std::net::TcpListener::bind(addr)
+        .map_err(|e| StartError(format!("cannot listen for {what} on {addr}: {e}")))?;
+    // std listens with a backlog of 128: a flood of one-message
+    // connections overflows it, and a dropped SYN costs its sender a 1 s
+    // retry. Listening again only raises the backlog (capped by somaxconn).
+    if let Err(e) = socket2::SockRef::from(&std).listen(LISTEN_BACKLOG) {
+        warn!("cannot raise the {what} backlog: {e}");
+    }
+    std.set_nonblocking(true)
+        .map_err(|e| StartError(format!("cannot listen for {what} on {addr}: {e}")))?;
+    Ok(TcpListener::from_std(std))
+}
+
+/// Pending connections the kernel queues for each listener.
+pub(super) const LISTEN_BACKLOG: i32 = 1024;
+
+/// What [`load_catalog`] found.
+pub(super) struct Loaded {
+    entries: Vec<Entry>,
+    /// Metadata entries not read (past the catalog's caps).
+    not_read: usize,
+    /// Stamps of the held files, by local name.
+    stamps: HashMap<String, FileStamp>,
+    /// Held files that changed since they were last verified.
+    changed: Vec<FileId>,
+}
+
+/// Loads the catalog: the metadata file, then files found in the folder.
+/// Also says how many entries of the metadata were not read (past the
+/// catalog's caps).
+pub(super) fn load_catalog(dir: &Path, me: &PeerId) -> Loaded {
+    match storage::remove_partials(dir) {
+        Ok(0) => {}
+        Ok(n) => info!("removed {n} partial files left by an earlier run"),
+        Err(e) => warn!("cannot clean partial files in {}: {e}", dir.display()),
+    }
+    use crate::core::catalog::{holder_cost, record_cost, ENTRY_OVERHEAD, MAX_FILES};
+    // Read no more than the catalog could take: entries we don't hold past
+    // its byte budget are skipped while reading (the catalog applies the
+    // exact caps when they are inserted).
+    let cost = |e: &StoredEntry| {
+        ENTRY_OVERHEAD
+            + record_cost(&e.record)
+            + e.peers_with_file.iter().map(holder_cost).sum::<usize>()
+    };
+    let keep = metadata::Keep {
+        held: MAX_FILES,
+        others: MAX_FILES,
+        bytes: crate::core::catalog::MAX_CATALOG_BYTES,
+        cost: &cost,
+    };
+    let loaded = metadata::load(dir, now_unix(), &keep);
+    for w in &loaded.warnings {
+        warn!("{w}");
+    }
+    let mut entries = Vec::new();
+    let mut known = HashSet::new();
+    let mut stamps = HashMap::new();
+    let mut changed = Vec::new();
+    for s in loaded.entries {
+        let local = match (&s.local_name, s.has_copy) {
+            (Some(name), true) if dir.join(name).is_file() => {
+                known.insert(name.clone());
+                // Unknown (older metadata): none kept, so the first serve
+                // has its bytes hashed once instead of trusting them.
+                if let (Ok(now), Some(was)) = (FileStamp::read(&dir.join(name)), s.local_stamp) {
+                    if was != now {
+                        changed.push(s.record.file_id.clone());
+                    }
+                    stamps.insert(name.clone(), was);
+                }
+                Some(LocalCopy {
+                    name: name.clone(),
+                    verified: s.verified,
+                })
+            }
+            (Some(name), true) => {
+                warn!(
+                    "{} ({}) is recorded as held but {name} is missing from the folder",
+                    s.record.file_name, s.record.file_id
+                );
+                None
+            }
+            _ => None,
+        };
+        let holders = s.peers_with_file.into_iter().filter(|p| p != me).collect();
+        entries.push(Entry {
+            record: s.record,
+            holders,
+            local,
+        });
+    }
+    match storage::scan_folder(dir, &known, me) {
+        Ok(found) => {
+            let mut added = 0;
+            for s in found {
+                let Some(name) = s.local_name.clone() else {
+                    continue;
+                };
+                if let Some((e, stamp)) = claimed_by_catalog(dir, &name, &mut entries) {
+                    if let Some(stamp) = stamp {
+                        stamps.insert(name.clone(), stamp);
+                    }
+                    info!(
+                        "{name} is {} ({}), committed just before the last exit",
+                        e.record.file_name, e.record.file_id
+                    );
+                    continue;
+                }
+                added += 1;
+                if let Some(stamp) = s.local_stamp {
+                    stamps.insert(name.clone(), stamp);
+                }
+                entries.push(Entry {
+                    record: s.record,
+                    holders: Default::default(),
+                    local: Some(LocalCopy {
+                        name,
+                        verified: true,
+                    }),
+                });
+            }
+            if added > 0 {
+                info!("added {added} files found in {}", dir.display());
+            }
+        }
+        Err(e) => warn!("cannot scan {}: {e}", dir.display()),
+    }
+    Loaded {
+        entries,
+        stamps,
+        changed,
+        not_read: loaded.dropped,
+    }
+}
+
+/// A file found in the folder that the catalog doesn't list as held may be
+/// a download or push committed just before a crash, before the metadata
+/// caught up. If an entry we don't hold has that name (or its `x (2).txt`
+/// form) and the bytes verify against its id, it is that file: mark it held
+/// instead of adopting it as a new file of ours. Returns it with the stamp
+/// taken before hashing (so a change during the hash shows at the first
+/// serve); without one, the first serve hashes it again.
+pub(super) fn claimed_by_catalog<'a>(
+    dir: &Path,
+    name: &str,
+    entries: &'a mut [Entry],
+) -> Option<(&'a Entry, Option<FileStamp>)> {
+    let path = dir.join(name);
+    let stamp = FileStamp::read(&path).ok();
+    let pos = entries.iter().position(|e| {
+        e.local.is_none()
+            && same_or_suffixed(name, &storage::sanitize_file_name(&e.record.file_name))
+            && e.record.file_timestamp.hash_forms().iter().any(|ts| {
+                storage::hash_file(&path, ts)
+                    .is_ok_and(|(id, _)| id.0.eq_ignore_ascii_case(&e.record.file_id.0))
+            })
+    })?;
+    let e = &mut entries[pos];
+    e.local = Some(LocalCopy {
+        name: name.to_string(),
+        verified: true,
+    });
+    Some((e, stamp))
+}
+
+/// `found` is `wanted`, or the `stem (N).ext` name `unique_name` gives it.
+pub(super) fn same_or_suffixed(found: &str, wanted: &str) -> bool {
+    if found == wanted {
+        return true;
+    }
+    let (stem, ext) = match wanted.rfind('.') {
+        Some(i) if i > 0 => (&wanted[..i], &wanted[i..]),
+        _ => (wanted, ""),
+    };
+    found
+        .strip_prefix(stem)
+        .and_then(|r| r.strip_prefix(" ("))
+        .and_then(|r| r.strip_suffix(ext))
+        .and_then(|r| r.strip_suffix(')'))
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Runs the peer until `exit`, EOF-less shutdown by signal, or a fatal
+/// setup error (returned; `main` turns it into exit status 1).
+pub fn run(args: Args) -> Result<(), StartError> {
+    trim::fix_mmap_threshold();
+    let fd_limit = match crate::net::limits::raise_fd_limit() {
+        Ok(n) => n,
+        Err(e) => {
+            warn!("cannot read the open-file limit ({e}); assuming 1024");
+            1024
+        }
+    };
+    let dir = args.storage_dir();
+    std::fs::create_dir_all(&dir).map_err(|e| {
+        StartError(format!(
+            "cannot create storage folder {}: {e}",
+            dir.display()
+        ))
+    })?;
+    // Before anything touches the folder: a second peer on it would delete
+    // the first one's downloads in progress and race it on metadata.json.
+    let _folder_lock = storage::lock::FolderLock::acquire(&dir, &args.peer_id)
+        .map_err(|e| StartError(e.to_string()))?;
+    let p2p = bind(&args.host, args.p2p_port, "the peer server")?;
+    let system_congestion = sockopt::unpaced_listener(&p2p);
+    let p2p_ip = p2p.local_addr().ok().map(|a| a.ip());
+    let http = bind(&args.host, args.http_port, "the stats page")?;
+    let p2p_addr = p2p
+        .local_addr()
+        .map_err(|e| StartError(format!("peer server: {e}")))?;
+    let http_addr = http
+        .local_addr()
+        .map_err(|e| StartError(format!("stats page: {e}")))?;
+
+    let me = PeerId(args.peer_id.clone());
+    let Loaded {
+        entries,
+        stamps,
+        changed,
+        not_read,
+    } = load_catalog(&dir, &me);
+    let cfg = Config {
+        peer_id: me,
+        addr: PeerAddr::new(args.host.clone(), p2p_addr.port()),
+        well_known: args
+            .well_known()
+            .into_iter()
+            .map(|(h, p)| PeerAddr::new(h, p))
+            .collect(),
+        gossip_interval: args.gossip_interval,
+        peer_timeout: args.peer_timeout,
+        auto_fetch: args.auto_fetch,
+        share_unverified: args.share_unverified,
+    };
+    let seed = args.seed.unwrap_or_else(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0)
+            ^ u64::from(std::process::id())
+    });
+    let mut core = Peer::new(cfg, SmallRng::seed_from_u64(seed));
+    // Held files first, so a metadata.json past the catalog's cap never
+    // costs us a file we hold.
+    let mut entries = entries;
+    entries.sort_by_key(|e| e.local.is_none());
+    let mut n_files = 0;
+    let mut dropped = not_read;
+    for e in entries {
+        if core.load_entry(e) {
+            n_files += 1;
+        } else {
+            dropped += 1;
+        }
+    }
+    // Reading a large metadata file freed much more than it kept.
+    trim::give_back();
+    if dropped > 0 {
+        warn!(
+            "metadata lists more files than the catalog holds ({} files, {} MiB): {dropped} not loaded",
+            crate::core::catalog::MAX_FILES,
+            crate::core::catalog::MAX_CATALOG_BYTES >> 20
+        );
+    }
+    // Changed while we were down: hashed again before they are served.
+    for id in &changed {
+        core.on_local_changed(id);
+    }
+
+    let poll = Poll::new().map_err(|e| StartError(format!("cannot create poll: {e}")))?;
+    let waker = Arc::new(
+        Waker::new(poll.registry(), WAKER)
+            .map_err(|e| StartError(format!("cannot create waker: {e}")))?,
+    );
+    let resolver = Resolver::start(waker.clone())
+        .map_err(|e| StartError(format!("cannot start resolver: {e}")))?;
+    let (worker_tx, worker_rx) =
+        start_worker(waker.clone()).map_err(|e| StartError(format!("cannot start worker: {e}")))?;
+    let (meta_tx, meta_thread) = start_metadata_writer(dir.clone())
+        .map_err(|e| StartError(format!("cannot start metadata writer: {e}")))?;
+
+    let mut driver = Driver {
+        poll,
+        start: Instant::now(),
+        core,
+        settings: Settings {
+            dir,
+            connect_timeout: args.connect_timeout,
+            idle_timeout: args.idle_timeout,
+            max_file_size: args.max_file_size,
+        },
+        conns: Slab::new(),
+        max_conns: crate::net::limits::connection_cap(fd_limit, MAX_CONNECTIONS),
+        next_gen: 0,
+        wheel: TimerWheel::new(),
+        ready: VecDeque::new(),
+        parked: Vec::new(),
+        finishing: Vec::new(),
+        waker: waker.clone(),
+        read_buf: vec![0u8; READ_BUF_LEN],
+        p2p: Some(p2p),
+        system_congestion,
+        p2p_ip,
+        http: Some(http),
+        http_cache: http::ResponseCache::new(),
+        resolver,
+        resolve_cache: HashMap::new(),
+        unresolvable_logged: HashSet::new(),
+        unreachable_logged: HashSet::new(),
+        dials: DialLimiter::for_interval(args.gossip_interval),
+        trim: Default::default(),
+        pending: HashMap::new(),
+        pending_count: 0,
+        worker_tx,
+        worker_rx,
+        meta_tx: Some(meta_tx),
+        meta_thread: Some(meta_thread),
+        persist_armed: false,
+        last_persist: None,
+        unverified: HashMap::new(),
+        push_quota: PushQuota::new(),
+        trim_armed: false,
+        saved_catalog_bytes: 0,
+        stdin: None,
+        exit: false,
+        stamps,
+        lease_signals: None,
+        signalled: None,
+    };
+    driver.register_sources()?;
+    println!(
+        "peershare {}: peer server listening on {}:{}, stats page on http://{}:{}/ ({} files in {})",
+        args.peer_id,
+        args.host,
+        p2p_addr.port(),
+        args.host,
+        http_addr.port(),
+        n_files,
+        driver.settings.dir.display()
+    );
+    if driver.stdin.is_some() {
+        println!("type `help` for commands");
+    }
+    driver.run_loop();
+    driver.shutdown();
+    Ok(())
+}
+
+impl Driver {
+    pub(super) fn register_sources(&mut self) -> Result<(), StartError> {
+        let reg = self.poll.registry();
+        if let Some(l) = self.p2p.as_mut() {
+            reg.register(l, P2P_LISTENER, Interest::READABLE)
+                .map_err(|e| StartError(format!("poll: {e}")))?;
+        }
+        if let Some(l) = self.http.as_mut() {
+            reg.register(l, HTTP_LISTENER, Interest::READABLE)
+                .map_err(|e| StartError(format!("poll: {e}")))?;
+        }
+        crate::net::exit_guard::install().map_err(|e| StartError(format!("signals: {e}")))?;
+        let mut signals = signal_hook_mio::v1_0::Signals::new([
+            signal_hook::consts::SIGINT,
+            signal_hook::consts::SIGTERM,
+        ])
+        .map_err(|e| StartError(format!("signals: {e}")))?;
+        reg.register(&mut signals, SIGNALS, Interest::READABLE)
+            .map_err(|e| StartError(format!("poll: {e}")))?;
+        // Keep the signal source alive for the life of the process; the
+        // loop only needs its readiness.
+        std::mem::forget(signals);
+        // SIGIO's default action ends the process: its handler must be in
+        // place before the first lease is taken.
+        let mut lease_signals = signal_hook_mio::v1_0::Signals::new([signal_hook::consts::SIGIO])
+            .map_err(|e| StartError(format!("signals: {e}")))?;
+        reg.register(&mut lease_signals, LEASES, Interest::READABLE)
+            .map_err(|e| StartError(format!("poll: {e}")))?;
+        self.lease_signals = Some(lease_signals);
+        // stdin: epoll refuses regular files and /dev/null (EPERM); then the
+        // peer runs without a menu.
+        match reg.register(&mut SourceFd(&stdin::STDIN_FD), STDIN, Interest::READABLE) {
+            Ok(()) => {
+                if let Err(e) = stdin::set_nonblocking() {
+                    warn!("stdin can't be made non-blocking ({e}); running without a menu");
+                    let _ = reg.deregister(&mut SourceFd(&stdin::STDIN_FD));
+                } else {
+                    self.stdin = Some(LineReader::default());
+                    // Input typed before we registered is read right away.
+                    self.read_stdin();
+                }
+            }
+            Err(e) => info!("stdin is not a terminal or pipe ({e}); running without a menu"),
+        }
+        Ok(())
+    }
+}

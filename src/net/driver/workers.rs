@@ -1,0 +1,228 @@
+//! Helper threads (the worker and the metadata writer) and what they send back.
+
+use super::dial::RESOLVE_CACHE_MAX;
+use super::Driver;
+use crate::cli::escape;
+use crate::core::{Command, ReverifyOutcome, StampUpdate};
+use crate::ids::FileId;
+use crate::storage::serving::{self, FileStamp};
+use crate::storage::{self, metadata, StoredEntry};
+use log::{debug, info, warn};
+use mio::Waker;
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+/// A job for the worker thread (disk work kept off the loop).
+/// How often a metadata write that failed is tried again.
+pub(super) const METADATA_RETRY: Duration = Duration::from_secs(5);
+
+pub(super) type Job = Box<dyn FnOnce() -> WorkerMsg + Send>;
+
+/// Results from helper threads.
+pub(super) enum WorkerMsg {
+    Imported(Result<StoredEntry, String>),
+    Copied(storage::ExportOutcome),
+    /// A held file found changed, hashed again.
+    Reverified {
+        file_id: FileId,
+        name: String,
+        result: io::Result<(bool, FileStamp)>,
+    },
+    /// A `get` with a destination, its destination checked before the
+    /// download starts.
+    DestChecked(Command, Result<(), storage::Refusal>),
+}
+
+pub(super) fn start_worker(waker: Arc<Waker>) -> io::Result<(Sender<Job>, Receiver<WorkerMsg>)> {
+    let (job_tx, job_rx) = mpsc::channel::<Job>();
+    let (res_tx, res_rx) = mpsc::channel();
+    thread::Builder::new()
+        .name("worker".into())
+        .spawn(move || {
+            for job in job_rx {
+                if res_tx.send(job()).is_err() {
+                    break;
+                }
+                let _ = waker.wake();
+            }
+        })?;
+    Ok((job_tx, res_rx))
+}
+
+/// Work for the metadata thread, done in order.
+pub(super) enum MetaJob {
+    /// Write this serialized catalog atomically.
+    Write(Vec<u8>),
+    /// Unlink a stored file. Queued right after the catalog that no longer
+    /// lists it, so a crash can never leave an entry held whose file is gone.
+    Remove(PathBuf),
+}
+
+/// The metadata writer: takes serialized catalogs and writes each one
+/// atomically (temp file, fsync, rename, directory fsync). Consecutive
+/// catalogs are coalesced (only the newest is written); a removal is never
+/// moved before the catalog queued ahead of it.
+pub(super) fn start_metadata_writer(
+    dir: PathBuf,
+) -> io::Result<(Sender<MetaJob>, thread::JoinHandle<()>)> {
+    let (tx, rx) = mpsc::channel::<MetaJob>();
+    let handle = thread::Builder::new()
+        .name("metadata".into())
+        .spawn(move || {
+            // A failed write (ENOSPC, EACCES) is kept and tried again every
+            // few seconds until one succeeds or a newer catalog replaces it.
+            let mut failed: Option<Vec<u8>> = None;
+            let mut failures = 0u32;
+            let mut write =
+                |bytes: Vec<u8>, failed: &mut Option<Vec<u8>>| match storage::write_atomic(
+                    &dir,
+                    metadata::METADATA_FILE,
+                    &bytes,
+                ) {
+                    Ok(()) => {
+                        if failures > 0 {
+                            info!(
+                                "{} written again after {failures} failed attempts",
+                                dir.join(metadata::METADATA_FILE).display()
+                            );
+                        }
+                        failures = 0;
+                    }
+                    Err(e) => {
+                        if failures == 0 {
+                            warn!(
+                                "cannot write {}: {e}; retrying every {} s",
+                                dir.join(metadata::METADATA_FILE).display(),
+                                METADATA_RETRY.as_secs()
+                            );
+                        } else {
+                            debug!("metadata write still failing: {e}");
+                        }
+                        failures += 1;
+                        *failed = Some(bytes);
+                    }
+                };
+            // A removal waits while the catalog that no longer lists the file
+            // is not on disk: the file is unlinked only after the catalog
+            // saying so was written.
+            let mut removals: Vec<PathBuf> = Vec::new();
+            let remove = |path: &PathBuf| match std::fs::remove_file(path) {
+                Ok(()) => info!("removed {}", path.display()),
+                Err(e) => warn!("cannot remove {}: {e}", path.display()),
+            };
+            loop {
+                let job = match &failed {
+                    None => rx.recv().ok(),
+                    Some(_) => match rx.recv_timeout(METADATA_RETRY) {
+                        Ok(job) => Some(job),
+                        Err(mpsc::RecvTimeoutError::Timeout) => failed.take().map(MetaJob::Write),
+                        Err(mpsc::RecvTimeoutError::Disconnected) => None,
+                    },
+                };
+                let Some(job) = job else { break };
+                match job {
+                    MetaJob::Write(mut bytes) => {
+                        // Only the newest catalog matters; removals queued
+                        // behind it wait for it.
+                        while let Ok(queued) = rx.try_recv() {
+                            match queued {
+                                MetaJob::Write(newer) => bytes = newer,
+                                MetaJob::Remove(path) => removals.push(path),
+                            }
+                        }
+                        failed = None;
+                        write(bytes, &mut failed);
+                        if failed.is_none() {
+                            removals.drain(..).for_each(|p| remove(&p));
+                        }
+                    }
+                    MetaJob::Remove(path) if failed.is_some() => removals.push(path),
+                    MetaJob::Remove(path) => remove(&path),
+                }
+            }
+        })?;
+    Ok((tx, handle))
+}
+
+impl Driver {
+    // ---- helper threads -------------------------------------------------
+
+    pub(super) fn on_wake(&mut self) {
+        // A file writer made room (or a wake for something else: a parked
+        // connection without room parks again).
+        self.ready.extend(self.parked.drain(..));
+        // Or a writer ended: its FILE_DATA can be checked and stored.
+        self.settle_finished();
+        for r in self.resolver.drain() {
+            let now = self.now();
+            if let Err(e) = &r.result {
+                if self.unresolvable_logged.len() < RESOLVE_CACHE_MAX
+                    && self.unresolvable_logged.insert(r.host.clone())
+                {
+                    info!("cannot resolve {}: {e} (will retry)", r.host);
+                }
+            }
+            if self.resolve_cache.len() >= RESOLVE_CACHE_MAX {
+                self.resolve_cache.clear();
+            }
+            self.resolve_cache
+                .insert(r.host.clone(), (r.result.clone(), now));
+            let waiting = self.pending.remove(&r.host).unwrap_or_default();
+            self.pending_count -= waiting.len();
+            for p in waiting {
+                match &r.result {
+                    Ok(sa) => {
+                        self.open_outbound(SocketAddr::new(sa.ip(), p.addr.port), p.addr, p.role)
+                    }
+                    Err(e) => {
+                        self.outbound_failed(p.role, format!("cannot resolve {}: {e}", p.addr.host))
+                    }
+                }
+            }
+        }
+        while let Ok(msg) = self.worker_rx.try_recv() {
+            match msg {
+                WorkerMsg::Imported(r) => self.core.on_imported(r.map(|s| {
+                    let name = s.local_name.clone().unwrap_or_default();
+                    if let Some(stamp) = s.local_stamp {
+                        self.stamps.insert(name.clone(), stamp);
+                    }
+                    (s.record, name)
+                })),
+                WorkerMsg::Copied(outcome) => escape::say(&outcome.to_string()),
+                WorkerMsg::DestChecked(cmd, Ok(())) => self.core.on_command(self.now(), cmd),
+                WorkerMsg::DestChecked(_, Err(refusal)) => escape::say(&refusal.to_string()),
+                WorkerMsg::Reverified {
+                    file_id,
+                    name,
+                    result,
+                } => {
+                    let (outcome, stamp) = match result {
+                        Ok((true, stamp)) => (ReverifyOutcome::Matches, Some(stamp)),
+                        Ok((false, stamp)) => (ReverifyOutcome::Differs, Some(stamp)),
+                        Err(e) if serving::is_gone(&e) => (ReverifyOutcome::Gone, None),
+                        Err(e) => (ReverifyOutcome::Unreadable(e.kind()), None),
+                    };
+                    let now = self.now();
+                    // The core says whether the result applies (not stale).
+                    match self.core.on_reverified(now, &file_id, &name, outcome) {
+                        StampUpdate::Unchanged => {}
+                        StampUpdate::Record => {
+                            if let Some(stamp) = stamp {
+                                self.stamps.insert(name, stamp);
+                            }
+                        }
+                        StampUpdate::Forget => {
+                            self.stamps.remove(&name);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
