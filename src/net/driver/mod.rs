@@ -10,7 +10,6 @@ mod startup;
 mod step;
 mod workers;
 
-pub use serve::MAX_FILE_STREAMS;
 pub use startup::run;
 pub use step::INBOUND_BUFFER_BUDGET;
 
@@ -373,7 +372,7 @@ impl Driver {
             Effect::PushFile { to, file_id } if !self.may_dial(now, &to, "FILE_DATA push") => {
                 debug!("push of {file_id} to {to} not sent");
             }
-            Effect::PushFile { to, file_id } => match self.open_file(&file_id) {
+            Effect::PushFile { to, file_id } => match self.open_for_push(&file_id) {
                 Ok(enc) => {
                     let role = Role::Write {
                         payload: Payload::File(Box::new(enc)),

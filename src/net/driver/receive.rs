@@ -1,17 +1,15 @@
 //! Received FILE_DATAs (downloads and pushes): checked, committed, handed to the core.
 
-use super::serve::MAX_FILE_STREAMS;
 use super::{Driver, Due};
 use crate::core::downloads::judge_reply;
 use crate::core::push_quota::PushTicket;
 use crate::core::{FetchResult, Time};
 use crate::ids::TransferId;
-use crate::net::conn::{PartialSink, Payload, Role, WriteKind};
+use crate::net::conn::{PartialSink, Role};
 use crate::protocol::decoder::{DataField, Decoded};
 use crate::protocol::{FileRecord, FileSize, Message};
 use crate::storage::{self, PartialFile};
 use log::{debug, info, warn};
-use mio::Interest;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -184,33 +182,7 @@ impl Driver {
         };
         debug!("received {}", msg.kind());
         match msg {
-            Message::GetFile { file_id } => {
-                let streams = self.file_streams();
-                if streams >= MAX_FILE_STREAMS {
-                    info!(
-                        "GET_FILE {file_id}: already sending {streams} files; closing unanswered"
-                    );
-                    self.close(key, None);
-                    return;
-                }
-                let payload = match self.open_file(&file_id) {
-                    Ok(enc) => {
-                        info!("serving {file_id}");
-                        Payload::File(Box::new(enc))
-                    }
-                    Err(e) => {
-                        debug!("GET_FILE {file_id}: {e}; replying not found");
-                        let mut bytes = Message::file_not_found().to_bytes();
-                        bytes.push(b'\n');
-                        Payload::bytes(bytes)
-                    }
-                };
-                let role = Role::Write {
-                    payload,
-                    kind: WriteKind::FileReply,
-                };
-                self.set_role(key, role, Interest::READABLE | Interest::WRITABLE);
-            }
+            Message::GetFile { file_id } => self.answer_get_file(key, file_id),
             Message::FileData(header) => {
                 self.finish_conn(key);
                 // A push without data bytes (an empty file) was not counted

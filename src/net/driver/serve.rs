@@ -1,21 +1,17 @@
 //! Serving held files: opening them, stamps, and read leases being broken.
 
 use super::Driver;
+use crate::core::catalog::LocalCopy;
+use crate::core::GetFileAnswer;
 use crate::ids::FileId;
-use crate::net::conn::{Payload, Role};
+use crate::net::conn::{Payload, Role, WriteKind};
 use crate::protocol::encoder::{FileDataEncoder, FileSource};
+use crate::protocol::{FileRecord, Message};
 use crate::storage::serving::{self, FileStamp, Opened};
 use log::{debug, info};
+use mio::Interest;
 use std::fmt;
 use std::io;
-
-/// Most FILE_DATA streams (replies to GET_FILE and our pushes) at once.
-/// Each holds a chunk of hex (512 KiB) until its reader takes it; without a
-/// cap, a thousand clients that ask for a large file and read nothing would
-/// hold 512 MiB (measured: 400 such clients, 205 MiB). Past it a GET_FILE
-/// connection is closed unanswered, which the network's clients (ours
-/// included) treat as a failed source.
-pub const MAX_FILE_STREAMS: usize = 32;
 
 /// The file a role streams, if it is mapped under a lease being broken.
 pub(super) fn breaking_file(role: &Role) -> Option<FileId> {
@@ -50,6 +46,38 @@ impl fmt::Display for OpenError {
     }
 }
 
+/// Where the bytes of an opened copy of `len` bytes come from: its mapping
+/// under a lease, or reads checked against the id as they are sent.
+fn file_source(
+    record: &FileRecord,
+    verified: bool,
+    opened: Opened,
+    len: u64,
+) -> Result<FileSource, OpenError> {
+    let file_id = &record.file_id;
+    Ok(match opened {
+        _ if len == 0 => FileSource::Memory(Vec::new()),
+        Opened::Leased(lease) => FileSource::Leased(Box::new(
+            serving::LeasedFile::map(lease).map_err(OpenError::Io)?,
+        )),
+        // An unverified copy never hashes to its id: served (by the
+        // user's choice) without the hash gate.
+        Opened::Unleased(file, why) if !verified => {
+            debug!("{file_id}: no read lease ({why}); unverified copy, read as it is sent");
+            FileSource::Read(Box::new(serving::CheckedReader::unverified(file, len)))
+        }
+        Opened::Unleased(file, why) => {
+            debug!("{file_id}: no read lease ({why}); read and checked as it is sent");
+            FileSource::Read(Box::new(serving::CheckedReader::new(
+                file,
+                len,
+                record.file_id.clone(),
+                record.file_timestamp.clone(),
+            )))
+        }
+    })
+}
+
 impl Driver {
     /// Connections streaming a FILE_DATA now.
     pub(super) fn file_streams(&self) -> usize {
@@ -67,15 +95,57 @@ impl Driver {
             .count()
     }
 
-    /// Opens a held file to serve it: under a read lease and mapped, or
-    /// (no lease to be had) read and checked as it goes. A copy that no
-    /// longer looks as it did when verified is not served; the core is told.
-    pub(super) fn open_file(&mut self, file_id: &FileId) -> Result<FileDataEncoder, OpenError> {
+    /// Answers a GET_FILE read on connection `key` as the core decides:
+    /// our copy, the not-found FILE_DATA, or (too many streams) a close
+    /// without a reply.
+    pub(super) fn answer_get_file(&mut self, key: usize, file_id: FileId) {
+        let opened = match self.core.answer_get_file(&file_id, self.file_streams()) {
+            GetFileAnswer::Busy { streams } => {
+                info!("GET_FILE {file_id}: already sending {streams} files; closing unanswered");
+                self.close(key, None);
+                return;
+            }
+            GetFileAnswer::NotHeld => Err(OpenError::NotHeld),
+            GetFileAnswer::Serve { record, local } => self.open_copy(&record, &local),
+        };
+        let payload = match opened {
+            Ok(enc) => {
+                info!("serving {file_id}");
+                Payload::File(Box::new(enc))
+            }
+            Err(e) => {
+                debug!("GET_FILE {file_id}: {e}; replying not found");
+                let mut bytes = Message::file_not_found().to_bytes();
+                bytes.push(b'\n');
+                Payload::bytes(bytes)
+            }
+        };
+        let role = Role::Write {
+            payload,
+            kind: WriteKind::FileReply,
+        };
+        self.set_role(key, role, Interest::READABLE | Interest::WRITABLE);
+    }
+
+    /// Opens our copy of `file_id` to push it, if we may spread it.
+    pub(super) fn open_for_push(&mut self, file_id: &FileId) -> Result<FileDataEncoder, OpenError> {
         let Some((record, local)) = self.core.servable_copy(file_id) else {
             return Err(OpenError::NotHeld);
         };
-        let (record, name, verified) = (record.clone(), local.name.clone(), local.verified);
-        let path = self.settings.dir.join(&name);
+        let (record, local) = (record.clone(), local.clone());
+        self.open_copy(&record, &local)
+    }
+
+    /// Opens a held copy to serve it: under a read lease and mapped, or
+    /// (no lease to be had) read and checked as it goes. A copy that no
+    /// longer looks as it did when verified is not served; the core is told.
+    fn open_copy(
+        &mut self,
+        record: &FileRecord,
+        local: &LocalCopy,
+    ) -> Result<FileDataEncoder, OpenError> {
+        let file_id = &record.file_id;
+        let path = self.settings.dir.join(&local.name);
         let (opened, stamp) = match serving::open_for_serving(&path, serving::leases_enabled()) {
             Ok(ok) => ok,
             Err(e) if serving::is_gone(&e) => {
@@ -86,11 +156,11 @@ impl Driver {
             Err(e) => {
                 // A passing failure (EMFILE in a flood, EIO...): not-found
                 // for this request only; the copy stays held.
-                debug!("cannot open {name} to serve it: {e}");
+                debug!("cannot open {} to serve it: {e}", local.name);
                 return Err(OpenError::Io(e));
             }
         };
-        match self.stamps.get(&name) {
+        match self.stamps.get(&local.name) {
             Some(was) if *was != stamp => {
                 self.core.on_local_changed(file_id);
                 return Err(OpenError::Changed);
@@ -103,30 +173,8 @@ impl Driver {
                 return Err(OpenError::Changed);
             }
         }
-        let source = match opened {
-            _ if stamp.len == 0 => FileSource::Memory(Vec::new()),
-            Opened::Leased(lease) => FileSource::Leased(Box::new(
-                serving::LeasedFile::map(lease).map_err(OpenError::Io)?,
-            )),
-            // An unverified copy never hashes to its id: served (by the
-            // user's choice) without the hash gate.
-            Opened::Unleased(file, why) if !verified => {
-                debug!("{file_id}: no read lease ({why}); unverified copy, read as it is sent");
-                FileSource::Read(Box::new(serving::CheckedReader::unverified(
-                    file, stamp.len,
-                )))
-            }
-            Opened::Unleased(file, why) => {
-                debug!("{file_id}: no read lease ({why}); read and checked as it is sent");
-                FileSource::Read(Box::new(serving::CheckedReader::new(
-                    file,
-                    stamp.len,
-                    record.file_id.clone(),
-                    record.file_timestamp.clone(),
-                )))
-            }
-        };
-        Ok(FileDataEncoder::new(&record, source))
+        let source = file_source(record, local.verified, opened, stamp.len)?;
+        Ok(FileDataEncoder::new(record, source))
     }
 
     /// SIGIO: a writer waits on a file we serve under a lease. Those
