@@ -30,7 +30,7 @@ use crate::net::timer::TimerWheel;
 use crate::net::trim;
 use crate::protocol::decoder::{DecoderLimits, MessageDecoder};
 use crate::protocol::{FileSize, Message, MAX_JSON_DEPTH, MAX_MESSAGE_LEN};
-use crate::storage::serving::{self, FileStamp};
+use crate::storage::serving::{self};
 use crate::storage::{self, metadata, PartialFile};
 use log::{debug, info, warn};
 use mio::net::TcpListener;
@@ -162,7 +162,7 @@ struct Driver {
     exit: bool,
     /// What each held file looked like when last verified, by local name
     /// (see [`FileStamp`]); one per held file at most.
-    stamps: HashMap<String, FileStamp>,
+    stamps: storage::Stamps,
     /// SIGIO, raised when a read lease of a file being served is broken.
     lease_signals: Option<signal_hook_mio::v1_0::Signals>,
     /// When a SIGTERM/SIGINT asked us to exit: the exit then fits in
@@ -179,7 +179,7 @@ fn now_unix() -> u64 {
 
 /// The catalog as metadata.json bytes, written from borrowed entries (no
 /// copy of a catalog that may be 16 MiB), with each held file's stamp.
-fn catalog_json(core: &Peer, stamps: &HashMap<String, FileStamp>) -> Vec<u8> {
+fn catalog_json(core: &Peer, stamps: &storage::Stamps) -> Vec<u8> {
     metadata::write_json(core.catalog().iter().map(|(_, e)| metadata::EntryRef {
         record: &e.record,
         peers_with_file: &e.holders,
@@ -448,7 +448,7 @@ impl Driver {
                 }
             }
             Effect::RemoveLocal { name } => {
-                self.stamps.remove(&name);
+                self.stamps.forget(&name);
                 // The catalog no longer lists the file: write that first, and
                 // unlink only after it is on disk (same thread, in order).
                 self.persist_now();

@@ -344,7 +344,10 @@ impl Driver {
     ) -> FetchResult {
         match partial.commit_unique(&storage::sanitize_file_name(wanted)) {
             Ok(name) => {
-                self.stamp(&name);
+                // Unstamped, the copy is hashed again at its first serve.
+                if let Err(e) = self.stamps.record_current(&self.settings.dir, &name) {
+                    debug!("cannot stat {name}: {e}");
+                }
                 FetchResult::Saved {
                     local_name: name,
                     len,

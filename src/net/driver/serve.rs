@@ -7,7 +7,7 @@ use crate::ids::FileId;
 use crate::net::conn::{Payload, Role, WriteKind};
 use crate::protocol::encoder::{FileDataEncoder, FileSource};
 use crate::protocol::{FileRecord, Message};
-use crate::storage::serving::{self, FileStamp, Opened};
+use crate::storage::serving::{self, Opened};
 use log::{debug, info};
 use mio::Interest;
 use std::fmt;
@@ -213,16 +213,6 @@ impl Driver {
             info!("{file_id} is being changed on disk; its transfer in progress is ended");
             self.close(key, Some("the file is being changed on disk".into()));
             self.core.on_local_changed(&file_id);
-        }
-    }
-
-    /// Records what a held file looks like now that it was verified.
-    pub(super) fn stamp(&mut self, name: &str) {
-        match FileStamp::read(&self.settings.dir.join(name)) {
-            Ok(stamp) => {
-                self.stamps.insert(name.to_string(), stamp);
-            }
-            Err(e) => debug!("cannot stat {name}: {e}"),
         }
     }
 }

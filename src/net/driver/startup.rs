@@ -66,7 +66,7 @@ pub(super) struct Loaded {
     /// Metadata entries not read (past the catalog's caps).
     not_read: usize,
     /// Stamps of the held files, by local name.
-    stamps: HashMap<String, FileStamp>,
+    stamps: storage::Stamps,
     /// Held files that changed since they were last verified.
     changed: Vec<FileId>,
 }
@@ -101,7 +101,7 @@ pub(super) fn load_catalog(dir: &Path, me: &PeerId) -> Loaded {
     }
     let mut entries = Vec::new();
     let mut known = HashSet::new();
-    let mut stamps = HashMap::new();
+    let mut stamps = storage::Stamps::new();
     let mut changed = Vec::new();
     for s in loaded.entries {
         let local = match (&s.local_name, s.has_copy) {
@@ -113,7 +113,7 @@ pub(super) fn load_catalog(dir: &Path, me: &PeerId) -> Loaded {
                     if was != now {
                         changed.push(s.record.file_id.clone());
                     }
-                    stamps.insert(name.clone(), was);
+                    stamps.record(name.clone(), was);
                 }
                 Some(LocalCopy {
                     name: name.clone(),
@@ -145,7 +145,7 @@ pub(super) fn load_catalog(dir: &Path, me: &PeerId) -> Loaded {
                 };
                 if let Some((e, stamp)) = claimed_by_catalog(dir, &name, &mut entries) {
                     if let Some(stamp) = stamp {
-                        stamps.insert(name.clone(), stamp);
+                        stamps.record(name.clone(), stamp);
                     }
                     info!(
                         "{name} is {} ({}), committed just before the last exit",
@@ -155,7 +155,7 @@ pub(super) fn load_catalog(dir: &Path, me: &PeerId) -> Loaded {
                 }
                 added += 1;
                 if let Some(stamp) = s.local_stamp {
-                    stamps.insert(name.clone(), stamp);
+                    stamps.record(name.clone(), stamp);
                 }
                 entries.push(Entry {
                     record: s.record,

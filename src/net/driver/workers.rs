@@ -190,7 +190,7 @@ impl Driver {
                 WorkerMsg::Imported(r) => self.core.on_imported(r.map(|s| {
                     let name = s.local_name.clone().unwrap_or_default();
                     if let Some(stamp) = s.local_stamp {
-                        self.stamps.insert(name.clone(), stamp);
+                        self.stamps.record(name.clone(), stamp);
                     }
                     (s.record, name)
                 })),
@@ -214,11 +214,11 @@ impl Driver {
                         StampUpdate::Unchanged => {}
                         StampUpdate::Record => {
                             if let Some(stamp) = stamp {
-                                self.stamps.insert(name, stamp);
+                                self.stamps.record(name, stamp);
                             }
                         }
                         StampUpdate::Forget => {
-                            self.stamps.remove(&name);
+                            self.stamps.forget(&name);
                         }
                     }
                 }
