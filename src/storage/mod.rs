@@ -14,6 +14,7 @@
 //!   reads, stamps that tell a changed file);
 //! - [`stamps`]: the stamp of each held file when last verified;
 //! - [`scan`]: files found in the folder at start and `push <path>` imports;
+//! - [`reconcile`]: the catalog and the folder made to agree at start;
 //! - [`export`]: `get <id> DEST` copies out, which never destroy anything.
 //!
 //! Nothing here panics on what it reads from disk.
@@ -24,6 +25,7 @@ pub mod hashing;
 pub mod lock;
 pub mod metadata;
 pub mod names;
+pub mod reconcile;
 pub mod scan;
 pub mod serving;
 pub mod stamps;

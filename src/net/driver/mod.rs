@@ -504,6 +504,3 @@ impl Driver {
         limits
     }
 }
-
-#[cfg(test)]
-mod tests;

@@ -6,20 +6,19 @@ use super::{
     SIGNALS, STDIN, WAKER,
 };
 use crate::cli::args::Args;
-use crate::core::catalog::{Entry, LocalCopy};
 use crate::core::dial_limit::DialLimiter;
 use crate::core::push_quota::PushQuota;
 use crate::core::{Config, Peer};
 use crate::http;
-use crate::ids::{FileId, PeerAddr, PeerId};
+use crate::ids::{PeerAddr, PeerId};
 use crate::net::conn::READ_BUF_LEN;
 use crate::net::resolver::Resolver;
 use crate::net::sockopt;
 use crate::net::stdin::{self, LineReader};
 use crate::net::timer::TimerWheel;
 use crate::net::trim;
-use crate::storage::serving::FileStamp;
-use crate::storage::{self, metadata, StoredEntry};
+use crate::storage::reconcile::{reconcile, Loaded};
+use crate::storage::{self};
 use log::{info, warn};
 use mio::net::TcpListener;
 use mio::unix::SourceFd;
@@ -29,7 +28,6 @@ use rand::SeedableRng;
 use slab::Slab;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -59,173 +57,6 @@ pub(super) fn bind(host: &str, port: u16, what: &str) -> Result<TcpListener, Sta
 
 /// Pending connections the kernel queues for each listener.
 pub(super) const LISTEN_BACKLOG: i32 = 1024;
-
-/// What [`load_catalog`] found.
-pub(super) struct Loaded {
-    entries: Vec<Entry>,
-    /// Metadata entries not read (past the catalog's caps).
-    not_read: usize,
-    /// Stamps of the held files, by local name.
-    stamps: storage::Stamps,
-    /// Held files that changed since they were last verified.
-    changed: Vec<FileId>,
-}
-
-/// Loads the catalog: the metadata file, then files found in the folder.
-/// Also says how many entries of the metadata were not read (past the
-/// catalog's caps).
-pub(super) fn load_catalog(dir: &Path, me: &PeerId) -> Loaded {
-    match storage::remove_partials(dir) {
-        Ok(0) => {}
-        Ok(n) => info!("removed {n} partial files left by an earlier run"),
-        Err(e) => warn!("cannot clean partial files in {}: {e}", dir.display()),
-    }
-    use crate::core::catalog::{holder_cost, record_cost, ENTRY_OVERHEAD, MAX_FILES};
-    // Read no more than the catalog could take: entries we don't hold past
-    // its byte budget are skipped while reading (the catalog applies the
-    // exact caps when they are inserted).
-    let cost = |e: &StoredEntry| {
-        ENTRY_OVERHEAD
-            + record_cost(&e.record)
-            + e.peers_with_file.iter().map(holder_cost).sum::<usize>()
-    };
-    let keep = metadata::Keep {
-        held: MAX_FILES,
-        others: MAX_FILES,
-        bytes: crate::core::catalog::MAX_CATALOG_BYTES,
-        cost: &cost,
-    };
-    let loaded = metadata::load(dir, now_unix(), &keep);
-    for w in &loaded.warnings {
-        warn!("{w}");
-    }
-    let mut entries = Vec::new();
-    let mut known = HashSet::new();
-    let mut stamps = storage::Stamps::new();
-    let mut changed = Vec::new();
-    for s in loaded.entries {
-        let local = match (&s.local_name, s.has_copy) {
-            (Some(name), true) if dir.join(name).is_file() => {
-                known.insert(name.clone());
-                // Unknown (older metadata): none kept, so the first serve
-                // has its bytes hashed once instead of trusting them.
-                if let (Ok(now), Some(was)) = (FileStamp::read(&dir.join(name)), s.local_stamp) {
-                    if was != now {
-                        changed.push(s.record.file_id.clone());
-                    }
-                    stamps.record(name.clone(), was);
-                }
-                Some(LocalCopy {
-                    name: name.clone(),
-                    verified: s.verified,
-                })
-            }
-            (Some(name), true) => {
-                warn!(
-                    "{} ({}) is recorded as held but {name} is missing from the folder",
-                    s.record.file_name, s.record.file_id
-                );
-                None
-            }
-            _ => None,
-        };
-        let holders = s.peers_with_file.into_iter().filter(|p| p != me).collect();
-        entries.push(Entry {
-            record: s.record,
-            holders,
-            local,
-        });
-    }
-    match storage::scan_folder(dir, &known, me) {
-        Ok(found) => {
-            let mut added = 0;
-            for s in found {
-                let Some(name) = s.local_name.clone() else {
-                    continue;
-                };
-                if let Some((e, stamp)) = claimed_by_catalog(dir, &name, &mut entries) {
-                    if let Some(stamp) = stamp {
-                        stamps.record(name.clone(), stamp);
-                    }
-                    info!(
-                        "{name} is {} ({}), committed just before the last exit",
-                        e.record.file_name, e.record.file_id
-                    );
-                    continue;
-                }
-                added += 1;
-                if let Some(stamp) = s.local_stamp {
-                    stamps.record(name.clone(), stamp);
-                }
-                entries.push(Entry {
-                    record: s.record,
-                    holders: Default::default(),
-                    local: Some(LocalCopy {
-                        name,
-                        verified: true,
-                    }),
-                });
-            }
-            if added > 0 {
-                info!("added {added} files found in {}", dir.display());
-            }
-        }
-        Err(e) => warn!("cannot scan {}: {e}", dir.display()),
-    }
-    Loaded {
-        entries,
-        stamps,
-        changed,
-        not_read: loaded.dropped,
-    }
-}
-
-/// A file found in the folder that the catalog doesn't list as held may be
-/// a download or push committed just before a crash, before the metadata
-/// caught up. If an entry we don't hold has that name (or its `x (2).txt`
-/// form) and the bytes verify against its id, it is that file: mark it held
-/// instead of adopting it as a new file of ours. Returns it with the stamp
-/// taken before hashing (so a change during the hash shows at the first
-/// serve); without one, the first serve hashes it again.
-pub(super) fn claimed_by_catalog<'a>(
-    dir: &Path,
-    name: &str,
-    entries: &'a mut [Entry],
-) -> Option<(&'a Entry, Option<FileStamp>)> {
-    let path = dir.join(name);
-    let stamp = FileStamp::read(&path).ok();
-    let pos = entries.iter().position(|e| {
-        e.local.is_none()
-            && same_or_suffixed(name, &storage::sanitize_file_name(&e.record.file_name))
-            && e.record.file_timestamp.hash_forms().iter().any(|ts| {
-                storage::hash_file(&path, ts)
-                    .is_ok_and(|(id, _)| id.0.eq_ignore_ascii_case(&e.record.file_id.0))
-            })
-    })?;
-    let e = &mut entries[pos];
-    e.local = Some(LocalCopy {
-        name: name.to_string(),
-        verified: true,
-    });
-    Some((e, stamp))
-}
-
-/// `found` is `wanted`, or the `stem (N).ext` name `unique_name` gives it.
-pub(super) fn same_or_suffixed(found: &str, wanted: &str) -> bool {
-    if found == wanted {
-        return true;
-    }
-    let (stem, ext) = match wanted.rfind('.') {
-        Some(i) if i > 0 => (&wanted[..i], &wanted[i..]),
-        _ => (wanted, ""),
-    };
-    found
-        .strip_prefix(stem)
-        .and_then(|r| r.strip_prefix(" ("))
-        .and_then(|r| r.strip_suffix(ext))
-        .and_then(|r| r.strip_suffix(')'))
-        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-}
 
 /// Runs the peer until `exit`, EOF-less shutdown by signal, or a fatal
 /// setup error (returned; `main` turns it into exit status 1).
@@ -266,7 +97,15 @@ pub fn run(args: Args) -> Result<(), StartError> {
         stamps,
         changed,
         not_read,
-    } = load_catalog(&dir, &me);
+        notes,
+    } = reconcile(&dir, &me, now_unix());
+    for note in &notes {
+        if note.is_warning() {
+            warn!("{note}");
+        } else {
+            info!("{note}");
+        }
+    }
     let cfg = Config {
         peer_id: me,
         addr: PeerAddr::new(args.host.clone(), p2p_addr.port()),
