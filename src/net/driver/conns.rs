@@ -13,10 +13,27 @@ use mio::net::TcpStream;
 use mio::{Interest, Token};
 use std::io;
 use std::net::Shutdown;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 /// How long a closing connection may take to send its FIN.
 pub(super) const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why a connection past its deadline is closed (none for a drain: its
+/// peer simply never sent its FIN).
+fn idle_reason(role: &Role) -> Option<&'static str> {
+    Some(match role {
+        Role::Connecting(_) => "connect timed out",
+        Role::Drain => return None,
+        Role::Http { .. } => "HTTP request timed out",
+        Role::Write {
+            kind: WriteKind::Http,
+            ..
+        } => "HTTP client too slow to read its response",
+        Role::Read { .. } => "no complete message within the idle timeout",
+        _ => "no progress within the idle timeout",
+    })
+}
 
 /// EMFILE or ENFILE: no descriptor left for a new socket.
 pub(super) fn is_out_of_fds(e: &io::Error) -> bool {
@@ -24,6 +41,30 @@ pub(super) fn is_out_of_fds(e: &io::Error) -> bool {
 }
 
 impl Driver {
+    /// A connection's deadline came: past it (after one last step, for
+    /// bytes a long step elsewhere kept us from reading) it is closed,
+    /// otherwise the wheel is asked again for its new deadline.
+    pub(super) fn on_conn_due(&mut self, key: usize, gen: u64) {
+        let now = self.now();
+        let Some(c) = self.conns.get(key).filter(|c| c.gen == gen) else {
+            return;
+        };
+        if now >= self.deadline(c) && !matches!(c.role, Role::Connecting(_)) {
+            self.step(key, gen);
+        }
+        let now = self.now();
+        let Some(c) = self.conns.get(key).filter(|c| c.gen == gen) else {
+            return;
+        };
+        let deadline = self.deadline(c);
+        if now >= deadline {
+            let why = idle_reason(&c.role).map(String::from);
+            self.close(key, why);
+        } else {
+            self.wheel.schedule(deadline, Due::Conn { key, gen });
+        }
+    }
+
     pub(super) fn deadline(&self, c: &Conn) -> Time {
         let s = &self.settings;
         match &c.role {
@@ -108,6 +149,8 @@ impl Driver {
         }
     }
 
+    /// Accepts from a listener until it would block (each connection at
+    /// the cap evicts the longest-idle inbound one, or is refused).
     pub(super) fn accept(&mut self, is_http: bool) {
         loop {
             let listener = if is_http {
@@ -119,39 +162,8 @@ impl Driver {
                 return;
             };
             match listener.accept() {
-                Ok((stream, from)) => {
-                    if !self.make_room() {
-                        debug!("connection from {from} refused: at the cap");
-                        continue;
-                    }
-                    if let (false, Some(system), Ok(local)) =
-                        (is_http, &self.system_congestion, stream.local_addr())
-                    {
-                        // It may carry a FILE_DATA we send (see `sockopt`).
-                        sockopt::accepted(&stream, local.ip(), from.ip(), system);
-                    }
-                    if is_http {
-                        http_out::send_buffer_for_tests(&stream);
-                    }
-                    let role = if is_http {
-                        Role::Http { buf: Vec::new() }
-                    } else {
-                        Role::Read {
-                            decoder: Box::new(MessageDecoder::new(self.limits())),
-                            sink: PartialSink::with_waker(
-                                self.settings.dir.clone(),
-                                self.waker.clone(),
-                            ),
-                            received: 0,
-                        }
-                    };
-                    if let Some(key) = self.add_conn(stream, role, true, Interest::READABLE) {
-                        self.conns[key].remote_ip = Some(from.ip());
-                        // Data may already be waiting.
-                        let gen = self.conns[key].gen;
-                        self.ready.push_back((key, gen));
-                    }
-                }
+                Ok((stream, from)) if self.make_room() => self.accepted(stream, from, is_http),
+                Ok((_, from)) => debug!("connection from {from} refused: at the cap"),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if is_out_of_fds(&e) => {
@@ -168,6 +180,33 @@ impl Driver {
                     return;
                 }
             }
+        }
+    }
+
+    /// Takes in an accepted connection: an HTTP request, or a P2P message
+    /// read into a fresh decoder. It is stepped at once (data may be
+    /// waiting).
+    fn accepted(&mut self, stream: TcpStream, from: SocketAddr, is_http: bool) {
+        if let (false, Some(system), Ok(local)) =
+            (is_http, &self.system_congestion, stream.local_addr())
+        {
+            // It may carry a FILE_DATA we send (see `sockopt`).
+            sockopt::accepted(&stream, local.ip(), from.ip(), system);
+        }
+        let role = if is_http {
+            http_out::send_buffer_for_tests(&stream);
+            Role::Http { buf: Vec::new() }
+        } else {
+            Role::Read {
+                decoder: Box::new(MessageDecoder::new(self.limits())),
+                sink: PartialSink::with_waker(self.settings.dir.clone(), self.waker.clone()),
+                received: 0,
+            }
+        };
+        if let Some(key) = self.add_conn(stream, role, true, Interest::READABLE) {
+            self.conns[key].remote_ip = Some(from.ip());
+            let gen = self.conns[key].gen;
+            self.ready.push_back((key, gen));
         }
     }
 

@@ -5,9 +5,14 @@ use super::Driver;
 use crate::core::dial_limit::Verdict;
 use crate::core::{FetchResult, Time};
 use crate::ids::PeerAddr;
+use crate::ids::TransferId;
 use crate::net::conn::Role;
+use crate::net::conn::{FetchConn, PartialSink, Payload, WriteKind};
+use crate::net::resolver::Resolved;
 use crate::net::sockopt;
-use log::debug;
+use crate::protocol::decoder::MessageDecoder;
+use crate::protocol::{FileRecord, Message};
+use log::{debug, info};
 use mio::Interest;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -123,6 +128,75 @@ impl Driver {
             }
             Role::Connecting(inner) => self.outbound_failed(*inner, why),
             _ => debug!("{why}"),
+        }
+    }
+
+    /// Sends one message to `to`, within its dial limit.
+    pub(super) fn send_message(&mut self, now: Time, to: PeerAddr, msg: Message) {
+        if !self.may_dial(now, &to, msg.kind()) {
+            return;
+        }
+        debug!("send {} to {to}", msg.kind());
+        let role = Role::Write {
+            payload: Payload::bytes(msg.to_bytes()),
+            kind: WriteKind::Send,
+        };
+        self.connect_to(to, role);
+    }
+
+    /// Starts one attempt of a download: a connection to `to` that sends
+    /// GET_FILE and reads no more than the advertised size allows.
+    pub(super) fn open_fetch(
+        &mut self,
+        transfer: TransferId,
+        attempt: u64,
+        source: String,
+        to: PeerAddr,
+        record: FileRecord,
+    ) {
+        let limits = self.fetch_limits(&record.file_size);
+        let role = Role::Fetch(Box::new(FetchConn {
+            transfer,
+            attempt,
+            request: Message::GetFile {
+                file_id: record.file_id.clone(),
+            }
+            .to_bytes(),
+            record,
+            source,
+            request_pos: 0,
+            decoder: MessageDecoder::new(limits),
+            sink: PartialSink::for_download(self.settings.dir.clone(), self.waker.clone()),
+            received: 0,
+        }));
+        self.connect_to(to, role);
+    }
+
+    /// A host's lookup is done: remembered a while, and the connections
+    /// waiting on it opened (or failed).
+    pub(super) fn on_resolved(&mut self, r: Resolved) {
+        let now = self.now();
+        if let Err(e) = &r.result {
+            if self.unresolvable_logged.len() < RESOLVE_CACHE_MAX
+                && self.unresolvable_logged.insert(r.host.clone())
+            {
+                info!("cannot resolve {}: {e} (will retry)", r.host);
+            }
+        }
+        if self.resolve_cache.len() >= RESOLVE_CACHE_MAX {
+            self.resolve_cache.clear();
+        }
+        self.resolve_cache
+            .insert(r.host.clone(), (r.result.clone(), now));
+        let waiting = self.pending.remove(&r.host).unwrap_or_default();
+        self.pending_count -= waiting.len();
+        for p in waiting {
+            match &r.result {
+                Ok(sa) => self.open_outbound(SocketAddr::new(sa.ip(), p.addr.port), p.addr, p.role),
+                Err(e) => {
+                    self.outbound_failed(p.role, format!("cannot resolve {}: {e}", p.addr.host))
+                }
+            }
         }
     }
 }

@@ -20,17 +20,16 @@ use crate::cli::escape;
 use crate::core::dial_limit::DialLimiter;
 use crate::core::downloads::size_upper_bound;
 use crate::core::push_quota::PushQuota;
-use crate::core::{Effect, FetchResult, Peer, Time, Timer};
+use crate::core::{Effect, Peer, Time, Timer};
 use crate::http;
 use crate::ids::{PeerAddr, TransferId};
-use crate::net::conn::{Conn, FetchConn, PartialSink, Payload, Role, WriteKind};
+use crate::net::conn::Conn;
 use crate::net::resolver::Resolver;
 use crate::net::stdin::LineReader;
 use crate::net::timer::TimerWheel;
 use crate::net::trim;
-use crate::protocol::decoder::{DecoderLimits, MessageDecoder};
-use crate::protocol::{FileSize, Message, MAX_JSON_DEPTH, MAX_MESSAGE_LEN};
-use crate::storage::serving::{self};
+use crate::protocol::decoder::DecoderLimits;
+use crate::protocol::{FileSize, MAX_JSON_DEPTH, MAX_MESSAGE_LEN};
 use crate::storage::{self, metadata, PartialFile};
 use log::{debug, info, warn};
 use mio::net::TcpListener;
@@ -195,21 +194,15 @@ impl Driver {
         Time(self.start.elapsed().as_millis() as u64)
     }
 
+    /// Polls and dispatches until `exit`: readiness events, then the
+    /// connections that asked for another step, then the timers due.
     fn run_loop(&mut self) {
         let now = self.now();
         self.core.start(now);
         self.apply_effects();
         let mut events = Events::with_capacity(1024);
         while !self.exit {
-            let timeout = if !self.ready.is_empty() {
-                Some(Duration::ZERO)
-            } else {
-                let now = self.now();
-                self.wheel
-                    .next_deadline()
-                    .map(|d| Duration::from_millis(d.0.saturating_sub(now.0) + 1))
-            };
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
+            if let Err(e) = self.poll.poll(&mut events, self.poll_timeout()) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     warn!("poll failed: {e}");
                     thread::sleep(Duration::from_millis(10));
@@ -217,25 +210,7 @@ impl Driver {
                 continue;
             }
             for event in events.iter() {
-                match event.token() {
-                    P2P_LISTENER => self.accept(false),
-                    HTTP_LISTENER => self.accept(true),
-                    STDIN => self.read_stdin(),
-                    WAKER => self.on_wake(),
-                    SIGNALS => {
-                        info!("signal received; saving and exiting");
-                        self.exit = true;
-                        self.signalled.get_or_insert_with(Instant::now);
-                    }
-                    LEASES => self.on_lease_signal(),
-                    Token(t) if t >= CONN_BASE => {
-                        let key = t - CONN_BASE;
-                        if let Some(gen) = self.conns.get(key).map(|c| c.gen) {
-                            self.step(key, gen);
-                        }
-                    }
-                    _ => {} // sporadic events happen
-                }
+                self.dispatch(event.token());
                 self.apply_effects();
             }
             let ready: Vec<(usize, u64)> = self.ready.drain(..).collect();
@@ -251,6 +226,41 @@ impl Driver {
         }
     }
 
+    /// No wait while connections are ready for another step; otherwise
+    /// until the wheel's next deadline (none: until an event).
+    fn poll_timeout(&self) -> Option<Duration> {
+        if !self.ready.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let now = self.now();
+        self.wheel
+            .next_deadline()
+            .map(|d| Duration::from_millis(d.0.saturating_sub(now.0) + 1))
+    }
+
+    /// Hands one readiness event to whatever owns its token.
+    fn dispatch(&mut self, token: Token) {
+        match token {
+            P2P_LISTENER => self.accept(false),
+            HTTP_LISTENER => self.accept(true),
+            STDIN => self.read_stdin(),
+            WAKER => self.on_wake(),
+            SIGNALS => {
+                info!("signal received; saving and exiting");
+                self.exit = true;
+                self.signalled.get_or_insert_with(Instant::now);
+            }
+            LEASES => self.on_lease_signal(),
+            Token(t) if t >= CONN_BASE => {
+                let key = t - CONN_BASE;
+                if let Some(gen) = self.conns.get(key).map(|c| c.gen) {
+                    self.step(key, gen);
+                }
+            }
+            _ => {} // sporadic events happen
+        }
+    }
+
     // ---- timers -------------------------------------------------------
 
     fn on_due(&mut self, due: Due) {
@@ -261,16 +271,7 @@ impl Driver {
             Due::Core(t) => {
                 self.core.on_timer(now, t);
                 if t == Timer::Sweep {
-                    self.dials.sweep(now);
-                    let size = self.core.members().len() + self.core.seen_len() + self.dials.len();
-                    if self.trim.shrunk(size) {
-                        debug!(
-                            "flood over ({size} peers and destinations left): trimming the heap"
-                        );
-                        // The slab keeps the capacity of its busiest moment.
-                        self.conns.shrink_to_fit();
-                        crate::net::trim::give_back();
-                    }
+                    self.after_sweep(now);
                 }
             }
             Due::Persist => {
@@ -282,39 +283,20 @@ impl Driver {
                 self.trim_armed = false;
                 trim::give_back();
             }
-            Due::Conn { key, gen } => {
-                let Some(c) = self.conns.get(key).filter(|c| c.gen == gen) else {
-                    return;
-                };
-                if now >= self.deadline(c) && !matches!(c.role, Role::Connecting(_)) {
-                    // Bytes may be waiting that a long step elsewhere kept us
-                    // from reading: give the connection one step before
-                    // calling it idle.
-                    self.step(key, gen);
-                }
-                let now = self.now();
-                let Some(c) = self.conns.get(key).filter(|c| c.gen == gen) else {
-                    return;
-                };
-                let deadline = self.deadline(c);
-                if now >= deadline {
-                    let why = match &c.role {
-                        Role::Connecting(_) => "connect timed out",
-                        Role::Drain => "",
-                        Role::Http { .. } => "HTTP request timed out",
-                        Role::Write {
-                            kind: WriteKind::Http,
-                            ..
-                        } => "HTTP client too slow to read its response",
-                        Role::Read { .. } => "no complete message within the idle timeout",
-                        _ => "no progress within the idle timeout",
-                    };
-                    let why = (!why.is_empty()).then(|| why.to_string());
-                    self.close(key, why);
-                } else {
-                    self.wheel.schedule(deadline, Due::Conn { key, gen });
-                }
-            }
+            Due::Conn { key, gen } => self.on_conn_due(key, gen),
+        }
+    }
+
+    /// The core swept its tables: so do the dial limits, and once a flood
+    /// has subsided the heap is given back.
+    fn after_sweep(&mut self, now: Time) {
+        self.dials.sweep(now);
+        let size = self.core.members().len() + self.core.seen_len() + self.dials.len();
+        if self.trim.shrunk(size) {
+            debug!("flood over ({size} peers and destinations left): trimming the heap");
+            // The slab keeps the capacity of its busiest moment.
+            self.conns.shrink_to_fit();
+            crate::net::trim::give_back();
         }
     }
 
@@ -355,134 +337,55 @@ impl Driver {
         }
     }
 
+    /// Carries out one effect of the core.
     fn apply(&mut self, effect: Effect) {
         let now = self.now();
         match effect {
-            Effect::Send { to, msg } => {
-                if !self.may_dial(now, &to, msg.kind()) {
-                    return;
-                }
-                debug!("send {} to {to}", msg.kind());
-                let role = Role::Write {
-                    payload: Payload::bytes(msg.to_bytes()),
-                    kind: WriteKind::Send,
-                };
-                self.connect_to(to, role);
-            }
-            Effect::PushFile { to, file_id } if !self.may_dial(now, &to, "FILE_DATA push") => {
-                debug!("push of {file_id} to {to} not sent");
-            }
-            Effect::PushFile { to, file_id } => match self.open_for_push(&file_id) {
-                Ok(enc) => {
-                    let role = Role::Write {
-                        payload: Payload::File(Box::new(enc)),
-                        kind: WriteKind::Push,
-                    };
-                    self.connect_to(to, role);
-                }
-                Err(e) => warn!("cannot push {file_id}: {e}"),
-            },
-            Effect::Reverify { record, name } => {
-                let path = self.settings.dir.join(&name);
-                let _ = self.worker_tx.send(Box::new(move || {
-                    let result = serving::reverify(&path, &record.file_id, &record.file_timestamp);
-                    WorkerMsg::Reverified {
-                        file_id: record.file_id,
-                        name,
-                        result,
-                    }
-                }));
-            }
+            Effect::Send { to, msg } => self.send_message(now, to, msg),
+            Effect::PushFile { to, file_id } => self.push_file(now, to, file_id),
+            Effect::Reverify { record, name } => self.reverify(record, name),
             Effect::Fetch {
                 transfer,
                 attempt,
                 from,
                 to,
                 record,
-            } => {
-                let limits = self.fetch_limits(&record.file_size);
-                let role = Role::Fetch(Box::new(FetchConn {
-                    transfer,
-                    attempt,
-                    request: Message::GetFile {
-                        file_id: record.file_id.clone(),
-                    }
-                    .to_bytes(),
-                    record,
-                    source: from.0,
-                    request_pos: 0,
-                    decoder: MessageDecoder::new(limits),
-                    sink: PartialSink::for_download(self.settings.dir.clone(), self.waker.clone()),
-                    received: 0,
-                }));
-                self.connect_to(to, role);
-            }
+            } => self.open_fetch(transfer, attempt, from.0, to, record),
             Effect::KeepUnverified { transfer, attempt } => {
-                let result = match self.unverified.remove(&transfer) {
-                    Some((partial, len)) => {
-                        let record = self
-                            .core
-                            .downloads()
-                            .get(transfer)
-                            .map(|d| d.record.clone());
-                        match record {
-                            Some(r) => self.commit(partial, &r.file_name, len, false),
-                            None => FetchResult::Failed("download vanished".into()),
-                        }
-                    }
-                    None => FetchResult::Failed("the unverified copy was lost".into()),
-                };
-                self.core.on_fetch_result(now, transfer, attempt, result);
+                self.keep_unverified(now, transfer, attempt)
             }
             Effect::Schedule { at, timer } => {
                 self.wheel.schedule(at, Due::Core(timer));
             }
-            Effect::Persist => {
-                if !self.persist_armed {
-                    self.persist_armed = true;
-                    let at = match self.last_persist {
-                        Some(t) => t.plus(PERSIST_MIN_INTERVAL).max(now),
-                        None => now,
-                    };
-                    self.wheel.schedule(at, Due::Persist);
-                }
-            }
-            Effect::RemoveLocal { name } => {
-                self.stamps.forget(&name);
-                // The catalog no longer lists the file: write that first, and
-                // unlink only after it is on disk (same thread, in order).
-                self.persist_now();
-                let path = self.settings.dir.join(&name);
-                if let Some(tx) = &self.meta_tx {
-                    let _ = tx.send(MetaJob::Remove(path));
-                }
-            }
-            Effect::CopyOut { name, record, dest } => {
-                let src = self.settings.dir.join(&name);
-                let storage_dir = self.settings.dir.clone();
-                let in_folder = storage::export_name(&record.file_name, &record.file_id.0);
-                let _ = self.worker_tx.send(Box::new(move || {
-                    WorkerMsg::Copied(storage::export(
-                        &src,
-                        &storage_dir,
-                        &dest.path,
-                        &record.file_name,
-                        &in_folder,
-                        dest.force,
-                    ))
-                }));
-            }
-            Effect::Import { path } => {
-                let dir = self.settings.dir.clone();
-                let owner = self.core.config().peer_id.clone();
-                let _ = self.worker_tx.send(Box::new(move || {
-                    WorkerMsg::Imported(
-                        storage::import_file(&path, &dir, &owner, now_unix())
-                            .map_err(|e| e.to_string()),
-                    )
-                }));
-            }
+            Effect::Persist => self.schedule_persist(now),
+            Effect::RemoveLocal { name } => self.remove_local(name),
+            Effect::CopyOut { name, record, dest } => self.copy_out(name, record, dest),
+            Effect::Import { path } => self.import(path),
             Effect::Print(line) => escape::say(&line),
+        }
+    }
+
+    /// Writes the catalog soon, at most once per [`PERSIST_MIN_INTERVAL`].
+    fn schedule_persist(&mut self, now: Time) {
+        if !self.persist_armed {
+            self.persist_armed = true;
+            let at = match self.last_persist {
+                Some(t) => t.plus(PERSIST_MIN_INTERVAL).max(now),
+                None => now,
+            };
+            self.wheel.schedule(at, Due::Persist);
+        }
+    }
+
+    /// A held copy is dropped: the catalog that no longer lists it is
+    /// written first, and the file unlinked only after it is on disk (same
+    /// thread, in order).
+    fn remove_local(&mut self, name: String) {
+        self.stamps.forget(&name);
+        self.persist_now();
+        let path = self.settings.dir.join(&name);
+        if let Some(tx) = &self.meta_tx {
+            let _ = tx.send(MetaJob::Remove(path));
         }
     }
 

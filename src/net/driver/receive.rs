@@ -334,6 +334,26 @@ impl Driver {
         }
     }
 
+    /// No source verified the download: the unverified copy kept for it is
+    /// committed for the user (marked unverified), and the core told.
+    pub(super) fn keep_unverified(&mut self, now: Time, transfer: TransferId, attempt: u64) {
+        let result = match self.unverified.remove(&transfer) {
+            Some((partial, len)) => {
+                let record = self
+                    .core
+                    .downloads()
+                    .get(transfer)
+                    .map(|d| d.record.clone());
+                match record {
+                    Some(r) => self.commit(partial, &r.file_name, len, false),
+                    None => FetchResult::Failed("download vanished".into()),
+                }
+            }
+            None => FetchResult::Failed("the unverified copy was lost".into()),
+        };
+        self.core.on_fetch_result(now, transfer, attempt, result);
+    }
+
     /// Moves a complete temp file to a safe, unique final name.
     pub(super) fn commit(
         &mut self,

@@ -3,12 +3,13 @@
 use super::Driver;
 use crate::core::catalog::LocalCopy;
 use crate::core::GetFileAnswer;
-use crate::ids::FileId;
+use crate::core::Time;
+use crate::ids::{FileId, PeerAddr};
 use crate::net::conn::{Payload, Role, WriteKind};
 use crate::protocol::encoder::{FileDataEncoder, FileSource};
 use crate::protocol::{FileRecord, Message};
 use crate::storage::serving::{self, Opened};
-use log::{debug, info};
+use log::{debug, info, warn};
 use mio::Interest;
 use std::fmt;
 use std::io;
@@ -127,8 +128,26 @@ impl Driver {
         self.set_role(key, role, Interest::READABLE | Interest::WRITABLE);
     }
 
+    /// Pushes our copy of `file_id` to `to`, within its dial limit.
+    pub(super) fn push_file(&mut self, now: Time, to: PeerAddr, file_id: FileId) {
+        if !self.may_dial(now, &to, "FILE_DATA push") {
+            debug!("push of {file_id} to {to} not sent");
+            return;
+        }
+        match self.open_for_push(&file_id) {
+            Ok(enc) => {
+                let role = Role::Write {
+                    payload: Payload::File(Box::new(enc)),
+                    kind: WriteKind::Push,
+                };
+                self.connect_to(to, role);
+            }
+            Err(e) => warn!("cannot push {file_id}: {e}"),
+        }
+    }
+
     /// Opens our copy of `file_id` to push it, if we may spread it.
-    pub(super) fn open_for_push(&mut self, file_id: &FileId) -> Result<FileDataEncoder, OpenError> {
+    fn open_for_push(&mut self, file_id: &FileId) -> Result<FileDataEncoder, OpenError> {
         let Some((record, local)) = self.core.servable_copy(file_id) else {
             return Err(OpenError::NotHeld);
         };

@@ -1,16 +1,16 @@
 //! Helper threads (the worker and the metadata writer) and what they send back.
 
-use super::dial::RESOLVE_CACHE_MAX;
-use super::Driver;
+use super::{now_unix, Driver};
 use crate::cli::escape;
+use crate::core::Dest;
 use crate::core::{Command, ReverifyOutcome, StampUpdate};
 use crate::ids::FileId;
+use crate::protocol::FileRecord;
 use crate::storage::serving::{self, FileStamp};
 use crate::storage::{self, metadata, StoredEntry};
 use log::{debug, info, warn};
 use mio::Waker;
 use std::io;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
@@ -152,6 +152,9 @@ pub(super) fn start_metadata_writer(
 impl Driver {
     // ---- helper threads -------------------------------------------------
 
+    /// A helper thread woke the loop: parked connections get another
+    /// step, finished writers' files are stored, lookups and jobs done are
+    /// taken in.
     pub(super) fn on_wake(&mut self) {
         // A file writer made room (or a wake for something else: a parked
         // connection without room parks again).
@@ -159,70 +162,97 @@ impl Driver {
         // Or a writer ended: its FILE_DATA can be checked and stored.
         self.settle_finished();
         for r in self.resolver.drain() {
-            let now = self.now();
-            if let Err(e) = &r.result {
-                if self.unresolvable_logged.len() < RESOLVE_CACHE_MAX
-                    && self.unresolvable_logged.insert(r.host.clone())
-                {
-                    info!("cannot resolve {}: {e} (will retry)", r.host);
-                }
-            }
-            if self.resolve_cache.len() >= RESOLVE_CACHE_MAX {
-                self.resolve_cache.clear();
-            }
-            self.resolve_cache
-                .insert(r.host.clone(), (r.result.clone(), now));
-            let waiting = self.pending.remove(&r.host).unwrap_or_default();
-            self.pending_count -= waiting.len();
-            for p in waiting {
-                match &r.result {
-                    Ok(sa) => {
-                        self.open_outbound(SocketAddr::new(sa.ip(), p.addr.port), p.addr, p.role)
-                    }
-                    Err(e) => {
-                        self.outbound_failed(p.role, format!("cannot resolve {}: {e}", p.addr.host))
-                    }
-                }
-            }
+            self.on_resolved(r);
         }
         while let Ok(msg) = self.worker_rx.try_recv() {
-            match msg {
-                WorkerMsg::Imported(r) => self.core.on_imported(r.map(|s| {
-                    let name = s.local_name.clone().unwrap_or_default();
-                    if let Some(stamp) = s.local_stamp {
-                        self.stamps.record(name.clone(), stamp);
-                    }
-                    (s.record, name)
-                })),
-                WorkerMsg::Copied(outcome) => escape::say(&outcome.to_string()),
-                WorkerMsg::DestChecked(cmd, Ok(())) => self.core.on_command(self.now(), cmd),
-                WorkerMsg::DestChecked(_, Err(refusal)) => escape::say(&refusal.to_string()),
-                WorkerMsg::Reverified {
-                    file_id,
-                    name,
-                    result,
-                } => {
-                    let (outcome, stamp) = match result {
-                        Ok((true, stamp)) => (ReverifyOutcome::Matches, Some(stamp)),
-                        Ok((false, stamp)) => (ReverifyOutcome::Differs, Some(stamp)),
-                        Err(e) if serving::is_gone(&e) => (ReverifyOutcome::Gone, None),
-                        Err(e) => (ReverifyOutcome::Unreadable(e.kind()), None),
-                    };
-                    let now = self.now();
-                    // The core says whether the result applies (not stale).
-                    match self.core.on_reverified(now, &file_id, &name, outcome) {
-                        StampUpdate::Unchanged => {}
-                        StampUpdate::Record => {
-                            if let Some(stamp) = stamp {
-                                self.stamps.record(name, stamp);
-                            }
-                        }
-                        StampUpdate::Forget => {
-                            self.stamps.forget(&name);
-                        }
-                    }
+            self.on_worker_msg(msg);
+        }
+    }
+
+    fn on_worker_msg(&mut self, msg: WorkerMsg) {
+        match msg {
+            WorkerMsg::Imported(r) => self.core.on_imported(r.map(|s| {
+                let name = s.local_name.clone().unwrap_or_default();
+                if let Some(stamp) = s.local_stamp {
+                    self.stamps.record(name.clone(), stamp);
+                }
+                (s.record, name)
+            })),
+            WorkerMsg::Copied(outcome) => escape::say(&outcome.to_string()),
+            WorkerMsg::DestChecked(cmd, Ok(())) => self.core.on_command(self.now(), cmd),
+            WorkerMsg::DestChecked(_, Err(refusal)) => escape::say(&refusal.to_string()),
+            WorkerMsg::Reverified {
+                file_id,
+                name,
+                result,
+            } => self.on_reverified(file_id, name, result),
+        }
+    }
+
+    /// A changed file hashed again: the core says whether the result
+    /// applies (not stale) and what becomes of its stamp.
+    fn on_reverified(
+        &mut self,
+        file_id: FileId,
+        name: String,
+        result: io::Result<(bool, FileStamp)>,
+    ) {
+        let (outcome, stamp) = match result {
+            Ok((true, stamp)) => (ReverifyOutcome::Matches, Some(stamp)),
+            Ok((false, stamp)) => (ReverifyOutcome::Differs, Some(stamp)),
+            Err(e) if serving::is_gone(&e) => (ReverifyOutcome::Gone, None),
+            Err(e) => (ReverifyOutcome::Unreadable(e.kind()), None),
+        };
+        let now = self.now();
+        match self.core.on_reverified(now, &file_id, &name, outcome) {
+            StampUpdate::Unchanged => {}
+            StampUpdate::Record => {
+                if let Some(stamp) = stamp {
+                    self.stamps.record(name, stamp);
                 }
             }
+            StampUpdate::Forget => self.stamps.forget(&name),
         }
+    }
+
+    /// Hashes a held file again off the loop ([`crate::core::Effect::Reverify`]).
+    pub(super) fn reverify(&mut self, record: FileRecord, name: String) {
+        let path = self.settings.dir.join(&name);
+        let _ = self.worker_tx.send(Box::new(move || {
+            let result = serving::reverify(&path, &record.file_id, &record.file_timestamp);
+            WorkerMsg::Reverified {
+                file_id: record.file_id,
+                name,
+                result,
+            }
+        }));
+    }
+
+    /// Copies a held file out to the user's destination off the loop.
+    pub(super) fn copy_out(&mut self, name: String, record: FileRecord, dest: Dest) {
+        let src = self.settings.dir.join(&name);
+        let storage_dir = self.settings.dir.clone();
+        let in_folder = storage::export_name(&record.file_name, &record.file_id.0);
+        let _ = self.worker_tx.send(Box::new(move || {
+            WorkerMsg::Copied(storage::export(
+                &src,
+                &storage_dir,
+                &dest.path,
+                &record.file_name,
+                &in_folder,
+                dest.force,
+            ))
+        }));
+    }
+
+    /// Imports a file the user named (`push <path>`) off the loop.
+    pub(super) fn import(&mut self, path: PathBuf) {
+        let dir = self.settings.dir.clone();
+        let owner = self.core.config().peer_id.clone();
+        let _ = self.worker_tx.send(Box::new(move || {
+            WorkerMsg::Imported(
+                storage::import_file(&path, &dir, &owner, now_unix()).map_err(|e| e.to_string()),
+            )
+        }));
     }
 }
