@@ -18,9 +18,9 @@ pub(super) const SIGNAL_EXIT_DRAIN: Duration = Duration::from_millis(800);
 pub(super) const SIGNAL_EXIT_WRITER: Duration = Duration::from_millis(300);
 
 impl Driver {
+    /// Stops accepting, lets received files land, then writes the final
+    /// catalog synchronously.
     pub(super) fn shutdown(&mut self) {
-        // Stop accepting, let received files land, then write the final
-        // catalog synchronously.
         self.p2p = None;
         self.http = None;
         // After a signal the whole exit fits in SIGNAL_EXIT_LIMIT (the
@@ -32,32 +32,42 @@ impl Driver {
             None => Instant::now() + EXIT_DRAIN,
         };
         self.drain_finishing(drain_until);
+        if self.end_metadata_writer() {
+            self.save_final_catalog();
+        } else {
+            // Writing now would race it on metadata.json (an older catalog
+            // could land last); its own write keeps the file whole.
+            error!("metadata NOT saved on exit: an earlier write is still at work; bye");
+        }
+    }
+
+    /// Ends the metadata writer once its queue is written: false if, after
+    /// a signal, it is still at work when its share of the exit is over.
+    fn end_metadata_writer(&mut self) -> bool {
         drop(self.meta_tx.take());
-        if let Some(t) = self.meta_thread.take() {
-            match self.signalled {
-                None => {
-                    let _ = t.join();
+        let Some(t) = self.meta_thread.take() else {
+            return true;
+        };
+        match self.signalled {
+            None => {
+                let _ = t.join();
+                true
+            }
+            Some(at) => {
+                let until = at + SIGNAL_EXIT_DRAIN + SIGNAL_EXIT_WRITER;
+                while !t.is_finished() && Instant::now() < until {
+                    thread::sleep(Duration::from_millis(5));
                 }
-                Some(at) => {
-                    let until = at + SIGNAL_EXIT_DRAIN + SIGNAL_EXIT_WRITER;
-                    while !t.is_finished() && Instant::now() < until {
-                        thread::sleep(Duration::from_millis(5));
-                    }
-                    if !t.is_finished() {
-                        // Writing now would race it on metadata.json (an
-                        // older catalog could land last); its own write
-                        // keeps the file whole.
-                        error!(
-                            "metadata NOT saved on exit: an earlier write is still at work; bye"
-                        );
-                        return;
-                    }
-                }
+                t.is_finished()
             }
         }
+    }
+
+    /// Writes the catalog atomically and removes every temp file left (no
+    /// temp file outlives a clean exit, whatever was still running).
+    fn save_final_catalog(&mut self) {
         let bytes = catalog_json(&self.core, &self.stamps);
         let saved = storage::write_atomic(&self.settings.dir, metadata::METADATA_FILE, &bytes);
-        // No temp file outlives a clean exit, whatever was still running.
         if let Err(e) = storage::remove_partials(&self.settings.dir) {
             warn!("cannot remove temp files on exit: {e}");
         }

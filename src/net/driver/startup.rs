@@ -6,6 +6,7 @@ use super::{
     SIGNALS, STDIN, WAKER,
 };
 use crate::cli::args::Args;
+use crate::core::catalog::Entry;
 use crate::core::dial_limit::DialLimiter;
 use crate::core::push_quota::PushQuota;
 use crate::core::{Config, Peer};
@@ -27,7 +28,8 @@ use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use slab::Slab;
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -70,16 +72,7 @@ pub fn run(args: Args) -> Result<(), StartError> {
         }
     };
     let dir = args.storage_dir();
-    std::fs::create_dir_all(&dir).map_err(|e| {
-        StartError(format!(
-            "cannot create storage folder {}: {e}",
-            dir.display()
-        ))
-    })?;
-    // Before anything touches the folder: a second peer on it would delete
-    // the first one's downloads in progress and race it on metadata.json.
-    let _folder_lock = storage::lock::FolderLock::acquire(&dir, &args.peer_id)
-        .map_err(|e| StartError(e.to_string()))?;
+    let _folder_lock = open_folder(&dir, &args.peer_id)?;
     let p2p = bind(&args.host, args.p2p_port, "the peer server")?;
     let system_congestion = sockopt::unpaced_listener(&p2p);
     let p2p_ip = p2p.local_addr().ok().map(|a| a.ip());
@@ -90,7 +83,61 @@ pub fn run(args: Args) -> Result<(), StartError> {
     let http_addr = http
         .local_addr()
         .map_err(|e| StartError(format!("stats page: {e}")))?;
+    let listeners = Listeners {
+        p2p,
+        http,
+        system_congestion,
+        p2p_ip,
+    };
 
+    let (core, stamps, n_files) = load_core(&args, &dir, p2p_addr.port());
+    let mut driver = Driver::new(&args, dir, fd_limit, core, stamps, listeners)?;
+    driver.register_sources()?;
+    println!(
+        "peershare {}: peer server listening on {}:{}, stats page on http://{}:{}/ ({} files in {})",
+        args.peer_id,
+        args.host,
+        p2p_addr.port(),
+        args.host,
+        http_addr.port(),
+        n_files,
+        driver.settings.dir.display()
+    );
+    if driver.stdin.is_some() {
+        println!("type `help` for commands");
+    }
+    driver.run_loop();
+    driver.shutdown();
+    Ok(())
+}
+
+/// Creates the storage folder and takes its lock, held until the peer
+/// exits: a second peer on it would delete the first one's downloads in
+/// progress and race it on metadata.json. Nothing touches the folder
+/// before.
+fn open_folder(dir: &Path, peer_id: &str) -> Result<storage::lock::FolderLock, StartError> {
+    std::fs::create_dir_all(dir).map_err(|e| {
+        StartError(format!(
+            "cannot create storage folder {}: {e}",
+            dir.display()
+        ))
+    })?;
+    storage::lock::FolderLock::acquire(dir, peer_id).map_err(|e| StartError(e.to_string()))
+}
+
+/// The bound listeners and what was read of them once at start.
+struct Listeners {
+    p2p: TcpListener,
+    http: TcpListener,
+    /// See `Driver::system_congestion`.
+    system_congestion: Option<String>,
+    p2p_ip: Option<IpAddr>,
+}
+
+/// The core, built from the arguments and loaded with the catalog the
+/// folder and its metadata agree on; with the held files' stamps and how
+/// many files were loaded.
+fn load_core(args: &Args, dir: &Path, p2p_port: u16) -> (Peer, storage::Stamps, usize) {
     let me = PeerId(args.peer_id.clone());
     let Loaded {
         entries,
@@ -98,7 +145,7 @@ pub fn run(args: Args) -> Result<(), StartError> {
         changed,
         not_read,
         notes,
-    } = reconcile(&dir, &me, now_unix());
+    } = reconcile(dir, &me, now_unix());
     for note in &notes {
         if note.is_warning() {
             warn!("{note}");
@@ -106,9 +153,23 @@ pub fn run(args: Args) -> Result<(), StartError> {
             info!("{note}");
         }
     }
-    let cfg = Config {
+    let mut core = Peer::new(
+        core_config(args, me, p2p_port),
+        SmallRng::seed_from_u64(seed(args)),
+    );
+    let n_files = load_entries(&mut core, entries, not_read);
+    // Changed while we were down: hashed again before they are served.
+    for id in &changed {
+        core.on_local_changed(id);
+    }
+    (core, stamps, n_files)
+}
+
+/// The core's settings from the arguments.
+fn core_config(args: &Args, me: PeerId, p2p_port: u16) -> Config {
+    Config {
         peer_id: me,
-        addr: PeerAddr::new(args.host.clone(), p2p_addr.port()),
+        addr: PeerAddr::new(args.host.clone(), p2p_port),
         well_known: args
             .well_known()
             .into_iter()
@@ -118,18 +179,24 @@ pub fn run(args: Args) -> Result<(), StartError> {
         peer_timeout: args.peer_timeout,
         auto_fetch: args.auto_fetch,
         share_unverified: args.share_unverified,
-    };
-    let seed = args.seed.unwrap_or_else(|| {
+    }
+}
+
+/// `--seed`, or one that differs from run to run.
+fn seed(args: &Args) -> u64 {
+    args.seed.unwrap_or_else(|| {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0)
             ^ u64::from(std::process::id())
-    });
-    let mut core = Peer::new(cfg, SmallRng::seed_from_u64(seed));
-    // Held files first, so a metadata.json past the catalog's cap never
-    // costs us a file we hold.
-    let mut entries = entries;
+    })
+}
+
+/// Loads the entries into the catalog, held files first, so a
+/// metadata.json past the catalog's cap never costs us a file we hold;
+/// returns how many were loaded.
+fn load_entries(core: &mut Peer, mut entries: Vec<Entry>, not_read: usize) -> usize {
     entries.sort_by_key(|e| e.local.is_none());
     let mut n_files = 0;
     let mut dropped = not_read;
@@ -149,88 +216,79 @@ pub fn run(args: Args) -> Result<(), StartError> {
             crate::core::catalog::MAX_CATALOG_BYTES >> 20
         );
     }
-    // Changed while we were down: hashed again before they are served.
-    for id in &changed {
-        core.on_local_changed(id);
-    }
+    n_files
+}
 
-    let poll = Poll::new().map_err(|e| StartError(format!("cannot create poll: {e}")))?;
-    let waker = Arc::new(
-        Waker::new(poll.registry(), WAKER)
-            .map_err(|e| StartError(format!("cannot create waker: {e}")))?,
-    );
-    let resolver = Resolver::start(waker.clone())
-        .map_err(|e| StartError(format!("cannot start resolver: {e}")))?;
-    let (worker_tx, worker_rx) =
-        start_worker(waker.clone()).map_err(|e| StartError(format!("cannot start worker: {e}")))?;
-    let (meta_tx, meta_thread) = start_metadata_writer(dir.clone())
-        .map_err(|e| StartError(format!("cannot start metadata writer: {e}")))?;
-
-    let mut driver = Driver {
-        poll,
-        start: Instant::now(),
-        core,
-        settings: Settings {
-            dir,
-            connect_timeout: args.connect_timeout,
-            idle_timeout: args.idle_timeout,
-            max_file_size: args.max_file_size,
-        },
-        conns: Slab::new(),
-        max_conns: crate::net::limits::connection_cap(fd_limit, MAX_CONNECTIONS),
-        next_gen: 0,
-        wheel: TimerWheel::new(),
-        ready: VecDeque::new(),
-        parked: Vec::new(),
-        finishing: Vec::new(),
-        waker: waker.clone(),
-        read_buf: vec![0u8; READ_BUF_LEN],
-        p2p: Some(p2p),
-        system_congestion,
-        p2p_ip,
-        http: Some(http),
-        http_cache: http::ResponseCache::new(),
-        resolver,
-        resolve_cache: HashMap::new(),
-        unresolvable_logged: HashSet::new(),
-        unreachable_logged: HashSet::new(),
-        dials: DialLimiter::for_interval(args.gossip_interval),
-        trim: Default::default(),
-        pending: HashMap::new(),
-        pending_count: 0,
-        worker_tx,
-        worker_rx,
-        meta_tx: Some(meta_tx),
-        meta_thread: Some(meta_thread),
-        persist_armed: false,
-        last_persist: None,
-        unverified: HashMap::new(),
-        push_quota: PushQuota::new(),
-        trim_armed: false,
-        saved_catalog_bytes: 0,
-        stdin: None,
-        exit: false,
-        stamps,
-        lease_signals: None,
-        signalled: None,
-    };
-    driver.register_sources()?;
-    println!(
-        "peershare {}: peer server listening on {}:{}, stats page on http://{}:{}/ ({} files in {})",
-        args.peer_id,
-        args.host,
-        p2p_addr.port(),
-        args.host,
-        http_addr.port(),
-        n_files,
-        driver.settings.dir.display()
-    );
-    if driver.stdin.is_some() {
-        println!("type `help` for commands");
+impl Driver {
+    /// The driver around `core`, with its helper threads started.
+    fn new(
+        args: &Args,
+        dir: PathBuf,
+        fd_limit: u64,
+        core: Peer,
+        stamps: storage::Stamps,
+        listeners: Listeners,
+    ) -> Result<Driver, StartError> {
+        let poll = Poll::new().map_err(|e| StartError(format!("cannot create poll: {e}")))?;
+        let waker = Arc::new(
+            Waker::new(poll.registry(), WAKER)
+                .map_err(|e| StartError(format!("cannot create waker: {e}")))?,
+        );
+        let resolver = Resolver::start(waker.clone())
+            .map_err(|e| StartError(format!("cannot start resolver: {e}")))?;
+        let (worker_tx, worker_rx) = start_worker(waker.clone())
+            .map_err(|e| StartError(format!("cannot start worker: {e}")))?;
+        let (meta_tx, meta_thread) = start_metadata_writer(dir.clone())
+            .map_err(|e| StartError(format!("cannot start metadata writer: {e}")))?;
+        Ok(Driver {
+            poll,
+            start: Instant::now(),
+            core,
+            settings: Settings {
+                dir,
+                connect_timeout: args.connect_timeout,
+                idle_timeout: args.idle_timeout,
+                max_file_size: args.max_file_size,
+            },
+            conns: Slab::new(),
+            max_conns: crate::net::limits::connection_cap(fd_limit, MAX_CONNECTIONS),
+            next_gen: 0,
+            wheel: TimerWheel::new(),
+            ready: VecDeque::new(),
+            parked: Vec::new(),
+            finishing: Vec::new(),
+            waker,
+            read_buf: vec![0u8; READ_BUF_LEN],
+            p2p: Some(listeners.p2p),
+            system_congestion: listeners.system_congestion,
+            p2p_ip: listeners.p2p_ip,
+            http: Some(listeners.http),
+            http_cache: http::ResponseCache::new(),
+            resolver,
+            resolve_cache: HashMap::new(),
+            unresolvable_logged: HashSet::new(),
+            unreachable_logged: HashSet::new(),
+            dials: DialLimiter::for_interval(args.gossip_interval),
+            trim: Default::default(),
+            pending: HashMap::new(),
+            pending_count: 0,
+            worker_tx,
+            worker_rx,
+            meta_tx: Some(meta_tx),
+            meta_thread: Some(meta_thread),
+            persist_armed: false,
+            last_persist: None,
+            unverified: HashMap::new(),
+            push_quota: PushQuota::new(),
+            trim_armed: false,
+            saved_catalog_bytes: 0,
+            stdin: None,
+            exit: false,
+            stamps,
+            lease_signals: None,
+            signalled: None,
+        })
     }
-    driver.run_loop();
-    driver.shutdown();
-    Ok(())
 }
 
 impl Driver {

@@ -11,7 +11,7 @@ use crate::storage::{self, metadata, StoredEntry};
 use log::{debug, info, warn};
 use mio::Waker;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 use std::thread;
@@ -71,82 +71,109 @@ pub(super) fn start_metadata_writer(
     dir: PathBuf,
 ) -> io::Result<(Sender<MetaJob>, thread::JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel::<MetaJob>();
+    let writer = MetaWriter {
+        dir,
+        failed: None,
+        failures: 0,
+        removals: Vec::new(),
+    };
     let handle = thread::Builder::new()
         .name("metadata".into())
-        .spawn(move || {
-            // A failed write (ENOSPC, EACCES) is kept and tried again every
-            // few seconds until one succeeds or a newer catalog replaces it.
-            let mut failed: Option<Vec<u8>> = None;
-            let mut failures = 0u32;
-            let mut write =
-                |bytes: Vec<u8>, failed: &mut Option<Vec<u8>>| match storage::write_atomic(
-                    &dir,
-                    metadata::METADATA_FILE,
-                    &bytes,
-                ) {
-                    Ok(()) => {
-                        if failures > 0 {
-                            info!(
-                                "{} written again after {failures} failed attempts",
-                                dir.join(metadata::METADATA_FILE).display()
-                            );
-                        }
-                        failures = 0;
-                    }
-                    Err(e) => {
-                        if failures == 0 {
-                            warn!(
-                                "cannot write {}: {e}; retrying every {} s",
-                                dir.join(metadata::METADATA_FILE).display(),
-                                METADATA_RETRY.as_secs()
-                            );
-                        } else {
-                            debug!("metadata write still failing: {e}");
-                        }
-                        failures += 1;
-                        *failed = Some(bytes);
-                    }
-                };
-            // A removal waits while the catalog that no longer lists the file
-            // is not on disk: the file is unlinked only after the catalog
-            // saying so was written.
-            let mut removals: Vec<PathBuf> = Vec::new();
-            let remove = |path: &PathBuf| match std::fs::remove_file(path) {
-                Ok(()) => info!("removed {}", path.display()),
-                Err(e) => warn!("cannot remove {}: {e}", path.display()),
-            };
-            loop {
-                let job = match &failed {
-                    None => rx.recv().ok(),
-                    Some(_) => match rx.recv_timeout(METADATA_RETRY) {
-                        Ok(job) => Some(job),
-                        Err(mpsc::RecvTimeoutError::Timeout) => failed.take().map(MetaJob::Write),
-                        Err(mpsc::RecvTimeoutError::Disconnected) => None,
-                    },
-                };
-                let Some(job) = job else { break };
-                match job {
-                    MetaJob::Write(mut bytes) => {
-                        // Only the newest catalog matters; removals queued
-                        // behind it wait for it.
-                        while let Ok(queued) = rx.try_recv() {
-                            match queued {
-                                MetaJob::Write(newer) => bytes = newer,
-                                MetaJob::Remove(path) => removals.push(path),
-                            }
-                        }
-                        failed = None;
-                        write(bytes, &mut failed);
-                        if failed.is_none() {
-                            removals.drain(..).for_each(|p| remove(&p));
-                        }
-                    }
-                    MetaJob::Remove(path) if failed.is_some() => removals.push(path),
-                    MetaJob::Remove(path) => remove(&path),
-                }
-            }
-        })?;
+        .spawn(move || writer.run(rx))?;
     Ok((tx, handle))
+}
+
+/// The metadata thread's state.
+struct MetaWriter {
+    dir: PathBuf,
+    /// A catalog whose write failed (ENOSPC, EACCES): kept and tried again
+    /// every [`METADATA_RETRY`] until one succeeds or a newer catalog
+    /// replaces it.
+    failed: Option<Vec<u8>>,
+    /// Failed attempts in a row (one warn line, then debug lines).
+    failures: u32,
+    /// Removals waiting while the catalog that no longer lists their file
+    /// is not on disk: a file is unlinked only after the catalog saying so
+    /// was written.
+    removals: Vec<PathBuf>,
+}
+
+impl MetaWriter {
+    /// Works until the loop drops its sender.
+    fn run(mut self, rx: Receiver<MetaJob>) {
+        while let Some(job) = self.next_job(&rx) {
+            match job {
+                MetaJob::Write(bytes) => self.write_newest(bytes, &rx),
+                MetaJob::Remove(path) if self.failed.is_some() => self.removals.push(path),
+                MetaJob::Remove(path) => remove(&path),
+            }
+        }
+    }
+
+    /// The next job; while a write has failed, its retry when none comes
+    /// within [`METADATA_RETRY`]. None once the loop is gone.
+    fn next_job(&mut self, rx: &Receiver<MetaJob>) -> Option<MetaJob> {
+        if self.failed.is_none() {
+            return rx.recv().ok();
+        }
+        match rx.recv_timeout(METADATA_RETRY) {
+            Ok(job) => Some(job),
+            Err(mpsc::RecvTimeoutError::Timeout) => self.failed.take().map(MetaJob::Write),
+            Err(mpsc::RecvTimeoutError::Disconnected) => None,
+        }
+    }
+
+    /// Writes the newest catalog queued (`bytes` or a later one); the
+    /// removals queued behind it wait for it.
+    fn write_newest(&mut self, mut bytes: Vec<u8>, rx: &Receiver<MetaJob>) {
+        while let Ok(queued) = rx.try_recv() {
+            match queued {
+                MetaJob::Write(newer) => bytes = newer,
+                MetaJob::Remove(path) => self.removals.push(path),
+            }
+        }
+        self.failed = None;
+        self.write(bytes);
+        if self.failed.is_none() {
+            self.removals.drain(..).for_each(|p| remove(&p));
+        }
+    }
+
+    fn write(&mut self, bytes: Vec<u8>) {
+        let path = self.dir.join(metadata::METADATA_FILE);
+        match storage::write_atomic(&self.dir, metadata::METADATA_FILE, &bytes) {
+            Ok(()) => {
+                if self.failures > 0 {
+                    info!(
+                        "{} written again after {} failed attempts",
+                        path.display(),
+                        self.failures
+                    );
+                }
+                self.failures = 0;
+            }
+            Err(e) => {
+                if self.failures == 0 {
+                    warn!(
+                        "cannot write {}: {e}; retrying every {} s",
+                        path.display(),
+                        METADATA_RETRY.as_secs()
+                    );
+                } else {
+                    debug!("metadata write still failing: {e}");
+                }
+                self.failures += 1;
+                self.failed = Some(bytes);
+            }
+        }
+    }
+}
+
+fn remove(path: &Path) {
+    match std::fs::remove_file(path) {
+        Ok(()) => info!("removed {}", path.display()),
+        Err(e) => warn!("cannot remove {}: {e}", path.display()),
+    }
 }
 
 impl Driver {
