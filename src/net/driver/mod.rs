@@ -1,4 +1,12 @@
-//! The loop itself: setup, dispatch, effects, shutdown.
+//! The loop itself: the `Driver` struct, `run_loop` and its dispatch,
+//! the timer wheel's `Due`s, and the core's effects applied. The driver
+//! executes; what to do is decided by the core (`crate::core`) or, for the
+//! folder, by `crate::storage`.
+//!
+//! By concern: `startup` (run, bind, loading), `dial` (outbound), `conns`
+//! (the slab), `step` (one I/O step), `serve` (GET_FILE and held files),
+//! `receive` (inbound messages, received files), `workers` (helper
+//! threads), `input` (the menu on stdin), `shutdown` (the exit).
 
 mod conns;
 mod dial;
