@@ -65,6 +65,7 @@ impl Driver {
         }
     }
 
+    /// When `c` is closed unless it makes progress, by its role.
     pub(super) fn deadline(&self, c: &Conn) -> Time {
         let s = &self.settings;
         match &c.role {
@@ -83,8 +84,8 @@ impl Driver {
         }
     }
 
-    // ---- connections ----------------------------------------------------
-
+    /// Puts a socket in the slab under a fresh generation, registered and
+    /// with its deadline on the wheel; None if it could not be registered.
     pub(super) fn add_conn(
         &mut self,
         stream: TcpStream,
@@ -210,6 +211,8 @@ impl Driver {
         }
     }
 
+    /// Closes a connection now; an outbound one that failed is reported
+    /// (dial backoff, the download's next source).
     pub(super) fn close(&mut self, key: usize, why: Option<String>) {
         let Some(mut c) = self.conns.try_remove(key) else {
             return;
@@ -260,6 +263,7 @@ impl Driver {
         self.ready.push_back((key, gen));
     }
 
+    /// Gives a connection its next role and steps it soon.
     pub(super) fn set_role(&mut self, key: usize, role: Role, interest: Interest) {
         let now = self.now();
         if let Some(c) = self.conns.get_mut(key) {
@@ -275,6 +279,7 @@ impl Driver {
         }
     }
 
+    /// An HTTP request head arrived whole: answered from the shared cache.
     pub(super) fn on_http_head(&mut self, key: usize) {
         let now = self.now();
         let Some(c) = self.conns.get(key) else {

@@ -93,6 +93,8 @@ impl Driver {
         self.pending_count += 1;
     }
 
+    /// A non-blocking connect to `sa` (at the cap, the longest-idle inbound
+    /// connection makes room).
     pub(super) fn open_outbound(&mut self, sa: SocketAddr, to: PeerAddr, role: Role) {
         if self.conns.len() >= self.max_conns && !self.make_room() {
             self.outbound_failed(role, "too many open connections".into());
@@ -119,6 +121,8 @@ impl Driver {
         }
     }
 
+    /// An outbound connection that never carried its role: a download
+    /// attempt fails, anything else is a debug line.
     pub(super) fn outbound_failed(&mut self, role: Role, why: String) {
         match role {
             Role::Fetch(f) => {

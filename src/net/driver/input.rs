@@ -12,6 +12,7 @@ use mio::unix::SourceFd;
 use std::io;
 
 impl Driver {
+    /// Reads the menu lines typed so far (never blocks); EOF ends the menu.
     pub(super) fn read_stdin(&mut self) {
         let Some(reader) = self.stdin.as_mut() else {
             return;
@@ -36,6 +37,7 @@ impl Driver {
         }
     }
 
+    /// Runs one menu line.
     pub(super) fn on_menu_line(&mut self, line: &str) {
         let now = self.now();
         match menu::parse(line) {

@@ -177,6 +177,7 @@ struct Driver {
     signalled: Option<Instant>,
 }
 
+/// Seconds since the epoch (0 if the clock is before it).
 fn now_unix() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -198,6 +199,7 @@ fn catalog_json(core: &Peer, stamps: &storage::Stamps) -> Vec<u8> {
 }
 
 impl Driver {
+    /// The loop's clock: milliseconds since start.
     fn now(&self) -> Time {
         Time(self.start.elapsed().as_millis() as u64)
     }
@@ -271,6 +273,7 @@ impl Driver {
 
     // ---- timers -------------------------------------------------------
 
+    /// A deadline on the wheel came.
     fn on_due(&mut self, due: Due) {
         let now = self.now();
         // Shared responses are let go once stale, not at the next request.
@@ -308,6 +311,7 @@ impl Driver {
         }
     }
 
+    /// Hands the catalog to the metadata writer now.
     fn persist_now(&mut self) {
         self.last_persist = Some(self.now());
         let bytes = catalog_json(&self.core, &self.stamps);
@@ -333,6 +337,7 @@ impl Driver {
 
     // ---- effects ------------------------------------------------------
 
+    /// Applies the core's effects until it queues no more.
     fn apply_effects(&mut self) {
         loop {
             let effects = self.core.take_effects();
@@ -397,6 +402,7 @@ impl Driver {
         }
     }
 
+    /// What an inbound message may hold.
     fn limits(&self) -> DecoderLimits {
         DecoderLimits {
             max_envelope: MAX_MESSAGE_LEN,

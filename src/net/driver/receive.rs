@@ -107,6 +107,7 @@ impl Driver {
         }
     }
 
+    /// Hands a download attempt's result to the core.
     pub(super) fn report_fetch(
         &mut self,
         transfer: TransferId,
@@ -246,6 +247,7 @@ impl Driver {
         self.store_pushed(record, partial, len, verified);
     }
 
+    /// Commits a pushed file the core wants (one copy per file).
     pub(super) fn store_pushed(
         &mut self,
         record: FileRecord,

@@ -33,6 +33,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+/// A non-blocking listener on `host:port` (IPv4 first), with a larger
+/// backlog.
 pub(super) fn bind(host: &str, port: u16, what: &str) -> Result<TcpListener, StartError> {
     let addrs: Vec<SocketAddr> = (host, port)
         .to_socket_addrs()
@@ -292,6 +294,8 @@ impl Driver {
 }
 
 impl Driver {
+    /// Registers the listeners, the signals and stdin (if it can be polled)
+    /// with the poll.
     pub(super) fn register_sources(&mut self) -> Result<(), StartError> {
         let reg = self.poll.registry();
         if let Some(l) = self.p2p.as_mut() {

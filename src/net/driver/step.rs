@@ -28,6 +28,7 @@ pub const INBOUND_BUFFER_BUDGET: usize = 32 * 1024 * 1024;
 /// Only a step that leaves a connection holding this much checks the total.
 pub(super) const BUDGET_CHECK_FLOOR: usize = 64 * 1024;
 
+/// Why a download's reply was refused, for the user.
 pub(super) fn describe_decode_error(e: &crate::protocol::decoder::DecodeError) -> String {
     use crate::protocol::decoder::DecodeError as E;
     match e {
@@ -330,6 +331,7 @@ impl Driver {
         }
     }
 
+    /// Acts on a step's outcome.
     pub(super) fn after_step(&mut self, key: usize, gen: u64, outcome: Outcome) {
         match outcome {
             Outcome::Blocked => {}

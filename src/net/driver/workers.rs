@@ -38,6 +38,7 @@ pub(super) enum WorkerMsg {
     DestChecked(Command, Result<(), storage::Refusal>),
 }
 
+/// The worker thread: runs jobs in order, wakes the loop after each.
 pub(super) fn start_worker(waker: Arc<Waker>) -> io::Result<(Sender<Job>, Receiver<WorkerMsg>)> {
     let (job_tx, job_rx) = mpsc::channel::<Job>();
     let (res_tx, res_rx) = mpsc::channel();
@@ -139,6 +140,7 @@ impl MetaWriter {
         }
     }
 
+    /// Writes one catalog; a failure is kept for a retry.
     fn write(&mut self, bytes: Vec<u8>) {
         let path = self.dir.join(metadata::METADATA_FILE);
         match storage::write_atomic(&self.dir, metadata::METADATA_FILE, &bytes) {
@@ -169,6 +171,7 @@ impl MetaWriter {
     }
 }
 
+/// Unlinks a stored file the catalog no longer lists.
 fn remove(path: &Path) {
     match std::fs::remove_file(path) {
         Ok(()) => info!("removed {}", path.display()),
@@ -177,8 +180,6 @@ fn remove(path: &Path) {
 }
 
 impl Driver {
-    // ---- helper threads -------------------------------------------------
-
     /// A helper thread woke the loop: parked connections get another
     /// step, finished writers' files are stored, lookups and jobs done are
     /// taken in.
@@ -196,6 +197,7 @@ impl Driver {
         }
     }
 
+    /// Takes in what the worker thread finished.
     fn on_worker_msg(&mut self, msg: WorkerMsg) {
         match msg {
             WorkerMsg::Imported(r) => self.core.on_imported(r.map(|s| {
