@@ -412,7 +412,7 @@ fn four_hundred_clients_ask_for_a_large_file_and_read_nothing() {
         }
     }
     assert!(
-        closed >= 400 - peershare::net::driver::MAX_FILE_STREAMS,
+        closed >= 400 - peershare::core::MAX_FILE_STREAMS,
         "only {closed} of 400 unread GET_FILEs were refused"
     );
     drop(readers);

@@ -12,7 +12,9 @@
 //! - [`lock`]: one running peer per folder (`flock`);
 //! - [`serving`]: opening a held file to serve it (read leases, checked
 //!   reads, stamps that tell a changed file);
+//! - [`stamps`]: the stamp of each held file when last verified;
 //! - [`scan`]: files found in the folder at start and `push <path>` imports;
+//! - [`reconcile`]: the catalog and the folder made to agree at start;
 //! - [`export`]: `get <id> DEST` copies out, which never destroy anything.
 //!
 //! Nothing here panics on what it reads from disk.
@@ -23,8 +25,10 @@ pub mod hashing;
 pub mod lock;
 pub mod metadata;
 pub mod names;
+pub mod reconcile;
 pub mod scan;
 pub mod serving;
+pub mod stamps;
 
 pub use atomic::{fsync_dir, remove_partials, write_atomic, PartialFile, PARTIAL_PREFIX};
 pub use export::{check_dest, export, export_name, ExportOutcome, Refusal};
@@ -32,6 +36,7 @@ pub use hashing::{file_id_for, hash_file, FileHasher};
 pub use metadata::{LoadOutcome, MetadataError, StoredEntry, METADATA_FILE};
 pub use names::{sanitize_file_name, unique_name};
 pub use scan::{import_file, scan_folder, ImportError};
+pub use stamps::Stamps;
 
 /// The sorted names of the entries in `dir` (tests check what a folder holds).
 #[cfg(test)]

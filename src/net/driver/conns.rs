@@ -1,0 +1,315 @@
+//! The connection slab: accepting, adding, evicting, closing, deadlines.
+
+use super::dial::RESOLVE_CACHE_MAX;
+use super::{Driver, Due, CONN_BASE};
+use crate::core::Time;
+use crate::http;
+use crate::net::conn::{Conn, PartialSink, Payload, Role, WriteKind};
+use crate::net::http_out;
+use crate::net::sockopt;
+use crate::protocol::decoder::MessageDecoder;
+use log::{debug, info, warn};
+use mio::net::TcpStream;
+use mio::{Interest, Token};
+use std::io;
+use std::net::Shutdown;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// How long a closing connection may take to send its FIN.
+pub(super) const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why a connection past its deadline is closed (none for a drain: its
+/// peer simply never sent its FIN).
+fn idle_reason(role: &Role) -> Option<&'static str> {
+    Some(match role {
+        Role::Connecting(_) => "connect timed out",
+        Role::Drain => return None,
+        Role::Http { .. } => "HTTP request timed out",
+        Role::Write {
+            kind: WriteKind::Http,
+            ..
+        } => "HTTP client too slow to read its response",
+        Role::Read { .. } => "no complete message within the idle timeout",
+        _ => "no progress within the idle timeout",
+    })
+}
+
+/// EMFILE or ENFILE: no descriptor left for a new socket.
+pub(super) fn is_out_of_fds(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
+}
+
+impl Driver {
+    /// A connection's deadline came: past it (after one last step, for
+    /// bytes a long step elsewhere kept us from reading) it is closed,
+    /// otherwise the wheel is asked again for its new deadline.
+    pub(super) fn on_conn_due(&mut self, key: usize, gen: u64) {
+        let now = self.now();
+        let Some(c) = self.conns.get(key).filter(|c| c.gen == gen) else {
+            return;
+        };
+        if now >= self.deadline(c) && !matches!(c.role, Role::Connecting(_)) {
+            self.step(key, gen);
+        }
+        let now = self.now();
+        let Some(c) = self.conns.get(key).filter(|c| c.gen == gen) else {
+            return;
+        };
+        let deadline = self.deadline(c);
+        if now >= deadline {
+            let why = idle_reason(&c.role).map(String::from);
+            self.close(key, why);
+        } else {
+            self.wheel.schedule(deadline, Due::Conn { key, gen });
+        }
+    }
+
+    /// When `c` is closed unless it makes progress, by its role.
+    pub(super) fn deadline(&self, c: &Conn) -> Time {
+        let s = &self.settings;
+        match &c.role {
+            Role::Read { .. } => c.last_active.plus(crate::protocol::MESSAGE_IDLE_TIMEOUT),
+            Role::Http { .. } => c.opened.plus(http::REQUEST_TIMEOUT),
+            Role::Connecting(_) => c.phase_started.plus(s.connect_timeout),
+            Role::Write {
+                kind: WriteKind::Http,
+                ..
+            } => c
+                .phase_started
+                .plus(http::SEND_TIMEOUT)
+                .min(c.last_active.plus(http::STALL_TIMEOUT)),
+            Role::Write { .. } | Role::Fetch(_) => c.last_active.plus(s.idle_timeout),
+            Role::Drain => c.phase_started.plus(DRAIN_TIMEOUT),
+        }
+    }
+
+    /// Puts a socket in the slab under a fresh generation, registered and
+    /// with its deadline on the wheel; None if it could not be registered.
+    pub(super) fn add_conn(
+        &mut self,
+        stream: TcpStream,
+        role: Role,
+        inbound: bool,
+        interest: Interest,
+    ) -> Option<usize> {
+        let now = self.now();
+        self.next_gen += 1;
+        let gen = self.next_gen;
+        let conn = Conn {
+            stream,
+            gen,
+            role,
+            opened: now,
+            last_active: now,
+            phase_started: now,
+            inbound,
+            target: None,
+            remote_ip: None,
+            push: None,
+        };
+        let deadline = self.deadline(&conn);
+        let key = self.conns.insert(conn);
+        if let Err(e) = self.poll.registry().register(
+            &mut self.conns[key].stream,
+            Token(CONN_BASE + key),
+            interest,
+        ) {
+            warn!("cannot register connection: {e}");
+            self.conns.remove(key);
+            return None;
+        }
+        self.wheel.schedule(deadline, Due::Conn { key, gen });
+        Some(key)
+    }
+
+    /// Makes room at the cap by closing the longest-idle inbound
+    /// connection; false if none can be closed.
+    pub(super) fn make_room(&mut self) -> bool {
+        if self.conns.len() < self.max_conns {
+            return true;
+        }
+        self.evict_longest_idle()
+    }
+
+    /// Closes the longest-idle inbound connection; false if there is none.
+    pub(super) fn evict_longest_idle(&mut self) -> bool {
+        let victim = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.inbound)
+            .min_by_key(|(_, c)| c.last_active)
+            .map(|(k, _)| k);
+        match victim {
+            Some(k) => {
+                debug!("connection cap reached; closing the longest-idle connection");
+                self.close(k, None);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Accepts from a listener until it would block (each connection at
+    /// the cap evicts the longest-idle inbound one, or is refused).
+    pub(super) fn accept(&mut self, is_http: bool) {
+        loop {
+            let listener = if is_http {
+                self.http.as_ref()
+            } else {
+                self.p2p.as_ref()
+            };
+            let Some(listener) = listener else {
+                return;
+            };
+            match listener.accept() {
+                Ok((stream, from)) if self.make_room() => self.accepted(stream, from, is_http),
+                Ok((_, from)) => debug!("connection from {from} refused: at the cap"),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if is_out_of_fds(&e) => {
+                    // Out of descriptors below our own cap (another part of
+                    // the process holds more than reserved): free one and
+                    // retry, rather than leave the backlog to starve.
+                    if !self.evict_longest_idle() {
+                        warn!("accept failed: {e}");
+                        return;
+                    }
+                }
+                Err(e) => {
+                    warn!("accept failed: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Takes in an accepted connection: an HTTP request, or a P2P message
+    /// read into a fresh decoder. It is stepped at once (data may be
+    /// waiting).
+    fn accepted(&mut self, stream: TcpStream, from: SocketAddr, is_http: bool) {
+        if let (false, Some(system), Ok(local)) =
+            (is_http, &self.system_congestion, stream.local_addr())
+        {
+            // It may carry a FILE_DATA we send (see `sockopt`).
+            sockopt::accepted(&stream, local.ip(), from.ip(), system);
+        }
+        let role = if is_http {
+            http_out::send_buffer_for_tests(&stream);
+            Role::Http { buf: Vec::new() }
+        } else {
+            Role::Read {
+                decoder: Box::new(MessageDecoder::new(self.limits())),
+                sink: PartialSink::with_waker(self.settings.dir.clone(), self.waker.clone()),
+                received: 0,
+            }
+        };
+        if let Some(key) = self.add_conn(stream, role, true, Interest::READABLE) {
+            self.conns[key].remote_ip = Some(from.ip());
+            let gen = self.conns[key].gen;
+            self.ready.push_back((key, gen));
+        }
+    }
+
+    /// Closes a connection now; an outbound one that failed is reported
+    /// (dial backoff, the download's next source).
+    pub(super) fn close(&mut self, key: usize, why: Option<String>) {
+        let Some(mut c) = self.conns.try_remove(key) else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut c.stream);
+        if let (Role::Connecting(_), Some(to), Some(why)) = (&c.role, &c.target, &why) {
+            let now = self.now();
+            self.dials.connect_failed(now, to);
+            // A peer we can't reach (a well-known host that is down, say) is
+            // worth one info line, not one per gossip round.
+            if self.unreachable_logged.len() < RESOLVE_CACHE_MAX
+                && self.unreachable_logged.insert(to.clone())
+            {
+                info!("cannot reach {to}: {why} (will retry)");
+            }
+        }
+        match c.role {
+            Role::Fetch(_) | Role::Connecting(_) => {
+                let why = why.unwrap_or_else(|| "connection closed".into());
+                self.outbound_failed(c.role, why);
+            }
+            _ => {
+                if let Some(why) = why {
+                    debug!("connection closed: {why}");
+                }
+            }
+        }
+    }
+
+    /// Our side is finished: send FIN and wait for the peer's, so unread
+    /// input never turns the close into a reset that loses the reply's tail.
+    pub(super) fn finish_conn(&mut self, key: usize) {
+        let now = self.now();
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        let _ = c.stream.shutdown(Shutdown::Write);
+        c.role = Role::Drain;
+        c.phase_started = now;
+        let gen = c.gen;
+        let _ = self.poll.registry().reregister(
+            &mut c.stream,
+            Token(CONN_BASE + key),
+            Interest::READABLE,
+        );
+        let deadline = now.plus(DRAIN_TIMEOUT);
+        self.wheel.schedule(deadline, Due::Conn { key, gen });
+        self.ready.push_back((key, gen));
+    }
+
+    /// Gives a connection its next role and steps it soon.
+    pub(super) fn set_role(&mut self, key: usize, role: Role, interest: Interest) {
+        let now = self.now();
+        if let Some(c) = self.conns.get_mut(key) {
+            c.role = role;
+            c.phase_started = now;
+            c.last_active = now;
+            let gen = c.gen;
+            let _ =
+                self.poll
+                    .registry()
+                    .reregister(&mut c.stream, Token(CONN_BASE + key), interest);
+            self.ready.push_back((key, gen));
+        }
+    }
+
+    /// An HTTP request head arrived whole: answered from the shared cache.
+    pub(super) fn on_http_head(&mut self, key: usize) {
+        let now = self.now();
+        let Some(c) = self.conns.get(key) else {
+            return;
+        };
+        let Role::Http { buf } = &c.role else {
+            return;
+        };
+        let core = &self.core;
+        let payload = match http::parse_request(buf) {
+            http::ParseOutcome::Ready {
+                route,
+                head_only,
+                page,
+            } => http_out::respond(
+                &mut self.http_cache,
+                &self.conns,
+                now,
+                route,
+                head_only,
+                page,
+                core,
+            ),
+            http::ParseOutcome::Respond(bytes) => Payload::bytes(bytes),
+            http::ParseOutcome::Incomplete => return,
+        };
+        let role = Role::Write {
+            payload,
+            kind: WriteKind::Http,
+        };
+        self.set_role(key, role, Interest::READABLE | Interest::WRITABLE);
+    }
+}

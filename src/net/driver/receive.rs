@@ -1,0 +1,382 @@
+//! Received FILE_DATAs (downloads and pushes): checked, committed, handed to the core.
+
+use super::{Driver, Due};
+use crate::core::downloads::judge_reply;
+use crate::core::push_quota::PushTicket;
+use crate::core::{FetchResult, Time};
+use crate::ids::TransferId;
+use crate::net::conn::{PartialSink, Role};
+use crate::protocol::decoder::{DataField, Decoded};
+use crate::protocol::{FileRecord, FileSize, Message};
+use crate::storage::{self, PartialFile};
+use log::{debug, info, warn};
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// Longest a received FILE_DATA may wait for its writer thread to write
+/// and fsync its last bytes before the attempt fails (a disk that hangs).
+/// What is left by then is bounded whatever the file's size: at most the
+/// writer's queue (1.5 MiB), three direct-I/O blocks, and two steps of
+/// buffered writeback (16 MiB; the writer waits for older writeback as it
+/// goes), so only a disk slower than about 0.3 MB/s runs into it.
+pub(super) const FINISH_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A FILE_DATA whose every byte arrived while its writer thread still
+/// writes (and fsyncs) the last of them. It is checked and stored when the
+/// thread wakes the loop, so the loop never waits for the disk.
+pub(super) enum Finishing {
+    /// One of our downloads.
+    Fetch {
+        transfer: TransferId,
+        attempt: u64,
+        record: FileRecord,
+        source: String,
+        decoded: Decoded,
+        sink: PartialSink,
+    },
+    /// An unsolicited FILE_DATA.
+    Push {
+        header: crate::protocol::FileDataHeader,
+        data: DataField,
+        sink: PartialSink,
+    },
+}
+
+impl Finishing {
+    pub(super) fn sink(&self) -> &PartialSink {
+        match self {
+            Finishing::Fetch { sink, .. } | Finishing::Push { sink, .. } => sink,
+        }
+    }
+}
+
+impl Driver {
+    /// Checks and stores the received FILE_DATAs whose writer has ended;
+    /// the others wait on (asked again to wake the loop when they end).
+    pub(super) fn settle_finished(&mut self) {
+        for (since, f) in std::mem::take(&mut self.finishing) {
+            if f.sink().must_wait_for_writer() {
+                self.finishing.push((since, f));
+            } else {
+                self.finish_received(f);
+                self.apply_effects();
+            }
+        }
+    }
+
+    /// A FILE_DATA was received whole: if its writer thread still writes,
+    /// it waits (woken by the thread, bounded by [`FINISH_TIMEOUT`]);
+    /// otherwise it is checked and stored now.
+    pub(super) fn finish_received(&mut self, f: Finishing) {
+        if f.sink().must_wait_for_writer() {
+            let now = self.now();
+            if self.finishing.is_empty() {
+                self.wheel
+                    .schedule(now.plus(FINISH_TIMEOUT), Due::Finishing);
+            }
+            self.finishing.push((now, f));
+            return;
+        }
+        match f {
+            Finishing::Fetch {
+                transfer,
+                attempt,
+                record,
+                source,
+                decoded,
+                mut sink,
+            } => {
+                if !self.core.is_current(transfer, attempt) {
+                    debug!("{transfer} from {source} ended meanwhile; bytes discarded");
+                    return;
+                }
+                let result = match sink.settle() {
+                    Ok(()) => self.check_fetched(transfer, &record, decoded, sink),
+                    Err(e) => FetchResult::Failed(format!("cannot write the file: {e}")),
+                };
+                self.report_fetch(transfer, attempt, &source, result);
+            }
+            Finishing::Push {
+                header,
+                data,
+                mut sink,
+            } => match sink.settle() {
+                Ok(()) => self.on_pushed(header, data, sink),
+                Err(e) => warn!("cannot store pushed file: {e}"),
+            },
+        }
+    }
+
+    /// Hands a download attempt's result to the core.
+    pub(super) fn report_fetch(
+        &mut self,
+        transfer: TransferId,
+        attempt: u64,
+        source: &str,
+        r: FetchResult,
+    ) {
+        debug!("{transfer} from {source}: {r:?}");
+        let now = self.now();
+        self.core.on_fetch_result(now, transfer, attempt, r);
+    }
+
+    /// Fails the FILE_DATAs whose writer has not finished within
+    /// [`FINISH_TIMEOUT`] (their threads end on their own and remove their
+    /// temp files) and looks again when the next one is due.
+    pub(super) fn expire_finishing(&mut self, now: Time) {
+        let mut next: Option<Time> = None;
+        for (since, f) in std::mem::take(&mut self.finishing) {
+            let due = since.plus(FINISH_TIMEOUT);
+            if now < due {
+                next = Some(next.map_or(due, |n| n.min(due)));
+                self.finishing.push((since, f));
+                continue;
+            }
+            let why = format!(
+                "the disk did not finish writing the file within {} s",
+                FINISH_TIMEOUT.as_secs()
+            );
+            match f {
+                Finishing::Fetch {
+                    transfer,
+                    attempt,
+                    source,
+                    ..
+                } => {
+                    if self.core.is_current(transfer, attempt) {
+                        self.report_fetch(transfer, attempt, &source, FetchResult::Failed(why));
+                    } else {
+                        debug!("{transfer} from {source} ended meanwhile; {why}");
+                    }
+                }
+                Finishing::Push { header, .. } => {
+                    warn!("pushed file {:?} not stored: {why}", header.file_name)
+                }
+            }
+        }
+        if let Some(at) = next {
+            self.wheel.schedule(at, Due::Finishing);
+        }
+    }
+
+    /// A whole message arrived on an inbound connection from `push.0`
+    /// (`push.1`: its push quota ticket, if its data started).
+    pub(super) fn on_inbound_message(
+        &mut self,
+        key: usize,
+        decoded: Decoded,
+        sink: PartialSink,
+        push: (IpAddr, Option<PushTicket>),
+    ) {
+        let Decoded { fields, data } = decoded;
+        let parsed = Message::from_object(&fields);
+        // A large GOSSIP_REPLY's JSON tree is no longer needed: free it
+        // before the core merges the records.
+        drop(fields);
+        let msg = match parsed {
+            Ok(m) => m,
+            Err(e) => {
+                debug!("message dropped: {e}");
+                self.finish_conn(key);
+                return;
+            }
+        };
+        debug!("received {}", msg.kind());
+        match msg {
+            Message::GetFile { file_id } => self.answer_get_file(key, file_id),
+            Message::FileData(header) => {
+                self.finish_conn(key);
+                // A push without data bytes (an empty file) was not counted
+                // at its first byte: it counts now.
+                let (from, ticket) = push;
+                if ticket.is_none() && self.push_quota.admit(self.now(), from).is_err() {
+                    self.log_push_refusals(self.now());
+                    return;
+                }
+                self.finish_received(Finishing::Push { header, data, sink });
+            }
+            other => {
+                self.finish_conn(key);
+                let now = self.now();
+                self.core.on_message(now, other);
+                // A download ended by the message (its owner's DELETE) may
+                // have left an unverified copy waiting: drop its temp file.
+                let core = &self.core;
+                self.unverified
+                    .retain(|t, _| core.downloads().get(*t).is_some());
+            }
+        }
+    }
+
+    /// One line for the pushes refused lately (at most one a minute).
+    pub(super) fn log_push_refusals(&mut self, now: Time) {
+        if let Some((n, why)) = self.push_quota.refusals_to_log(now) {
+            info!("refused {n} pushed file(s): over the push quota ({why}); the sender's connection was closed");
+        }
+    }
+
+    /// An unsolicited FILE_DATA, its sink settled: stored like a download
+    /// (limits, safe name, integrity) and handed to the core.
+    pub(super) fn on_pushed(
+        &mut self,
+        header: crate::protocol::FileDataHeader,
+        data: DataField,
+        sink: PartialSink,
+    ) {
+        let Some(mut record) = header.to_record() else {
+            debug!("pushed FILE_DATA without a complete header dropped");
+            return;
+        };
+        let (DataField::Bytes { len }, Some(partial)) = (data, sink.partial) else {
+            if let DataField::Bytes { len: 0 } = data {
+                // An empty file: no temp file was created.
+                match PartialFile::create(&self.settings.dir) {
+                    Ok(p) => {
+                        let verified = sink.hasher.matches(&record.file_id, &record.file_timestamp);
+                        self.store_pushed(record, p, 0, verified);
+                    }
+                    Err(e) => warn!("cannot store pushed file: {e}"),
+                }
+            } else {
+                debug!("pushed FILE_DATA without data dropped");
+            }
+            return;
+        };
+        record.file_size = FileSize::Bytes(len);
+        let verified = sink.hasher.matches(&record.file_id, &record.file_timestamp);
+        self.store_pushed(record, partial, len, verified);
+    }
+
+    /// Commits a pushed file the core wants (one copy per file).
+    pub(super) fn store_pushed(
+        &mut self,
+        record: FileRecord,
+        partial: PartialFile,
+        len: u64,
+        verified: bool,
+    ) {
+        if !self.core.wants_push(&record.file_id, verified) {
+            // Dropping the temp file: one copy per file.
+            debug!("pushed {} already held or being fetched", record.file_id);
+            return;
+        }
+        if !verified {
+            warn!(
+                "pushed file {} ({}) does not match its id; kept as UNVERIFIED",
+                record.file_name, record.file_id
+            );
+        }
+        match self.commit(partial, &record.file_name, len, verified) {
+            FetchResult::Saved { local_name, .. } => {
+                let now = self.now();
+                self.core
+                    .on_file_received(now, record, local_name, verified);
+                // A download it ended may have kept an unverified copy.
+                let core = &self.core;
+                self.unverified
+                    .retain(|t, _| core.downloads().get(*t).is_some());
+                self.close_superseded_fetches();
+            }
+            other => warn!("cannot store pushed file {}: {other:?}", record.file_name),
+        }
+    }
+
+    /// Closes the fetches whose attempt the core no longer wants (a push
+    /// ended their download): their bytes would be discarded anyway, and a
+    /// large file would be pulled to the disk a second time.
+    pub(super) fn close_superseded_fetches(&mut self) {
+        let stale: Vec<usize> = self
+            .conns
+            .iter()
+            .filter_map(|(key, c)| match &c.role {
+                Role::Fetch(f) if !self.core.is_current(f.transfer, f.attempt) => Some(key),
+                _ => None,
+            })
+            .collect();
+        for key in stale {
+            debug!("closing a fetch whose download ended meanwhile");
+            self.close(key, None);
+        }
+    }
+
+    /// Checks a complete FILE_DATA against the file we asked for.
+    pub(super) fn check_fetched(
+        &mut self,
+        transfer: TransferId,
+        record: &FileRecord,
+        decoded: Decoded,
+        sink: PartialSink,
+    ) -> FetchResult {
+        let reply = Message::from_object(&decoded.fields);
+        let (len, reply_ts) = match judge_reply(record, reply, decoded.data) {
+            Ok(ok) => ok,
+            Err(why) => return FetchResult::Failed(why),
+        };
+        let verified = sink
+            .hasher
+            .clone()
+            .matches(&record.file_id, &record.file_timestamp)
+            || reply_ts
+                .as_ref()
+                .is_some_and(|ts| sink.hasher.clone().matches(&record.file_id, ts));
+        let partial = match sink.partial {
+            Some(p) => p,
+            None => match PartialFile::create(&self.settings.dir) {
+                Ok(p) => p,
+                Err(e) => return FetchResult::Failed(format!("cannot create file: {e}")),
+            },
+        };
+        if verified {
+            self.unverified.remove(&transfer);
+            self.commit(partial, &record.file_name, len, true)
+        } else {
+            // Kept until the core decides no other source verifies.
+            self.unverified.insert(transfer, (partial, len));
+            FetchResult::Unverified { len }
+        }
+    }
+
+    /// No source verified the download: the unverified copy kept for it is
+    /// committed for the user (marked unverified), and the core told.
+    pub(super) fn keep_unverified(&mut self, now: Time, transfer: TransferId, attempt: u64) {
+        let result = match self.unverified.remove(&transfer) {
+            Some((partial, len)) => {
+                let record = self
+                    .core
+                    .downloads()
+                    .get(transfer)
+                    .map(|d| d.record.clone());
+                match record {
+                    Some(r) => self.commit(partial, &r.file_name, len, false),
+                    None => FetchResult::Failed("download vanished".into()),
+                }
+            }
+            None => FetchResult::Failed("the unverified copy was lost".into()),
+        };
+        self.core.on_fetch_result(now, transfer, attempt, result);
+    }
+
+    /// Moves a complete temp file to a safe, unique final name.
+    pub(super) fn commit(
+        &mut self,
+        partial: PartialFile,
+        wanted: &str,
+        len: u64,
+        verified: bool,
+    ) -> FetchResult {
+        match partial.commit_unique(&storage::sanitize_file_name(wanted)) {
+            Ok(name) => {
+                // Unstamped, the copy is hashed again at its first serve.
+                if let Err(e) = self.stamps.record_current(&self.settings.dir, &name) {
+                    debug!("cannot stat {name}: {e}");
+                }
+                FetchResult::Saved {
+                    local_name: name,
+                    len,
+                    verified,
+                }
+            }
+            Err(e) => FetchResult::Failed(format!("cannot store the file: {e}")),
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! The exit: received files land, then the final catalog is written.
+
+use super::{catalog_json, Driver};
+use crate::storage::{self, metadata};
+use log::{error, info, warn};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Longest the exit waits for received files still being written.
+pub(super) const EXIT_DRAIN: Duration = Duration::from_secs(5);
+
+/// [`EXIT_DRAIN`] when a signal asked us to exit (the whole exit must fit
+/// in `exit_guard::SIGNAL_EXIT_LIMIT`).
+pub(super) const SIGNAL_EXIT_DRAIN: Duration = Duration::from_millis(800);
+
+/// How long after [`SIGNAL_EXIT_DRAIN`] an exit by signal waits for a
+/// metadata write already at work before giving up its final write.
+pub(super) const SIGNAL_EXIT_WRITER: Duration = Duration::from_millis(300);
+
+impl Driver {
+    /// Stops accepting, lets received files land, then writes the final
+    /// catalog synchronously.
+    pub(super) fn shutdown(&mut self) {
+        self.p2p = None;
+        self.http = None;
+        // After a signal the whole exit fits in SIGNAL_EXIT_LIMIT (the
+        // watchdog in `exit_guard` ends the process then anyway): received
+        // files get SIGNAL_EXIT_DRAIN, an earlier metadata write still at
+        // work SIGNAL_EXIT_WRITER more, and the final write what is left.
+        let drain_until = match self.signalled {
+            Some(t) => t + SIGNAL_EXIT_DRAIN,
+            None => Instant::now() + EXIT_DRAIN,
+        };
+        self.drain_finishing(drain_until);
+        if self.end_metadata_writer() {
+            self.save_final_catalog();
+        } else {
+            // Writing now would race it on metadata.json (an older catalog
+            // could land last); its own write keeps the file whole.
+            error!("metadata NOT saved on exit: an earlier write is still at work; bye");
+        }
+    }
+
+    /// Ends the metadata writer once its queue is written: false if, after
+    /// a signal, it is still at work when its share of the exit is over.
+    fn end_metadata_writer(&mut self) -> bool {
+        drop(self.meta_tx.take());
+        let Some(t) = self.meta_thread.take() else {
+            return true;
+        };
+        match self.signalled {
+            None => {
+                let _ = t.join();
+                true
+            }
+            Some(at) => {
+                let until = at + SIGNAL_EXIT_DRAIN + SIGNAL_EXIT_WRITER;
+                while !t.is_finished() && Instant::now() < until {
+                    thread::sleep(Duration::from_millis(5));
+                }
+                t.is_finished()
+            }
+        }
+    }
+
+    /// Writes the catalog atomically and removes every temp file left (no
+    /// temp file outlives a clean exit, whatever was still running).
+    fn save_final_catalog(&mut self) {
+        let bytes = catalog_json(&self.core, &self.stamps);
+        let saved = storage::write_atomic(&self.settings.dir, metadata::METADATA_FILE, &bytes);
+        if let Err(e) = storage::remove_partials(&self.settings.dir) {
+            warn!("cannot remove temp files on exit: {e}");
+        }
+        match saved {
+            Ok(()) => info!("metadata saved; bye"),
+            Err(e) => error!(
+                "metadata NOT saved on exit ({e}): {} keeps its previous contents; bye",
+                self.settings.dir.join(metadata::METADATA_FILE).display()
+            ),
+        }
+    }
+
+    /// At exit: received FILE_DATAs whose writer is still at work (every
+    /// byte arrived; only the disk is behind) get until `deadline` ([`EXIT_DRAIN`],
+    /// [`SIGNAL_EXIT_DRAIN`] after a signal) to
+    /// land, so they are stored and in the saved catalog. Past it they are
+    /// dropped (their temp files are removed now or at the next start).
+    pub(super) fn drain_finishing(&mut self, deadline: Instant) {
+        while !self.finishing.is_empty() {
+            self.settle_finished();
+            if Instant::now() >= deadline {
+                if !self.finishing.is_empty() {
+                    warn!(
+                        "{} received files still being written at exit; dropped",
+                        self.finishing.len()
+                    );
+                }
+                return;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
