@@ -102,7 +102,14 @@ impl Peer {
         }
     }
 
-    pub(super) fn on_gossip(&mut self, now: Time, host: String, port: u16, id: String, peer_id: PeerId) {
+    pub(super) fn on_gossip(
+        &mut self,
+        now: Time,
+        host: String,
+        port: u16,
+        id: String,
+        peer_id: PeerId,
+    ) {
         if id.len() > MAX_GOSSIP_ID_LEN || !self.valid_peer_id(&peer_id) {
             debug!("GOSSIP with oversized id or peerId dropped");
             return;
@@ -191,7 +198,13 @@ impl Peer {
     /// a given id once; R-style ones mint a fresh id even to forward), and
     /// the copies of one flood arrive within about a second of each other,
     /// inside the limit, so they stay unanswered.
-    pub(super) fn on_repeated_gossip(&mut self, now: Time, host: &str, port: u16, peer_id: &PeerId) {
+    pub(super) fn on_repeated_gossip(
+        &mut self,
+        now: Time,
+        host: &str,
+        port: u16,
+        peer_id: &PeerId,
+    ) {
         if self.track(now, peer_id, host, port) == Tracked::New {
             self.want_catch_up(now);
         }
