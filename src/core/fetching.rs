@@ -17,9 +17,20 @@ use super::{Effect, FetchResult, Peer, Time};
 use crate::ids::{FileId, PeerId, TransferId};
 use crate::protocol::message::human_bytes;
 use crate::protocol::{FileRecord, Message};
+use crate::storage::ImportError;
 use log::{debug, info, warn};
 use rand::seq::SliceRandom;
 use std::collections::VecDeque;
+
+/// A user's file copied into the storage folder by `push` (see
+/// `storage::import_file`), as [`Peer::on_imported`] takes it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Imported {
+    /// The new file, owned by us.
+    pub record: FileRecord,
+    /// Its name in the storage folder.
+    pub local_name: String,
+}
 
 /// The batch of background downloads started at start-up, summed up in one
 /// line once all have ended.
@@ -413,12 +424,13 @@ impl Peer {
         }
     }
 
-    /// A `push` finished copying into storage (or failed with a message).
-    pub fn on_imported(&mut self, result: Result<(FileRecord, String), String>) {
-        let (record, local_name) = match result {
-            Ok(ok) => ok,
-            Err(msg) => {
-                self.print(msg);
+    /// A `push` finished copying into storage, or was refused (the
+    /// error's sentence is shown as it is).
+    pub fn on_imported(&mut self, result: Result<Imported, ImportError>) {
+        let Imported { record, local_name } = match result {
+            Ok(imported) => imported,
+            Err(e) => {
+                self.print(e.to_string());
                 return;
             }
         };

@@ -32,6 +32,7 @@ pub use changed::{ReverifyOutcome, StampUpdate};
 pub use downloads::Dest;
 use downloads::Downloads;
 use fetching::AutoBatch;
+pub use fetching::Imported;
 use gossip::{Budget, SeenCache, SEEN_CAPACITY};
 use membership::Membership;
 use rand::rngs::SmallRng;

@@ -28,9 +28,10 @@ use super::catalog::{Entry, LocalCopy, MAX_FILES, MAX_HOLDERS};
 use super::gossip::SEEN_CAPACITY;
 use super::membership::MAX_PEERS;
 use super::view::StateView;
-use super::{Command, Config, Effect, FetchResult, Peer, Time, Timer};
+use super::{Command, Config, Effect, FetchResult, Imported, Peer, Time, Timer};
 use crate::ids::{FileId, PeerAddr, PeerId, TransferId};
 use crate::protocol::{FileRecord, FileSize, Message, Timestamp};
+use crate::storage::ImportError;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
@@ -284,7 +285,7 @@ enum Event {
     Imported {
         peer: usize,
         incarnation: u64,
-        result: Result<(FileRecord, String), String>,
+        result: Result<Imported, ImportError>,
     },
 }
 
@@ -736,9 +737,10 @@ impl Sim {
             }
             NodeState::Running => {
                 note!(self, "p{i} imported {name}");
-                self.nodes[i]
-                    .peer
-                    .on_imported(Ok((record, name.to_string())));
+                self.nodes[i].peer.on_imported(Ok(Imported {
+                    record,
+                    local_name: name.to_string(),
+                }));
                 self.flush(i);
             }
             NodeState::Crashed => panic!("add_local_file: peer {i} is crashed"),
@@ -1075,8 +1077,19 @@ impl Sim {
                 if !self.current(peer, incarnation) {
                     return;
                 }
-                note!(self, "p{peer} imported {:?}", result.as_ref().map(|r| &r.1));
-                if let Ok((record, name)) = &result {
+                note!(
+                    self,
+                    "p{peer} imported {:?}",
+                    result
+                        .as_ref()
+                        .map(|r| &r.local_name)
+                        .map_err(|e| e.to_string())
+                );
+                if let Ok(Imported {
+                    record,
+                    local_name: name,
+                }) = &result
+                {
                     let len = self.sizes.get(&record.file_id).copied().unwrap_or(0);
                     self.store(peer, &record.file_id, name, len, true);
                 }
@@ -1273,12 +1286,12 @@ impl Sim {
                                 .map(|n| n.to_string_lossy().into_owned())
                                 .unwrap_or_else(|| "file".into());
                             let record = self.new_record(i, &name, len);
-                            Ok((record, name))
+                            Ok(Imported {
+                                record,
+                                local_name: name,
+                            })
                         }
-                        None => Err(format!(
-                            "push: cannot read {}: no such file",
-                            path.display()
-                        )),
+                        None => Err(ImportError::NotFound(path.clone())),
                     };
                     self.push(
                         now,

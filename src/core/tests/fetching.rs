@@ -159,3 +159,41 @@ fn a_kept_unverified_copy_reports_the_time_of_the_attempt_that_sent_it() {
         "{lines:?}"
     );
 }
+
+#[test]
+fn a_refused_import_prints_its_sentence_and_stores_nothing() {
+    let mut p = peer();
+    let path = PathBuf::from("/no/such/file.txt");
+    p.on_imported(Err(crate::storage::ImportError::NotFound(path)));
+    let effects = p.take_effects();
+    assert_eq!(
+        printed(&effects),
+        vec!["push: no such file: /no/such/file.txt".to_string()]
+    );
+    assert_eq!(effects.len(), 1, "{effects:?}");
+    assert_eq!(p.catalog().len(), 0);
+}
+
+#[test]
+fn an_import_is_stored_verified_and_announced_to_every_tracked_peer() {
+    let mut p = peer();
+    p.on_message(Time(0), reply_from("a", 9001));
+    p.take_effects();
+    let rec = record("f", "me");
+    p.on_imported(Ok(Imported {
+        record: rec.clone(),
+        local_name: "f (2).txt".into(),
+    }));
+    let effects = p.take_effects();
+    let (_, local) = p.local_copy(&rec.file_id).expect("stored");
+    assert_eq!(local.name, "f (2).txt");
+    assert!(local.verified);
+    assert!(effects
+        .iter()
+        .any(|e| matches!(e, Effect::PushFile { to, .. } if to.port == 9001)));
+    assert_eq!(sends(&effects), vec![(9001, "ANNOUNCE", String::new())]);
+    assert_eq!(
+        printed(&effects),
+        vec!["push: stored f.txt (3 B) as f; sent to a; announced to 1 peers".to_string()]
+    );
+}
