@@ -125,6 +125,25 @@ pub struct Config {
     pub share_unverified: bool,
 }
 
+#[cfg(any(test, feature = "testkit"))]
+impl Config {
+    /// The one configuration tests start from: `peer_id` listening at
+    /// `addr`, the network's timers (30 s gossip, 60 s peer timeout), no
+    /// well-known peer, no auto-fetch, unverified copies kept to ourselves.
+    /// A test changes what it needs: `Config { field, ..Config::for_tests(..) }`.
+    pub fn for_tests(peer_id: impl Into<PeerId>, addr: PeerAddr) -> Config {
+        Config {
+            peer_id: peer_id.into(),
+            addr,
+            well_known: Vec::new(),
+            gossip_interval: Duration::from_secs(30),
+            peer_timeout: Duration::from_secs(60),
+            auto_fetch: 0,
+            share_unverified: false,
+        }
+    }
+}
+
 /// Timers the core asks for. They carry no state to cancel: a timer that
 /// fires when it no longer matters is a no-op.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -338,6 +357,13 @@ impl Peer {
             rechecking: Default::default(),
             recheck_later: Default::default(),
         }
+    }
+
+    /// A peer for unit tests: `cfg`, and an RNG seeded with `seed`.
+    #[cfg(test)]
+    pub(crate) fn for_tests(cfg: Config, seed: u64) -> Self {
+        use rand::SeedableRng;
+        Self::new(cfg, SmallRng::seed_from_u64(seed))
     }
 
     /// Our configuration.

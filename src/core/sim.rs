@@ -381,13 +381,11 @@ impl Sim {
 
     fn peer_config(&self, i: usize, auto_fetch: usize) -> Config {
         Config {
-            peer_id: peer_id(i),
-            addr: addr(i),
             well_known: (0..self.cfg.well_known.max(1)).map(addr).collect(),
             gossip_interval: self.cfg.gossip_interval,
             peer_timeout: self.cfg.peer_timeout,
             auto_fetch,
-            share_unverified: false,
+            ..Config::for_tests(peer_id(i), addr(i))
         }
     }
 

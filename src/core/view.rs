@@ -242,23 +242,14 @@ mod tests {
     use super::*;
     use crate::ids::{FileId, PeerAddr, PeerId, TransferId};
     use crate::protocol::{FileRecord, FileSize, Timestamp};
-    use rand::rngs::SmallRng;
-    use rand::SeedableRng;
     use std::time::Duration;
 
     fn peer() -> Peer {
-        Peer::new(
-            Config {
-                peer_id: "me".into(),
-                addr: PeerAddr::new("127.0.0.1", 9000),
-                well_known: vec![],
-                gossip_interval: Duration::from_secs(30),
-                peer_timeout: Duration::from_secs(60),
-                auto_fetch: 0,
-                share_unverified: true,
-            },
-            SmallRng::seed_from_u64(1),
-        )
+        let cfg = Config {
+            share_unverified: true,
+            ..Config::for_tests("me", PeerAddr::new("127.0.0.1", 9000))
+        };
+        Peer::for_tests(cfg, 1)
     }
 
     fn record(i: usize) -> FileRecord {

@@ -10,18 +10,11 @@ mod inbound;
 mod rounds;
 
 fn peer() -> Peer {
-    Peer::new(
-        Config {
-            peer_id: "me".into(),
-            addr: PeerAddr::new("127.0.0.1", 9000),
-            well_known: vec![PeerAddr::new("127.0.0.1", 9999)],
-            gossip_interval: Duration::from_secs(30),
-            peer_timeout: Duration::from_secs(60),
-            auto_fetch: 0,
-            share_unverified: false,
-        },
-        SmallRng::seed_from_u64(7),
-    )
+    let cfg = Config {
+        well_known: vec![PeerAddr::new("127.0.0.1", 9999)],
+        ..Config::for_tests("me", PeerAddr::new("127.0.0.1", 9000))
+    };
+    Peer::for_tests(cfg, 7)
 }
 
 fn record(id: &str, owner: &str) -> FileRecord {
