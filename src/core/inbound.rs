@@ -7,7 +7,7 @@ use super::gossip::MAX_GOSSIP_ID_LEN;
 use super::membership::{Tracked, MAX_PEER_ID_LEN};
 use super::{Effect, Peer, Time, Timer, GOSSIP_FANOUT, REPLY_MIN_INTERVAL, REPLY_REORDER_WINDOW};
 use crate::ids::{FileId, PeerAddr, PeerId};
-use crate::protocol::Message;
+use crate::protocol::{FileRecord, Message};
 use log::{debug, info, warn};
 use std::time::Duration;
 
@@ -45,55 +45,8 @@ impl Peer {
                 port,
                 peer_id,
                 files,
-            } => {
-                if peer_id == *self.me() || !self.valid_peer_id(&peer_id) {
-                    return;
-                }
-                self.track(now, &peer_id, &host, port);
-                let mut announced_just_now = false;
-                if let Some(p) = self.members.record_reply(now, &peer_id) {
-                    announced_just_now = p
-                        .last_announced
-                        .is_some_and(|t| now.since(t) < REPLY_REORDER_WINDOW);
-                }
-                // Fix (found by the simulator once replies became more
-                // frequent): a GOSSIP_REPLY sent just before the peer
-                // finished a download, overtaken by that download's
-                // ANNOUNCE, removed the peer from the file's holders again
-                // until its next reply. Shortly after an ANNOUNCE from the
-                // peer a reply only adds; the next one removes as usual.
-                let changed = if announced_just_now {
-                    let mut changed = false;
-                    for r in &files {
-                        changed |= self.catalog.merge(r, Some(&peer_id));
-                    }
-                    changed
-                } else {
-                    self.catalog.set_holdings(&peer_id, &files)
-                };
-                if changed {
-                    self.effects.push(Effect::Persist);
-                }
-                if self.cfg.auto_fetch > 0 && !self.auto_fetch_started && !self.auto_fetch_early {
-                    // Let the other replies of this round arrive first.
-                    self.auto_fetch_early = true;
-                    let at = now.plus((self.cfg.gossip_interval / 10).min(Duration::from_secs(2)));
-                    self.schedule(at, Timer::AutoFetch);
-                }
-            }
-            Message::Announce { from, file } => {
-                if let Some(p) = self.members.get_mut(&from) {
-                    p.last_seen = now;
-                    p.last_announced = Some(now);
-                }
-                if from == *self.me() {
-                    return;
-                }
-                if self.catalog.merge(&file, Some(&from)) {
-                    debug!("{from} announced {}", file.file_name);
-                    self.effects.push(Effect::Persist);
-                }
-            }
+            } => self.on_gossip_reply(now, &host, port, &peer_id, &files),
+            Message::Announce { from, file } => self.on_announce(now, &from, &file),
             Message::Delete { from, file_id } => self.on_delete(now, from, file_id),
             Message::GetFile { .. } | Message::FileData(_) => {
                 // Served and received by the driver (they carry bytes).
@@ -102,6 +55,70 @@ impl Peer {
         }
     }
 
+    /// A GOSSIP_REPLY: its sender is alive at `host:port` and holds
+    /// `files` (all of them, unless it announced one just now).
+    fn on_gossip_reply(
+        &mut self,
+        now: Time,
+        host: &str,
+        port: u16,
+        peer_id: &PeerId,
+        files: &[FileRecord],
+    ) {
+        if peer_id == self.me() || !self.valid_peer_id(peer_id) {
+            return;
+        }
+        self.track(now, peer_id, host, port);
+        let mut announced_just_now = false;
+        if let Some(p) = self.members.record_reply(now, peer_id) {
+            announced_just_now = p
+                .last_announced
+                .is_some_and(|t| now.since(t) < REPLY_REORDER_WINDOW);
+        }
+        // Fix (found by the simulator once replies became more
+        // frequent): a GOSSIP_REPLY sent just before the peer
+        // finished a download, overtaken by that download's
+        // ANNOUNCE, removed the peer from the file's holders again
+        // until its next reply. Shortly after an ANNOUNCE from the
+        // peer a reply only adds; the next one removes as usual.
+        let changed = if announced_just_now {
+            let mut changed = false;
+            for r in files {
+                changed |= self.catalog.merge(r, Some(peer_id));
+            }
+            changed
+        } else {
+            self.catalog.set_holdings(peer_id, files)
+        };
+        if changed {
+            self.effects.push(Effect::Persist);
+        }
+        if self.cfg.auto_fetch > 0 && !self.auto_fetch_started && !self.auto_fetch_early {
+            // Let the other replies of this round arrive first.
+            self.auto_fetch_early = true;
+            let at = now.plus((self.cfg.gossip_interval / 10).min(Duration::from_secs(2)));
+            self.schedule(at, Timer::AutoFetch);
+        }
+    }
+
+    /// An ANNOUNCE: `from` now holds `file`.
+    fn on_announce(&mut self, now: Time, from: &PeerId, file: &FileRecord) {
+        if let Some(p) = self.members.get_mut(from) {
+            p.last_seen = now;
+            p.last_announced = Some(now);
+        }
+        if from == self.me() {
+            return;
+        }
+        if self.catalog.merge(file, Some(from)) {
+            debug!("{from} announced {}", file.file_name);
+            self.effects.push(Effect::Persist);
+        }
+    }
+
+    /// A GOSSIP: a fresh id is answered and forwarded (each at most so
+    /// often per peer and within the all-peers budgets); a seen one is
+    /// `on_repeated_gossip`'s.
     pub(super) fn on_gossip(
         &mut self,
         now: Time,
@@ -125,9 +142,32 @@ impl Peer {
         if self.track(now, &peer_id, &host, port) == Tracked::New {
             self.want_catch_up(now);
         }
+        let (reply, forward) = self.may_reply_and_forward(now, &peer_id);
+        if reply {
+            let reply_msg = self.own_reply();
+            self.effects.push(Effect::Send {
+                to: PeerAddr::new(host.clone(), port),
+                msg: reply_msg,
+            });
+        }
+        if forward {
+            let msg = Message::Gossip {
+                host,
+                port,
+                id,
+                peer_id: peer_id.clone(),
+            };
+            self.forward(now, &msg, &peer_id);
+        }
+    }
+
+    /// Whether a fresh GOSSIP from `peer_id` gets our reply and is
+    /// forwarded: each at most so often per peer, and within the
+    /// all-peers budgets (taken here, with the per-peer times).
+    fn may_reply_and_forward(&mut self, now: Time, peer_id: &PeerId) -> (bool, bool) {
         let forward_window = self.cfg.gossip_interval.mul_f64(0.75);
         let (reply_budget, forward_budget) = (&mut self.reply_budget, &mut self.forward_budget);
-        let (reply, forward) = match self.members.get_mut(&peer_id) {
+        match self.members.get_mut(peer_id) {
             Some(p) => {
                 let reply = p
                     .last_replied
@@ -146,42 +186,28 @@ impl Peer {
                 (reply, forward)
             }
             None => (false, false),
-        };
-        if reply {
-            let reply_msg = self.own_reply();
-            self.effects.push(Effect::Send {
-                to: PeerAddr::new(host.clone(), port),
-                msg: reply_msg,
+        }
+    }
+
+    /// Forwards `msg`, a fresh GOSSIP from `origin`, to `GOSSIP_FANOUT`
+    /// other tracked peers at random.
+    fn forward(&mut self, now: Time, msg: &Message, origin: &PeerId) {
+        // A peer that never answered gets a forward only if it may be
+        // asked (see `PeerState::may_be_asked`), and that uses its one
+        // ask: otherwise, in a small network, a few invented peerIds
+        // got most forwards and their address one per GOSSIP we saw.
+        let any = self.asks_unanswered(now);
+        let again = self.ask_again();
+        let chosen = self
+            .members
+            .random_peers(&mut self.rng, GOSSIP_FANOUT, &[origin], |p| {
+                any || p.may_be_asked(now, again)
             });
+        for (id, _) in &chosen {
+            self.members.mark_asked(now, id);
         }
-        if forward {
-            let msg = Message::Gossip {
-                host,
-                port,
-                id,
-                peer_id: peer_id.clone(),
-            };
-            // A peer that never answered gets a forward only if it may be
-            // asked (see `PeerState::may_be_asked`), and that uses its one
-            // ask: otherwise, in a small network, a few invented peerIds
-            // got most forwards and their address one per GOSSIP we saw.
-            let any = self.asks_unanswered(now);
-            let again = self.ask_again();
-            let chosen =
-                self.members
-                    .random_peers(&mut self.rng, GOSSIP_FANOUT, &[&peer_id], |p| {
-                        any || p.may_be_asked(now, again)
-                    });
-            for (id, _) in &chosen {
-                self.members.mark_asked(now, id);
-            }
-            for (_, to) in chosen {
-                self.effects.push(Effect::Send {
-                    to,
-                    msg: msg.clone(),
-                });
-            }
-        }
+        let targets = chosen.into_iter().map(|(_, to)| to).collect();
+        self.send_to_all(targets, msg);
     }
 
     /// A GOSSIP whose id we have seen. PROTOCOL.md's GOSSIP row says to

@@ -45,6 +45,34 @@ impl Peer {
         (self.cfg.gossip_interval / 10).min(REPEAT_REPLY_MIN_INTERVAL)
     }
 
+    /// The tracked peers that `wanted` picks and that may be asked now (see
+    /// `PeerState::may_be_asked`; any of them in our start window), in
+    /// table order.
+    fn askable(
+        &self,
+        now: Time,
+        wanted: impl Fn(&membership::PeerState) -> bool,
+    ) -> Vec<(PeerId, PeerAddr)> {
+        let any = self.asks_unanswered(now);
+        let again = self.ask_again();
+        self.members
+            .all()
+            .into_iter()
+            .filter(|(_, p)| (any || p.may_be_asked(now, again)) && wanted(p))
+            .map(|(id, p)| (id.clone(), p.addr.clone()))
+            .collect()
+    }
+
+    /// Sends `msg` to each of `targets` on its own connection.
+    pub(super) fn send_to_all(&mut self, targets: Vec<PeerAddr>, msg: &Message) {
+        for to in targets {
+            self.effects.push(Effect::Send {
+                to,
+                msg: msg.clone(),
+            });
+        }
+    }
+
     /// Sends `msg` (our round's GOSSIP) straight to at most `max` peers of
     /// `targets`, a random subset when there are more.
     pub(super) fn resend_round(
@@ -88,17 +116,7 @@ impl Peer {
         let Some(msg) = self.round_gossip.clone() else {
             return;
         };
-        let any = self.asks_unanswered(now);
-        let again = self.ask_again();
-        let targets: Vec<(PeerId, PeerAddr)> = self
-            .members
-            .all()
-            .into_iter()
-            .filter(|(_, p)| {
-                (any || p.may_be_asked(now, again)) && p.last_files.is_none_or(|f| f <= round)
-            })
-            .map(|(id, p)| (id.clone(), p.addr.clone()))
-            .collect();
+        let targets = self.askable(now, |p| p.last_files.is_none_or(|f| f <= round));
         // Fix (found by the simulator): a peer that a partition had cut off
         // from everyone tracks no one after the heal, and its round goes
         // only to the well-known peers; with those few GOSSIPs lost it
@@ -111,12 +129,7 @@ impl Peer {
                 "retransmission {pass}: round gossip to {} well-known peers (we track no one)",
                 knock.len()
             );
-            for to in knock {
-                self.effects.push(Effect::Send {
-                    to,
-                    msg: msg.clone(),
-                });
-            }
+            self.send_to_all(knock, &msg);
         }
         if !targets.is_empty() {
             debug!(
@@ -127,14 +140,7 @@ impl Peer {
             self.resend_round(now, &msg, targets, RETRANSMIT_MAX_TARGETS);
         }
         if pass < RETRANSMIT_PASSES {
-            let at = now.plus(self.retransmit_delay());
-            self.schedule(
-                at,
-                Timer::Retransmit {
-                    round,
-                    pass: pass + 1,
-                },
-            );
+            self.schedule_retransmit(now, round, pass + 1);
         }
     }
 
@@ -182,19 +188,9 @@ impl Peer {
             return;
         };
         let window = self.cfg.gossip_interval * 2;
-        let any = self.asks_unanswered(now);
-        let again = self.ask_again();
-        let targets: Vec<(PeerId, PeerAddr)> = self
-            .members
-            .all()
-            .into_iter()
-            .filter(|(_, p)| {
-                (any || p.may_be_asked(now, again))
-                    && p.last_files.is_none()
-                    && now.since(p.tracked_since) <= window
-            })
-            .map(|(id, p)| (id.clone(), p.addr.clone()))
-            .collect();
+        let targets = self.askable(now, |p| {
+            p.last_files.is_none() && now.since(p.tracked_since) <= window
+        });
         if targets.is_empty() {
             return;
         }
@@ -259,49 +255,14 @@ impl Peer {
         }
     }
 
+    /// A periodic round: a fresh GOSSIP to `GOSSIP_FANOUT` tracked peers
+    /// (see `round_targets`) and a well-known one, then the next round and
+    /// the first retransmission pass are scheduled.
     pub(super) fn gossip_round(&mut self, now: Time) {
         let msg = self.own_gossip(now);
         self.round_gossip = Some(msg.clone());
         let previous = self.last_round.replace(now);
-        let mut targets: Vec<PeerAddr> = if self.members.is_empty() {
-            Vec::new()
-        } else {
-            // The round's direct targets are taken first from the peers we
-            // have not heard from for a gossip interval (one more silent
-            // interval and the peer timeout, 2 intervals on the network,
-            // drops them: at 10 % loss that happened to about one pair in
-            // 5 000 per round), then from those whose GOSSIP_REPLY to our
-            // previous round never came (lost, or our flood missed them). A
-            // direct GOSSIP reaches them with one loss instead of a chain of
-            // them, and its reply refreshes both their liveness and their
-            // files. The flood from there on is as random as before.
-            let silent = self.cfg.gossip_interval;
-            let any = self.asks_unanswered(now);
-            let again = self.ask_again();
-            let rank = |p: &membership::PeerState| {
-                if !any && !p.may_be_asked(now, again) {
-                    // Never answered, asked once already: last (see
-                    // `PeerState::may_be_asked`; a flood of invented
-                    // peerIds would otherwise take every round's targets).
-                    4
-                } else if now.since(p.last_seen) >= silent {
-                    0
-                } else if p.last_files.is_none() {
-                    1
-                } else if previous.is_some_and(|t| p.last_files.is_none_or(|f| f < t)) {
-                    2
-                } else {
-                    3
-                }
-            };
-            let chosen = self
-                .members
-                .random_peers_ranked(&mut self.rng, GOSSIP_FANOUT, rank);
-            for (id, _) in &chosen {
-                self.members.mark_asked(now, id);
-            }
-            chosen.into_iter().map(|(_, a)| a).collect()
-        };
+        let mut targets = self.round_targets(now, previous);
         // Fix (found by the simulator): a partition longer than the peer
         // timeout left two groups that had each dropped the other, and
         // since the well-known peers were gossiped to only while we track
@@ -312,24 +273,63 @@ impl Peer {
         let extra = self.well_known_targets(&targets);
         targets.extend(extra);
         debug!("gossip round to {} peers", targets.len());
-        for to in targets {
-            self.effects.push(Effect::Send {
-                to,
-                msg: msg.clone(),
-            });
-        }
+        self.send_to_all(targets, &msg);
         let next = now.plus(self.cfg.gossip_interval);
         self.schedule(next, Timer::Gossip);
         if RETRANSMIT_PASSES > 0 {
-            let at = now.plus(self.retransmit_delay());
-            self.schedule(
-                at,
-                Timer::Retransmit {
-                    round: now,
-                    pass: 1,
-                },
-            );
+            self.schedule_retransmit(now, now, 1);
         }
+    }
+
+    /// Schedules pass `pass` of the retransmission of the round that began
+    /// at `round`, one retransmission delay from `now`.
+    fn schedule_retransmit(&mut self, now: Time, round: Time, pass: u8) {
+        let at = now.plus(self.retransmit_delay());
+        self.schedule(at, Timer::Retransmit { round, pass });
+    }
+
+    /// The tracked peers a round's GOSSIP goes to directly (none while we
+    /// track no one), each marked as asked. `previous` is when the round
+    /// before began.
+    fn round_targets(&mut self, now: Time, previous: Option<Time>) -> Vec<PeerAddr> {
+        if self.members.is_empty() {
+            return Vec::new();
+        }
+        // The round's direct targets are taken first from the peers we
+        // have not heard from for a gossip interval (one more silent
+        // interval and the peer timeout, 2 intervals on the network,
+        // drops them: at 10 % loss that happened to about one pair in
+        // 5 000 per round), then from those whose GOSSIP_REPLY to our
+        // previous round never came (lost, or our flood missed them). A
+        // direct GOSSIP reaches them with one loss instead of a chain of
+        // them, and its reply refreshes both their liveness and their
+        // files. The flood from there on is as random as before.
+        let silent = self.cfg.gossip_interval;
+        let any = self.asks_unanswered(now);
+        let again = self.ask_again();
+        let rank = |p: &membership::PeerState| {
+            if !any && !p.may_be_asked(now, again) {
+                // Never answered, asked once already: last (see
+                // `PeerState::may_be_asked`; a flood of invented
+                // peerIds would otherwise take every round's targets).
+                4
+            } else if now.since(p.last_seen) >= silent {
+                0
+            } else if p.last_files.is_none() {
+                1
+            } else if previous.is_some_and(|t| p.last_files.is_none_or(|f| f < t)) {
+                2
+            } else {
+                3
+            }
+        };
+        let chosen = self
+            .members
+            .random_peers_ranked(&mut self.rng, GOSSIP_FANOUT, rank);
+        for (id, _) in &chosen {
+            self.members.mark_asked(now, id);
+        }
+        chosen.into_iter().map(|(_, a)| a).collect()
     }
 
     pub(super) fn sweep(&mut self, now: Time) {
