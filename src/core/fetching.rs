@@ -14,7 +14,7 @@
 use super::catalog::LocalCopy;
 use super::downloads::{save_figures, Dest, Download, Origin};
 use super::{Effect, FetchResult, Peer, Time};
-use crate::ids::{FileId, PeerId, TransferId};
+use crate::ids::{FileId, PeerAddr, PeerId, TransferId};
 use crate::protocol::message::human_bytes;
 use crate::protocol::{FileRecord, Message};
 use crate::storage::ImportError;
@@ -30,6 +30,17 @@ pub struct Imported {
     pub record: FileRecord,
     /// Its name in the storage folder.
     pub local_name: String,
+}
+
+/// The copy a download ended with, as its last attempt reported it.
+struct Kept {
+    local_name: String,
+    len: u64,
+    verified: bool,
+    /// How long the attempt whose bytes are kept took.
+    took: std::time::Duration,
+    /// Who sent them.
+    peer: PeerId,
 }
 
 /// The batch of background downloads started at start-up, summed up in one
@@ -147,6 +158,9 @@ impl Peer {
         }
     }
 
+    /// Asks the driver to fetch download `id` from its next source still
+    /// tracked; with none left, keeps the unverified copy if one came, or
+    /// ends the download as failed.
     pub(super) fn try_next_source(&mut self, now: Time, id: TransferId) {
         loop {
             let Some(d) = self.downloads.get_mut(id) else {
@@ -161,33 +175,43 @@ impl Peer {
                 }
                 continue;
             };
-            let attempt = self.downloads.next_attempt();
-            let Some(d) = self.downloads.get_mut(id) else {
-                return;
-            };
-            d.current = Some((peer.clone(), attempt, now));
-            d.bytes_done = 0;
-            let record = d.record.clone();
-            let auto = d.is_auto();
-            let what = format!(
-                "fetching {} ({}) from {peer}",
-                record.file_name, record.file_size
-            );
-            if auto {
-                info!("auto-fetch: {what}");
-            } else {
-                self.print(format!("get: {what}"));
-            }
-            self.effects.push(Effect::Fetch {
-                transfer: id,
-                attempt,
-                from: peer,
-                to: addr,
-                record,
-            });
+            self.fetch_from(now, id, peer, addr);
             return;
         }
-        // No source left.
+        self.out_of_sources(now, id);
+    }
+
+    /// Starts a new attempt of download `id` at `peer`, listening at `addr`.
+    fn fetch_from(&mut self, now: Time, id: TransferId, peer: PeerId, addr: PeerAddr) {
+        let attempt = self.downloads.next_attempt();
+        let Some(d) = self.downloads.get_mut(id) else {
+            return;
+        };
+        d.current = Some((peer.clone(), attempt, now));
+        d.bytes_done = 0;
+        let record = d.record.clone();
+        let auto = d.is_auto();
+        let what = format!(
+            "fetching {} ({}) from {peer}",
+            record.file_name, record.file_size
+        );
+        if auto {
+            info!("auto-fetch: {what}");
+        } else {
+            self.print(format!("get: {what}"));
+        }
+        self.effects.push(Effect::Fetch {
+            transfer: id,
+            attempt,
+            from: peer,
+            to: addr,
+            record,
+        });
+    }
+
+    /// Download `id` has no source left: the unverified copy that came is
+    /// kept (one more attempt, `Effect::KeepUnverified`), or it failed.
+    fn out_of_sources(&mut self, now: Time, id: TransferId) {
         let Some(d) = self.downloads.get_mut(id) else {
             return;
         };
@@ -224,34 +248,42 @@ impl Peer {
             }
         }
         if d.origins.contains(&Origin::Auto) {
-            if let Some(b) = self.auto_batch.as_mut() {
-                b.pending = b.pending.saturating_sub(1);
-                match &outcome {
-                    DownloadEnd::Saved(_) => b.saved.push(d.record.file_name.clone()),
-                    DownloadEnd::Failed(_) => b.failed.push(d.record.file_name.clone()),
-                }
-                if b.pending == 0 {
-                    let line = format!(
-                        "auto-fetch: done, fetched {} of {} files{}{}",
-                        b.saved.len(),
-                        b.saved.len() + b.failed.len(),
-                        if b.saved.is_empty() {
-                            String::new()
-                        } else {
-                            format!(" ({})", b.saved.join(", "))
-                        },
-                        if b.failed.is_empty() {
-                            String::new()
-                        } else {
-                            format!("; failed: {}", b.failed.join(", "))
-                        },
-                    );
-                    self.auto_batch = None;
-                    self.print(line);
-                }
-            }
+            self.auto_fetch_ended(&d.record.file_name, &outcome);
         }
         self.pump_queue(now);
+    }
+
+    /// One of the start-up auto-fetch's downloads (of `name`) ended; the
+    /// last one prints the batch's summary.
+    fn auto_fetch_ended(&mut self, name: &str, outcome: &DownloadEnd) {
+        let Some(b) = self.auto_batch.as_mut() else {
+            return;
+        };
+        b.pending = b.pending.saturating_sub(1);
+        match outcome {
+            DownloadEnd::Saved(_) => b.saved.push(name.to_string()),
+            DownloadEnd::Failed(_) => b.failed.push(name.to_string()),
+        }
+        if b.pending > 0 {
+            return;
+        }
+        let line = format!(
+            "auto-fetch: done, fetched {} of {} files{}{}",
+            b.saved.len(),
+            b.saved.len() + b.failed.len(),
+            if b.saved.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", b.saved.join(", "))
+            },
+            if b.failed.is_empty() {
+                String::new()
+            } else {
+                format!("; failed: {}", b.failed.join(", "))
+            },
+        );
+        self.auto_batch = None;
+        self.print(line);
     }
 
     /// Whether `attempt` is the one `transfer` is waiting for. The driver
@@ -312,32 +344,52 @@ impl Peer {
                 // The attempt whose bytes are kept: this one, or the
                 // unverified fallback's (not the time spent on others).
                 let took = d.kept_took.unwrap_or_else(|| now.since(started));
-                let mut line = format!(
-                    "saved {}, {} {} from {peer}",
-                    d.record.file_name,
-                    human_bytes(len),
-                    save_figures(len, took),
-                );
-                if !verified {
-                    line.push_str(" -- UNVERIFIED: no source sent bytes matching the file id");
-                    warn!(
-                        "kept unverified copy of {} ({})",
-                        d.record.file_name, d.record.file_id
-                    );
-                }
-                self.catalog.set_local(
-                    d.record.clone(),
-                    LocalCopy {
-                        name: local_name.clone(),
-                        verified,
-                    },
-                );
-                self.effects.push(Effect::Persist);
-                self.announce(&d.record);
-                self.copy_out_for(&d, &local_name);
-                self.finish(now, d, DownloadEnd::Saved(line));
+                let kept = Kept {
+                    local_name,
+                    len,
+                    verified,
+                    took,
+                    peer,
+                };
+                self.saved(now, d, kept);
             }
         }
+    }
+
+    /// Download `d` ended with our copy `kept`: recorded, announced,
+    /// copied out to the `get`s' destinations, reported.
+    fn saved(&mut self, now: Time, d: Download, kept: Kept) {
+        let Kept {
+            local_name,
+            len,
+            verified,
+            took,
+            peer,
+        } = kept;
+        let mut line = format!(
+            "saved {}, {} {} from {peer}",
+            d.record.file_name,
+            human_bytes(len),
+            save_figures(len, took),
+        );
+        if !verified {
+            line.push_str(" -- UNVERIFIED: no source sent bytes matching the file id");
+            warn!(
+                "kept unverified copy of {} ({})",
+                d.record.file_name, d.record.file_id
+            );
+        }
+        self.catalog.set_local(
+            d.record.clone(),
+            LocalCopy {
+                name: local_name.clone(),
+                verified,
+            },
+        );
+        self.effects.push(Effect::Persist);
+        self.announce(&d.record);
+        self.copy_out_for(&d, &local_name);
+        self.finish(now, d, DownloadEnd::Saved(line));
     }
 
     pub(super) fn announce(&mut self, record: &FileRecord) {

@@ -153,17 +153,6 @@ impl Peer {
         mut page: FilePage,
         mut fits: impl FnMut(&FileView) -> bool,
     ) -> StateView {
-        let peers = self
-            .members
-            .all()
-            .into_iter()
-            .map(|(id, p)| PeerView {
-                peer_id: id.0.clone(),
-                host: p.addr.host.clone(),
-                port: p.addr.port,
-                last_seen_secs_ago: now.since(p.last_seen).as_secs(),
-            })
-            .collect();
         let by_name = |a: &(&FileId, &Entry), b: &(&FileId, &Entry)| {
             (&a.1.record.file_name, a.0).cmp(&(&b.1.record.file_name, b.0))
         };
@@ -190,8 +179,36 @@ impl Peer {
         {
             page.limit = files.len().max(1);
         }
-        let transfers = self
-            .downloads
+        StateView {
+            peer_id: self.cfg.peer_id.0.clone(),
+            host: self.cfg.addr.host.clone(),
+            port: self.cfg.addr.port,
+            peers: self.peer_views(now),
+            files,
+            files_total: self.catalog.len(),
+            offset: page.offset,
+            limit: page.limit,
+            transfers: self.transfer_views(now),
+        }
+    }
+
+    /// Every tracked peer, as the view shows it.
+    fn peer_views(&self, now: Time) -> Vec<PeerView> {
+        self.members
+            .all()
+            .into_iter()
+            .map(|(id, p)| PeerView {
+                peer_id: id.0.clone(),
+                host: p.addr.host.clone(),
+                port: p.addr.port,
+                last_seen_secs_ago: now.since(p.last_seen).as_secs(),
+            })
+            .collect()
+    }
+
+    /// Every download in flight, with its current source's mean rate.
+    fn transfer_views(&self, now: Time) -> Vec<TransferView> {
+        self.downloads
             .iter()
             .map(|d| {
                 let (source, rate) = match &d.current {
@@ -219,18 +236,7 @@ impl Peer {
                     rate_bytes_per_sec: rate,
                 }
             })
-            .collect();
-        StateView {
-            peer_id: self.cfg.peer_id.0.clone(),
-            host: self.cfg.addr.host.clone(),
-            port: self.cfg.addr.port,
-            peers,
-            files,
-            files_total: self.catalog.len(),
-            offset: page.offset,
-            limit: page.limit,
-            transfers,
-        }
+            .collect()
     }
 }
 
