@@ -71,12 +71,7 @@ impl Peer {
             .map(|(_, p)| p.addr.clone())
             .collect();
         let n = peers.len();
-        for to in peers {
-            self.effects.push(Effect::Send {
-                to,
-                msg: msg.clone(),
-            });
-        }
+        self.send_to_all(peers, &msg);
         self.effects.push(Effect::Persist);
         info!("file {} ({id}) deleted", entry.record.file_name);
         self.print(format!(
