@@ -244,6 +244,31 @@ enum Cause {
     DeleteCommand,
 }
 
+/// A fetch's GET_FILE reaches its source.
+struct FetchArrive {
+    peer: usize,
+    incarnation: u64,
+    transfer: TransferId,
+    attempt: u64,
+    source: usize,
+    record: FileRecord,
+    started: Time,
+}
+
+/// A fetch attempt's result reaches the fetching peer.
+struct FetchDone {
+    peer: usize,
+    incarnation: u64,
+    transfer: TransferId,
+    attempt: u64,
+    name: String,
+    file: FileId,
+    result: FetchResult,
+    /// The source and its incarnation, while bytes are streaming: if it
+    /// crashes or is cut off before the end, the attempt fails.
+    source: Option<(usize, u64)>,
+}
+
 enum Event {
     Deliver {
         to: usize,
@@ -255,27 +280,8 @@ enum Event {
         incarnation: u64,
         timer: Timer,
     },
-    FetchArrive {
-        peer: usize,
-        incarnation: u64,
-        transfer: TransferId,
-        attempt: u64,
-        source: usize,
-        record: FileRecord,
-        started: Time,
-    },
-    FetchDone {
-        peer: usize,
-        incarnation: u64,
-        transfer: TransferId,
-        attempt: u64,
-        name: String,
-        file: FileId,
-        result: FetchResult,
-        /// The source and its incarnation, while bytes are streaming: if it
-        /// crashes or is cut off before the end, the attempt fails.
-        source: Option<(usize, u64)>,
-    },
+    FetchArrive(FetchArrive),
+    FetchDone(FetchDone),
     PushArrive {
         to: usize,
         from: usize,
@@ -876,20 +882,7 @@ impl Sim {
         self.stats.events += 1;
         let now = self.now;
         match ev {
-            Event::Deliver { to, from, msg } => {
-                let who = from.map_or("injected".to_string(), |f| format!("from p{f}"));
-                if !self.is_running(to) {
-                    self.stats.dropped_down += 1;
-                    note!(self, "p{to} x {} {who} (down)", describe(&msg));
-                    return;
-                }
-                self.stats.delivered += 1;
-                note!(self, "p{to} <- {} {who}", describe(&msg));
-                self.cause = self.cause_of(&msg);
-                self.nodes[to].peer.on_message(now, msg);
-                self.flush(to);
-                self.cause = Cause::Other;
-            }
+            Event::Deliver { to, from, msg } => self.message_arrives(now, to, from, msg),
             Event::Timer {
                 peer,
                 incarnation,
@@ -902,199 +895,232 @@ impl Sim {
                 self.nodes[peer].peer.on_timer(now, timer);
                 self.flush(peer);
             }
-            Event::FetchArrive {
-                peer,
-                incarnation,
-                transfer,
-                attempt,
-                source,
-                record,
-                started,
-            } => {
-                let name = record.file_name.clone();
-                if !self.reachable(peer, source) {
-                    let at = started.plus(self.cfg.connect_timeout);
-                    self.push(
-                        at,
-                        Event::FetchDone {
-                            peer,
-                            incarnation,
-                            transfer,
-                            attempt,
-                            name,
-                            file: record.file_id.clone(),
-                            result: FetchResult::Failed("connect failed".into()),
-                            source: None,
-                        },
-                    );
-                    return;
-                }
-                let back = self.latency();
-                let src = &self.nodes[source];
-                let streaming = Some((source, src.incarnation));
-                let (result, at, source) = if src.peer.servable_copy(&record.file_id).is_some() {
-                    let len = self
-                        .sizes
-                        .get(&record.file_id)
-                        .copied()
-                        .or(record.file_size.bytes())
-                        .unwrap_or(0);
-                    let corrupt_source = src.corrupt;
-                    let mut at = now.plus(back + self.transfer_time(len));
-                    let mut result = if corrupt_source {
-                        FetchResult::Unverified { len }
-                    } else {
-                        FetchResult::Saved {
-                            local_name: name.clone(),
-                            len,
-                            verified: true,
-                        }
-                    };
-                    let (stall, reset, corrupt) =
-                        (self.cfg.stall, self.cfg.reset, self.cfg.corrupt);
-                    if stall + reset + corrupt > 0.0 {
-                        let r = self.rng.gen::<f64>();
-                        let k = self.rng.gen_range(0..=len);
-                        let partial = now.plus(back + self.transfer_time(k));
-                        if r < stall {
-                            at = partial.plus(self.cfg.idle_timeout);
-                            result = FetchResult::Failed("idle timeout".into());
-                        } else if r < stall + reset {
-                            at = partial;
-                            result = FetchResult::Failed("connection reset".into());
-                        } else if r < stall + reset + corrupt {
-                            result = FetchResult::Unverified { len };
-                        }
-                        if r < stall + reset + corrupt {
-                            self.stats.transfer_faults += 1;
-                        }
-                    }
-                    (result, at, streaming)
-                } else {
-                    (
-                        FetchResult::Failed("the peer does not have the file".into()),
-                        now.plus(back),
-                        None,
-                    )
-                };
-                self.push(
-                    at,
-                    Event::FetchDone {
-                        peer,
-                        incarnation,
-                        transfer,
-                        attempt,
-                        name,
-                        file: record.file_id,
-                        result,
-                        source,
-                    },
-                );
-            }
-            Event::FetchDone {
-                peer,
-                incarnation,
-                transfer,
-                attempt,
-                name,
-                file,
-                mut result,
-                source,
-            } => {
-                if !self.current(peer, incarnation) {
-                    return;
-                }
-                // The driver stores a download only for the attempt the
-                // core is waiting for.
-                let wanted = self.nodes[peer].peer.is_current(transfer, attempt);
-                if let Some((src, inc)) = source {
-                    if !self.current(src, inc) || self.cut(peer, src) {
-                        result = FetchResult::Failed("connection reset".into());
-                    }
-                }
-                match &result {
-                    FetchResult::Unverified { len } => {
-                        self.nodes[peer].kept.insert(transfer, (file, name, *len));
-                    }
-                    FetchResult::Failed(_) => self.stats.fetches_failed += 1,
-                    FetchResult::Saved {
-                        local_name,
-                        len,
-                        verified,
-                    } => {
-                        if wanted {
-                            // Verified bytes come only from an intact
-                            // transfer; unverified ones are the kept copy.
-                            self.store(peer, &file, local_name, *len, *verified);
-                        }
-                    }
-                }
-                note!(self, "p{peer} fetch {transfer} #{attempt}: {result:?}");
-                self.nodes[peer]
-                    .peer
-                    .on_fetch_result(now, transfer, attempt, result);
-                self.flush(peer);
-            }
+            Event::FetchArrive(f) => self.fetch_arrive(now, f),
+            Event::FetchDone(f) => self.fetch_done(now, f),
             Event::PushArrive {
                 to,
                 from,
                 record,
                 verified,
-            } => {
-                if !self.is_running(to) {
-                    note!(
-                        self,
-                        "p{to} x push {} from p{from} (down)",
-                        record.file_name
-                    );
-                    return;
-                }
-                if !self.nodes[to].peer.wants_push(&record.file_id, verified) {
-                    note!(
-                        self,
-                        "p{to} x push {} from p{from} (one copy)",
-                        record.file_name
-                    );
-                    return;
-                }
-                note!(self, "p{to} <- push {} from p{from}", record.file_name);
-                let name = record.file_name.clone();
-                let len = self.sizes.get(&record.file_id).copied().unwrap_or(0);
-                self.store(to, &record.file_id, &name, len, verified);
-                let now = self.now;
-                self.nodes[to]
-                    .peer
-                    .on_file_received(now, record, name, verified);
-                self.flush(to);
-            }
+            } => self.push_arrive(to, from, record, verified),
             Event::Imported {
                 peer,
                 incarnation,
                 result,
-            } => {
-                if !self.current(peer, incarnation) {
-                    return;
-                }
-                note!(
-                    self,
-                    "p{peer} imported {:?}",
-                    result
-                        .as_ref()
-                        .map(|r| &r.local_name)
-                        .map_err(|e| e.to_string())
-                );
-                if let Ok(Imported {
-                    record,
-                    local_name: name,
-                }) = &result
-                {
-                    let len = self.sizes.get(&record.file_id).copied().unwrap_or(0);
-                    self.store(peer, &record.file_id, name, len, true);
-                }
-                self.nodes[peer].peer.on_imported(result);
-                self.flush(peer);
+            } => self.imported(peer, incarnation, result),
+        }
+    }
+
+    /// A message reaches peer `to` (from peer `from`, or injected).
+    fn message_arrives(&mut self, now: Time, to: usize, from: Option<usize>, msg: Message) {
+        let who = from.map_or("injected".to_string(), |f| format!("from p{f}"));
+        if !self.is_running(to) {
+            self.stats.dropped_down += 1;
+            note!(self, "p{to} x {} {who} (down)", describe(&msg));
+            return;
+        }
+        self.stats.delivered += 1;
+        note!(self, "p{to} <- {} {who}", describe(&msg));
+        self.cause = self.cause_of(&msg);
+        self.nodes[to].peer.on_message(now, msg);
+        self.flush(to);
+        self.cause = Cause::Other;
+    }
+
+    /// A GET_FILE reaches its source (or fails to connect): its result is
+    /// queued for when the last byte (or the fault) would arrive.
+    fn fetch_arrive(&mut self, now: Time, f: FetchArrive) {
+        let FetchArrive {
+            peer,
+            incarnation,
+            transfer,
+            attempt,
+            source,
+            record,
+            started,
+        } = f;
+        let name = record.file_name.clone();
+        let (result, at, source) = if self.reachable(peer, source) {
+            self.serve(now, source, &record, &name)
+        } else {
+            let at = started.plus(self.cfg.connect_timeout);
+            (FetchResult::Failed("connect failed".into()), at, None)
+        };
+        self.push(
+            at,
+            Event::FetchDone(FetchDone {
+                peer,
+                incarnation,
+                transfer,
+                attempt,
+                name,
+                file: record.file_id,
+                result,
+                source,
+            }),
+        );
+    }
+
+    /// How peer `source` answers a GET_FILE for `record` (stored as
+    /// `name` when it arrives): the result, when it arrives, and the
+    /// streaming source (whose crash or cut fails it meanwhile). Draws the
+    /// configured transfer faults.
+    fn serve(
+        &mut self,
+        now: Time,
+        source: usize,
+        record: &FileRecord,
+        name: &str,
+    ) -> (FetchResult, Time, Option<(usize, u64)>) {
+        let back = self.latency();
+        let src = &self.nodes[source];
+        let streaming = Some((source, src.incarnation));
+        if src.peer.servable_copy(&record.file_id).is_none() {
+            return (
+                FetchResult::Failed("the peer does not have the file".into()),
+                now.plus(back),
+                None,
+            );
+        }
+        let len = self
+            .sizes
+            .get(&record.file_id)
+            .copied()
+            .or(record.file_size.bytes())
+            .unwrap_or(0);
+        let corrupt_source = src.corrupt;
+        let mut at = now.plus(back + self.transfer_time(len));
+        let mut result = if corrupt_source {
+            FetchResult::Unverified { len }
+        } else {
+            FetchResult::Saved {
+                local_name: name.to_string(),
+                len,
+                verified: true,
+            }
+        };
+        let (stall, reset, corrupt) = (self.cfg.stall, self.cfg.reset, self.cfg.corrupt);
+        if stall + reset + corrupt > 0.0 {
+            let r = self.rng.gen::<f64>();
+            let k = self.rng.gen_range(0..=len);
+            let partial = now.plus(back + self.transfer_time(k));
+            if r < stall {
+                at = partial.plus(self.cfg.idle_timeout);
+                result = FetchResult::Failed("idle timeout".into());
+            } else if r < stall + reset {
+                at = partial;
+                result = FetchResult::Failed("connection reset".into());
+            } else if r < stall + reset + corrupt {
+                result = FetchResult::Unverified { len };
+            }
+            if r < stall + reset + corrupt {
+                self.stats.transfer_faults += 1;
             }
         }
+        (result, at, streaming)
+    }
+
+    /// A fetch attempt's result reaches its peer: stored as the driver
+    /// would (only for the current attempt), then told to the core.
+    fn fetch_done(&mut self, now: Time, f: FetchDone) {
+        let FetchDone {
+            peer,
+            incarnation,
+            transfer,
+            attempt,
+            name,
+            file,
+            mut result,
+            source,
+        } = f;
+        if !self.current(peer, incarnation) {
+            return;
+        }
+        // The driver stores a download only for the attempt the
+        // core is waiting for.
+        let wanted = self.nodes[peer].peer.is_current(transfer, attempt);
+        if let Some((src, inc)) = source {
+            if !self.current(src, inc) || self.cut(peer, src) {
+                result = FetchResult::Failed("connection reset".into());
+            }
+        }
+        match &result {
+            FetchResult::Unverified { len } => {
+                self.nodes[peer].kept.insert(transfer, (file, name, *len));
+            }
+            FetchResult::Failed(_) => self.stats.fetches_failed += 1,
+            FetchResult::Saved {
+                local_name,
+                len,
+                verified,
+            } => {
+                if wanted {
+                    // Verified bytes come only from an intact
+                    // transfer; unverified ones are the kept copy.
+                    self.store(peer, &file, local_name, *len, *verified);
+                }
+            }
+        }
+        note!(self, "p{peer} fetch {transfer} #{attempt}: {result:?}");
+        self.nodes[peer]
+            .peer
+            .on_fetch_result(now, transfer, attempt, result);
+        self.flush(peer);
+    }
+
+    /// A pushed file reaches peer `to`: stored and told to the core only
+    /// if the core's own push policy (`Peer::wants_push`) takes it.
+    fn push_arrive(&mut self, to: usize, from: usize, record: FileRecord, verified: bool) {
+        if !self.is_running(to) {
+            note!(
+                self,
+                "p{to} x push {} from p{from} (down)",
+                record.file_name
+            );
+            return;
+        }
+        if !self.nodes[to].peer.wants_push(&record.file_id, verified) {
+            note!(
+                self,
+                "p{to} x push {} from p{from} (one copy)",
+                record.file_name
+            );
+            return;
+        }
+        note!(self, "p{to} <- push {} from p{from}", record.file_name);
+        let name = record.file_name.clone();
+        let len = self.sizes.get(&record.file_id).copied().unwrap_or(0);
+        self.store(to, &record.file_id, &name, len, verified);
+        let now = self.now;
+        self.nodes[to]
+            .peer
+            .on_file_received(now, record, name, verified);
+        self.flush(to);
+    }
+
+    /// A `push` import finished on peer `peer`.
+    fn imported(&mut self, peer: usize, incarnation: u64, result: Result<Imported, ImportError>) {
+        if !self.current(peer, incarnation) {
+            return;
+        }
+        note!(
+            self,
+            "p{peer} imported {:?}",
+            result
+                .as_ref()
+                .map(|r| &r.local_name)
+                .map_err(|e| e.to_string())
+        );
+        if let Ok(Imported {
+            record,
+            local_name: name,
+        }) = &result
+        {
+            let len = self.sizes.get(&record.file_id).copied().unwrap_or(0);
+            self.store(peer, &record.file_id, name, len, true);
+        }
+        self.nodes[peer].peer.on_imported(result);
+        self.flush(peer);
     }
 
     fn current(&self, i: usize, incarnation: u64) -> bool {
@@ -1185,7 +1211,7 @@ impl Sim {
                             let at = now.plus(self.latency());
                             self.push(
                                 at,
-                                Event::FetchArrive {
+                                Event::FetchArrive(FetchArrive {
                                     peer: i,
                                     incarnation,
                                     transfer,
@@ -1193,14 +1219,14 @@ impl Sim {
                                     source,
                                     record,
                                     started: now,
-                                },
+                                }),
                             );
                         }
                         None => {
                             let at = now.plus(self.cfg.connect_timeout);
                             self.push(
                                 at,
-                                Event::FetchDone {
+                                Event::FetchDone(FetchDone {
                                     peer: i,
                                     incarnation,
                                     transfer,
@@ -1209,7 +1235,7 @@ impl Sim {
                                     file: record.file_id,
                                     result: FetchResult::Failed("connect failed".into()),
                                     source: None,
-                                },
+                                }),
                             );
                         }
                     }
@@ -1233,7 +1259,7 @@ impl Sim {
                     };
                     self.push(
                         now,
-                        Event::FetchDone {
+                        Event::FetchDone(FetchDone {
                             peer: i,
                             incarnation,
                             transfer,
@@ -1242,7 +1268,7 @@ impl Sim {
                             file,
                             result,
                             source: None,
-                        },
+                        }),
                     );
                 }
                 Effect::PushFile { to, file_id } => {
