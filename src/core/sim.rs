@@ -1132,14 +1132,12 @@ impl Sim {
     fn flush(&mut self, i: usize) {
         let effects = self.nodes[i].peer.take_effects();
         let me = peer_id(i);
-        let now = self.now;
         let incarnation = self.nodes[i].incarnation;
         // GOSSIP id -> (origin, sends) for this call's forward round.
         let mut forwarded: BTreeMap<String, (PeerId, usize)> = BTreeMap::new();
         for effect in effects {
             match effect {
                 Effect::Send { to, msg } => {
-                    self.stats.sent += 1;
                     if let Message::Gossip { id, peer_id, .. } = &msg {
                         if *peer_id != me {
                             forwarded
@@ -1148,47 +1146,7 @@ impl Sim {
                                 .1 += 1;
                         }
                     }
-                    if self.cfg.record {
-                        self.nodes[i].sent.push(Sent {
-                            at: now,
-                            to: to.clone(),
-                            msg: msg.clone(),
-                        });
-                    }
-                    let Some(&j) = self.by_addr.get(&to) else {
-                        self.stats.unroutable += 1;
-                        continue;
-                    };
-                    if self.cut(i, j) {
-                        self.stats.dropped_partition += 1;
-                        continue;
-                    }
-                    if self.rng.gen::<f64>() < self.cfg.loss {
-                        self.stats.dropped_loss += 1;
-                        note!(self, "p{i} -> p{j} {} lost", describe(&msg));
-                        continue;
-                    }
-                    if self.cfg.dup > 0.0 && self.rng.gen::<f64>() < self.cfg.dup {
-                        self.stats.duplicated += 1;
-                        let at = now.plus(self.latency());
-                        self.push(
-                            at,
-                            Event::Deliver {
-                                to: j,
-                                from: Some(i),
-                                msg: msg.clone(),
-                            },
-                        );
-                    }
-                    let at = now.plus(self.latency());
-                    self.push(
-                        at,
-                        Event::Deliver {
-                            to: j,
-                            from: Some(i),
-                            msg,
-                        },
-                    );
+                    self.send(i, to, msg);
                 }
                 Effect::Schedule { at, timer } => self.push(
                     at,
@@ -1204,156 +1162,19 @@ impl Sim {
                     from: _,
                     to,
                     record,
-                } => {
-                    self.stats.fetches += 1;
-                    match self.by_addr.get(&to).copied() {
-                        Some(source) => {
-                            let at = now.plus(self.latency());
-                            self.push(
-                                at,
-                                Event::FetchArrive(FetchArrive {
-                                    peer: i,
-                                    incarnation,
-                                    transfer,
-                                    attempt,
-                                    source,
-                                    record,
-                                    started: now,
-                                }),
-                            );
-                        }
-                        None => {
-                            let at = now.plus(self.cfg.connect_timeout);
-                            self.push(
-                                at,
-                                Event::FetchDone(FetchDone {
-                                    peer: i,
-                                    incarnation,
-                                    transfer,
-                                    attempt,
-                                    name: record.file_name,
-                                    file: record.file_id,
-                                    result: FetchResult::Failed("connect failed".into()),
-                                    source: None,
-                                }),
-                            );
-                        }
-                    }
-                }
+                } => self.fetch(i, transfer, attempt, to, record),
                 Effect::KeepUnverified { transfer, attempt } => {
-                    let (name, file, result) = match self.nodes[i].kept.remove(&transfer) {
-                        Some((file, name, len)) => (
-                            name.clone(),
-                            file,
-                            FetchResult::Saved {
-                                local_name: name,
-                                len,
-                                verified: false,
-                            },
-                        ),
-                        None => (
-                            String::new(),
-                            FileId(String::new()),
-                            FetchResult::Failed("no unverified copy was kept".into()),
-                        ),
-                    };
-                    self.push(
-                        now,
-                        Event::FetchDone(FetchDone {
-                            peer: i,
-                            incarnation,
-                            transfer,
-                            attempt,
-                            name,
-                            file,
-                            result,
-                            source: None,
-                        }),
-                    );
+                    self.keep_unverified(i, transfer, attempt)
                 }
-                Effect::PushFile { to, file_id } => {
-                    self.stats.pushes += 1;
-                    let Some(record) = self.nodes[i]
-                        .peer
-                        .local_copy(&file_id)
-                        .map(|(r, _)| r.clone())
-                    else {
-                        continue;
-                    };
-                    let Some(&j) = self.by_addr.get(&to) else {
-                        continue;
-                    };
-                    if !self.reachable(i, j) {
-                        continue;
-                    }
-                    let len = self.sizes.get(&file_id).copied().unwrap_or(0);
-                    let at = now.plus(self.latency() + self.transfer_time(len));
-                    let verified = !self.nodes[i].corrupt;
-                    self.push(
-                        at,
-                        Event::PushArrive {
-                            to: j,
-                            from: i,
-                            record,
-                            verified,
-                        },
-                    );
-                }
-                Effect::Import { path } => {
-                    self.nodes[i]
-                        .actions
-                        .push(format!("import {}", path.display()));
-                    let result = match self.user_files.get(&path).copied() {
-                        Some(len) => {
-                            let name = path
-                                .file_name()
-                                .map(|n| n.to_string_lossy().into_owned())
-                                .unwrap_or_else(|| "file".into());
-                            let record = self.new_record(i, &name, len);
-                            Ok(Imported {
-                                record,
-                                local_name: name,
-                            })
-                        }
-                        None => Err(ImportError::NotFound(path.clone())),
-                    };
-                    self.push(
-                        now,
-                        Event::Imported {
-                            peer: i,
-                            incarnation,
-                            result,
-                        },
-                    );
-                }
+                Effect::PushFile { to, file_id } => self.push_file(i, to, file_id),
+                Effect::Import { path } => self.import(i, path),
                 Effect::Persist => {
                     if self.cfg.record {
                         self.nodes[i].actions.push("persist".into());
                     }
                     self.take_snapshot(i);
                 }
-                Effect::RemoveLocal { name } => {
-                    let file = self.nodes[i]
-                        .disk
-                        .iter()
-                        .find(|(_, d)| d.name == name)
-                        .map(|(f, _)| f.clone());
-                    if let Some(file) = file {
-                        let allowed = match &self.cause {
-                            Cause::OwnerDelete(f) => *f == file,
-                            Cause::DeleteCommand => self.owners.get(&file) == Some(&me),
-                            Cause::Other => false,
-                        };
-                        if !allowed {
-                            self.violation(format!(
-                                "p{i} removed its copy of {} without its owner's DELETE",
-                                file.short()
-                            ));
-                        }
-                        self.nodes[i].disk.remove(&file);
-                    }
-                    self.nodes[i].actions.push(format!("remove-local {name}"))
-                }
+                Effect::RemoveLocal { name } => self.remove_local(i, name),
                 Effect::CopyOut { name, dest, .. } => self.nodes[i]
                     .actions
                     .push(format!("copy-out {name} -> {}", dest.path.display())),
@@ -1368,6 +1189,226 @@ impl Sim {
         for v in bound_violations(i, &self.nodes[i].peer) {
             self.violation(v);
         }
+        self.check_forwards(i, forwarded);
+    }
+
+    /// Peer `i` sends `msg` to `to`: recorded, then lost, cut off,
+    /// duplicated or delivered after a latency.
+    fn send(&mut self, i: usize, to: PeerAddr, msg: Message) {
+        let now = self.now;
+        self.stats.sent += 1;
+        if self.cfg.record {
+            self.nodes[i].sent.push(Sent {
+                at: now,
+                to: to.clone(),
+                msg: msg.clone(),
+            });
+        }
+        let Some(&j) = self.by_addr.get(&to) else {
+            self.stats.unroutable += 1;
+            return;
+        };
+        if self.cut(i, j) {
+            self.stats.dropped_partition += 1;
+            return;
+        }
+        if self.rng.gen::<f64>() < self.cfg.loss {
+            self.stats.dropped_loss += 1;
+            note!(self, "p{i} -> p{j} {} lost", describe(&msg));
+            return;
+        }
+        if self.cfg.dup > 0.0 && self.rng.gen::<f64>() < self.cfg.dup {
+            self.stats.duplicated += 1;
+            let at = now.plus(self.latency());
+            self.push(
+                at,
+                Event::Deliver {
+                    to: j,
+                    from: Some(i),
+                    msg: msg.clone(),
+                },
+            );
+        }
+        let at = now.plus(self.latency());
+        self.push(
+            at,
+            Event::Deliver {
+                to: j,
+                from: Some(i),
+                msg,
+            },
+        );
+    }
+
+    /// Peer `i` fetches `record` from the peer at `to`.
+    fn fetch(
+        &mut self,
+        i: usize,
+        transfer: TransferId,
+        attempt: u64,
+        to: PeerAddr,
+        record: FileRecord,
+    ) {
+        let now = self.now;
+        let incarnation = self.nodes[i].incarnation;
+        self.stats.fetches += 1;
+        match self.by_addr.get(&to).copied() {
+            Some(source) => {
+                let at = now.plus(self.latency());
+                self.push(
+                    at,
+                    Event::FetchArrive(FetchArrive {
+                        peer: i,
+                        incarnation,
+                        transfer,
+                        attempt,
+                        source,
+                        record,
+                        started: now,
+                    }),
+                );
+            }
+            None => {
+                let at = now.plus(self.cfg.connect_timeout);
+                self.push(
+                    at,
+                    Event::FetchDone(FetchDone {
+                        peer: i,
+                        incarnation,
+                        transfer,
+                        attempt,
+                        name: record.file_name,
+                        file: record.file_id,
+                        result: FetchResult::Failed("connect failed".into()),
+                        source: None,
+                    }),
+                );
+            }
+        }
+    }
+
+    /// Peer `i` keeps the unverified copy its download `transfer` got.
+    fn keep_unverified(&mut self, i: usize, transfer: TransferId, attempt: u64) {
+        let (name, file, result) = match self.nodes[i].kept.remove(&transfer) {
+            Some((file, name, len)) => (
+                name.clone(),
+                file,
+                FetchResult::Saved {
+                    local_name: name,
+                    len,
+                    verified: false,
+                },
+            ),
+            None => (
+                String::new(),
+                FileId(String::new()),
+                FetchResult::Failed("no unverified copy was kept".into()),
+            ),
+        };
+        let incarnation = self.nodes[i].incarnation;
+        self.push(
+            self.now,
+            Event::FetchDone(FetchDone {
+                peer: i,
+                incarnation,
+                transfer,
+                attempt,
+                name,
+                file,
+                result,
+                source: None,
+            }),
+        );
+    }
+
+    /// Peer `i` pushes its copy of `file_id` to the peer at `to`.
+    fn push_file(&mut self, i: usize, to: PeerAddr, file_id: FileId) {
+        self.stats.pushes += 1;
+        let Some(record) = self.nodes[i]
+            .peer
+            .local_copy(&file_id)
+            .map(|(r, _)| r.clone())
+        else {
+            return;
+        };
+        let Some(&j) = self.by_addr.get(&to) else {
+            return;
+        };
+        if !self.reachable(i, j) {
+            return;
+        }
+        let len = self.sizes.get(&file_id).copied().unwrap_or(0);
+        let at = self.now.plus(self.latency() + self.transfer_time(len));
+        let verified = !self.nodes[i].corrupt;
+        self.push(
+            at,
+            Event::PushArrive {
+                to: j,
+                from: i,
+                record,
+                verified,
+            },
+        );
+    }
+
+    /// Peer `i` imports the user's file at `path` (one of `user_files`).
+    fn import(&mut self, i: usize, path: PathBuf) {
+        self.nodes[i]
+            .actions
+            .push(format!("import {}", path.display()));
+        let result = match self.user_files.get(&path).copied() {
+            Some(len) => {
+                let name = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "file".into());
+                let record = self.new_record(i, &name, len);
+                Ok(Imported {
+                    record,
+                    local_name: name,
+                })
+            }
+            None => Err(ImportError::NotFound(path.clone())),
+        };
+        let incarnation = self.nodes[i].incarnation;
+        self.push(
+            self.now,
+            Event::Imported {
+                peer: i,
+                incarnation,
+                result,
+            },
+        );
+    }
+
+    /// Peer `i` removes its copy stored as `name`: a violation unless an
+    /// owner's DELETE (or our own `delete` of a file we own) caused it.
+    fn remove_local(&mut self, i: usize, name: String) {
+        let file = self.nodes[i]
+            .disk
+            .iter()
+            .find(|(_, d)| d.name == name)
+            .map(|(f, _)| f.clone());
+        if let Some(file) = file {
+            let allowed = match &self.cause {
+                Cause::OwnerDelete(f) => *f == file,
+                Cause::DeleteCommand => self.owners.get(&file) == Some(&peer_id(i)),
+                Cause::Other => false,
+            };
+            if !allowed {
+                self.violation(format!(
+                    "p{i} removed its copy of {} without its owner's DELETE",
+                    file.short()
+                ));
+            }
+            self.nodes[i].disk.remove(&file);
+        }
+        self.nodes[i].actions.push(format!("remove-local {name}"))
+    }
+
+    /// Checks (and, recording, lists) the GOSSIPs peer `i` forwarded in
+    /// one flush: each id at most once in its life.
+    fn check_forwards(&mut self, i: usize, forwarded: BTreeMap<String, (PeerId, usize)>) {
         for (gossip_id, (origin, sends)) in forwarded {
             if !self.nodes[i].forwarded_ids.insert(gossip_id.clone()) {
                 self.violation(format!("p{i} forwarded GOSSIP {gossip_id} twice"));
@@ -1376,7 +1417,7 @@ impl Sim {
             // (record off) only need the duplicate check above.
             if self.cfg.record {
                 self.nodes[i].forwards.push(Forward {
-                    at: now,
+                    at: self.now,
                     gossip_id,
                     origin,
                     sends,
