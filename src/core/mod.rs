@@ -6,6 +6,11 @@
 //! that the driver drains with [`Peer::take_effects`]. It owns no socket, no
 //! clock and no file; randomness comes from the seeded RNG it is given. That
 //! is what lets `sim` run dozens of peers in one process, deterministically.
+//!
+//! This file holds the types and the dispatch; `Peer`'s behaviour is in
+//! one file per concern: `rounds` (our gossip), `inbound` (their
+//! messages), `commands` (the menu), `fetching` (downloads, pushes,
+//! imports), `changed` (copies changed on disk), `view` (snapshots).
 
 pub mod catalog;
 mod changed;
