@@ -1147,3 +1147,48 @@ fn an_unverifiable_file_is_kept_and_marked_unverified() {
     let row = d.wait_line(skip, "odd.bin", WAIT).expect("list row");
     assert!(row.contains("yes (UNVERIFIED)"), "{row}");
 }
+
+#[test]
+fn a_push_of_a_missing_path_or_a_folder_is_refused_in_one_line_and_stores_nothing() {
+    let mut p = PeerBuilder::new("alpha").spawn();
+    let src = tempfile::tempdir().unwrap();
+    let missing = src.path().join("nope.bin");
+    let folder = src.path().join("folder");
+    std::fs::create_dir(&folder).unwrap();
+    let cases = [
+        (
+            &missing,
+            format!("push: no such file: {}", missing.display()),
+        ),
+        (
+            &folder,
+            format!("push: {} is a directory", folder.display()),
+        ),
+    ];
+    for (path, want) in &cases {
+        let skip = p.lines().len();
+        p.send_line(&format!("push {}", path.display()));
+        let line = p
+            .wait_line(skip, "push:", GET_WAIT)
+            .unwrap_or_else(|| panic!("no answer to push {}\n{}", path.display(), log_tail(&p)));
+        assert_eq!(&line, want);
+    }
+    // Still serving the menu, and nothing was stored or listed.
+    let skip = p.lines().len();
+    p.send_line("peers");
+    assert!(
+        wait_until(GET_WAIT, || p.lines().len() > skip),
+        "the menu stopped answering\n{}",
+        log_tail(&p)
+    );
+    assert!(p.files().is_empty(), "{:?}", p.files());
+    let stored: Vec<_> = std::fs::read_dir(&p.dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        // The lock and the metadata file are the peer's own; a temp file
+        // (`.partial-*`) left behind would count.
+        .filter(|n| n != ".peershare.lock" && !n.starts_with("metadata.json"))
+        .collect();
+    assert!(stored.is_empty(), "stored: {stored:?}");
+}

@@ -166,23 +166,13 @@ mod tests {
     use super::*;
     use crate::ids::PeerAddr;
     use crate::protocol::{FileRecord, FileSize, Timestamp};
-    use rand::rngs::SmallRng;
-    use rand::SeedableRng;
-    use std::time::Duration;
 
     fn holding(id: &str) -> Peer {
-        let mut p = Peer::new(
-            Config {
-                peer_id: "me".into(),
-                addr: PeerAddr::new("127.0.0.1", 9000),
-                well_known: vec![],
-                gossip_interval: Duration::from_secs(30),
-                peer_timeout: Duration::from_secs(60),
-                auto_fetch: 0,
-                share_unverified: true,
-            },
-            SmallRng::seed_from_u64(1),
-        );
+        let cfg = Config {
+            share_unverified: true,
+            ..Config::for_tests("me", PeerAddr::new("127.0.0.1", 9000))
+        };
+        let mut p = Peer::for_tests(cfg, 1);
         let record = FileRecord {
             file_name: "a.txt".into(),
             file_size: FileSize::Bytes(3),
@@ -301,10 +291,10 @@ mod tests {
         assert!(p.servable_copy(&id).is_some());
     }
 
-    #[test]
-    fn a_changed_unverified_copy_is_kept_unverified_with_its_new_stamp() {
-        let mut p = holding("aa");
-        let id = FileId::from("aa");
+    /// A peer holding an unverified copy of `id` (as `a.txt`).
+    fn holding_unverified(id: &str) -> (Peer, FileId) {
+        let mut p = holding(id);
+        let id = FileId::from(id);
         let record = p.local_copy(&id).unwrap().0.clone();
         p.catalog.set_local(
             record,
@@ -313,6 +303,12 @@ mod tests {
                 verified: false,
             },
         );
+        (p, id)
+    }
+
+    #[test]
+    fn a_changed_unverified_copy_is_kept_unverified_with_its_new_stamp() {
+        let (mut p, id) = holding_unverified("aa");
         p.on_local_changed(&id);
         p.take_effects();
         let update = p.on_reverified(t0(), &id, "a.txt", ReverifyOutcome::Differs);
@@ -329,16 +325,7 @@ mod tests {
 
     #[test]
     fn a_copy_gone_from_the_folder_is_no_longer_held_even_unverified() {
-        let mut p = holding("aa");
-        let id = FileId::from("aa");
-        let record = p.local_copy(&id).unwrap().0.clone();
-        p.catalog.set_local(
-            record,
-            LocalCopy {
-                name: "a.txt".into(),
-                verified: false,
-            },
-        );
+        let (mut p, id) = holding_unverified("aa");
         p.on_local_changed(&id);
         let update = p.on_reverified(t0(), &id, "a.txt", ReverifyOutcome::Gone);
         assert_eq!(update, StampUpdate::Forget);

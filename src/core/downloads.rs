@@ -10,6 +10,7 @@ use crate::ids::{FileId, PeerId, TransferId};
 use crate::protocol::decoder::DataField;
 use crate::protocol::{FileRecord, FileSize, Message, ParseError, Timestamp};
 use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -99,37 +100,91 @@ pub fn save_figures(len: u64, took: Duration) -> String {
     }
 }
 
+/// Why a source's reply to GET_FILE was refused. Its Display is the reason
+/// shown to the user (after the source's name); none of these changes what
+/// we hold: the source is given up and the next one tried.
+#[derive(Clone, Debug, PartialEq)]
+pub enum BadReply {
+    /// Another message kind came back.
+    NotFileData(&'static str),
+    /// The reply's header did not parse.
+    Malformed(ParseError),
+    /// The source says it does not have the file.
+    NotFound,
+    /// The reply names another file id.
+    OtherFile(FileId),
+    /// The reply carries no data.
+    NoData,
+    /// `sent` bytes, when the catalog says exactly `advertised`.
+    WrongSize {
+        /// Bytes in the reply.
+        sent: u64,
+        /// Bytes the catalog gives.
+        advertised: u64,
+    },
+    /// `sent` bytes, beyond any rounding of the size a peer reported.
+    BeyondRounding {
+        /// Bytes in the reply.
+        sent: u64,
+        /// The size as reported.
+        advertised: FileSize,
+    },
+}
+
+impl fmt::Display for BadReply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BadReply::NotFileData(kind) => write!(f, "replied {kind} instead of FILE_DATA"),
+            BadReply::Malformed(e) => write!(f, "malformed reply: {e}"),
+            BadReply::NotFound => write!(f, "does not have the file (not-found reply)"),
+            BadReply::OtherFile(id) => write!(f, "sent a different file ({id})"),
+            BadReply::NoData => write!(f, "reply has no data"),
+            BadReply::WrongSize { sent, advertised } => {
+                write!(f, "sent {sent} bytes, not the advertised {advertised}")
+            }
+            BadReply::BeyondRounding { sent, advertised } => write!(
+                f,
+                "sent {sent} bytes, beyond the rounding of the advertised {advertised}"
+            ),
+        }
+    }
+}
+
 /// Judges a complete reply to GET_FILE against the file we asked for.
 /// `Ok` gives the length of the data and the reply's own timestamp (the id
 /// is verified under the catalog's timestamp and this one); `Err` is why
-/// this source failed, as shown to the user. The bytes themselves are the
-/// driver's: it hashes them on the way in.
+/// this source failed. The bytes themselves are the driver's: it hashes
+/// them on the way in.
 pub fn judge_reply(
     requested: &FileRecord,
     reply: Result<Message, ParseError>,
     data: DataField,
-) -> Result<(u64, Option<Timestamp>), String> {
+) -> Result<(u64, Option<Timestamp>), BadReply> {
     let header = match reply {
         Ok(Message::FileData(h)) => h,
-        Ok(other) => return Err(format!("replied {} instead of FILE_DATA", other.kind())),
-        Err(e) => return Err(format!("malformed reply: {e}")),
+        Ok(other) => return Err(BadReply::NotFileData(other.kind())),
+        Err(e) => return Err(BadReply::Malformed(e)),
     };
     let Some(id) = header.file_id.as_ref() else {
-        return Err("does not have the file (not-found reply)".into());
+        return Err(BadReply::NotFound);
     };
     if !id.0.eq_ignore_ascii_case(&requested.file_id.0) {
-        return Err(format!("sent a different file ({id})"));
+        return Err(BadReply::OtherFile(id.clone()));
     }
     let len = match data {
         DataField::Bytes { len } => len,
-        DataField::Null | DataField::Absent => return Err("reply has no data".into()),
+        DataField::Null | DataField::Absent => return Err(BadReply::NoData),
     };
     if !size_matches(&requested.file_size, len) {
         return Err(match requested.file_size {
-            FileSize::Bytes(n) => format!("sent {len} bytes, not the advertised {n}"),
-            ref reported => {
-                format!("sent {len} bytes, beyond the rounding of the advertised {reported}")
-            }
+            FileSize::Bytes(n) => BadReply::WrongSize {
+                sent: len,
+                advertised: n,
+            },
+            ref reported => BadReply::BeyondRounding {
+                sent: len,
+                advertised: reported.clone(),
+            },
         });
     }
     Ok((len, header.file_timestamp))
@@ -453,15 +508,34 @@ mod tests {
     #[test]
     fn a_reply_of_the_wrong_size_fails_that_source() {
         let long = judge_reply(&wanted(), reply(Some("abc")), DataField::Bytes { len: 4 });
-        assert_eq!(long, Err("sent 4 bytes, not the advertised 3".into()));
+        let long = long.unwrap_err();
+        assert_eq!(
+            long,
+            BadReply::WrongSize {
+                sent: 4,
+                advertised: 3
+            }
+        );
+        assert_eq!(long.to_string(), "sent 4 bytes, not the advertised 3");
         let short = judge_reply(&wanted(), reply(Some("abc")), DataField::Bytes { len: 2 });
-        assert_eq!(short, Err("sent 2 bytes, not the advertised 3".into()));
+        assert_eq!(
+            short.unwrap_err().to_string(),
+            "sent 2 bytes, not the advertised 3"
+        );
         let mut mb = wanted();
         mb.file_size = reported("0.0");
         let far = judge_reply(&mb, reply(Some("abc")), DataField::Bytes { len: 1 << 20 });
-        assert_eq!(
+        let far = far.unwrap_err();
+        assert!(matches!(
             far,
-            Err("sent 1048576 bytes, beyond the rounding of the advertised 0.0 MB?".into())
+            BadReply::BeyondRounding {
+                sent: 1_048_576,
+                ..
+            }
+        ));
+        assert_eq!(
+            far.to_string(),
+            "sent 1048576 bytes, beyond the rounding of the advertised 0.0 MB?"
         );
         assert!(judge_reply(&mb, reply(Some("abc")), DataField::Bytes { len: 3 }).is_ok());
     }
@@ -473,20 +547,20 @@ mod tests {
             judge_reply(&wanted(), reply(Some("ABC")), bytes),
             Ok((3, Some(Timestamp::from_secs(2))))
         );
-        assert!(judge_reply(&wanted(), reply(None), bytes)
-            .unwrap_err()
-            .contains("not-found"));
-        assert!(judge_reply(&wanted(), reply(Some("zzz")), bytes)
-            .unwrap_err()
-            .contains("different file"));
-        assert!(judge_reply(&wanted(), reply(Some("abc")), DataField::Null)
-            .unwrap_err()
-            .contains("no data"));
+        let not_found = judge_reply(&wanted(), reply(None), bytes).unwrap_err();
+        assert_eq!(not_found, BadReply::NotFound);
+        assert!(not_found.to_string().contains("not-found"));
+        let other = judge_reply(&wanted(), reply(Some("zzz")), bytes).unwrap_err();
+        assert_eq!(other, BadReply::OtherFile("zzz".into()));
+        assert_eq!(other.to_string(), "sent a different file (zzz)");
+        let empty = judge_reply(&wanted(), reply(Some("abc")), DataField::Null).unwrap_err();
+        assert_eq!(empty, BadReply::NoData);
+        assert_eq!(empty.to_string(), "reply has no data");
         let other = Ok(Message::GetFile {
             file_id: "abc".into(),
         });
-        assert!(judge_reply(&wanted(), other, bytes)
-            .unwrap_err()
-            .contains("instead of FILE_DATA"));
+        let kind = judge_reply(&wanted(), other, bytes).unwrap_err();
+        assert_eq!(kind, BadReply::NotFileData("GET_FILE"));
+        assert_eq!(kind.to_string(), "replied GET_FILE instead of FILE_DATA");
     }
 }

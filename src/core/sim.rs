@@ -28,9 +28,10 @@ use super::catalog::{Entry, LocalCopy, MAX_FILES, MAX_HOLDERS};
 use super::gossip::SEEN_CAPACITY;
 use super::membership::MAX_PEERS;
 use super::view::StateView;
-use super::{Command, Config, Effect, FetchResult, Peer, Time, Timer};
+use super::{Command, Config, Effect, FetchResult, Imported, Peer, Time, Timer};
 use crate::ids::{FileId, PeerAddr, PeerId, TransferId};
 use crate::protocol::{FileRecord, FileSize, Message, Timestamp};
+use crate::storage::ImportError;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
@@ -243,6 +244,31 @@ enum Cause {
     DeleteCommand,
 }
 
+/// A fetch's GET_FILE reaches its source.
+struct FetchArrive {
+    peer: usize,
+    incarnation: u64,
+    transfer: TransferId,
+    attempt: u64,
+    source: usize,
+    record: FileRecord,
+    started: Time,
+}
+
+/// A fetch attempt's result reaches the fetching peer.
+struct FetchDone {
+    peer: usize,
+    incarnation: u64,
+    transfer: TransferId,
+    attempt: u64,
+    name: String,
+    file: FileId,
+    result: FetchResult,
+    /// The source and its incarnation, while bytes are streaming: if it
+    /// crashes or is cut off before the end, the attempt fails.
+    source: Option<(usize, u64)>,
+}
+
 enum Event {
     Deliver {
         to: usize,
@@ -254,27 +280,8 @@ enum Event {
         incarnation: u64,
         timer: Timer,
     },
-    FetchArrive {
-        peer: usize,
-        incarnation: u64,
-        transfer: TransferId,
-        attempt: u64,
-        source: usize,
-        record: FileRecord,
-        started: Time,
-    },
-    FetchDone {
-        peer: usize,
-        incarnation: u64,
-        transfer: TransferId,
-        attempt: u64,
-        name: String,
-        file: FileId,
-        result: FetchResult,
-        /// The source and its incarnation, while bytes are streaming: if it
-        /// crashes or is cut off before the end, the attempt fails.
-        source: Option<(usize, u64)>,
-    },
+    FetchArrive(FetchArrive),
+    FetchDone(FetchDone),
     PushArrive {
         to: usize,
         from: usize,
@@ -284,7 +291,7 @@ enum Event {
     Imported {
         peer: usize,
         incarnation: u64,
-        result: Result<(FileRecord, String), String>,
+        result: Result<Imported, ImportError>,
     },
 }
 
@@ -380,13 +387,11 @@ impl Sim {
 
     fn peer_config(&self, i: usize, auto_fetch: usize) -> Config {
         Config {
-            peer_id: peer_id(i),
-            addr: addr(i),
             well_known: (0..self.cfg.well_known.max(1)).map(addr).collect(),
             gossip_interval: self.cfg.gossip_interval,
             peer_timeout: self.cfg.peer_timeout,
             auto_fetch,
-            share_unverified: false,
+            ..Config::for_tests(peer_id(i), addr(i))
         }
     }
 
@@ -736,9 +741,10 @@ impl Sim {
             }
             NodeState::Running => {
                 note!(self, "p{i} imported {name}");
-                self.nodes[i]
-                    .peer
-                    .on_imported(Ok((record, name.to_string())));
+                self.nodes[i].peer.on_imported(Ok(Imported {
+                    record,
+                    local_name: name.to_string(),
+                }));
                 self.flush(i);
             }
             NodeState::Crashed => panic!("add_local_file: peer {i} is crashed"),
@@ -876,20 +882,7 @@ impl Sim {
         self.stats.events += 1;
         let now = self.now;
         match ev {
-            Event::Deliver { to, from, msg } => {
-                let who = from.map_or("injected".to_string(), |f| format!("from p{f}"));
-                if !self.is_running(to) {
-                    self.stats.dropped_down += 1;
-                    note!(self, "p{to} x {} {who} (down)", describe(&msg));
-                    return;
-                }
-                self.stats.delivered += 1;
-                note!(self, "p{to} <- {} {who}", describe(&msg));
-                self.cause = self.cause_of(&msg);
-                self.nodes[to].peer.on_message(now, msg);
-                self.flush(to);
-                self.cause = Cause::Other;
-            }
+            Event::Deliver { to, from, msg } => self.message_arrives(now, to, from, msg),
             Event::Timer {
                 peer,
                 incarnation,
@@ -902,188 +895,232 @@ impl Sim {
                 self.nodes[peer].peer.on_timer(now, timer);
                 self.flush(peer);
             }
-            Event::FetchArrive {
-                peer,
-                incarnation,
-                transfer,
-                attempt,
-                source,
-                record,
-                started,
-            } => {
-                let name = record.file_name.clone();
-                if !self.reachable(peer, source) {
-                    let at = started.plus(self.cfg.connect_timeout);
-                    self.push(
-                        at,
-                        Event::FetchDone {
-                            peer,
-                            incarnation,
-                            transfer,
-                            attempt,
-                            name,
-                            file: record.file_id.clone(),
-                            result: FetchResult::Failed("connect failed".into()),
-                            source: None,
-                        },
-                    );
-                    return;
-                }
-                let back = self.latency();
-                let src = &self.nodes[source];
-                let streaming = Some((source, src.incarnation));
-                let (result, at, source) = if src.peer.servable_copy(&record.file_id).is_some() {
-                    let len = self
-                        .sizes
-                        .get(&record.file_id)
-                        .copied()
-                        .or(record.file_size.bytes())
-                        .unwrap_or(0);
-                    let corrupt_source = src.corrupt;
-                    let mut at = now.plus(back + self.transfer_time(len));
-                    let mut result = if corrupt_source {
-                        FetchResult::Unverified { len }
-                    } else {
-                        FetchResult::Saved {
-                            local_name: name.clone(),
-                            len,
-                            verified: true,
-                        }
-                    };
-                    let (stall, reset, corrupt) =
-                        (self.cfg.stall, self.cfg.reset, self.cfg.corrupt);
-                    if stall + reset + corrupt > 0.0 {
-                        let r = self.rng.gen::<f64>();
-                        let k = self.rng.gen_range(0..=len);
-                        let partial = now.plus(back + self.transfer_time(k));
-                        if r < stall {
-                            at = partial.plus(self.cfg.idle_timeout);
-                            result = FetchResult::Failed("idle timeout".into());
-                        } else if r < stall + reset {
-                            at = partial;
-                            result = FetchResult::Failed("connection reset".into());
-                        } else if r < stall + reset + corrupt {
-                            result = FetchResult::Unverified { len };
-                        }
-                        if r < stall + reset + corrupt {
-                            self.stats.transfer_faults += 1;
-                        }
-                    }
-                    (result, at, streaming)
-                } else {
-                    (
-                        FetchResult::Failed("the peer does not have the file".into()),
-                        now.plus(back),
-                        None,
-                    )
-                };
-                self.push(
-                    at,
-                    Event::FetchDone {
-                        peer,
-                        incarnation,
-                        transfer,
-                        attempt,
-                        name,
-                        file: record.file_id,
-                        result,
-                        source,
-                    },
-                );
-            }
-            Event::FetchDone {
-                peer,
-                incarnation,
-                transfer,
-                attempt,
-                name,
-                file,
-                mut result,
-                source,
-            } => {
-                if !self.current(peer, incarnation) {
-                    return;
-                }
-                // The driver stores a download only for the attempt the
-                // core is waiting for.
-                let wanted = self.nodes[peer].peer.is_current(transfer, attempt);
-                if let Some((src, inc)) = source {
-                    if !self.current(src, inc) || self.cut(peer, src) {
-                        result = FetchResult::Failed("connection reset".into());
-                    }
-                }
-                match &result {
-                    FetchResult::Unverified { len } => {
-                        self.nodes[peer].kept.insert(transfer, (file, name, *len));
-                    }
-                    FetchResult::Failed(_) => self.stats.fetches_failed += 1,
-                    FetchResult::Saved {
-                        local_name,
-                        len,
-                        verified,
-                    } => {
-                        if wanted {
-                            // Verified bytes come only from an intact
-                            // transfer; unverified ones are the kept copy.
-                            self.store(peer, &file, local_name, *len, *verified);
-                        }
-                    }
-                }
-                note!(self, "p{peer} fetch {transfer} #{attempt}: {result:?}");
-                self.nodes[peer]
-                    .peer
-                    .on_fetch_result(now, transfer, attempt, result);
-                self.flush(peer);
-            }
+            Event::FetchArrive(f) => self.fetch_arrive(now, f),
+            Event::FetchDone(f) => self.fetch_done(now, f),
             Event::PushArrive {
                 to,
                 from,
                 record,
                 verified,
-            } => {
-                if !self.is_running(to) {
-                    note!(
-                        self,
-                        "p{to} x push {} from p{from} (down)",
-                        record.file_name
-                    );
-                    return;
-                }
-                if !self.nodes[to].peer.wants_push(&record.file_id, verified) {
-                    note!(
-                        self,
-                        "p{to} x push {} from p{from} (one copy)",
-                        record.file_name
-                    );
-                    return;
-                }
-                note!(self, "p{to} <- push {} from p{from}", record.file_name);
-                let name = record.file_name.clone();
-                let len = self.sizes.get(&record.file_id).copied().unwrap_or(0);
-                self.store(to, &record.file_id, &name, len, verified);
-                let now = self.now;
-                self.nodes[to]
-                    .peer
-                    .on_file_received(now, record, name, verified);
-                self.flush(to);
-            }
+            } => self.push_arrive(to, from, record, verified),
             Event::Imported {
                 peer,
                 incarnation,
                 result,
-            } => {
-                if !self.current(peer, incarnation) {
-                    return;
-                }
-                note!(self, "p{peer} imported {:?}", result.as_ref().map(|r| &r.1));
-                if let Ok((record, name)) = &result {
-                    let len = self.sizes.get(&record.file_id).copied().unwrap_or(0);
-                    self.store(peer, &record.file_id, name, len, true);
-                }
-                self.nodes[peer].peer.on_imported(result);
-                self.flush(peer);
+            } => self.imported(peer, incarnation, result),
+        }
+    }
+
+    /// A message reaches peer `to` (from peer `from`, or injected).
+    fn message_arrives(&mut self, now: Time, to: usize, from: Option<usize>, msg: Message) {
+        let who = from.map_or("injected".to_string(), |f| format!("from p{f}"));
+        if !self.is_running(to) {
+            self.stats.dropped_down += 1;
+            note!(self, "p{to} x {} {who} (down)", describe(&msg));
+            return;
+        }
+        self.stats.delivered += 1;
+        note!(self, "p{to} <- {} {who}", describe(&msg));
+        self.cause = self.cause_of(&msg);
+        self.nodes[to].peer.on_message(now, msg);
+        self.flush(to);
+        self.cause = Cause::Other;
+    }
+
+    /// A GET_FILE reaches its source (or fails to connect): its result is
+    /// queued for when the last byte (or the fault) would arrive.
+    fn fetch_arrive(&mut self, now: Time, f: FetchArrive) {
+        let FetchArrive {
+            peer,
+            incarnation,
+            transfer,
+            attempt,
+            source,
+            record,
+            started,
+        } = f;
+        let name = record.file_name.clone();
+        let (result, at, source) = if self.reachable(peer, source) {
+            self.serve(now, source, &record, &name)
+        } else {
+            let at = started.plus(self.cfg.connect_timeout);
+            (FetchResult::Failed("connect failed".into()), at, None)
+        };
+        self.push(
+            at,
+            Event::FetchDone(FetchDone {
+                peer,
+                incarnation,
+                transfer,
+                attempt,
+                name,
+                file: record.file_id,
+                result,
+                source,
+            }),
+        );
+    }
+
+    /// How peer `source` answers a GET_FILE for `record` (stored as
+    /// `name` when it arrives): the result, when it arrives, and the
+    /// streaming source (whose crash or cut fails it meanwhile). Draws the
+    /// configured transfer faults.
+    fn serve(
+        &mut self,
+        now: Time,
+        source: usize,
+        record: &FileRecord,
+        name: &str,
+    ) -> (FetchResult, Time, Option<(usize, u64)>) {
+        let back = self.latency();
+        let src = &self.nodes[source];
+        let streaming = Some((source, src.incarnation));
+        if src.peer.servable_copy(&record.file_id).is_none() {
+            return (
+                FetchResult::Failed("the peer does not have the file".into()),
+                now.plus(back),
+                None,
+            );
+        }
+        let len = self
+            .sizes
+            .get(&record.file_id)
+            .copied()
+            .or(record.file_size.bytes())
+            .unwrap_or(0);
+        let corrupt_source = src.corrupt;
+        let mut at = now.plus(back + self.transfer_time(len));
+        let mut result = if corrupt_source {
+            FetchResult::Unverified { len }
+        } else {
+            FetchResult::Saved {
+                local_name: name.to_string(),
+                len,
+                verified: true,
+            }
+        };
+        let (stall, reset, corrupt) = (self.cfg.stall, self.cfg.reset, self.cfg.corrupt);
+        if stall + reset + corrupt > 0.0 {
+            let r = self.rng.gen::<f64>();
+            let k = self.rng.gen_range(0..=len);
+            let partial = now.plus(back + self.transfer_time(k));
+            if r < stall {
+                at = partial.plus(self.cfg.idle_timeout);
+                result = FetchResult::Failed("idle timeout".into());
+            } else if r < stall + reset {
+                at = partial;
+                result = FetchResult::Failed("connection reset".into());
+            } else if r < stall + reset + corrupt {
+                result = FetchResult::Unverified { len };
+            }
+            if r < stall + reset + corrupt {
+                self.stats.transfer_faults += 1;
             }
         }
+        (result, at, streaming)
+    }
+
+    /// A fetch attempt's result reaches its peer: stored as the driver
+    /// would (only for the current attempt), then told to the core.
+    fn fetch_done(&mut self, now: Time, f: FetchDone) {
+        let FetchDone {
+            peer,
+            incarnation,
+            transfer,
+            attempt,
+            name,
+            file,
+            mut result,
+            source,
+        } = f;
+        if !self.current(peer, incarnation) {
+            return;
+        }
+        // The driver stores a download only for the attempt the
+        // core is waiting for.
+        let wanted = self.nodes[peer].peer.is_current(transfer, attempt);
+        if let Some((src, inc)) = source {
+            if !self.current(src, inc) || self.cut(peer, src) {
+                result = FetchResult::Failed("connection reset".into());
+            }
+        }
+        match &result {
+            FetchResult::Unverified { len } => {
+                self.nodes[peer].kept.insert(transfer, (file, name, *len));
+            }
+            FetchResult::Failed(_) => self.stats.fetches_failed += 1,
+            FetchResult::Saved {
+                local_name,
+                len,
+                verified,
+            } => {
+                if wanted {
+                    // Verified bytes come only from an intact
+                    // transfer; unverified ones are the kept copy.
+                    self.store(peer, &file, local_name, *len, *verified);
+                }
+            }
+        }
+        note!(self, "p{peer} fetch {transfer} #{attempt}: {result:?}");
+        self.nodes[peer]
+            .peer
+            .on_fetch_result(now, transfer, attempt, result);
+        self.flush(peer);
+    }
+
+    /// A pushed file reaches peer `to`: stored and told to the core only
+    /// if the core's own push policy (`Peer::wants_push`) takes it.
+    fn push_arrive(&mut self, to: usize, from: usize, record: FileRecord, verified: bool) {
+        if !self.is_running(to) {
+            note!(
+                self,
+                "p{to} x push {} from p{from} (down)",
+                record.file_name
+            );
+            return;
+        }
+        if !self.nodes[to].peer.wants_push(&record.file_id, verified) {
+            note!(
+                self,
+                "p{to} x push {} from p{from} (one copy)",
+                record.file_name
+            );
+            return;
+        }
+        note!(self, "p{to} <- push {} from p{from}", record.file_name);
+        let name = record.file_name.clone();
+        let len = self.sizes.get(&record.file_id).copied().unwrap_or(0);
+        self.store(to, &record.file_id, &name, len, verified);
+        let now = self.now;
+        self.nodes[to]
+            .peer
+            .on_file_received(now, record, name, verified);
+        self.flush(to);
+    }
+
+    /// A `push` import finished on peer `peer`.
+    fn imported(&mut self, peer: usize, incarnation: u64, result: Result<Imported, ImportError>) {
+        if !self.current(peer, incarnation) {
+            return;
+        }
+        note!(
+            self,
+            "p{peer} imported {:?}",
+            result
+                .as_ref()
+                .map(|r| &r.local_name)
+                .map_err(|e| e.to_string())
+        );
+        if let Ok(Imported {
+            record,
+            local_name: name,
+        }) = &result
+        {
+            let len = self.sizes.get(&record.file_id).copied().unwrap_or(0);
+            self.store(peer, &record.file_id, name, len, true);
+        }
+        self.nodes[peer].peer.on_imported(result);
+        self.flush(peer);
     }
 
     fn current(&self, i: usize, incarnation: u64) -> bool {
@@ -1095,14 +1132,12 @@ impl Sim {
     fn flush(&mut self, i: usize) {
         let effects = self.nodes[i].peer.take_effects();
         let me = peer_id(i);
-        let now = self.now;
         let incarnation = self.nodes[i].incarnation;
         // GOSSIP id -> (origin, sends) for this call's forward round.
         let mut forwarded: BTreeMap<String, (PeerId, usize)> = BTreeMap::new();
         for effect in effects {
             match effect {
                 Effect::Send { to, msg } => {
-                    self.stats.sent += 1;
                     if let Message::Gossip { id, peer_id, .. } = &msg {
                         if *peer_id != me {
                             forwarded
@@ -1111,47 +1146,7 @@ impl Sim {
                                 .1 += 1;
                         }
                     }
-                    if self.cfg.record {
-                        self.nodes[i].sent.push(Sent {
-                            at: now,
-                            to: to.clone(),
-                            msg: msg.clone(),
-                        });
-                    }
-                    let Some(&j) = self.by_addr.get(&to) else {
-                        self.stats.unroutable += 1;
-                        continue;
-                    };
-                    if self.cut(i, j) {
-                        self.stats.dropped_partition += 1;
-                        continue;
-                    }
-                    if self.rng.gen::<f64>() < self.cfg.loss {
-                        self.stats.dropped_loss += 1;
-                        note!(self, "p{i} -> p{j} {} lost", describe(&msg));
-                        continue;
-                    }
-                    if self.cfg.dup > 0.0 && self.rng.gen::<f64>() < self.cfg.dup {
-                        self.stats.duplicated += 1;
-                        let at = now.plus(self.latency());
-                        self.push(
-                            at,
-                            Event::Deliver {
-                                to: j,
-                                from: Some(i),
-                                msg: msg.clone(),
-                            },
-                        );
-                    }
-                    let at = now.plus(self.latency());
-                    self.push(
-                        at,
-                        Event::Deliver {
-                            to: j,
-                            from: Some(i),
-                            msg,
-                        },
-                    );
+                    self.send(i, to, msg);
                 }
                 Effect::Schedule { at, timer } => self.push(
                     at,
@@ -1167,156 +1162,19 @@ impl Sim {
                     from: _,
                     to,
                     record,
-                } => {
-                    self.stats.fetches += 1;
-                    match self.by_addr.get(&to).copied() {
-                        Some(source) => {
-                            let at = now.plus(self.latency());
-                            self.push(
-                                at,
-                                Event::FetchArrive {
-                                    peer: i,
-                                    incarnation,
-                                    transfer,
-                                    attempt,
-                                    source,
-                                    record,
-                                    started: now,
-                                },
-                            );
-                        }
-                        None => {
-                            let at = now.plus(self.cfg.connect_timeout);
-                            self.push(
-                                at,
-                                Event::FetchDone {
-                                    peer: i,
-                                    incarnation,
-                                    transfer,
-                                    attempt,
-                                    name: record.file_name,
-                                    file: record.file_id,
-                                    result: FetchResult::Failed("connect failed".into()),
-                                    source: None,
-                                },
-                            );
-                        }
-                    }
-                }
+                } => self.fetch(i, transfer, attempt, to, record),
                 Effect::KeepUnverified { transfer, attempt } => {
-                    let (name, file, result) = match self.nodes[i].kept.remove(&transfer) {
-                        Some((file, name, len)) => (
-                            name.clone(),
-                            file,
-                            FetchResult::Saved {
-                                local_name: name,
-                                len,
-                                verified: false,
-                            },
-                        ),
-                        None => (
-                            String::new(),
-                            FileId(String::new()),
-                            FetchResult::Failed("no unverified copy was kept".into()),
-                        ),
-                    };
-                    self.push(
-                        now,
-                        Event::FetchDone {
-                            peer: i,
-                            incarnation,
-                            transfer,
-                            attempt,
-                            name,
-                            file,
-                            result,
-                            source: None,
-                        },
-                    );
+                    self.keep_unverified(i, transfer, attempt)
                 }
-                Effect::PushFile { to, file_id } => {
-                    self.stats.pushes += 1;
-                    let Some(record) = self.nodes[i]
-                        .peer
-                        .local_copy(&file_id)
-                        .map(|(r, _)| r.clone())
-                    else {
-                        continue;
-                    };
-                    let Some(&j) = self.by_addr.get(&to) else {
-                        continue;
-                    };
-                    if !self.reachable(i, j) {
-                        continue;
-                    }
-                    let len = self.sizes.get(&file_id).copied().unwrap_or(0);
-                    let at = now.plus(self.latency() + self.transfer_time(len));
-                    let verified = !self.nodes[i].corrupt;
-                    self.push(
-                        at,
-                        Event::PushArrive {
-                            to: j,
-                            from: i,
-                            record,
-                            verified,
-                        },
-                    );
-                }
-                Effect::Import { path } => {
-                    self.nodes[i]
-                        .actions
-                        .push(format!("import {}", path.display()));
-                    let result = match self.user_files.get(&path).copied() {
-                        Some(len) => {
-                            let name = path
-                                .file_name()
-                                .map(|n| n.to_string_lossy().into_owned())
-                                .unwrap_or_else(|| "file".into());
-                            let record = self.new_record(i, &name, len);
-                            Ok((record, name))
-                        }
-                        None => Err(format!(
-                            "push: cannot read {}: no such file",
-                            path.display()
-                        )),
-                    };
-                    self.push(
-                        now,
-                        Event::Imported {
-                            peer: i,
-                            incarnation,
-                            result,
-                        },
-                    );
-                }
+                Effect::PushFile { to, file_id } => self.push_file(i, to, file_id),
+                Effect::Import { path } => self.import(i, path),
                 Effect::Persist => {
                     if self.cfg.record {
                         self.nodes[i].actions.push("persist".into());
                     }
                     self.take_snapshot(i);
                 }
-                Effect::RemoveLocal { name } => {
-                    let file = self.nodes[i]
-                        .disk
-                        .iter()
-                        .find(|(_, d)| d.name == name)
-                        .map(|(f, _)| f.clone());
-                    if let Some(file) = file {
-                        let allowed = match &self.cause {
-                            Cause::OwnerDelete(f) => *f == file,
-                            Cause::DeleteCommand => self.owners.get(&file) == Some(&me),
-                            Cause::Other => false,
-                        };
-                        if !allowed {
-                            self.violation(format!(
-                                "p{i} removed its copy of {} without its owner's DELETE",
-                                file.short()
-                            ));
-                        }
-                        self.nodes[i].disk.remove(&file);
-                    }
-                    self.nodes[i].actions.push(format!("remove-local {name}"))
-                }
+                Effect::RemoveLocal { name } => self.remove_local(i, name),
                 Effect::CopyOut { name, dest, .. } => self.nodes[i]
                     .actions
                     .push(format!("copy-out {name} -> {}", dest.path.display())),
@@ -1331,6 +1189,226 @@ impl Sim {
         for v in bound_violations(i, &self.nodes[i].peer) {
             self.violation(v);
         }
+        self.check_forwards(i, forwarded);
+    }
+
+    /// Peer `i` sends `msg` to `to`: recorded, then lost, cut off,
+    /// duplicated or delivered after a latency.
+    fn send(&mut self, i: usize, to: PeerAddr, msg: Message) {
+        let now = self.now;
+        self.stats.sent += 1;
+        if self.cfg.record {
+            self.nodes[i].sent.push(Sent {
+                at: now,
+                to: to.clone(),
+                msg: msg.clone(),
+            });
+        }
+        let Some(&j) = self.by_addr.get(&to) else {
+            self.stats.unroutable += 1;
+            return;
+        };
+        if self.cut(i, j) {
+            self.stats.dropped_partition += 1;
+            return;
+        }
+        if self.rng.gen::<f64>() < self.cfg.loss {
+            self.stats.dropped_loss += 1;
+            note!(self, "p{i} -> p{j} {} lost", describe(&msg));
+            return;
+        }
+        if self.cfg.dup > 0.0 && self.rng.gen::<f64>() < self.cfg.dup {
+            self.stats.duplicated += 1;
+            let at = now.plus(self.latency());
+            self.push(
+                at,
+                Event::Deliver {
+                    to: j,
+                    from: Some(i),
+                    msg: msg.clone(),
+                },
+            );
+        }
+        let at = now.plus(self.latency());
+        self.push(
+            at,
+            Event::Deliver {
+                to: j,
+                from: Some(i),
+                msg,
+            },
+        );
+    }
+
+    /// Peer `i` fetches `record` from the peer at `to`.
+    fn fetch(
+        &mut self,
+        i: usize,
+        transfer: TransferId,
+        attempt: u64,
+        to: PeerAddr,
+        record: FileRecord,
+    ) {
+        let now = self.now;
+        let incarnation = self.nodes[i].incarnation;
+        self.stats.fetches += 1;
+        match self.by_addr.get(&to).copied() {
+            Some(source) => {
+                let at = now.plus(self.latency());
+                self.push(
+                    at,
+                    Event::FetchArrive(FetchArrive {
+                        peer: i,
+                        incarnation,
+                        transfer,
+                        attempt,
+                        source,
+                        record,
+                        started: now,
+                    }),
+                );
+            }
+            None => {
+                let at = now.plus(self.cfg.connect_timeout);
+                self.push(
+                    at,
+                    Event::FetchDone(FetchDone {
+                        peer: i,
+                        incarnation,
+                        transfer,
+                        attempt,
+                        name: record.file_name,
+                        file: record.file_id,
+                        result: FetchResult::Failed("connect failed".into()),
+                        source: None,
+                    }),
+                );
+            }
+        }
+    }
+
+    /// Peer `i` keeps the unverified copy its download `transfer` got.
+    fn keep_unverified(&mut self, i: usize, transfer: TransferId, attempt: u64) {
+        let (name, file, result) = match self.nodes[i].kept.remove(&transfer) {
+            Some((file, name, len)) => (
+                name.clone(),
+                file,
+                FetchResult::Saved {
+                    local_name: name,
+                    len,
+                    verified: false,
+                },
+            ),
+            None => (
+                String::new(),
+                FileId(String::new()),
+                FetchResult::Failed("no unverified copy was kept".into()),
+            ),
+        };
+        let incarnation = self.nodes[i].incarnation;
+        self.push(
+            self.now,
+            Event::FetchDone(FetchDone {
+                peer: i,
+                incarnation,
+                transfer,
+                attempt,
+                name,
+                file,
+                result,
+                source: None,
+            }),
+        );
+    }
+
+    /// Peer `i` pushes its copy of `file_id` to the peer at `to`.
+    fn push_file(&mut self, i: usize, to: PeerAddr, file_id: FileId) {
+        self.stats.pushes += 1;
+        let Some(record) = self.nodes[i]
+            .peer
+            .local_copy(&file_id)
+            .map(|(r, _)| r.clone())
+        else {
+            return;
+        };
+        let Some(&j) = self.by_addr.get(&to) else {
+            return;
+        };
+        if !self.reachable(i, j) {
+            return;
+        }
+        let len = self.sizes.get(&file_id).copied().unwrap_or(0);
+        let at = self.now.plus(self.latency() + self.transfer_time(len));
+        let verified = !self.nodes[i].corrupt;
+        self.push(
+            at,
+            Event::PushArrive {
+                to: j,
+                from: i,
+                record,
+                verified,
+            },
+        );
+    }
+
+    /// Peer `i` imports the user's file at `path` (one of `user_files`).
+    fn import(&mut self, i: usize, path: PathBuf) {
+        self.nodes[i]
+            .actions
+            .push(format!("import {}", path.display()));
+        let result = match self.user_files.get(&path).copied() {
+            Some(len) => {
+                let name = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "file".into());
+                let record = self.new_record(i, &name, len);
+                Ok(Imported {
+                    record,
+                    local_name: name,
+                })
+            }
+            None => Err(ImportError::NotFound(path.clone())),
+        };
+        let incarnation = self.nodes[i].incarnation;
+        self.push(
+            self.now,
+            Event::Imported {
+                peer: i,
+                incarnation,
+                result,
+            },
+        );
+    }
+
+    /// Peer `i` removes its copy stored as `name`: a violation unless an
+    /// owner's DELETE (or our own `delete` of a file we own) caused it.
+    fn remove_local(&mut self, i: usize, name: String) {
+        let file = self.nodes[i]
+            .disk
+            .iter()
+            .find(|(_, d)| d.name == name)
+            .map(|(f, _)| f.clone());
+        if let Some(file) = file {
+            let allowed = match &self.cause {
+                Cause::OwnerDelete(f) => *f == file,
+                Cause::DeleteCommand => self.owners.get(&file) == Some(&peer_id(i)),
+                Cause::Other => false,
+            };
+            if !allowed {
+                self.violation(format!(
+                    "p{i} removed its copy of {} without its owner's DELETE",
+                    file.short()
+                ));
+            }
+            self.nodes[i].disk.remove(&file);
+        }
+        self.nodes[i].actions.push(format!("remove-local {name}"))
+    }
+
+    /// Checks (and, recording, lists) the GOSSIPs peer `i` forwarded in
+    /// one flush: each id at most once in its life.
+    fn check_forwards(&mut self, i: usize, forwarded: BTreeMap<String, (PeerId, usize)>) {
         for (gossip_id, (origin, sends)) in forwarded {
             if !self.nodes[i].forwarded_ids.insert(gossip_id.clone()) {
                 self.violation(format!("p{i} forwarded GOSSIP {gossip_id} twice"));
@@ -1339,7 +1417,7 @@ impl Sim {
             // (record off) only need the duplicate check above.
             if self.cfg.record {
                 self.nodes[i].forwards.push(Forward {
-                    at: now,
+                    at: self.now,
                     gossip_id,
                     origin,
                     sends,

@@ -1,6 +1,10 @@
 //! A read-only snapshot of the peer's state, for the stats page, its JSON
 //! API and the menu. Built by the core on demand; nothing here is live.
 
+use super::catalog::Entry;
+use super::{Peer, Time};
+use crate::ids::FileId;
+use crate::protocol::FileSize;
 use serde::Serialize;
 
 /// Everything the stats page shows. Serialized as `/api/state`.
@@ -119,6 +123,123 @@ pub struct TransferView {
     pub rate_bytes_per_sec: u64,
 }
 
+impl Peer {
+    /// A snapshot for the menu: every file.
+    pub fn view(&self, now: Time) -> StateView {
+        self.view_page(now, FilePage::ALL)
+    }
+
+    /// A snapshot for the stats page and its API: peers and transfers, and
+    /// one page of files (only the page's entries are copied).
+    pub fn view_page(&self, now: Time, page: FilePage) -> StateView {
+        self.view_page_within(now, page, |_| true)
+    }
+
+    /// Changes whenever what a view shows changes beyond figures that
+    /// merely tick (last seen, bytes done): files, holders, our copies,
+    /// tracked peers, downloads started or ended. A view rendered at the
+    /// same generation is the same apart from those figures.
+    pub fn generation(&self) -> u64 {
+        self.catalog.changes() + self.members.changes() + self.downloads.changes()
+    }
+
+    /// [`Peer::view_page`], holding the page's files only while `fits`
+    /// says so (it sees each in turn; the first is always kept, and the
+    /// page's `limit` then says how many it holds): a page of maximal
+    /// entries is cut before it is copied.
+    pub fn view_page_within(
+        &self,
+        now: Time,
+        mut page: FilePage,
+        mut fits: impl FnMut(&FileView) -> bool,
+    ) -> StateView {
+        let by_name = |a: &(&FileId, &Entry), b: &(&FileId, &Entry)| {
+            (&a.1.record.file_name, a.0).cmp(&(&b.1.record.file_name, b.0))
+        };
+        let files: Vec<FileView> = select_page(self.catalog.iter().collect(), page, by_name)
+            .into_iter()
+            .map(|(id, e)| FileView {
+                file_id: id.0.clone(),
+                file_name: e.record.file_name.clone(),
+                file_owner: e.record.file_owner.0.clone(),
+                file_size: e.record.file_size.to_value(),
+                file_timestamp: e.record.file_timestamp.to_value(),
+                local: e.local.is_some(),
+                verified: e.local.as_ref().is_none_or(|l| l.verified),
+                peers_with_file: e.holders.iter().map(|p| p.0.clone()).collect(),
+            })
+            .enumerate()
+            .take_while(|(i, f)| fits(f) || *i == 0)
+            .map(|(_, f)| f)
+            .collect();
+        if files.len()
+            < page
+                .limit
+                .min(self.catalog.len().saturating_sub(page.offset))
+        {
+            page.limit = files.len().max(1);
+        }
+        StateView {
+            peer_id: self.cfg.peer_id.0.clone(),
+            host: self.cfg.addr.host.clone(),
+            port: self.cfg.addr.port,
+            peers: self.peer_views(now),
+            files,
+            files_total: self.catalog.len(),
+            offset: page.offset,
+            limit: page.limit,
+            transfers: self.transfer_views(now),
+        }
+    }
+
+    /// Every tracked peer, as the view shows it.
+    fn peer_views(&self, now: Time) -> Vec<PeerView> {
+        self.members
+            .all()
+            .into_iter()
+            .map(|(id, p)| PeerView {
+                peer_id: id.0.clone(),
+                host: p.addr.host.clone(),
+                port: p.addr.port,
+                last_seen_secs_ago: now.since(p.last_seen).as_secs(),
+            })
+            .collect()
+    }
+
+    /// Every download in flight, with its current source's mean rate.
+    fn transfer_views(&self, now: Time) -> Vec<TransferView> {
+        self.downloads
+            .iter()
+            .map(|d| {
+                let (source, rate) = match &d.current {
+                    Some((p, _, started)) => {
+                        let secs = now.since(*started).as_secs_f64();
+                        let rate = if secs > 0.0 {
+                            (d.bytes_done as f64 / secs) as u64
+                        } else {
+                            0
+                        };
+                        (p.0.clone(), rate)
+                    }
+                    None => (if d.queued { "(queued)" } else { "-" }.to_string(), 0),
+                };
+                TransferView {
+                    id: d.id.0,
+                    file_id: d.record.file_id.0.clone(),
+                    file_name: d.record.file_name.clone(),
+                    source,
+                    bytes_done: d.bytes_done,
+                    bytes_total: match d.record.file_size {
+                        FileSize::Bytes(b) => Some(b),
+                        FileSize::Reported(_) => None,
+                    },
+                    rate_bytes_per_sec: rate,
+                }
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::catalog::LocalCopy;
@@ -127,23 +248,14 @@ mod tests {
     use super::*;
     use crate::ids::{FileId, PeerAddr, PeerId, TransferId};
     use crate::protocol::{FileRecord, FileSize, Timestamp};
-    use rand::rngs::SmallRng;
-    use rand::SeedableRng;
     use std::time::Duration;
 
     fn peer() -> Peer {
-        Peer::new(
-            Config {
-                peer_id: "me".into(),
-                addr: PeerAddr::new("127.0.0.1", 9000),
-                well_known: vec![],
-                gossip_interval: Duration::from_secs(30),
-                peer_timeout: Duration::from_secs(60),
-                auto_fetch: 0,
-                share_unverified: true,
-            },
-            SmallRng::seed_from_u64(1),
-        )
+        let cfg = Config {
+            share_unverified: true,
+            ..Config::for_tests("me", PeerAddr::new("127.0.0.1", 9000))
+        };
+        Peer::for_tests(cfg, 1)
     }
 
     fn record(i: usize) -> FileRecord {

@@ -310,7 +310,7 @@ impl Driver {
         let reply = Message::from_object(&decoded.fields);
         let (len, reply_ts) = match judge_reply(record, reply, decoded.data) {
             Ok(ok) => ok,
-            Err(why) => return FetchResult::Failed(why),
+            Err(why) => return FetchResult::Failed(why.to_string()),
         };
         let verified = sink
             .hasher

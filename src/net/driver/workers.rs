@@ -25,7 +25,7 @@ pub(super) type Job = Box<dyn FnOnce() -> WorkerMsg + Send>;
 
 /// Results from helper threads.
 pub(super) enum WorkerMsg {
-    Imported(Result<StoredEntry, String>),
+    Imported(Result<StoredEntry, storage::ImportError>),
     Copied(storage::ExportOutcome),
     /// A held file found changed, hashed again.
     Reverified {
@@ -205,7 +205,10 @@ impl Driver {
                 if let Some(stamp) = s.local_stamp {
                     self.stamps.record(name.clone(), stamp);
                 }
-                (s.record, name)
+                crate::core::Imported {
+                    record: s.record,
+                    local_name: name,
+                }
             })),
             WorkerMsg::Copied(outcome) => escape::say(&outcome.to_string()),
             WorkerMsg::DestChecked(cmd, Ok(())) => self.core.on_command(self.now(), cmd),
@@ -279,9 +282,7 @@ impl Driver {
         let dir = self.settings.dir.clone();
         let owner = self.core.config().peer_id.clone();
         let _ = self.worker_tx.send(Box::new(move || {
-            WorkerMsg::Imported(
-                storage::import_file(&path, &dir, &owner, now_unix()).map_err(|e| e.to_string()),
-            )
+            WorkerMsg::Imported(storage::import_file(&path, &dir, &owner, now_unix()))
         }));
     }
 }

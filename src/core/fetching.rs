@@ -1,0 +1,556 @@
+//! The whole life of a download, and of the copies that reach us otherwise
+//! (a push, an import).
+//!
+//! When is a download done? `cmd_get` and `auto_fetch` start one through
+//! `start_download`; `pump_queue` hands it to `try_next_source`, which asks
+//! the driver to fetch from one holder at a time. It is done when
+//! `on_fetch_result` gets `Saved` for its current attempt, when
+//! `try_next_source` runs out of sources (after keeping an unverified copy
+//! through `Effect::KeepUnverified` if one came), when a verified push of
+//! the same file arrives (`on_file_received`), or when the owner's DELETE
+//! stops it (`inbound`). Each of these removes it from `Downloads` and calls
+//! `finish` exactly once, which tells every `get` that asked for it.
+
+use super::catalog::LocalCopy;
+use super::downloads::{save_figures, Dest, Download, Origin};
+use super::{Effect, FetchResult, Peer, Time};
+use crate::ids::{FileId, PeerAddr, PeerId, TransferId};
+use crate::protocol::message::human_bytes;
+use crate::protocol::{FileRecord, Message};
+use crate::storage::ImportError;
+use log::{debug, info, warn};
+use rand::seq::SliceRandom;
+use std::collections::VecDeque;
+
+/// A user's file copied into the storage folder by `push` (see
+/// `storage::import_file`), as [`Peer::on_imported`] takes it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Imported {
+    /// The new file, owned by us.
+    pub record: FileRecord,
+    /// Its name in the storage folder.
+    pub local_name: String,
+}
+
+/// The copy a download ended with, as its last attempt reported it.
+struct Kept {
+    local_name: String,
+    len: u64,
+    verified: bool,
+    /// How long the attempt whose bytes are kept took.
+    took: std::time::Duration,
+    /// Who sent them.
+    peer: PeerId,
+}
+
+/// The batch of background downloads started at start-up, summed up in one
+/// line once all have ended.
+pub(super) struct AutoBatch {
+    pub(super) pending: usize,
+    pub(super) saved: Vec<String>,
+    pub(super) failed: Vec<String>,
+}
+
+/// How a download ended, said once: the menu shows it after `get: `, the
+/// log after `auto-fetch: `.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum DownloadEnd {
+    /// Stored (verified or not: the text says).
+    Saved(String),
+    /// Given up, with the reasons.
+    Failed(String),
+}
+
+impl Peer {
+    pub(super) fn cmd_get(&mut self, now: Time, prefix: &str, dest: Option<Dest>) {
+        let Some(id) = self.resolve("get", prefix) else {
+            return;
+        };
+        if let Some((rec, local)) = self.local_copy(&id) {
+            let (record, local_name) = (rec.clone(), local.name.clone());
+            let name = record.file_name.clone();
+            match dest {
+                Some(dest) => {
+                    self.print(format!(
+                        "get: already have {name}; copying it to {}",
+                        dest.path.display()
+                    ));
+                    self.effects.push(Effect::CopyOut {
+                        name: local_name,
+                        record,
+                        dest,
+                    });
+                }
+                None => self.print(format!("get: already have {name} (stored as {local_name})")),
+            }
+            return;
+        }
+        if let Some(t) = self.downloads.by_file(&id) {
+            if let Some(d) = self.downloads.get_mut(t) {
+                d.origins.push(Origin::Menu(dest));
+                let name = d.record.file_name.clone();
+                self.print(format!(
+                    "get: {name} is already being fetched; joined that download"
+                ));
+            }
+            return;
+        }
+        self.start_download(now, id, Origin::Menu(dest));
+    }
+
+    /// Holders of `file` that we can reach, most recently seen first.
+    pub(super) fn sources(&self, file: &FileId) -> Vec<PeerId> {
+        let Some(e) = self.catalog.get(file) else {
+            return Vec::new();
+        };
+        let mut v: Vec<(&PeerId, Time)> = e
+            .holders
+            .iter()
+            .filter_map(|p| self.members.get(p).map(|s| (p, s.last_seen)))
+            .collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        v.into_iter().map(|(p, _)| p.clone()).collect()
+    }
+
+    pub(super) fn start_download(&mut self, now: Time, file: FileId, origin: Origin) {
+        let Some(entry) = self.catalog.get(&file) else {
+            return;
+        };
+        let record = entry.record.clone();
+        let sources = self.sources(&file);
+        if sources.is_empty() {
+            if let Origin::Menu(_) = origin {
+                let holders: Vec<String> = entry.holders.iter().map(|p| p.0.clone()).collect();
+                self.print(format!(
+                    "get: no reachable peer holds {} (known holders: {})",
+                    record.file_name,
+                    if holders.is_empty() {
+                        "none".into()
+                    } else {
+                        holders.join(", ")
+                    }
+                ));
+            }
+            return;
+        }
+        let id = self.downloads.next_id();
+        self.downloads.insert(Download {
+            id,
+            record,
+            remaining: VecDeque::from(sources),
+            current: None,
+            failures: Vec::new(),
+            origins: vec![origin],
+            bytes_done: 0,
+            unverified_fallback: None,
+            kept_took: None,
+            queued: true,
+        });
+        self.pump_queue(now);
+    }
+
+    pub(super) fn pump_queue(&mut self, now: Time) {
+        while let Some(id) = self.downloads.next_queued() {
+            if let Some(d) = self.downloads.get_mut(id) {
+                d.queued = false;
+            }
+            self.try_next_source(now, id);
+        }
+    }
+
+    /// Asks the driver to fetch download `id` from its next source still
+    /// tracked; with none left, keeps the unverified copy if one came, or
+    /// ends the download as failed.
+    pub(super) fn try_next_source(&mut self, now: Time, id: TransferId) {
+        loop {
+            let Some(d) = self.downloads.get_mut(id) else {
+                return;
+            };
+            let Some(peer) = d.remaining.pop_front() else {
+                break;
+            };
+            let Some(addr) = self.members.get(&peer).map(|p| p.addr.clone()) else {
+                if let Some(d) = self.downloads.get_mut(id) {
+                    d.failures.push((peer, "no longer tracked".into()));
+                }
+                continue;
+            };
+            self.fetch_from(now, id, peer, addr);
+            return;
+        }
+        self.out_of_sources(now, id);
+    }
+
+    /// Starts a new attempt of download `id` at `peer`, listening at `addr`.
+    fn fetch_from(&mut self, now: Time, id: TransferId, peer: PeerId, addr: PeerAddr) {
+        let attempt = self.downloads.next_attempt();
+        let Some(d) = self.downloads.get_mut(id) else {
+            return;
+        };
+        d.current = Some((peer.clone(), attempt, now));
+        d.bytes_done = 0;
+        let record = d.record.clone();
+        let auto = d.is_auto();
+        let what = format!(
+            "fetching {} ({}) from {peer}",
+            record.file_name, record.file_size
+        );
+        if auto {
+            info!("auto-fetch: {what}");
+        } else {
+            self.print(format!("get: {what}"));
+        }
+        self.effects.push(Effect::Fetch {
+            transfer: id,
+            attempt,
+            from: peer,
+            to: addr,
+            record,
+        });
+    }
+
+    /// Download `id` has no source left: the unverified copy that came is
+    /// kept (one more attempt, `Effect::KeepUnverified`), or it failed.
+    fn out_of_sources(&mut self, now: Time, id: TransferId) {
+        let Some(d) = self.downloads.get_mut(id) else {
+            return;
+        };
+        if let Some((peer, took)) = d.unverified_fallback.take() {
+            let attempt = self.downloads.next_attempt();
+            if let Some(d) = self.downloads.get_mut(id) {
+                d.current = Some((peer, attempt, now));
+                d.kept_took = Some(took);
+            }
+            self.effects.push(Effect::KeepUnverified {
+                transfer: id,
+                attempt,
+            });
+            return;
+        }
+        if let Some(d) = self.downloads.remove(id) {
+            let line = format!(
+                "failed to fetch {}: {}",
+                d.record.file_name,
+                d.failure_summary()
+            );
+            self.finish(now, d, DownloadEnd::Failed(line));
+        }
+    }
+
+    pub(super) fn finish(&mut self, now: Time, d: Download, outcome: DownloadEnd) {
+        for origin in &d.origins {
+            match (origin, &outcome) {
+                (Origin::Menu(_), DownloadEnd::Saved(what) | DownloadEnd::Failed(what)) => {
+                    self.print(format!("get: {what}"))
+                }
+                (Origin::Auto, DownloadEnd::Saved(what)) => info!("auto-fetch: {what}"),
+                (Origin::Auto, DownloadEnd::Failed(what)) => warn!("auto-fetch: {what}"),
+            }
+        }
+        if d.origins.contains(&Origin::Auto) {
+            self.auto_fetch_ended(&d.record.file_name, &outcome);
+        }
+        self.pump_queue(now);
+    }
+
+    /// One of the start-up auto-fetch's downloads (of `name`) ended; the
+    /// last one prints the batch's summary.
+    fn auto_fetch_ended(&mut self, name: &str, outcome: &DownloadEnd) {
+        let Some(b) = self.auto_batch.as_mut() else {
+            return;
+        };
+        b.pending = b.pending.saturating_sub(1);
+        match outcome {
+            DownloadEnd::Saved(_) => b.saved.push(name.to_string()),
+            DownloadEnd::Failed(_) => b.failed.push(name.to_string()),
+        }
+        if b.pending > 0 {
+            return;
+        }
+        let line = format!(
+            "auto-fetch: done, fetched {} of {} files{}{}",
+            b.saved.len(),
+            b.saved.len() + b.failed.len(),
+            if b.saved.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", b.saved.join(", "))
+            },
+            if b.failed.is_empty() {
+                String::new()
+            } else {
+                format!("; failed: {}", b.failed.join(", "))
+            },
+        );
+        self.auto_batch = None;
+        self.print(line);
+    }
+
+    /// Whether `attempt` is the one `transfer` is waiting for. The driver
+    /// asks before storing a download: a download ended meanwhile (by its
+    /// owner's DELETE, say) must leave no file behind.
+    pub fn is_current(&self, transfer: TransferId, attempt: u64) -> bool {
+        self.downloads
+            .get(transfer)
+            .and_then(|d| d.current.as_ref())
+            .is_some_and(|c| c.1 == attempt)
+    }
+
+    /// Progress of a running attempt (for `transfers` and the stats page).
+    pub fn on_fetch_progress(&mut self, transfer: TransferId, attempt: u64, bytes_done: u64) {
+        if let Some(d) = self.downloads.get_mut(transfer) {
+            if d.current.as_ref().map(|c| c.1) == Some(attempt) {
+                d.bytes_done = bytes_done;
+            }
+        }
+    }
+
+    /// An attempt ended. Results for stale attempts are ignored.
+    pub fn on_fetch_result(
+        &mut self,
+        now: Time,
+        transfer: TransferId,
+        attempt: u64,
+        result: FetchResult,
+    ) {
+        let Some(d) = self.downloads.get_mut(transfer) else {
+            return;
+        };
+        let Some((peer, _, started)) = d.current.clone().filter(|c| c.1 == attempt) else {
+            debug!("stale result for {transfer} attempt {attempt}");
+            return;
+        };
+        d.current = None;
+        match result {
+            FetchResult::Failed(why) => {
+                debug!("{transfer}: {peer} failed: {why}");
+                d.failures.push((peer, why));
+                self.try_next_source(now, transfer);
+            }
+            FetchResult::Unverified { .. } => {
+                d.failures
+                    .push((peer.clone(), "bytes do not match the file id".into()));
+                d.unverified_fallback = Some((peer, now.since(started)));
+                self.try_next_source(now, transfer);
+            }
+            FetchResult::Saved {
+                local_name,
+                len,
+                verified,
+            } => {
+                let Some(d) = self.downloads.remove(transfer) else {
+                    return;
+                };
+                // The attempt whose bytes are kept: this one, or the
+                // unverified fallback's (not the time spent on others).
+                let took = d.kept_took.unwrap_or_else(|| now.since(started));
+                let kept = Kept {
+                    local_name,
+                    len,
+                    verified,
+                    took,
+                    peer,
+                };
+                self.saved(now, d, kept);
+            }
+        }
+    }
+
+    /// Download `d` ended with our copy `kept`: recorded, announced,
+    /// copied out to the `get`s' destinations, reported.
+    fn saved(&mut self, now: Time, d: Download, kept: Kept) {
+        let Kept {
+            local_name,
+            len,
+            verified,
+            took,
+            peer,
+        } = kept;
+        let mut line = format!(
+            "saved {}, {} {} from {peer}",
+            d.record.file_name,
+            human_bytes(len),
+            save_figures(len, took),
+        );
+        if !verified {
+            line.push_str(" -- UNVERIFIED: no source sent bytes matching the file id");
+            warn!(
+                "kept unverified copy of {} ({})",
+                d.record.file_name, d.record.file_id
+            );
+        }
+        self.catalog.set_local(
+            d.record.clone(),
+            LocalCopy {
+                name: local_name.clone(),
+                verified,
+            },
+        );
+        self.effects.push(Effect::Persist);
+        self.announce(&d.record);
+        self.copy_out_for(&d, &local_name);
+        self.finish(now, d, DownloadEnd::Saved(line));
+    }
+
+    pub(super) fn announce(&mut self, record: &FileRecord) {
+        let verified = self
+            .local_copy(&record.file_id)
+            .is_none_or(|(_, l)| l.verified);
+        if !verified && !self.cfg.share_unverified {
+            info!(
+                "not announcing {} ({}): our copy does not match its id",
+                record.file_name, record.file_id
+            );
+            return;
+        }
+        let msg = Message::Announce {
+            from: self.cfg.peer_id.clone(),
+            file: record.clone(),
+        };
+        for (_, p) in self.members.all() {
+            self.effects.push(Effect::Send {
+                to: p.addr.clone(),
+                msg: msg.clone(),
+            });
+        }
+    }
+
+    /// Whether a pushed copy of `file` (its bytes `verified` against the id
+    /// or not) is to be stored. One copy per file: not when we hold one,
+    /// nor, unverified, while our own download of it runs (a verified push
+    /// then ends that download: see [`Peer::on_file_received`]).
+    pub fn wants_push(&self, file: &FileId, verified: bool) -> bool {
+        self.local_copy(file).is_none() && (verified || self.downloads.by_file(file).is_none())
+    }
+
+    /// A peer pushed us a file (unsolicited FILE_DATA) and the driver
+    /// stored it under `local_name` (after [`Peer::wants_push`] said so).
+    /// A download of the same file still running ends with this copy: its
+    /// bytes, arriving later, are discarded (its attempt is no longer
+    /// current), so the folder holds one copy.
+    pub fn on_file_received(
+        &mut self,
+        now: Time,
+        record: FileRecord,
+        local_name: String,
+        verified: bool,
+    ) {
+        info!(
+            "received pushed file {} ({}){}",
+            record.file_name,
+            record.file_id,
+            if verified { "" } else { ", UNVERIFIED" }
+        );
+        self.catalog.set_local(
+            record.clone(),
+            LocalCopy {
+                name: local_name.clone(),
+                verified,
+            },
+        );
+        self.effects.push(Effect::Persist);
+        self.announce(&record);
+        let download = self.downloads.by_file(&record.file_id);
+        let Some(d) = download.and_then(|t| self.downloads.remove(t)) else {
+            return;
+        };
+        // The push's transfer was not timed by us: no figures are claimed.
+        let line = format!(
+            "saved {}, {}: a peer pushed it whole while we were fetching it",
+            d.record.file_name, record.file_size
+        );
+        self.copy_out_for(&d, &local_name);
+        self.finish(now, d, DownloadEnd::Saved(line));
+    }
+
+    /// Copies our new copy to every destination the download's `get`s named.
+    pub(super) fn copy_out_for(&mut self, d: &Download, local_name: &str) {
+        for o in &d.origins {
+            if let Origin::Menu(Some(dest)) = o {
+                self.effects.push(Effect::CopyOut {
+                    name: local_name.to_string(),
+                    record: d.record.clone(),
+                    dest: dest.clone(),
+                });
+            }
+        }
+    }
+
+    /// A `push` finished copying into storage, or was refused (the
+    /// error's sentence is shown as it is).
+    pub fn on_imported(&mut self, result: Result<Imported, ImportError>) {
+        let Imported { record, local_name } = match result {
+            Ok(imported) => imported,
+            Err(e) => {
+                self.print(e.to_string());
+                return;
+            }
+        };
+        info!(
+            "file {} ({}) added by push",
+            record.file_name, record.file_id
+        );
+        self.catalog.set_local(
+            record.clone(),
+            LocalCopy {
+                name: local_name,
+                verified: true,
+            },
+        );
+        self.effects.push(Effect::Persist);
+        let target = self
+            .members
+            .random_peers(&mut self.rng, 1, &[], |_| true)
+            .pop();
+        let sent = match target {
+            Some((peer, to)) => {
+                self.effects.push(Effect::PushFile {
+                    to,
+                    file_id: record.file_id.clone(),
+                });
+                format!("sent to {peer}")
+            }
+            None => "no peer to send it to yet".into(),
+        };
+        self.announce(&record);
+        self.print(format!(
+            "push: stored {} ({}) as {}; {sent}; announced to {} peers",
+            record.file_name,
+            record.file_size,
+            record.file_id,
+            self.members.len()
+        ));
+    }
+
+    pub(super) fn auto_fetch(&mut self, now: Time) {
+        if self.auto_fetch_started || self.cfg.auto_fetch == 0 {
+            return;
+        }
+        self.auto_fetch_started = true;
+        let mut candidates: Vec<FileId> = self
+            .catalog
+            .iter()
+            .filter(|(id, e)| e.local.is_none() && self.downloads.by_file(id).is_none())
+            .map(|(id, _)| id.clone())
+            .filter(|id| !self.sources(id).is_empty())
+            .collect();
+        candidates.shuffle(&mut self.rng);
+        candidates.truncate(self.cfg.auto_fetch);
+        if candidates.is_empty() {
+            info!("auto-fetch: no file held elsewhere to fetch");
+            return;
+        }
+        info!(
+            "auto-fetch: fetching {} files in the background",
+            candidates.len()
+        );
+        self.auto_batch = Some(AutoBatch {
+            pending: candidates.len(),
+            saved: Vec::new(),
+            failed: Vec::new(),
+        });
+        for id in candidates {
+            self.start_download(now, id, Origin::Auto);
+        }
+    }
+}

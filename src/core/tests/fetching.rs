@@ -1,0 +1,199 @@
+//! Downloads: `get`, sources, saves, pushes during a download.
+
+use super::*;
+
+#[test]
+fn get_of_an_unknown_id_says_so() {
+    let mut p = peer();
+    p.on_command(
+        Time(0),
+        Command::Get {
+            file: "zz".into(),
+            dest: None,
+            force: false,
+        },
+    );
+    let effects = p.take_effects();
+    assert!(matches!(&effects[..], [Effect::Print(l)] if l.contains("no known file")));
+}
+
+/// A peer that knows file `f` (3 bytes) held by `q` and `r`, and has
+/// begun `get f`: returns the first attempt's number and its source.
+fn fetching_f(dest: Option<&str>) -> (Peer, TransferId, u64, PeerId) {
+    let mut p = peer();
+    p.start(Time(0));
+    for (who, port) in [("q", 9001), ("r", 9002)] {
+        p.on_message(
+            Time(100),
+            Message::GossipReply {
+                host: "127.0.0.1".into(),
+                port,
+                peer_id: who.into(),
+                files: vec![record("f", "owner")],
+            },
+        );
+    }
+    p.take_effects();
+    p.on_command(
+        Time(1_000),
+        Command::Get {
+            file: "f".into(),
+            dest: dest.map(PathBuf::from),
+            force: false,
+        },
+    );
+    let fetch = p.take_effects().into_iter().find_map(|e| match e {
+        Effect::Fetch {
+            transfer,
+            attempt,
+            from,
+            ..
+        } => Some((transfer, attempt, from)),
+        _ => None,
+    });
+    let (t, a, from) = fetch.expect("a fetch starts");
+    (p, t, a, from)
+}
+
+#[test]
+fn a_verified_push_during_a_download_ends_it_with_one_copy() {
+    let (mut p, t, attempt, _) = fetching_f(Some("/tmp/out.txt"));
+    assert!(
+        !p.wants_push(&"f".into(), false),
+        "an unverified push waits"
+    );
+    assert!(p.wants_push(&"f".into(), true));
+    p.on_file_received(Time(1_500), record("f", "owner"), "f.txt".into(), true);
+    let effects = p.take_effects();
+    let lines = printed(&effects);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("get: saved f.txt, 3 B: a peer pushed it whole")),
+        "{lines:?}"
+    );
+    assert!(effects.iter().any(|e| matches!(e,
+        Effect::CopyOut { name, dest, .. } if name == "f.txt" && dest.path == std::path::Path::new("/tmp/out.txt"))));
+    assert!(p.downloads().is_empty());
+    assert!(
+        !p.is_current(t, attempt),
+        "the download's bytes are discarded"
+    );
+    // The download's own result, if it still comes, changes nothing.
+    p.on_fetch_result(
+        Time(2_000),
+        t,
+        attempt,
+        FetchResult::Saved {
+            local_name: "f (2).txt".into(),
+            len: 3,
+            verified: true,
+        },
+    );
+    assert!(p.take_effects().is_empty());
+    assert_eq!(
+        p.local_copy(&"f".into()).map(|(_, l)| l.name.as_str()),
+        Some("f.txt")
+    );
+    // And a second push of a held file is not stored.
+    assert!(!p.wants_push(&"f".into(), true));
+}
+
+#[test]
+fn a_save_reports_the_time_of_its_own_attempt() {
+    let (mut p, t, attempt, _) = fetching_f(None);
+    p.on_fetch_result(
+        Time(1_250),
+        t,
+        attempt,
+        FetchResult::Saved {
+            local_name: "f.txt".into(),
+            len: 3,
+            verified: true,
+        },
+    );
+    let lines = printed(&p.take_effects());
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(" in 250 ms (0.0 MB/s) from ")),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn a_kept_unverified_copy_reports_the_time_of_the_attempt_that_sent_it() {
+    let (mut p, t, first, _) = fetching_f(None);
+    // The first source sends bytes that don't match, in 400 ms...
+    p.on_fetch_result(Time(1_400), t, first, FetchResult::Unverified { len: 3 });
+    let second = p.take_effects().into_iter().find_map(|e| match e {
+        Effect::Fetch { attempt, .. } => Some(attempt),
+        _ => None,
+    });
+    // ...the second fails after 5 s; the first's copy is kept.
+    p.on_fetch_result(
+        Time(6_400),
+        t,
+        second.expect("second source tried"),
+        FetchResult::Failed("no progress".into()),
+    );
+    let keep = p.take_effects().into_iter().find_map(|e| match e {
+        Effect::KeepUnverified { attempt, .. } => Some(attempt),
+        _ => None,
+    });
+    p.on_fetch_result(
+        Time(6_400),
+        t,
+        keep.expect("the unverified copy is kept"),
+        FetchResult::Saved {
+            local_name: "f.txt".into(),
+            len: 3,
+            verified: false,
+        },
+    );
+    let lines = printed(&p.take_effects());
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(" in 400 ms (0.0 MB/s) from ") && l.contains("UNVERIFIED")),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn a_refused_import_prints_its_sentence_and_stores_nothing() {
+    let mut p = peer();
+    let path = PathBuf::from("/no/such/file.txt");
+    p.on_imported(Err(crate::storage::ImportError::NotFound(path)));
+    let effects = p.take_effects();
+    assert_eq!(
+        printed(&effects),
+        vec!["push: no such file: /no/such/file.txt".to_string()]
+    );
+    assert_eq!(effects.len(), 1, "{effects:?}");
+    assert_eq!(p.catalog().len(), 0);
+}
+
+#[test]
+fn an_import_is_stored_verified_and_announced_to_every_tracked_peer() {
+    let mut p = peer();
+    p.on_message(Time(0), reply_from("a", 9001));
+    p.take_effects();
+    let rec = record("f", "me");
+    p.on_imported(Ok(Imported {
+        record: rec.clone(),
+        local_name: "f (2).txt".into(),
+    }));
+    let effects = p.take_effects();
+    let (_, local) = p.local_copy(&rec.file_id).expect("stored");
+    assert_eq!(local.name, "f (2).txt");
+    assert!(local.verified);
+    assert!(effects
+        .iter()
+        .any(|e| matches!(e, Effect::PushFile { to, .. } if to.port == 9001)));
+    assert_eq!(sends(&effects), vec![(9001, "ANNOUNCE", String::new())]);
+    assert_eq!(
+        printed(&effects),
+        vec!["push: stored f.txt (3 B) as f; sent to a; announced to 1 peers".to_string()]
+    );
+}

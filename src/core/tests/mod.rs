@@ -1,0 +1,88 @@
+//! Unit tests of the peer as a whole, driven through its public events,
+//! grouped by concern; the helpers they share are here.
+
+use super::*;
+use crate::protocol::{FileSize, Timestamp};
+use rand::SeedableRng;
+
+mod fetching;
+mod inbound;
+mod rounds;
+
+fn peer() -> Peer {
+    let cfg = Config {
+        well_known: vec![PeerAddr::new("127.0.0.1", 9999)],
+        ..Config::for_tests("me", PeerAddr::new("127.0.0.1", 9000))
+    };
+    Peer::for_tests(cfg, 7)
+}
+
+fn record(id: &str, owner: &str) -> FileRecord {
+    FileRecord {
+        file_name: format!("{id}.txt"),
+        file_size: FileSize::Bytes(3),
+        file_id: id.into(),
+        file_owner: owner.into(),
+        file_timestamp: Timestamp::from_secs(1),
+    }
+}
+
+fn reply_from(peer: &str, port: u16) -> Message {
+    Message::GossipReply {
+        host: "127.0.0.1".into(),
+        port,
+        peer_id: peer.into(),
+        files: vec![],
+    }
+}
+
+fn gossip_from(peer: &str, port: u16, id: &str) -> Message {
+    Message::Gossip {
+        host: "127.0.0.1".into(),
+        port,
+        id: id.into(),
+        peer_id: peer.into(),
+    }
+}
+
+/// (destination port, message kind, GOSSIP id) of every send.
+fn sends(effects: &[Effect]) -> Vec<(u16, &'static str, String)> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Send { to, msg } => Some((
+                to.port,
+                msg.kind(),
+                match msg {
+                    Message::Gossip { id, .. } => id.clone(),
+                    _ => String::new(),
+                },
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+/// When the catch-ups in `effects` are scheduled.
+fn catch_ups(effects: &[Effect]) -> Vec<Time> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Schedule {
+                at,
+                timer: Timer::CatchUp,
+            } => Some(*at),
+            _ => None,
+        })
+        .collect()
+}
+
+fn printed(effects: &[Effect]) -> Vec<String> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Print(l) => Some(l.clone()),
+            _ => None,
+        })
+        .collect()
+}
