@@ -506,10 +506,12 @@ pub fn run(args: Args) -> Result<(), StartError> {
     // the first one's downloads in progress and race it on metadata.json.
     let _folder_lock = storage::lock::FolderLock::acquire(&dir, &args.peer_id)
         .map_err(|e| StartError(e.to_string()))?;
-    let p2p = bind(&args.host, args.p2p_port, "the peer server")?;
+    // `--bind` moves only the listener; GOSSIP advertises <host> <p2p_port>.
+    let (p2p_host, p2p_port) = args.p2p_listen();
+    let p2p = bind(&p2p_host, p2p_port, "the peer server")?;
     let system_congestion = sockopt::unpaced_listener(&p2p);
     let p2p_ip = p2p.local_addr().ok().map(|a| a.ip());
-    let http = bind(&args.host, args.http_port, "the stats page")?;
+    let http = bind(&args.http_host, args.http_port, "the stats page")?;
     let p2p_addr = p2p
         .local_addr()
         .map_err(|e| StartError(format!("peer server: {e}")))?;
@@ -526,7 +528,7 @@ pub fn run(args: Args) -> Result<(), StartError> {
     } = load_catalog(&dir, &me);
     let cfg = Config {
         peer_id: me,
-        addr: PeerAddr::new(args.host.clone(), p2p_addr.port()),
+        addr: PeerAddr::new(args.host.clone(), args.advertised_port(p2p_addr.port())),
         well_known: args
             .well_known()
             .into_iter()
@@ -634,14 +636,8 @@ pub fn run(args: Args) -> Result<(), StartError> {
     };
     driver.register_sources()?;
     println!(
-        "peershare {}: peer server listening on {}:{}, stats page on http://{}:{}/ ({} files in {})",
-        args.peer_id,
-        args.host,
-        p2p_addr.port(),
-        args.host,
-        http_addr.port(),
-        n_files,
-        driver.settings.dir.display()
+        "{}",
+        crate::cli::banner::start_line(&args, p2p_addr, http_addr, n_files, &driver.settings.dir)
     );
     if driver.stdin.is_some() {
         println!("type `help` for commands");

@@ -57,6 +57,20 @@ pub enum StdinMode {
     Null,
 }
 
+/// Removes the peer's option variables (`PEERSHARE_<OPTION>`, e.g. a
+/// `PEERSHARE_WELL_KNOWN` in the developer's shell) from what a spawned peer
+/// inherits, so a test's peer runs on its own arguments only; the tests'
+/// own knobs (`PEERSHARE_TEST_*`) are kept.
+pub fn without_option_env(cmd: &mut Command) -> &mut Command {
+    for (key, _) in std::env::vars_os() {
+        let Some(k) = key.to_str() else { continue };
+        if k.starts_with("PEERSHARE_") && !k.starts_with("PEERSHARE_TEST_") {
+            cmd.env_remove(&key);
+        }
+    }
+    cmd
+}
+
 /// Builder for a peer process.
 pub struct PeerBuilder {
     id: String,
@@ -156,7 +170,8 @@ impl PeerBuilder {
         }
         args.extend(self.args.iter().cloned());
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_peershare"));
-        cmd.args(&args)
+        without_option_env(&mut cmd)
+            .args(&args)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -390,7 +405,7 @@ pub struct Finished {
 /// from `/dev/null`, and waits up to `timeout` for it to exit; a process
 /// still running then is killed (status None).
 pub fn run_binary(args: &[&str], timeout: Duration) -> Finished {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_peershare"))
+    let mut child = without_option_env(&mut Command::new(env!("CARGO_BIN_EXE_peershare")))
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
