@@ -79,6 +79,7 @@ pub struct PeerBuilder {
     dir: Option<PathBuf>,
     files: Vec<(String, Vec<u8>)>,
     env: Vec<(String, String)>,
+    p2p_port: u16,
 }
 
 impl PeerBuilder {
@@ -92,7 +93,14 @@ impl PeerBuilder {
             dir: None,
             files: Vec::new(),
             env: Vec::new(),
+            p2p_port: 0,
         }
+    }
+    /// The `<p2p_port>` argument (default 0); with `--bind` it is only
+    /// advertised, and [`PeerProc::p2p_port`] is still the bound port.
+    pub fn p2p_port(mut self, port: u16) -> Self {
+        self.p2p_port = port;
+        self
     }
     /// Sets an environment variable of the process (the debug build's
     /// fault knobs, e.g. `PEERSHARE_TEST_SLOW_SYNC_MS`).
@@ -143,7 +151,7 @@ impl PeerBuilder {
         let mut args: Vec<String> = vec![
             self.id.clone(),
             "127.0.0.1".into(),
-            "0".into(),
+            self.p2p_port.to_string(),
             "0".into(),
             "--storage-dir".into(),
             dir.display().to_string(),
