@@ -133,9 +133,7 @@ impl Args {
             self.p2p_port
         }
     }
-}
 
-impl Args {
     /// Parses the command line and the environment (`PEERSHARE_<OPTION>`).
     /// An option on the command line wins over the environment, also over
     /// one it excludes: `--well-known` given here beats
