@@ -1,7 +1,6 @@
 //! `peershare <peer_id> <host> <p2p_port> <http_port>`: parse the arguments,
 //! set up logging, run the loop. Only this file decides to exit.
 
-use clap::Parser;
 use peershare::cli::args::Args;
 use peershare::cli::escape::EscapingWriter;
 use simplelog::{ConfigBuilder, WriteLogger};
@@ -9,7 +8,7 @@ use std::io::LineWriter;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = Args::try_parse_with_env(std::env::args_os()).unwrap_or_else(|e| e.exit());
     if let Err(why) = args.check() {
         use clap::CommandFactory;
         Args::command()

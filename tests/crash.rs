@@ -3,7 +3,7 @@
 //! storage folder is checked and it is restarted on it.
 //!
 //! `PEERSHARE_CRASH_ITERATIONS` (default 20) sets the number of kills,
-//! `PEERSHARE_SEED` replays a run (the seed is printed at the start and in
+//! `PEERSHARE_TEST_SEED` replays a run (the seed is printed at the start and in
 //! every failure); `PEERSHARE_CRASH_VERBOSE=1` prints each kill's findings
 //! and timings, `PEERSHARE_CRASH_LOG=1` each killed peer's log.
 //!
@@ -476,7 +476,7 @@ impl Drop for SeedNote {
     fn drop(&mut self) {
         if thread::panicking() {
             eprintln!(
-                "crash: FAILED with PEERSHARE_SEED={} (replay: PEERSHARE_SEED={} PEERSHARE_CRASH_ITERATIONS={} cargo test --test crash)",
+                "crash: FAILED with PEERSHARE_TEST_SEED={} (replay: PEERSHARE_TEST_SEED={} PEERSHARE_CRASH_ITERATIONS={} cargo test --test crash)",
                 self.0, self.0, self.1
             );
         }

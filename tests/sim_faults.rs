@@ -15,7 +15,7 @@
 //! with its time and reported by the next full check. Liveness is checked
 //! after the last partition heals.
 //!
-//! `PEERSHARE_SEED=<n>` runs one seed (and replays a failure exactly);
+//! `PEERSHARE_TEST_SEED=<n>` runs one seed (and replays a failure exactly);
 //! `seed_sweep` runs `PEERSHARE_SIM_SEEDS` seeds (default 16, so the
 //! README's `cargo test` answers in minutes; `.ci/run`'s long step runs
 //! 200 in release) of
@@ -52,7 +52,7 @@ fn env_u64(name: &str) -> Option<u64> {
 }
 
 fn seeds(default: &[u64]) -> Vec<u64> {
-    match env_u64("PEERSHARE_SEED") {
+    match env_u64("PEERSHARE_TEST_SEED") {
         Some(s) => vec![s],
         None => default.to_vec(),
     }
@@ -70,7 +70,7 @@ fn for_each_seed(default: &[u64], test_name: &str, test: impl Fn(u64)) {
     for seed in seeds(default) {
         if let Err(e) = catch_unwind(AssertUnwindSafe(|| test(seed))) {
             panic!(
-                "failed with seed {seed}; replay: PEERSHARE_SEED={seed} cargo test --test sim_faults {test_name}: {}",
+                "failed with seed {seed}; replay: PEERSHARE_TEST_SEED={seed} cargo test --test sim_faults {test_name}: {}",
                 panic_text(e)
             );
         }
@@ -663,13 +663,13 @@ fn distribution(mut v: Vec<(u64, Duration)>, gossip: Duration) -> String {
 
 #[test]
 fn seed_sweep() {
-    if env_u64("PEERSHARE_SIM_SEEDS").is_none() && env_u64("PEERSHARE_SEED").is_none() {
+    if env_u64("PEERSHARE_SIM_SEEDS").is_none() && env_u64("PEERSHARE_TEST_SEED").is_none() {
         println!(
             "seed_sweep: {DEFAULT_SWEEP_SEEDS} seeds (the quick run); the long run is \
              PEERSHARE_SIM_SEEDS=200 cargo test --release --test sim_faults seed_sweep"
         );
     }
-    let seeds: Vec<u64> = match env_u64("PEERSHARE_SEED") {
+    let seeds: Vec<u64> = match env_u64("PEERSHARE_TEST_SEED") {
         Some(s) => vec![s],
         None => (1..=env_u64("PEERSHARE_SIM_SEEDS").unwrap_or(DEFAULT_SWEEP_SEEDS)).collect(),
     };
@@ -720,7 +720,7 @@ fn seed_sweep() {
     if let Some((seed, Err(e))) = failed.first() {
         let all: Vec<u64> = failed.iter().map(|f| f.0).collect();
         panic!(
-            "{} seeds failed: {all:?}\nfirst: seed {seed}; replay: PEERSHARE_SEED={seed} PEERSHARE_SIM_MINUTES={} PEERSHARE_SIM_PEERS={} PEERSHARE_SIM_GOSSIP_MS={} PEERSHARE_SIM_TIMEOUT_MS={} PEERSHARE_SIM_LOSS_PERMILLE={} cargo test --test sim_faults seed_sweep\n{e}",
+            "{} seeds failed: {all:?}\nfirst: seed {seed}; replay: PEERSHARE_TEST_SEED={seed} PEERSHARE_SIM_MINUTES={} PEERSHARE_SIM_PEERS={} PEERSHARE_SIM_GOSSIP_MS={} PEERSHARE_SIM_TIMEOUT_MS={} PEERSHARE_SIM_LOSS_PERMILLE={} cargo test --test sim_faults seed_sweep\n{e}",
             all.len(),
             sw.minutes,
             sw.peers,

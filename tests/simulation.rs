@@ -1,7 +1,7 @@
 //! Whole-network behaviour, run on the deterministic simulator
 //! (`peershare::core::sim`).
 //!
-//! Every test runs once per seed: `PEERSHARE_SEED=<n>` runs just that seed,
+//! Every test runs once per seed: `PEERSHARE_TEST_SEED=<n>` runs just that seed,
 //! otherwise a fixed list. A failure names the seed that produced it.
 
 use peershare::core::sim::{self, Sim, SimConfig};
@@ -15,11 +15,11 @@ use std::time::Duration;
 const DEFAULT_SEEDS: [u64; 3] = [1, 7, 0x5eed_cafe];
 
 fn seeds() -> Vec<u64> {
-    match std::env::var("PEERSHARE_SEED") {
+    match std::env::var("PEERSHARE_TEST_SEED") {
         Ok(s) => vec![s
             .trim()
             .parse()
-            .expect("PEERSHARE_SEED must be an unsigned integer")],
+            .expect("PEERSHARE_TEST_SEED must be an unsigned integer")],
         Err(_) => DEFAULT_SEEDS.to_vec(),
     }
 }
@@ -33,7 +33,7 @@ fn for_each_seed(test: impl Fn(u64)) {
                 .cloned()
                 .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "(no message)".into());
-            panic!("failed with seed {seed} (rerun with PEERSHARE_SEED={seed}): {msg}");
+            panic!("failed with seed {seed} (rerun with PEERSHARE_TEST_SEED={seed}): {msg}");
         }
     }
 }
@@ -179,7 +179,7 @@ fn thirty_peers_converge_to_full_membership() {
         assert!(at.0 > 0, "converged before anything was delivered?");
         // And it stays converged. The timeout is four gossip intervals, so
         // with 5% loss a pair now and then hears nothing from each other for
-        // 4 s (about 1 seed in 1000, e.g. PEERSHARE_SEED=1005) and one drops
+        // 4 s (about 1 seed in 1000, e.g. PEERSHARE_TEST_SEED=1005) and one drops
         // the other until its next GOSSIP: allow one such pair at a time
         // (and the files only the dropped peer holds), nothing more.
         for _ in 0..50 {

@@ -1,6 +1,8 @@
 //! Command-line arguments (clap derive: each doc comment is its `--help`).
 
-use clap::Parser;
+use clap::builder::BoolishValueParser;
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -13,56 +15,80 @@ pub const DEFAULT_WELL_KNOWN: [&str; 4] = [
 ];
 
 /// A peer for the gossip file-sharing network.
+///
+/// Every option can also be set from the environment (`PEERSHARE_<OPTION>`,
+/// shown below); an option on the command line wins over the environment.
 #[derive(Parser, Debug, Clone)]
 #[command(name = "peershare", version, about)]
 pub struct Args {
     /// This peer's id on the network (any string).
     pub peer_id: String,
-    /// Address to bind and advertise in GOSSIP (a name or an IPv4 literal).
+    /// Address advertised in GOSSIP (a name or an IPv4 literal); the peer
+    /// server listens there too unless --bind says otherwise.
     pub host: String,
-    /// TCP port for the peer protocol (0: pick a free one; the real port is printed).
+    /// TCP port advertised for the peer protocol, and listened on unless
+    /// --bind (0: pick a free one; the real port is printed).
     pub p2p_port: u16,
     /// TCP port for the stats page (0: pick a free one).
     pub http_port: u16,
+    /// Address the stats page and its API listen on (0.0.0.0: every
+    /// interface; it has no password).
+    #[arg(
+        long,
+        env = "PEERSHARE_HTTP_HOST",
+        default_value = "127.0.0.1",
+        value_name = "HOST"
+    )]
+    pub http_host: String,
+    /// Listen for peers on this address instead of <host> <p2p_port> (port
+    /// forwarding, containers, a proxy in front); GOSSIP still advertises
+    /// <host> <p2p_port>, or the bound port when <p2p_port> is 0.
+    #[arg(long, env = "PEERSHARE_BIND", value_name = "HOST:PORT", value_parser = parse_bind)]
+    pub bind: Option<(String, u16)>,
     /// Storage folder [default: storage_<peer_id> in the current folder].
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, env = "PEERSHARE_STORAGE_DIR", value_name = "DIR")]
     pub storage_dir: Option<PathBuf>,
-    /// A bootstrap peer as HOST:PORT; repeatable [default: the network's four well-known hosts on port 8999].
-    #[arg(long = "well-known", value_name = "HOST:PORT", value_parser = parse_host_port)]
+    /// A bootstrap peer as HOST:PORT; repeatable, or comma-separated [default: the network's four well-known hosts on port 8999].
+    #[arg(long = "well-known", env = "PEERSHARE_WELL_KNOWN", value_name = "HOST:PORT", value_delimiter = ',', value_parser = parse_host_port)]
     pub well_known: Vec<(String, u16)>,
-    /// Start alone: no bootstrap peers.
-    #[arg(long, conflicts_with = "well_known")]
+    /// Start alone: no bootstrap peers (in the environment: 1/0, true/false).
+    #[arg(long, env = "PEERSHARE_NO_WELL_KNOWN", value_parser = BoolishValueParser::new())]
     pub no_well_known: bool,
     /// Seconds between gossip rounds (fractions allowed).
-    #[arg(long, default_value = "30", value_name = "SECS", value_parser = gossip_secs)]
+    #[arg(long, env = "PEERSHARE_GOSSIP_INTERVAL", default_value = "30", value_name = "SECS", value_parser = gossip_secs)]
     pub gossip_interval: Duration,
     /// Seconds of silence after which a peer is dropped.
-    #[arg(long, default_value = "60", value_name = "SECS", value_parser = peer_timeout_secs)]
+    #[arg(long, env = "PEERSHARE_PEER_TIMEOUT", default_value = "60", value_name = "SECS", value_parser = peer_timeout_secs)]
     pub peer_timeout: Duration,
     /// Seconds allowed for a download source to accept the connection.
-    #[arg(long, default_value = "5", value_name = "SECS", value_parser = transfer_secs)]
+    #[arg(long, env = "PEERSHARE_CONNECT_TIMEOUT", default_value = "5", value_name = "SECS", value_parser = transfer_secs)]
     pub connect_timeout: Duration,
     /// Seconds without a byte after which a transfer (either way) gives up.
-    #[arg(long, default_value = "10", value_name = "SECS", value_parser = transfer_secs)]
+    #[arg(long, env = "PEERSHARE_IDLE_TIMEOUT", default_value = "10", value_name = "SECS", value_parser = transfer_secs)]
     pub idle_timeout: Duration,
     /// Largest file a peer may send us, in bytes.
-    #[arg(long, default_value_t = crate::protocol::DEFAULT_MAX_FILE_SIZE, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..=MAX_FILE_SIZE_LIMIT))]
+    #[arg(long, env = "PEERSHARE_MAX_FILE_SIZE", default_value_t = crate::protocol::DEFAULT_MAX_FILE_SIZE, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..=MAX_FILE_SIZE_LIMIT))]
     pub max_file_size: u64,
     /// Files to fetch in the background at start (0 turns it off).
-    #[arg(long, default_value_t = 3, value_name = "N", value_parser = auto_fetch_count)]
+    #[arg(long, env = "PEERSHARE_AUTO_FETCH", default_value_t = 3, value_name = "N", value_parser = auto_fetch_count)]
     pub auto_fetch: usize,
     /// Log level: error, warn, info, debug or trace.
-    #[arg(long, default_value = "info", value_name = "LEVEL")]
+    #[arg(
+        long,
+        env = "PEERSHARE_LOG_LEVEL",
+        default_value = "info",
+        value_name = "LEVEL"
+    )]
     pub log_level: log::LevelFilter,
     /// Write the log to this file instead of stderr.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, env = "PEERSHARE_LOG_FILE", value_name = "PATH")]
     pub log_file: Option<PathBuf>,
     /// Also serve, list and announce copies whose bytes match their id under
     /// no timestamp spelling (off: such a copy stays with the user who asked).
-    #[arg(long)]
+    #[arg(long, env = "PEERSHARE_SHARE_UNVERIFIED", value_parser = BoolishValueParser::new())]
     pub share_unverified: bool,
     /// Seed for the peer's random choices [default: from the clock].
-    #[arg(long, value_name = "N")]
+    #[arg(long, env = "PEERSHARE_SEED", value_name = "N")]
     pub seed: Option<u64>,
 }
 
@@ -87,6 +113,74 @@ impl Args {
             .filter_map(|s| parse_host_port(s).ok())
             .collect()
     }
+}
+
+impl Args {
+    /// Where the peer server listens: `--bind`, else `<host> <p2p_port>`.
+    pub fn p2p_listen(&self) -> (String, u16) {
+        self.bind
+            .clone()
+            .unwrap_or_else(|| (self.host.clone(), self.p2p_port))
+    }
+
+    /// The port GOSSIP advertises, given the port the listener got:
+    /// `<p2p_port>`, or the bound one when `<p2p_port>` is 0 (with or
+    /// without `--bind`), so `0` always means "the port we really got".
+    pub fn advertised_port(&self, bound: u16) -> u16 {
+        if self.p2p_port == 0 {
+            bound
+        } else {
+            self.p2p_port
+        }
+    }
+
+    /// Parses the command line and the environment (`PEERSHARE_<OPTION>`).
+    /// An option on the command line wins over the environment, also over
+    /// one it excludes: `--well-known` given here beats
+    /// `PEERSHARE_NO_WELL_KNOWN=1` from a unit file, and the other way round.
+    pub fn try_parse_with_env<I, T>(argv: I) -> Result<Args, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let mut cmd = Args::command();
+        let m = cmd.try_get_matches_from_mut(argv)?;
+        let mut a = Args::from_arg_matches(&m)?;
+        if a.no_well_known && !a.well_known.is_empty() {
+            match (
+                m.value_source("no_well_known"),
+                m.value_source("well_known"),
+            ) {
+                (Some(ValueSource::EnvVariable), Some(ValueSource::CommandLine)) => {
+                    a.no_well_known = false
+                }
+                (Some(ValueSource::CommandLine), Some(ValueSource::EnvVariable)) => {
+                    a.well_known.clear()
+                }
+                _ => {
+                    return Err(cmd.error(
+                        clap::error::ErrorKind::ArgumentConflict,
+                        "--no-well-known and --well-known exclude each other",
+                    ))
+                }
+            }
+        }
+        Ok(a)
+    }
+}
+
+/// `--bind HOST:PORT`: a non-empty host and any port (0: a free one).
+pub fn parse_bind(s: &str) -> Result<(String, u16), String> {
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{s:?} is not HOST:PORT"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("{port:?} is not a port number"))?;
+    if host.is_empty() {
+        return Err(format!("{s:?} is not HOST:PORT"));
+    }
+    Ok((host.to_string(), port))
 }
 
 /// `HOST:PORT` with a non-empty host and a port in 1..=65535.
@@ -209,6 +303,83 @@ mod tests {
         let a = parse(&["--gossip-interval", "30", "--peer-timeout", "10"]).unwrap();
         assert!(a.check().unwrap_err().contains("--peer-timeout"));
         assert!(parse(&[]).unwrap().check().is_ok());
+    }
+
+    #[test]
+    fn both_bootstrap_options_on_the_command_line_are_refused() {
+        let e = Args::try_parse_with_env([
+            "peershare",
+            "p1",
+            "h",
+            "1",
+            "2",
+            "--no-well-known",
+            "--well-known",
+            "127.0.0.1:9",
+        ])
+        .unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("exclude each other"), "{e}");
+    }
+
+    #[test]
+    fn every_option_has_its_peershare_env_name_and_positionals_have_none() {
+        // Variables the tests set for themselves: no option may read one.
+        const TEST_VARS: [&str; 3] = ["PEERSHARE_TEST_", "PEERSHARE_SIM_", "PEERSHARE_CRASH_"];
+        let cmd = Args::command();
+        let mut named = 0;
+        for arg in cmd.get_arguments() {
+            let env = arg.get_env().and_then(|e| e.to_str());
+            match arg.get_long() {
+                Some("help" | "version") | None => {
+                    assert!(env.is_none(), "{:?} reads {env:?}", arg.get_id())
+                }
+                Some(long) => {
+                    let want = format!("PEERSHARE_{}", long.replace('-', "_").to_uppercase());
+                    assert_eq!(env, Some(want.as_str()), "--{long}");
+                    assert!(!TEST_VARS.iter().any(|t| want.starts_with(t)), "{want}");
+                    assert_ne!(want, "PEERSHARE_BIN", "the tests' binary path");
+                    named += 1;
+                }
+            }
+        }
+        assert_eq!(named, 15, "every option counted");
+    }
+
+    #[test]
+    fn bind_moves_only_the_listener_and_port_zero_advertises_the_bound_port() {
+        let parse = |v: &[&str]| Args::try_parse_with_env(v).unwrap();
+        let a = parse(&["peershare", "p1", "h.example", "9001", "8001"]);
+        assert_eq!(a.p2p_listen(), ("h.example".to_string(), 9001));
+        assert_eq!(a.advertised_port(9001), 9001);
+        assert_eq!(a.http_host, "127.0.0.1");
+        let b = parse(&[
+            "peershare",
+            "p1",
+            "h.example",
+            "9001",
+            "8001",
+            "--bind",
+            "0.0.0.0:7000",
+        ]);
+        assert_eq!(b.p2p_listen(), ("0.0.0.0".to_string(), 7000));
+        assert_eq!(b.advertised_port(7000), 9001);
+        let c = parse(&[
+            "peershare",
+            "p1",
+            "h.example",
+            "0",
+            "8001",
+            "--bind",
+            "0.0.0.0:0",
+        ]);
+        assert_eq!(c.advertised_port(41234), 41234);
+        assert!(
+            Args::try_parse_with_env(["peershare", "p", "h", "1", "2", "--bind", ":7"]).is_err()
+        );
+        assert!(
+            Args::try_parse_with_env(["peershare", "p", "h", "1", "2", "--bind", "h"]).is_err()
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The user's side: command-line arguments and the stdin menu.
 
 pub mod args;
+pub mod banner;
 pub mod escape;
 pub mod menu;

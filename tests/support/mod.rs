@@ -57,6 +57,20 @@ pub enum StdinMode {
     Null,
 }
 
+/// Removes the peer's option variables (`PEERSHARE_<OPTION>`, e.g. a
+/// `PEERSHARE_WELL_KNOWN` in the developer's shell) from what a spawned peer
+/// inherits, so a test's peer runs on its own arguments only; the tests'
+/// own knobs (`PEERSHARE_TEST_*`) are kept.
+pub fn without_option_env(cmd: &mut Command) -> &mut Command {
+    for (key, _) in std::env::vars_os() {
+        let Some(k) = key.to_str() else { continue };
+        if k.starts_with("PEERSHARE_") && !k.starts_with("PEERSHARE_TEST_") {
+            cmd.env_remove(&key);
+        }
+    }
+    cmd
+}
+
 /// Builder for a peer process.
 pub struct PeerBuilder {
     id: String,
@@ -65,6 +79,7 @@ pub struct PeerBuilder {
     dir: Option<PathBuf>,
     files: Vec<(String, Vec<u8>)>,
     env: Vec<(String, String)>,
+    p2p_port: u16,
 }
 
 impl PeerBuilder {
@@ -78,7 +93,14 @@ impl PeerBuilder {
             dir: None,
             files: Vec::new(),
             env: Vec::new(),
+            p2p_port: 0,
         }
+    }
+    /// The `<p2p_port>` argument (default 0); with `--bind` it is only
+    /// advertised, and [`PeerProc::p2p_port`] is still the bound port.
+    pub fn p2p_port(mut self, port: u16) -> Self {
+        self.p2p_port = port;
+        self
     }
     /// Sets an environment variable of the process (the debug build's
     /// fault knobs, e.g. `PEERSHARE_TEST_SLOW_SYNC_MS`).
@@ -129,7 +151,7 @@ impl PeerBuilder {
         let mut args: Vec<String> = vec![
             self.id.clone(),
             "127.0.0.1".into(),
-            "0".into(),
+            self.p2p_port.to_string(),
             "0".into(),
             "--storage-dir".into(),
             dir.display().to_string(),
@@ -156,7 +178,8 @@ impl PeerBuilder {
         }
         args.extend(self.args.iter().cloned());
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_peershare"));
-        cmd.args(&args)
+        without_option_env(&mut cmd)
+            .args(&args)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -390,7 +413,7 @@ pub struct Finished {
 /// from `/dev/null`, and waits up to `timeout` for it to exit; a process
 /// still running then is killed (status None).
 pub fn run_binary(args: &[&str], timeout: Duration) -> Finished {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_peershare"))
+    let mut child = without_option_env(&mut Command::new(env!("CARGO_BIN_EXE_peershare")))
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

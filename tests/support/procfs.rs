@@ -109,13 +109,13 @@ impl Drop for RssSampler {
 
 // ---- seeds ---------------------------------------------------------------
 
-/// `PEERSHARE_SEED` if set (decimal), else a fresh seed from the clock.
+/// `PEERSHARE_TEST_SEED` if set (decimal), else a fresh seed from the clock.
 pub fn seed_from_env() -> u64 {
-    match std::env::var("PEERSHARE_SEED") {
+    match std::env::var("PEERSHARE_TEST_SEED") {
         Ok(s) => s
             .trim()
             .parse()
-            .unwrap_or_else(|_| panic!("PEERSHARE_SEED={s:?} is not a decimal u64")),
+            .unwrap_or_else(|_| panic!("PEERSHARE_TEST_SEED={s:?} is not a decimal u64")),
         Err(_) => {
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)

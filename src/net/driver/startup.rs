@@ -75,10 +75,12 @@ pub fn run(args: Args) -> Result<(), StartError> {
     };
     let dir = args.storage_dir();
     let _folder_lock = open_folder(&dir, &args.peer_id)?;
-    let p2p = bind(&args.host, args.p2p_port, "the peer server")?;
+    // `--bind` moves only the listener; GOSSIP advertises <host> <p2p_port>.
+    let (p2p_host, p2p_port) = args.p2p_listen();
+    let p2p = bind(&p2p_host, p2p_port, "the peer server")?;
     let system_congestion = sockopt::unpaced_listener(&p2p);
     let p2p_ip = p2p.local_addr().ok().map(|a| a.ip());
-    let http = bind(&args.host, args.http_port, "the stats page")?;
+    let http = bind(&args.http_host, args.http_port, "the stats page")?;
     let p2p_addr = p2p
         .local_addr()
         .map_err(|e| StartError(format!("peer server: {e}")))?;
@@ -92,18 +94,13 @@ pub fn run(args: Args) -> Result<(), StartError> {
         p2p_ip,
     };
 
-    let (core, stamps, n_files) = load_core(&args, &dir, p2p_addr.port());
+    let advertised_port = args.advertised_port(p2p_addr.port());
+    let (core, stamps, n_files) = load_core(&args, &dir, advertised_port);
     let mut driver = Driver::new(&args, dir, fd_limit, core, stamps, listeners)?;
     driver.register_sources()?;
     println!(
-        "peershare {}: peer server listening on {}:{}, stats page on http://{}:{}/ ({} files in {})",
-        args.peer_id,
-        args.host,
-        p2p_addr.port(),
-        args.host,
-        http_addr.port(),
-        n_files,
-        driver.settings.dir.display()
+        "{}",
+        crate::cli::banner::start_line(&args, p2p_addr, http_addr, n_files, &driver.settings.dir)
     );
     if driver.stdin.is_some() {
         println!("type `help` for commands");
