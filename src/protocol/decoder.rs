@@ -238,6 +238,14 @@ fn parse_envelope(env: &[u8]) -> Result<Map<String, Value>, DecodeError> {
     }
 }
 
+/// Where [`MessageDecoder::scan`] goes after one state's handling.
+enum Step {
+    /// On from this position of the input.
+    At(usize),
+    /// The message ended; this many bytes of the input were its.
+    Done(usize),
+}
+
 /// Incremental decoder state for one message.
 pub struct MessageDecoder {
     limits: DecoderLimits,
@@ -319,252 +327,283 @@ impl MessageDecoder {
         let mut i = 0;
         while i < input.len() {
             let b = input[i];
-            match self.state {
-                State::Start => {
-                    if !is_ws(b) {
-                        if b != b'{' {
-                            return Err(malformed("top-level value is not an object"));
-                        }
-                        if self.limits.max_depth < 1 {
-                            return Err(DecodeError::TooDeep);
-                        }
-                        self.push_env(b"{")?;
-                        self.state = State::KeyOrEnd { first: true };
-                    }
-                    i += 1;
-                }
-                State::KeyOrEnd { first } => {
-                    match b {
-                        _ if is_ws(b) => {}
-                        b'"' => {
-                            let start = self.env.len();
-                            self.push_env(b"\"")?;
-                            self.state = State::Key {
-                                start,
-                                escaped: false,
-                            };
-                        }
-                        b'}' if first => {
-                            self.push_env(b"}")?;
-                            self.state = State::Done;
-                            return Ok(Feed::Done { consumed: i + 1 });
-                        }
-                        _ => return Err(malformed("expected a key")),
-                    }
-                    i += 1;
-                }
-                State::Key { start, escaped } => {
-                    if escaped {
-                        self.push_env(&[b])?;
-                        self.state = State::Key {
-                            start,
-                            escaped: false,
-                        };
-                        i += 1;
-                        continue;
-                    }
-                    let rest = &input[i..];
-                    match rest.iter().position(|&c| c == b'"' || c == b'\\') {
-                        None => {
-                            self.push_env(rest)?;
-                            i = input.len();
-                        }
-                        Some(p) => {
-                            self.push_env(&rest[..p])?;
-                            i += p + 1;
-                            if rest[p] == b'\\' {
-                                self.push_env(b"\\")?;
-                                self.state = State::Key {
-                                    start,
-                                    escaped: true,
-                                };
-                            } else {
-                                self.push_env(b"\"")?;
-                                let is_data = self.env.get(start..) == Some(&b"\"data\""[..]);
-                                if is_data {
-                                    if self.data != DataField::Absent {
-                                        return Err(malformed("duplicate data field"));
-                                    }
-                                    self.env.truncate(start);
-                                }
-                                self.state = State::Colon { is_data };
-                            }
-                        }
-                    }
-                }
-                State::Colon { is_data } => {
-                    if !is_ws(b) {
-                        if b != b':' {
-                            return Err(malformed("expected ':'"));
-                        }
-                        if !is_data {
-                            self.push_env(b":")?;
-                        }
-                        self.state = State::Value { is_data };
-                    }
-                    i += 1;
-                }
+            let step = match self.state {
+                State::Start => self.at_start(b).map(|()| Step::At(i + 1))?,
+                State::KeyOrEnd { first } => self.at_key_or_end(b, first, i)?,
+                State::Key { start, escaped } => Step::At(self.in_key(input, i, start, escaped)?),
+                State::Colon { is_data } => self.at_colon(b, is_data).map(|()| Step::At(i + 1))?,
                 State::Value { is_data: true } => {
-                    match b {
-                        _ if is_ws(b) => {}
-                        b'"' => {
-                            self.data = DataField::Bytes { len: 0 };
-                            if self.buf.is_empty() {
-                                self.buf = vec![0; DATA_BUFFER_LEN];
-                            }
-                            self.state = State::DataHex;
-                        }
-                        b'n' => {
-                            self.data = DataField::Null;
-                            self.state = State::DataNull { matched: 1 };
-                        }
-                        _ => return Err(DecodeError::BadHex),
-                    }
-                    i += 1;
+                    self.at_data_value(b).map(|()| Step::At(i + 1))?
                 }
                 State::Value { is_data: false } => {
-                    if is_ws(b) {
-                        i += 1;
-                    } else {
+                    if !is_ws(b) {
                         // Reprocess this byte as the value's first.
                         self.state = State::InValue {
                             nesting: 0,
                             in_string: false,
                             escaped: false,
                         };
+                        Step::At(i)
+                    } else {
+                        Step::At(i + 1)
                     }
                 }
                 State::InValue {
                     nesting,
                     in_string: true,
                     escaped,
-                } => {
-                    if escaped {
-                        self.push_env(&[b])?;
-                        self.state = State::InValue {
-                            nesting,
-                            in_string: true,
-                            escaped: false,
-                        };
-                        i += 1;
-                        continue;
-                    }
-                    let rest = &input[i..];
-                    match rest.iter().position(|&c| c == b'"' || c == b'\\') {
-                        None => {
-                            self.push_env(rest)?;
-                            i = input.len();
-                        }
-                        Some(p) => {
-                            self.push_env(&rest[..=p])?;
-                            i += p + 1;
-                            let is_escape = rest[p] == b'\\';
-                            self.state = State::InValue {
-                                nesting,
-                                in_string: is_escape,
-                                escaped: is_escape,
-                            };
-                        }
-                    }
-                }
+                } => Step::At(self.in_value_string(input, i, nesting, escaped)?),
                 State::InValue {
                     nesting,
                     in_string: false,
                     ..
-                } => {
-                    i += 1;
-                    let mut next = State::InValue {
-                        nesting,
-                        in_string: false,
-                        escaped: false,
-                    };
-                    match b {
-                        b'"' => {
-                            next = State::InValue {
-                                nesting,
-                                in_string: true,
-                                escaped: false,
-                            };
-                        }
-                        b'{' | b'[' => {
-                            let nesting = nesting + 1;
-                            // The top-level object is depth 1.
-                            if nesting + 1 > self.limits.max_depth {
-                                return Err(DecodeError::TooDeep);
-                            }
-                            next = State::InValue {
-                                nesting,
-                                in_string: false,
-                                escaped: false,
-                            };
-                        }
-                        b'}' | b']' if nesting > 0 => {
-                            next = State::InValue {
-                                nesting: nesting - 1,
-                                in_string: false,
-                                escaped: false,
-                            };
-                        }
-                        b'}' => {
-                            self.push_env(b"}")?;
-                            self.state = State::Done;
-                            return Ok(Feed::Done { consumed: i });
-                        }
-                        b']' => return Err(malformed("unbalanced ']'")),
-                        b',' if nesting == 0 => next = State::KeyOrEnd { first: false },
-                        _ => {}
-                    }
-                    self.push_env(&[b])?;
-                    self.state = next;
-                }
+                } => self.in_value(b, i, nesting)?,
                 State::DataHex => {
                     let (used, ended) = self.feed_hex(&input[i..], sink)?;
-                    i += used;
                     if ended {
                         self.state = State::AfterData;
                     }
+                    Step::At(i + used)
                 }
                 State::DataNull { matched } => {
-                    if b"null".get(usize::from(matched)) != Some(&b) {
-                        return Err(DecodeError::BadHex);
-                    }
-                    self.state = if matched >= 3 {
-                        State::AfterData
-                    } else {
-                        State::DataNull {
-                            matched: matched + 1,
-                        }
-                    };
-                    i += 1;
+                    self.in_null(b, matched).map(|()| Step::At(i + 1))?
                 }
-                State::AfterData => {
-                    match b {
-                        _ if is_ws(b) => {}
-                        b',' => {
-                            // The data member was cut out: keep exactly one
-                            // separator between the remaining members.
-                            if !matches!(self.env.last(), Some(b'{' | b',')) {
-                                self.push_env(b",")?;
-                            }
-                            self.state = State::KeyOrEnd { first: false };
-                        }
-                        b'}' => {
-                            if self.env.last() == Some(&b',') {
-                                self.env.pop();
-                            }
-                            self.push_env(b"}")?;
-                            self.state = State::Done;
-                            return Ok(Feed::Done { consumed: i + 1 });
-                        }
-                        _ => return Err(malformed("expected ',' or '}' after data")),
-                    }
-                    i += 1;
-                }
-                State::Done => return Ok(Feed::Done { consumed: i }),
+                State::AfterData => self.after_data(b, i)?,
+                State::Done => Step::Done(i),
                 State::Failed => return Err(malformed("decoder already failed")),
+            };
+            match step {
+                Step::At(next) => i = next,
+                Step::Done(consumed) => return Ok(Feed::Done { consumed }),
             }
         }
         Ok(Feed::NeedMore)
+    }
+
+    /// Before the message: whitespace, then the top-level `{`.
+    fn at_start(&mut self, b: u8) -> Result<(), DecodeError> {
+        if is_ws(b) {
+            return Ok(());
+        }
+        if b != b'{' {
+            return Err(malformed("top-level value is not an object"));
+        }
+        if self.limits.max_depth < 1 {
+            return Err(DecodeError::TooDeep);
+        }
+        self.push_env(b"{")?;
+        self.state = State::KeyOrEnd { first: true };
+        Ok(())
+    }
+
+    /// After `{` or `,`: a key's opening quote (or `}` of an empty object).
+    fn at_key_or_end(&mut self, b: u8, first: bool, i: usize) -> Result<Step, DecodeError> {
+        match b {
+            _ if is_ws(b) => {}
+            b'"' => {
+                let start = self.env.len();
+                self.push_env(b"\"")?;
+                self.state = State::Key {
+                    start,
+                    escaped: false,
+                };
+            }
+            b'}' if first => {
+                self.push_env(b"}")?;
+                self.state = State::Done;
+                return Ok(Step::Done(i + 1));
+            }
+            _ => return Err(malformed("expected a key")),
+        }
+        Ok(Step::At(i + 1))
+    }
+
+    /// Inside a key; `start` is where its quote sits in the envelope (a key
+    /// `"data"` is cut out: its value goes to the sink). Returns where to
+    /// go on in `input`.
+    fn in_key(
+        &mut self,
+        input: &[u8],
+        i: usize,
+        start: usize,
+        escaped: bool,
+    ) -> Result<usize, DecodeError> {
+        if escaped {
+            self.push_env(&input[i..=i])?;
+            self.state = State::Key {
+                start,
+                escaped: false,
+            };
+            return Ok(i + 1);
+        }
+        let rest = &input[i..];
+        let Some(p) = rest.iter().position(|&c| c == b'"' || c == b'\\') else {
+            self.push_env(rest)?;
+            return Ok(input.len());
+        };
+        self.push_env(&rest[..p])?;
+        if rest[p] == b'\\' {
+            self.push_env(b"\\")?;
+            self.state = State::Key {
+                start,
+                escaped: true,
+            };
+            return Ok(i + p + 1);
+        }
+        self.push_env(b"\"")?;
+        let is_data = self.env.get(start..) == Some(&b"\"data\""[..]);
+        if is_data {
+            if self.data != DataField::Absent {
+                return Err(malformed("duplicate data field"));
+            }
+            self.env.truncate(start);
+        }
+        self.state = State::Colon { is_data };
+        Ok(i + p + 1)
+    }
+
+    /// After a key: whitespace, then `:`.
+    fn at_colon(&mut self, b: u8, is_data: bool) -> Result<(), DecodeError> {
+        if is_ws(b) {
+            return Ok(());
+        }
+        if b != b':' {
+            return Err(malformed("expected ':'"));
+        }
+        if !is_data {
+            self.push_env(b":")?;
+        }
+        self.state = State::Value { is_data };
+        Ok(())
+    }
+
+    /// The start of `data`'s value: a hex string or `null`.
+    fn at_data_value(&mut self, b: u8) -> Result<(), DecodeError> {
+        match b {
+            _ if is_ws(b) => {}
+            b'"' => {
+                self.data = DataField::Bytes { len: 0 };
+                if self.buf.is_empty() {
+                    self.buf = vec![0; DATA_BUFFER_LEN];
+                }
+                self.state = State::DataHex;
+            }
+            b'n' => {
+                self.data = DataField::Null;
+                self.state = State::DataNull { matched: 1 };
+            }
+            _ => return Err(DecodeError::BadHex),
+        }
+        Ok(())
+    }
+
+    /// Inside a string within another member's value, copied to the
+    /// envelope as it is. Returns where to go on in `input`.
+    fn in_value_string(
+        &mut self,
+        input: &[u8],
+        i: usize,
+        nesting: usize,
+        escaped: bool,
+    ) -> Result<usize, DecodeError> {
+        if escaped {
+            self.push_env(&input[i..=i])?;
+            self.state = State::InValue {
+                nesting,
+                in_string: true,
+                escaped: false,
+            };
+            return Ok(i + 1);
+        }
+        let rest = &input[i..];
+        let Some(p) = rest.iter().position(|&c| c == b'"' || c == b'\\') else {
+            self.push_env(rest)?;
+            return Ok(input.len());
+        };
+        self.push_env(&rest[..=p])?;
+        let is_escape = rest[p] == b'\\';
+        self.state = State::InValue {
+            nesting,
+            in_string: is_escape,
+            escaped: is_escape,
+        };
+        Ok(i + p + 1)
+    }
+
+    /// One byte of another member's value outside strings: tracks nesting
+    /// (within `max_depth`) until the `,` or `}` that ends the member.
+    fn in_value(&mut self, b: u8, i: usize, nesting: usize) -> Result<Step, DecodeError> {
+        let outside = |nesting| State::InValue {
+            nesting,
+            in_string: false,
+            escaped: false,
+        };
+        let next = match b {
+            b'"' => State::InValue {
+                nesting,
+                in_string: true,
+                escaped: false,
+            },
+            b'{' | b'[' => {
+                // The top-level object is depth 1.
+                if nesting + 2 > self.limits.max_depth {
+                    return Err(DecodeError::TooDeep);
+                }
+                outside(nesting + 1)
+            }
+            b'}' | b']' if nesting > 0 => outside(nesting - 1),
+            b'}' => {
+                self.push_env(b"}")?;
+                self.state = State::Done;
+                return Ok(Step::Done(i + 1));
+            }
+            b']' => return Err(malformed("unbalanced ']'")),
+            b',' if nesting == 0 => State::KeyOrEnd { first: false },
+            _ => outside(nesting),
+        };
+        self.push_env(&[b])?;
+        self.state = next;
+        Ok(Step::At(i + 1))
+    }
+
+    /// Inside `null` as `data`'s value.
+    fn in_null(&mut self, b: u8, matched: u8) -> Result<(), DecodeError> {
+        if b"null".get(usize::from(matched)) != Some(&b) {
+            return Err(DecodeError::BadHex);
+        }
+        self.state = if matched >= 3 {
+            State::AfterData
+        } else {
+            State::DataNull {
+                matched: matched + 1,
+            }
+        };
+        Ok(())
+    }
+
+    /// After `data`'s value: `,` and more members, or the closing `}`.
+    fn after_data(&mut self, b: u8, i: usize) -> Result<Step, DecodeError> {
+        match b {
+            _ if is_ws(b) => {}
+            b',' => {
+                // The data member was cut out: keep exactly one separator
+                // between the remaining members.
+                if !matches!(self.env.last(), Some(b'{' | b',')) {
+                    self.push_env(b",")?;
+                }
+                self.state = State::KeyOrEnd { first: false };
+            }
+            b'}' => {
+                if self.env.last() == Some(&b',') {
+                    self.env.pop();
+                }
+                self.push_env(b"}")?;
+                self.state = State::Done;
+                return Ok(Step::Done(i + 1));
+            }
+            _ => return Err(malformed("expected ',' or '}' after data")),
+        }
+        Ok(Step::At(i + 1))
     }
 
     /// Appends envelope text, refusing to grow past `max_envelope` (the

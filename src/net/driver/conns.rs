@@ -124,20 +124,22 @@ impl Driver {
     }
 
     /// Makes room at the cap by closing the longest-idle inbound
-    /// connection; false if none can be closed.
+    /// connection that is not moving a file; false if none can be closed.
     pub(super) fn make_room(&mut self) -> bool {
         if self.conns.len() < self.max_conns {
             return true;
         }
-        self.evict_longest_idle()
+        let now = self.now();
+        self.evict_longest_idle(|c| !moving_a_file(c, now))
     }
 
-    /// Closes the longest-idle inbound connection; false if there is none.
-    pub(super) fn evict_longest_idle(&mut self) -> bool {
+    /// Closes the longest-idle inbound connection that `may_close` allows;
+    /// false if there is none.
+    pub(super) fn evict_longest_idle(&mut self, may_close: impl Fn(&Conn) -> bool) -> bool {
         let victim = self
             .conns
             .iter()
-            .filter(|(_, c)| c.inbound)
+            .filter(|(_, c)| c.inbound && may_close(c))
             .min_by_key(|(_, c)| c.last_active)
             .map(|(k, _)| k);
         match victim {
@@ -171,7 +173,7 @@ impl Driver {
                     // Out of descriptors below our own cap (another part of
                     // the process holds more than reserved): free one and
                     // retry, rather than leave the backlog to starve.
-                    if !self.evict_longest_idle() {
+                    if !self.evict_longest_idle(|_| true) {
                         warn!("accept failed: {e}");
                         return;
                     }
@@ -313,3 +315,22 @@ impl Driver {
         self.set_role(key, role, Interest::READABLE | Interest::WRITABLE);
     }
 }
+
+/// A file moving on `c` lately (a push we receive, or a file we serve): a
+/// burst of new connections (accepted together, each newer than it) must
+/// not cut it to make room; one stalled for [`MOVING_WITHIN`] may go.
+fn moving_a_file(c: &Conn, now: Time) -> bool {
+    let file = match &c.role {
+        Role::Read { decoder, .. } => decoder.data_len() > 0,
+        Role::Write {
+            payload: Payload::File(_),
+            ..
+        } => true,
+        _ => false,
+    };
+    file && now < c.last_active.plus(MOVING_WITHIN)
+}
+
+/// How recently a file must have moved on a connection for
+/// [`moving_a_file`].
+const MOVING_WITHIN: Duration = Duration::from_secs(1);

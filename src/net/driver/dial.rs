@@ -102,7 +102,7 @@ impl Driver {
         }
         let (local, unpaced) = (self.p2p_ip, self.system_congestion.is_some());
         let mut connected = sockopt::connect(sa, local, unpaced);
-        if matches!(&connected, Err(e) if is_out_of_fds(e)) && self.evict_longest_idle() {
+        if matches!(&connected, Err(e) if is_out_of_fds(e)) && self.evict_longest_idle(|_| true) {
             connected = sockopt::connect(sa, local, unpaced);
         }
         match connected {
