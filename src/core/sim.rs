@@ -28,7 +28,7 @@ use super::catalog::{Entry, LocalCopy, MAX_FILES, MAX_HOLDERS};
 use super::gossip::SEEN_CAPACITY;
 use super::membership::MAX_PEERS;
 use super::view::StateView;
-use super::{Command, Config, Effect, FetchResult, Imported, Peer, Time, Timer};
+use super::{Command, Config, Effect, FetchResult, GetFileAnswer, Imported, Peer, Time, Timer};
 use crate::ids::{FileId, PeerAddr, PeerId, TransferId};
 use crate::protocol::{FileRecord, FileSize, Message, Timestamp};
 use crate::storage::ImportError;
@@ -975,7 +975,11 @@ impl Sim {
         let back = self.latency();
         let src = &self.nodes[source];
         let streaming = Some((source, src.incarnation));
-        if src.peer.servable_copy(&record.file_id).is_none() {
+        // The binary's answer, with no other stream in flight (the simulator
+        // doesn't model the stream cap).
+        if let GetFileAnswer::NotHeld | GetFileAnswer::Busy { .. } =
+            src.peer.answer_get_file(&record.file_id, 0)
+        {
             return (
                 FetchResult::Failed("the peer does not have the file".into()),
                 now.plus(back),
