@@ -238,6 +238,9 @@ impl Peer {
     }
 
     pub(super) fn finish(&mut self, now: Time, d: Download, outcome: DownloadEnd) {
+        // Whatever ended it, no unverified copy is kept for it any more.
+        self.effects
+            .push(Effect::DiscardUnverified { transfer: d.id });
         for origin in &d.origins {
             match (origin, &outcome) {
                 (Origin::Menu(_), DownloadEnd::Saved(what) | DownloadEnd::Failed(what)) => {

@@ -266,6 +266,12 @@ pub enum Effect {
         /// The attempt the result must carry.
         attempt: u64,
     },
+    /// The download ended: an unverified copy still held for it (a later
+    /// source verified, or a push or a DELETE ended it) is dropped.
+    DiscardUnverified {
+        /// The download.
+        transfer: TransferId,
+    },
     /// Call [`Peer::on_timer`] with `timer` at `at`.
     Schedule {
         /// When.

@@ -1170,6 +1170,9 @@ impl Sim {
                 Effect::KeepUnverified { transfer, attempt } => {
                     self.keep_unverified(i, transfer, attempt)
                 }
+                Effect::DiscardUnverified { transfer } => {
+                    self.nodes[i].kept.remove(&transfer);
+                }
                 Effect::PushFile { to, file_id } => self.push_file(i, to, file_id),
                 Effect::Import { path } => self.import(i, path),
                 Effect::Persist => {

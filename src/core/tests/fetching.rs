@@ -161,6 +161,45 @@ fn a_kept_unverified_copy_reports_the_time_of_the_attempt_that_sent_it() {
 }
 
 #[test]
+fn a_download_ended_by_a_verifying_source_drops_the_unverified_copy_held_for_it() {
+    let (mut p, t, first, _) = fetching_f(None);
+    p.on_fetch_result(Time(1_400), t, first, FetchResult::Unverified { len: 3 });
+    let second = p.take_effects().into_iter().find_map(|e| match e {
+        Effect::Fetch { attempt, .. } => Some(attempt),
+        _ => None,
+    });
+    p.on_fetch_result(
+        Time(2_000),
+        t,
+        second.expect("second source tried"),
+        FetchResult::Saved {
+            local_name: "f.txt".into(),
+            len: 3,
+            verified: true,
+        },
+    );
+    let effects = p.take_effects();
+    assert!(
+        effects.contains(&Effect::DiscardUnverified { transfer: t }),
+        "{effects:?}"
+    );
+}
+
+#[test]
+fn a_download_ended_by_a_verified_push_drops_the_unverified_copy_held_for_it() {
+    let (mut p, t, first, _) = fetching_f(None);
+    p.on_fetch_result(Time(1_400), t, first, FetchResult::Unverified { len: 3 });
+    p.take_effects();
+    p.on_file_received(Time(1_500), record("f", "owner"), "f.txt".into(), true);
+    let effects = p.take_effects();
+    assert!(
+        effects.contains(&Effect::DiscardUnverified { transfer: t }),
+        "{effects:?}"
+    );
+    assert!(p.downloads().get(t).is_none());
+}
+
+#[test]
 fn a_refused_import_prints_its_sentence_and_stores_nothing() {
     let mut p = peer();
     let path = PathBuf::from("/no/such/file.txt");

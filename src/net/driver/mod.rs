@@ -364,6 +364,8 @@ impl Driver {
                 to,
                 record,
             } => self.open_fetch(transfer, attempt, from.0, to, record),
+            // Dropping the temp file's handle removes it.
+            Effect::DiscardUnverified { transfer } => drop(self.unverified.remove(&transfer)),
             Effect::KeepUnverified { transfer, attempt } => {
                 self.keep_unverified(now, transfer, attempt)
             }

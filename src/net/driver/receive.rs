@@ -199,11 +199,6 @@ impl Driver {
                 self.finish_conn(key);
                 let now = self.now();
                 self.core.on_message(now, other);
-                // A download ended by the message (its owner's DELETE) may
-                // have left an unverified copy waiting: drop its temp file.
-                let core = &self.core;
-                self.unverified
-                    .retain(|t, _| core.downloads().get(*t).is_some());
             }
         }
     }
@@ -271,10 +266,6 @@ impl Driver {
                 let now = self.now();
                 self.core
                     .on_file_received(now, record, local_name, verified);
-                // A download it ended may have kept an unverified copy.
-                let core = &self.core;
-                self.unverified
-                    .retain(|t, _| core.downloads().get(*t).is_some());
                 self.close_superseded_fetches();
             }
             other => warn!("cannot store pushed file {}: {other:?}", record.file_name),
