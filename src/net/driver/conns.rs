@@ -218,6 +218,7 @@ impl Driver {
             return;
         };
         let _ = self.poll.registry().deregister(&mut c.stream);
+        self.net.closed(&c.role, why.as_deref());
         if let (Role::Connecting(_), Some(to), Some(why)) = (&c.role, &c.target, &why) {
             let now = self.now();
             self.dials.connect_failed(now, to);
@@ -289,6 +290,7 @@ impl Driver {
             return;
         };
         let core = &self.core;
+        let (net, conns, refused) = (&self.net, &self.conns, self.push_quota.refused_total());
         let payload = match http::parse_request(buf) {
             http::ParseOutcome::Ready {
                 route,
@@ -302,6 +304,7 @@ impl Driver {
                 head_only,
                 page,
                 core,
+                || http_out::metrics_body(core, net, conns, refused),
             ),
             http::ParseOutcome::Respond(bytes) => Payload::bytes(bytes),
             http::ParseOutcome::Incomplete => return,

@@ -9,6 +9,7 @@ use crate::net::conn::{
     connect_status, feed, read_loop, write_payload, FetchConn, Outcome, Payload, Role, WriteKind,
 };
 use crate::net::conn::{Conn, PartialSink};
+use crate::net::counters::{io_mark, NetLimit};
 use crate::net::push_gate::PushGate;
 use crate::net::trim;
 use crate::protocol::decoder::MessageDecoder;
@@ -275,6 +276,7 @@ impl Driver {
             core,
             start,
             push_quota,
+            net,
             ..
         } = self;
         let Some(c) = conns.get_mut(key).filter(|c| c.gen == gen) else {
@@ -289,7 +291,9 @@ impl Driver {
             push_quota,
             now,
         };
+        let before = io_mark(&c.role);
         let Stepped { outcome, active } = step_conn(c, &mut ctx);
+        net.stepped(before, io_mark(&c.role));
         if active {
             // The step itself may take long (up to a whole budget of bytes on
             // a slow disk): activity counts from its end, not its start.
@@ -324,6 +328,7 @@ impl Driver {
             match largest {
                 Some((k, b)) if total > INBOUND_BUFFER_BUDGET => {
                     debug!("inbound messages hold {total} bytes; closing one holding {b}");
+                    self.net.dropped_by(NetLimit::InboundBudget);
                     self.close(k, Some("over the inbound memory budget".into()));
                 }
                 _ => return,
@@ -376,6 +381,7 @@ impl Driver {
             c.push,
         );
         let role = std::mem::replace(&mut c.role, Role::Drain);
+        self.net.written(&role);
         match role {
             Role::Write { kind, .. } => {
                 debug!("{kind:?} written");
@@ -396,7 +402,10 @@ impl Driver {
                     }
                     self.on_inbound_message(key, decoded, sink, origin)
                 }
-                Err(e) => self.close(key, Some(format!("bad message: {e}"))),
+                Err(e) => {
+                    self.net.message_in("malformed");
+                    self.close(key, Some(format!("bad message: {e}")))
+                }
             },
             Role::Fetch(f) => self.on_fetch_read(key, *f),
             other => {
@@ -426,7 +435,14 @@ impl Driver {
             debug!("{transfer} from {source} ended meanwhile; bytes discarded");
             return;
         }
-        match decoder.finish() {
+        let finished = decoder.finish();
+        // A reply to our GET_FILE counts as a FILE_DATA whatever it holds.
+        self.net.message_in(if finished.is_ok() {
+            "FILE_DATA"
+        } else {
+            "malformed"
+        });
+        match finished {
             Ok(decoded) => self.finish_received(Finishing::Fetch {
                 transfer,
                 attempt,
