@@ -30,6 +30,14 @@ pub fn respond(
     core: &Peer,
     metrics: impl FnOnce() -> String,
 ) -> Payload {
+    // Every `/metrics` request shares one key, whatever its query.
+    let page = match route {
+        Route::Metrics => FilePage {
+            offset: 0,
+            limit: http::DEFAULT_PAGE_FILES,
+        },
+        _ => page,
+    };
     let key = http::Key {
         route,
         page: http::normalise(page, core.catalog().len()),
