@@ -301,3 +301,37 @@ fn every_metric_in_the_output_is_documented_in_the_api_docs() {
         }
     }
 }
+
+#[test]
+fn an_upload_to_a_downloader_that_stops_reading_fails_as_stalled() {
+    // Its hex (32 MiB) can't sit in the loopback buffers: the holder's
+    // writes stop, and its idle timeout (2 s here) ends the upload.
+    const LEN: usize = 16 * 1024 * 1024;
+    let holder = PeerBuilder::new("holder")
+        .args(&QUIET)
+        .file("big.bin", &content(LEN))
+        .spawn();
+    let mut entry = None;
+    assert!(wait_until(WAIT, || {
+        entry = holder.file_named("big.bin");
+        entry.is_some()
+    }));
+    let id = entry.unwrap()["file_id"].as_str().unwrap().to_owned();
+    let mut reader = TcpStream::connect(("127.0.0.1", holder.p2p_port)).expect("connect");
+    let get = json!({"type": "GET_FILE", "file_id": id});
+    reader
+        .write_all(get.to_string().as_bytes())
+        .expect("send GET_FILE");
+    let u = [("direction", "up")];
+    let m = scrape_until(&holder, "the upload failed", |m| {
+        m.get("peershare_transfers_failed_total", &u) == 1.0
+    });
+    let stalled = [("direction", "up"), ("reason", "stalled")];
+    assert_eq!(m.get("peershare_transfers_failed_total", &stalled), 1.0);
+    assert_eq!(m.get("peershare_transfers_started_total", &u), 1.0);
+    assert_eq!(m.get("peershare_transfers_succeeded_total", &u), 0.0);
+    assert_eq!(m.get("peershare_file_data_bytes_total", &u), 0.0);
+    let sent = m.get("peershare_peer_bytes_total", &[("direction", "out")]);
+    assert!(sent > 0.0 && sent < 2.0 * LEN as f64, "{sent}");
+    drop(reader);
+}

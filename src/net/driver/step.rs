@@ -104,7 +104,7 @@ fn step_conn(c: &mut Conn, ctx: &mut StepCtx<'_>) -> Stepped {
             },
             active: false,
         },
-        Role::Write { payload, kind } => write_step(stream, payload, *kind, ctx.core),
+        Role::Write { payload, .. } => write_step(stream, payload, ctx.core),
         Role::Fetch(f) => fetch_step(stream, f, ctx),
         Role::Drain => Stepped {
             outcome: read_loop(stream, ctx.read_buf, |_| None, || Outcome::Close(None)),
@@ -182,19 +182,14 @@ fn read_http_head(stream: &mut TcpStream, buf: &mut Vec<u8>, read_buf: &mut [u8]
 
 /// Writes what the payload has ready; a file that changed under it is
 /// reported to the core.
-fn write_step(
-    stream: &mut TcpStream,
-    payload: &mut Payload,
-    kind: WriteKind,
-    core: &mut Peer,
-) -> Stepped {
-    let written_before = payload.written();
+fn write_step(stream: &mut TcpStream, payload: &mut Payload, core: &mut Peer) -> Stepped {
+    let written_before = progress(payload);
     match write_payload(stream, payload) {
         Ok(outcome) => Stepped {
             outcome,
-            // An HTTP response is active only while it moves, so a client
-            // that stopped reading meets STALL_TIMEOUT.
-            active: kind != WriteKind::Http || payload.written() != written_before,
+            // Active only while it moves, so a reader that stopped reading
+            // meets the idle timeout (STALL_TIMEOUT for an HTTP response).
+            active: progress(payload) != written_before,
         },
         Err(e) => {
             // The file shrank or no longer hashes to its id: the message
@@ -208,6 +203,14 @@ fn write_step(
                 active: false,
             }
         }
+    }
+}
+
+/// How far a payload is written: bytes, or a file's bytes sent as hex.
+fn progress(payload: &Payload) -> u64 {
+    match payload {
+        Payload::File(enc) => enc.file_bytes_sent(),
+        other => other.written() as u64,
     }
 }
 
