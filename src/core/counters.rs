@@ -100,6 +100,8 @@ pub fn failure_label(why: &str) -> &'static str {
     } else if has("idle timeout") {
         "stalled"
     } else if has("did not finish")
+        || has("changed while being sent")
+        || has("changed on disk")
         || has("cannot write")
         || has("cannot store")
         || has("cannot create")
@@ -153,6 +155,15 @@ mod tests {
                 "disk",
             ),
             ("malformed reply: missing field", "malformed"),
+            ("the file is being changed on disk", "disk"),
+            (
+                "write failed: the file changed while being sent: shrank",
+                "disk",
+            ),
+            (
+                "write failed: Connection reset by peer (os error 104)",
+                "closed",
+            ),
             (
                 "data is not hex (corrupt, or base64 from an old peer)",
                 "malformed",
