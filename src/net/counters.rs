@@ -147,9 +147,7 @@ fn upload_len(role: &Role) -> Option<u64> {
 }
 
 /// Bytes a peer connection's role has read and written so far (zero for
-/// HTTP and the rest): a step's traffic is the difference across it. A
-/// file's FILE_DATA counts its hex data (two bytes a file byte), not the
-/// few hundred bytes of its JSON fields: the encoder tracks file bytes.
+/// HTTP and the rest): a step's traffic is the difference across it.
 pub fn io_mark(role: &Role) -> (u64, u64) {
     match role {
         Role::Read { received, .. } => (*received, 0),
@@ -157,7 +155,7 @@ pub fn io_mark(role: &Role) -> (u64, u64) {
         Role::Write {
             payload: Payload::File(enc),
             ..
-        } => (0, 2 * enc.file_bytes_sent()),
+        } => (0, enc.bytes_written()),
         Role::Write { payload, kind } if *kind != WriteKind::Http => (0, payload.written() as u64),
         _ => (0, 0),
     }
