@@ -263,6 +263,39 @@ fn a_flood_of_one_repeated_gossip_moves_the_dropped_counter() {
 }
 
 #[test]
+fn gossip_from_many_invented_peers_at_one_address_meets_the_dial_limit() {
+    const PEERS: usize = 40;
+    let p = PeerBuilder::new("target").args(&QUIET).spawn();
+    // A listener that accepts nothing: the replies' connects succeed (the
+    // backlog), so only the dial rate holds them back, not a backoff.
+    let victim = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = victim.local_addr().unwrap().port();
+    for i in 0..PEERS {
+        let msg = gossip(&format!("invented-{i}"), port, &format!("id-{i}"));
+        send_raw(p.p2p_port, &msg).expect("send GOSSIP");
+    }
+    let m = scrape_until(&p, "every GOSSIP received", |m| {
+        m.get(
+            "peershare_messages_total",
+            &[("direction", "in"), ("type", "GOSSIP")],
+        ) == PEERS as f64
+    });
+    // Each fresh GOSSIP from a new peer asks for a reply (and forwards),
+    // all to the one address they name: it gets its burst of dials (8)
+    // and then 2 a second; the rest are dropped by the dial limit.
+    let out = m.get("peershare_messages_total", &[("direction", "out")]);
+    let dropped = m.get("peershare_dropped_total", &[("limit", "dial_limit")]);
+    assert!(out < PEERS as f64, "{out} dialled\n{}", m.text);
+    assert!(
+        dropped + out >= PEERS as f64,
+        "{dropped} + {out}\n{}",
+        m.text
+    );
+    assert!(dropped >= (PEERS / 2) as f64, "{dropped}\n{}", m.text);
+    drop(victim);
+}
+
+#[test]
 fn every_metric_in_the_output_is_documented_in_the_api_docs() {
     let p = PeerBuilder::new("documented").args(&QUIET).spawn();
     let m = scrape(&p).expect("/metrics");
