@@ -337,9 +337,9 @@ fn every_metric_in_the_output_is_documented_in_the_api_docs() {
 
 #[test]
 fn an_upload_to_a_downloader_that_stops_reading_fails_as_stalled() {
-    // Its hex (32 MiB) can't sit in the loopback buffers: the holder's
+    // Its hex (16 MiB) can't sit in the loopback buffers: the holder's
     // writes stop, and its idle timeout (2 s here) ends the upload.
-    const LEN: usize = 16 * 1024 * 1024;
+    const LEN: usize = 8 * 1024 * 1024;
     let holder = PeerBuilder::new("holder")
         .args(&QUIET)
         .file("big.bin", &content(LEN))
@@ -355,10 +355,16 @@ fn an_upload_to_a_downloader_that_stops_reading_fails_as_stalled() {
     reader
         .write_all(get.to_string().as_bytes())
         .expect("send GET_FILE");
+    let asked = std::time::Instant::now();
     let u = [("direction", "up")];
     let m = scrape_until(&holder, "the upload failed", |m| {
         m.get("peershare_transfers_failed_total", &u) == 1.0
     });
+    // Within the idle timeout (2 s) and a margin, not the 10 s a request
+    // may take to arrive.
+    let took = asked.elapsed();
+    println!("a stalled upload ended {took:?} after its GET_FILE (idle timeout 2 s)");
+    assert!(took < Duration::from_secs(8), "{took:?}");
     let stalled = [("direction", "up"), ("reason", "stalled")];
     assert_eq!(m.get("peershare_transfers_failed_total", &stalled), 1.0);
     assert_eq!(m.get("peershare_transfers_started_total", &u), 1.0);

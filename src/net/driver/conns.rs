@@ -277,6 +277,10 @@ impl Driver {
                     .registry()
                     .reregister(&mut c.stream, Token(CONN_BASE + key), interest);
             self.ready.push_back((key, gen));
+            // The new role's deadline may come before the one on the wheel
+            // (a GET_FILE reply's idle timeout before the read's 10 s).
+            let deadline = self.deadline(&self.conns[key]);
+            self.wheel.schedule(deadline, Due::Conn { key, gen });
         }
     }
 
