@@ -200,6 +200,7 @@ impl Peer {
         } else {
             self.print(format!("get: {what}"));
         }
+        self.counters.downloads_started += 1;
         self.effects.push(Effect::Fetch {
             transfer: id,
             attempt,
@@ -327,10 +328,13 @@ impl Peer {
         match result {
             FetchResult::Failed(why) => {
                 debug!("{transfer}: {peer} failed: {why}");
+                self.counters.download_failed(&why);
                 d.failures.push((peer, why));
                 self.try_next_source(now, transfer);
             }
             FetchResult::Unverified { .. } => {
+                self.counters
+                    .download_failed("bytes do not match the file id");
                 d.failures
                     .push((peer.clone(), "bytes do not match the file id".into()));
                 d.unverified_fallback = Some((peer, now.since(started)));
@@ -344,6 +348,10 @@ impl Peer {
                 let Some(d) = self.downloads.remove(transfer) else {
                     return;
                 };
+                // An unverified copy kept was counted as its source's
+                // mismatch already.
+                self.counters.downloads_succeeded += u64::from(verified);
+                self.counters.downloaded_bytes += len;
                 // The attempt whose bytes are kept: this one, or the
                 // unverified fallback's (not the time spent on others).
                 let took = d.kept_took.unwrap_or_else(|| now.since(started));

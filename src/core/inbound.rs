@@ -2,6 +2,7 @@
 //! ANNOUNCE and DELETE, and the tracking of the peers that send them.
 //! Bytes (GET_FILE, FILE_DATA) are the driver's.
 
+use super::counters::GossipLimit;
 use super::fetching::DownloadEnd;
 use super::gossip::MAX_GOSSIP_ID_LEN;
 use super::membership::{Tracked, MAX_PEER_ID_LEN};
@@ -129,6 +130,7 @@ impl Peer {
     ) {
         if id.len() > MAX_GOSSIP_ID_LEN || !self.valid_peer_id(&peer_id) {
             debug!("GOSSIP with oversized id or peerId dropped");
+            self.counters.drop_gossip(GossipLimit::Oversized);
             return;
         }
         let fresh = self.seen.insert(now, &id);
@@ -169,10 +171,18 @@ impl Peer {
         let (reply_budget, forward_budget) = (&mut self.reply_budget, &mut self.forward_budget);
         match self.members.get_mut(peer_id) {
             Some(p) => {
-                let reply = p
+                let due = p
                     .last_replied
-                    .is_none_or(|t| now.since(t) >= REPLY_MIN_INTERVAL)
-                    && reply_budget.take(now);
+                    .is_none_or(|t| now.since(t) >= REPLY_MIN_INTERVAL);
+                let reply = due && reply_budget.take(now);
+                if !reply {
+                    let limit = if due {
+                        GossipLimit::ReplyBudget
+                    } else {
+                        GossipLimit::PeerInterval
+                    };
+                    self.counters.drop_gossip(limit);
+                }
                 let forward = p
                     .last_forwarded
                     .is_none_or(|t| now.since(t) >= forward_window)
@@ -243,6 +253,9 @@ impl Peer {
             }
             _ => false,
         };
+        if !reply {
+            self.counters.drop_gossip(GossipLimit::RepeatedId);
+        }
         if reply {
             let msg = self.own_reply();
             self.effects.push(Effect::Send {

@@ -15,6 +15,7 @@
 pub mod catalog;
 mod changed;
 mod commands;
+pub mod counters;
 pub mod dial_limit;
 pub mod downloads;
 mod fetching;
@@ -344,6 +345,8 @@ pub struct Peer {
     /// Of those, the ones that could not be read: hashed again at the next
     /// `Timer::Recheck`.
     recheck_later: std::collections::BTreeSet<FileId>,
+    /// What was decided, counted (read by `/metrics`).
+    counters: counters::Counters,
 }
 
 impl Peer {
@@ -369,6 +372,7 @@ impl Peer {
             last_catch_up: None,
             rechecking: Default::default(),
             recheck_later: Default::default(),
+            counters: Default::default(),
         }
     }
 
@@ -397,6 +401,11 @@ impl Peer {
     /// GOSSIP ids remembered in the seen cache now.
     pub fn seen_len(&self) -> usize {
         self.seen.len()
+    }
+
+    /// What the core decided since start, counted (read-only).
+    pub fn counters(&self) -> &counters::Counters {
+        &self.counters
     }
 
     /// Downloads in flight (read-only).

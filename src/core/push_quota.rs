@@ -94,6 +94,8 @@ pub struct PushQuota {
     unlogged: u64,
     logged_at: Option<Time>,
     last_refusal: Option<Refusal>,
+    /// Refusals since start (for `/metrics`).
+    refused_total: u64,
 }
 
 impl PushQuota {
@@ -170,8 +172,14 @@ impl PushQuota {
 
     fn refused(&mut self, why: Refusal) -> Refusal {
         self.unlogged += 1;
+        self.refused_total += 1;
         self.last_refusal = Some(why);
         why
+    }
+
+    /// Pushes refused since start.
+    pub fn refused_total(&self) -> u64 {
+        self.refused_total
     }
 
     /// Whether a refusal line is due now (the first, then at most one per

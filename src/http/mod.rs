@@ -21,6 +21,7 @@ use std::time::Duration;
 mod budget;
 mod cache;
 mod format;
+pub mod metrics;
 mod page;
 mod request;
 mod response;
@@ -34,7 +35,7 @@ pub use cache::{
 };
 pub use page::escape_html;
 pub use request::{parse_request, ParseOutcome, Route};
-pub use response::{error_response, render, render_bounded};
+pub use response::{error_response, metrics_response, render, render_bounded};
 
 /// The largest request head accepted, in bytes. A request whose head is
 /// not complete within this many bytes is answered with 431.

@@ -14,6 +14,8 @@ pub enum Route {
     Page,
     /// The state as JSON (`/api/state`).
     ApiState,
+    /// Counters and gauges in the Prometheus text format (`/metrics`).
+    Metrics,
 }
 
 /// The result of looking at the bytes received so far on a connection.
@@ -93,6 +95,7 @@ fn route(target: &str) -> Option<Route> {
     match path {
         "/" | "/index.html" => Some(Route::Page),
         "/api/state" => Some(Route::ApiState),
+        "/metrics" => Some(Route::Metrics),
         _ => None,
     }
 }

@@ -30,6 +30,8 @@ pub fn render(route: Route, head_only: bool, state: &StateView) -> Vec<u8> {
                 head_only,
             )
         }
+        // Rendered from the counters (`metrics_response`), not the state.
+        Route::Metrics => error_response_for(500, "Internal Server Error", head_only),
         Route::ApiState => match serde_json::to_vec(state) {
             Ok(body) => response(200, "OK", "application/json", &[], &body, head_only),
             Err(e) => {
@@ -38,6 +40,12 @@ pub fn render(route: Route, head_only: bool, state: &StateView) -> Vec<u8> {
             }
         },
     }
+}
+
+/// The complete response to `/metrics`, its body rendered by
+/// [`super::metrics::render`].
+pub fn metrics_response(body: &[u8]) -> Vec<u8> {
+    response(200, "OK", super::metrics::CONTENT_TYPE, &[], body, false)
 }
 
 /// The complete GET response for a routed request, at most [`super::MAX_RESPONSE`]

@@ -8,14 +8,18 @@
 
 use crate::core::view::FilePage;
 use crate::core::{Peer, Time};
+use crate::http::metrics::{self, Connections, Snapshot};
 use crate::http::{self, ResponseCache, Route};
 use crate::net::conn::{Conn, Payload, Role, WriteKind};
+use crate::net::counters::NetCounters;
 use slab::Slab;
 use std::collections::HashSet;
 
 /// The payload answering a routed request from `core`'s state; the state
 /// is copied out and rendered only when the cache has no response for
-/// this page at the core's generation.
+/// this page at the core's generation. `/metrics` is rendered by
+/// `metrics` (see [`metrics_body`]), under the same cache and budgets.
+#[allow(clippy::too_many_arguments)]
 pub fn respond(
     cache: &mut ResponseCache,
     conns: &Slab<Conn>,
@@ -24,7 +28,16 @@ pub fn respond(
     head_only: bool,
     page: FilePage,
     core: &Peer,
+    metrics: impl FnOnce() -> String,
 ) -> Payload {
+    // Every `/metrics` request shares one key, whatever its query.
+    let page = match route {
+        Route::Metrics => FilePage {
+            offset: 0,
+            limit: http::DEFAULT_PAGE_FILES,
+        },
+        _ => page,
+    };
     let key = http::Key {
         route,
         page: http::normalise(page, core.catalog().len()),
@@ -41,6 +54,9 @@ pub fn respond(
         return over_budget(pending.total);
     }
     let rendered = cache.get(now, key, || {
+        if route == Route::Metrics {
+            return http::metrics_response(metrics().as_bytes());
+        }
         // Files are copied only while they fit the response with room for
         // the page itself; render_bounded cuts again with the real rest.
         let mut budget = http::FileBudget::new(http::PAGE_RESERVE);
@@ -61,6 +77,49 @@ pub fn respond(
         return over_budget(pending.total);
     }
     share(rendered, head_only)
+}
+
+/// The body of `/metrics`: the counters of the core, the driver and the
+/// push quota, and gauges read now (connections, buffered bytes, RSS).
+pub fn metrics_body(
+    core: &Peer,
+    net: &NetCounters,
+    conns: &Slab<Conn>,
+    push_refused: u64,
+) -> String {
+    let mut connections = Connections::default();
+    let mut inbound_buffered = 0;
+    for (_, c) in conns.iter() {
+        match &c.role {
+            Role::Http { .. }
+            | Role::Write {
+                kind: WriteKind::Http,
+                ..
+            } => connections.http += 1,
+            Role::Drain => connections.closing += 1,
+            _ if c.inbound => connections.peer_in += 1,
+            _ => connections.peer_out += 1,
+        }
+        if let Role::Read { decoder, .. } = &c.role {
+            inbound_buffered += decoder.buffered();
+        }
+    }
+    let snapshot = Snapshot {
+        core: core.counters(),
+        net,
+        push_refused,
+        peers_tracked: core.members().len(),
+        files_known: core.catalog().len(),
+        files_held: core
+            .catalog()
+            .iter()
+            .filter(|(_, e)| e.local.is_some())
+            .count(),
+        connections,
+        inbound_buffered,
+        rss_bytes: metrics::rss_bytes(),
+    };
+    metrics::render(&snapshot)
 }
 
 fn share(rendered: http::Rendered, head_only: bool) -> Payload {

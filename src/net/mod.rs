@@ -8,6 +8,7 @@
 //! uses no CPU. Nothing here blocks on DNS, stdin or a slow peer.
 
 pub mod conn;
+pub mod counters;
 pub mod driver;
 pub mod exit_guard;
 pub mod file_writer;

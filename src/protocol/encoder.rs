@@ -150,6 +150,8 @@ pub struct FileDataEncoder {
     done: bool,
     /// The kernel was asked to read the mapping ahead up to here.
     advised_to: usize,
+    /// Bytes of the message handed to the writer so far (for `/metrics`).
+    written: u64,
 }
 
 impl FileDataEncoder {
@@ -185,6 +187,7 @@ impl FileDataEncoder {
             last: false,
             done: false,
             advised_to: 0,
+            written: 0,
         }
     }
 
@@ -210,7 +213,10 @@ impl FileDataEncoder {
                             "peer accepted no bytes",
                         ))
                     }
-                    Ok(n) => self.pos = (self.pos + n).min(self.end),
+                    Ok(n) => {
+                        self.pos = (self.pos + n).min(self.end);
+                        self.written += n as u64;
+                    }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         return Ok(WriteProgress::Blocked)
@@ -220,6 +226,11 @@ impl FileDataEncoder {
             }
             self.chunk_sent();
         }
+    }
+
+    /// Bytes of the message (JSON and hex) handed to the writer so far.
+    pub fn bytes_written(&self) -> u64 {
+        self.written
     }
 
     /// File bytes (not hex) already handed to the socket.
@@ -502,6 +513,7 @@ mod tests {
         let mut w = FlakyWriter::new(seed, max_per_call);
         encode(&mut enc, &mut w);
         assert_eq!(w.out.len(), enc_len(&rec, len));
+        assert_eq!(enc.bytes_written(), w.out.len() as u64);
         assert!(w.out.ends_with(b"\"}\n"));
         let (message, data, field) = decode(&w.out, seed ^ 0x5555);
         assert!(data == bytes, "data differs for len {len}");

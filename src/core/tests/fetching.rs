@@ -236,3 +236,35 @@ fn an_import_is_stored_verified_and_announced_to_every_tracked_peer() {
         vec!["push: stored f.txt (3 B) as f; sent to a; announced to 1 peers".to_string()]
     );
 }
+
+#[test]
+fn download_attempts_are_counted_by_outcome_and_reason() {
+    use crate::core::counters::failure_label;
+    let (mut p, t, first, _) = fetching_f(None);
+    p.on_fetch_result(Time(1_400), t, first, FetchResult::Unverified { len: 3 });
+    let second = p.take_effects().into_iter().find_map(|e| match e {
+        Effect::Fetch { attempt, .. } => Some(attempt),
+        _ => None,
+    });
+    let why = "no progress within the idle timeout";
+    let second = second.expect("second source tried");
+    p.on_fetch_result(Time(6_400), t, second, FetchResult::Failed(why.into()));
+    let keep = p.take_effects().into_iter().find_map(|e| match e {
+        Effect::KeepUnverified { attempt, .. } => Some(attempt),
+        _ => None,
+    });
+    let saved = FetchResult::Saved {
+        local_name: "f.txt".into(),
+        len: 3,
+        verified: false,
+    };
+    p.on_fetch_result(Time(6_400), t, keep.expect("kept"), saved);
+    let c = p.counters();
+    assert_eq!(c.downloads_started, 2);
+    // The copy kept unverified was its source's mismatch, not a success.
+    assert_eq!(c.downloads_succeeded, 0);
+    assert_eq!(c.downloaded_bytes, 3);
+    assert_eq!(c.downloads_failed.get("mismatch"), Some(&1));
+    assert_eq!(c.downloads_failed.get(failure_label(why)), Some(&1));
+    assert_eq!(c.downloads_failed.values().sum::<u64>(), 2);
+}

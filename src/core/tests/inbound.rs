@@ -225,3 +225,20 @@ fn a_reply_overtaken_by_an_announce_does_not_undo_it() {
     p.on_message(Time(8_000), reply_from("q", 9001));
     assert_eq!(holders(&p), None);
 }
+
+#[test]
+fn gossip_left_unanswered_is_counted_by_the_limit_that_held_it() {
+    use crate::core::counters::GossipLimit;
+    let mut p = peer();
+    p.on_message(Time(0), gossip_from("q", 9001, "id-1"));
+    // The same id again, and a fresh one within a second of our reply.
+    p.on_message(Time(100), gossip_from("q", 9001, "id-1"));
+    p.on_message(Time(200), gossip_from("q", 9001, "id-2"));
+    let c = p.counters();
+    assert_eq!(c.gossip_dropped(GossipLimit::RepeatedId), 1);
+    assert_eq!(c.gossip_dropped(GossipLimit::PeerInterval), 1);
+    assert_eq!(c.gossip_dropped(GossipLimit::ReplyBudget), 0);
+    let long_id = "x".repeat(10_000);
+    p.on_message(Time(300), gossip_from("q", 9001, &long_id));
+    assert_eq!(p.counters().gossip_dropped(GossipLimit::Oversized), 1);
+}

@@ -220,6 +220,7 @@ impl Driver {
             return;
         };
         let _ = self.poll.registry().deregister(&mut c.stream);
+        self.net.closed(&c.role, why.as_deref());
         if let (Role::Connecting(_), Some(to), Some(why)) = (&c.role, &c.target, &why) {
             let now = self.now();
             self.dials.connect_failed(now, to);
@@ -278,6 +279,10 @@ impl Driver {
                     .registry()
                     .reregister(&mut c.stream, Token(CONN_BASE + key), interest);
             self.ready.push_back((key, gen));
+            // The new role's deadline may come before the one on the wheel
+            // (a GET_FILE reply's idle timeout before the read's 10 s).
+            let deadline = self.deadline(&self.conns[key]);
+            self.wheel.schedule(deadline, Due::Conn { key, gen });
         }
     }
 
@@ -291,6 +296,7 @@ impl Driver {
             return;
         };
         let core = &self.core;
+        let (net, conns, refused) = (&self.net, &self.conns, self.push_quota.refused_total());
         let payload = match http::parse_request(buf) {
             http::ParseOutcome::Ready {
                 route,
@@ -304,6 +310,7 @@ impl Driver {
                 head_only,
                 page,
                 core,
+                || http_out::metrics_body(core, net, conns, refused),
             ),
             http::ParseOutcome::Respond(bytes) => Payload::bytes(bytes),
             http::ParseOutcome::Incomplete => return,

@@ -8,6 +8,7 @@ use crate::ids::PeerAddr;
 use crate::ids::TransferId;
 use crate::net::conn::Role;
 use crate::net::conn::{FetchConn, PartialSink, Payload, WriteKind};
+use crate::net::counters::NetLimit;
 use crate::net::resolver::Resolved;
 use crate::net::sockopt;
 use crate::protocol::decoder::MessageDecoder;
@@ -33,7 +34,11 @@ impl Driver {
     /// Whether a message of `kind` may be sent to `to` now (the
     /// destination's dial limit); a refused one is dropped with a debug line.
     pub(super) fn may_dial(&mut self, now: Time, to: &PeerAddr, kind: &str) -> bool {
-        match self.dials.check(now, to) {
+        let verdict = self.dials.check(now, to);
+        if verdict != Verdict::Allowed {
+            self.net.dropped_by(NetLimit::DialLimit);
+        }
+        match verdict {
             Verdict::Allowed => true,
             Verdict::OverRate => {
                 debug!("{kind} to {to} dropped: over its dial limit");
@@ -141,6 +146,7 @@ impl Driver {
             return;
         }
         debug!("send {} to {to}", msg.kind());
+        self.net.message_out(msg.kind());
         let role = Role::Write {
             payload: Payload::bytes(msg.to_bytes()),
             kind: WriteKind::Send,
@@ -159,6 +165,7 @@ impl Driver {
         record: FileRecord,
     ) {
         let limits = self.fetch_limits(&record.file_size);
+        self.net.message_out("GET_FILE");
         let role = Role::Fetch(Box::new(FetchConn {
             transfer,
             attempt,

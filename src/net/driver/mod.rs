@@ -134,6 +134,8 @@ struct Driver {
     http: Option<TcpListener>,
     /// Stats page responses rendered in the last moment, shared.
     http_cache: http::ResponseCache,
+    /// Bytes, messages, uploads and refusals, counted for `/metrics`.
+    net: crate::net::counters::NetCounters,
     resolver: Resolver,
     resolve_cache: HashMap<String, (Result<SocketAddr, String>, Time)>,
     unresolvable_logged: HashSet<String>,

@@ -176,12 +176,14 @@ impl Driver {
         let msg = match parsed {
             Ok(m) => m,
             Err(e) => {
+                self.net.message_in("malformed");
                 debug!("message dropped: {e}");
                 self.finish_conn(key);
                 return;
             }
         };
         debug!("received {}", msg.kind());
+        self.net.message_in(msg.kind());
         match msg {
             Message::GetFile { file_id } => self.answer_get_file(key, file_id),
             Message::FileData(header) => {

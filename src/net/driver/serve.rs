@@ -109,8 +109,10 @@ impl Driver {
             GetFileAnswer::NotHeld => Err(OpenError::NotHeld),
             GetFileAnswer::Serve { record, local } => self.open_copy(&record, &local),
         };
+        self.net.message_out("FILE_DATA");
         let payload = match opened {
             Ok(enc) => {
+                self.net.uploads_started += 1;
                 info!("serving {file_id}");
                 Payload::File(Box::new(enc))
             }
@@ -136,6 +138,8 @@ impl Driver {
         }
         match self.open_for_push(&file_id) {
             Ok(enc) => {
+                self.net.message_out("FILE_DATA");
+                self.net.uploads_started += 1;
                 let role = Role::Write {
                     payload: Payload::File(Box::new(enc)),
                     kind: WriteKind::Push,

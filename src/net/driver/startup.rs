@@ -263,6 +263,7 @@ impl Driver {
             p2p_ip: listeners.p2p_ip,
             http: Some(listeners.http),
             http_cache: http::ResponseCache::new(),
+            net: Default::default(),
             resolver,
             resolve_cache: HashMap::new(),
             unresolvable_logged: HashSet::new(),

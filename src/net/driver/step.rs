@@ -9,6 +9,7 @@ use crate::net::conn::{
     connect_status, feed, read_loop, write_payload, FetchConn, Outcome, Payload, Role, WriteKind,
 };
 use crate::net::conn::{Conn, PartialSink};
+use crate::net::counters::{io_mark, NetLimit};
 use crate::net::push_gate::PushGate;
 use crate::net::trim;
 use crate::protocol::decoder::MessageDecoder;
@@ -103,7 +104,7 @@ fn step_conn(c: &mut Conn, ctx: &mut StepCtx<'_>) -> Stepped {
             },
             active: false,
         },
-        Role::Write { payload, kind } => write_step(stream, payload, *kind, ctx.core),
+        Role::Write { payload, .. } => write_step(stream, payload, ctx.core),
         Role::Fetch(f) => fetch_step(stream, f, ctx),
         Role::Drain => Stepped {
             outcome: read_loop(stream, ctx.read_buf, |_| None, || Outcome::Close(None)),
@@ -181,19 +182,14 @@ fn read_http_head(stream: &mut TcpStream, buf: &mut Vec<u8>, read_buf: &mut [u8]
 
 /// Writes what the payload has ready; a file that changed under it is
 /// reported to the core.
-fn write_step(
-    stream: &mut TcpStream,
-    payload: &mut Payload,
-    kind: WriteKind,
-    core: &mut Peer,
-) -> Stepped {
-    let written_before = payload.written();
+fn write_step(stream: &mut TcpStream, payload: &mut Payload, core: &mut Peer) -> Stepped {
+    let written_before = progress(payload);
     match write_payload(stream, payload) {
         Ok(outcome) => Stepped {
             outcome,
-            // An HTTP response is active only while it moves, so a client
-            // that stopped reading meets STALL_TIMEOUT.
-            active: kind != WriteKind::Http || payload.written() != written_before,
+            // Active only while it moves, so a reader that stopped reading
+            // meets the idle timeout (STALL_TIMEOUT for an HTTP response).
+            active: progress(payload) != written_before,
         },
         Err(e) => {
             // The file shrank or no longer hashes to its id: the message
@@ -207,6 +203,14 @@ fn write_step(
                 active: false,
             }
         }
+    }
+}
+
+/// How far a payload is written: bytes, or a file's bytes sent as hex.
+fn progress(payload: &Payload) -> u64 {
+    match payload {
+        Payload::File(enc) => enc.file_bytes_sent(),
+        other => other.written() as u64,
     }
 }
 
@@ -275,6 +279,7 @@ impl Driver {
             core,
             start,
             push_quota,
+            net,
             ..
         } = self;
         let Some(c) = conns.get_mut(key).filter(|c| c.gen == gen) else {
@@ -289,7 +294,9 @@ impl Driver {
             push_quota,
             now,
         };
+        let before = io_mark(&c.role);
         let Stepped { outcome, active } = step_conn(c, &mut ctx);
+        net.stepped(before, io_mark(&c.role));
         if active {
             // The step itself may take long (up to a whole budget of bytes on
             // a slow disk): activity counts from its end, not its start.
@@ -324,6 +331,7 @@ impl Driver {
             match largest {
                 Some((k, b)) if total > INBOUND_BUFFER_BUDGET => {
                     debug!("inbound messages hold {total} bytes; closing one holding {b}");
+                    self.net.dropped_by(NetLimit::InboundBudget);
                     self.close(k, Some("over the inbound memory budget".into()));
                 }
                 _ => return,
@@ -376,6 +384,7 @@ impl Driver {
             c.push,
         );
         let role = std::mem::replace(&mut c.role, Role::Drain);
+        self.net.written(&role);
         match role {
             Role::Write { kind, .. } => {
                 debug!("{kind:?} written");
@@ -396,7 +405,10 @@ impl Driver {
                     }
                     self.on_inbound_message(key, decoded, sink, origin)
                 }
-                Err(e) => self.close(key, Some(format!("bad message: {e}"))),
+                Err(e) => {
+                    self.net.message_in("malformed");
+                    self.close(key, Some(format!("bad message: {e}")))
+                }
             },
             Role::Fetch(f) => self.on_fetch_read(key, *f),
             other => {
@@ -426,7 +438,14 @@ impl Driver {
             debug!("{transfer} from {source} ended meanwhile; bytes discarded");
             return;
         }
-        match decoder.finish() {
+        let finished = decoder.finish();
+        // A reply to our GET_FILE counts as a FILE_DATA whatever it holds.
+        self.net.message_in(if finished.is_ok() {
+            "FILE_DATA"
+        } else {
+            "malformed"
+        });
+        match finished {
             Ok(decoded) => self.finish_received(Finishing::Fetch {
                 transfer,
                 attempt,

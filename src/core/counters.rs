@@ -1,0 +1,188 @@
+//! What the core decided, counted: GOSSIPs left unanswered by a limit and
+//! download attempts by outcome. Plain `u64`s the core bumps where it
+//! decides; `/metrics` reads them through [`Peer::counters`](super::Peer::counters).
+//! Bytes, messages and connections are the driver's (`net::counters`).
+
+use std::collections::BTreeMap;
+
+/// Why a GOSSIP got no GOSSIP_REPLY: the label of
+/// `peershare_dropped_total{limit=...}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum GossipLimit {
+    /// Its id or peerId is longer than we accept.
+    Oversized,
+    /// Its id was seen already (a flood's copies, our own forwards).
+    RepeatedId,
+    /// Its sender was answered less than `REPLY_MIN_INTERVAL` ago.
+    PeerInterval,
+    /// The all-peers reply budget was spent (a flood inventing peerIds).
+    ReplyBudget,
+}
+
+impl GossipLimit {
+    /// Every limit, in the order `/metrics` lists them.
+    pub const ALL: [GossipLimit; 4] = [
+        GossipLimit::Oversized,
+        GossipLimit::RepeatedId,
+        GossipLimit::PeerInterval,
+        GossipLimit::ReplyBudget,
+    ];
+
+    /// The `limit` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            GossipLimit::Oversized => "oversized",
+            GossipLimit::RepeatedId => "repeated_id",
+            GossipLimit::PeerInterval => "peer_interval",
+            GossipLimit::ReplyBudget => "reply_budget",
+        }
+    }
+}
+
+/// The core's counters since start. Read-only outside the core.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// GOSSIPs left unanswered, by limit (indexed as [`GossipLimit::ALL`]).
+    gossip_dropped: [u64; 4],
+    /// Download attempts started: one per source tried.
+    pub downloads_started: u64,
+    /// Download attempts that stored a verified copy (an unverified copy
+    /// kept at the end was counted as its source's `mismatch`).
+    pub downloads_succeeded: u64,
+    /// Download attempts that failed, by reason label (a fixed set:
+    /// [`failure_label`]'s).
+    pub downloads_failed: BTreeMap<&'static str, u64>,
+    /// FILE_DATA payload bytes of the downloads stored.
+    pub downloaded_bytes: u64,
+}
+
+impl Counters {
+    /// GOSSIPs left unanswered by `limit`.
+    pub fn gossip_dropped(&self, limit: GossipLimit) -> u64 {
+        self.gossip_dropped[limit as usize]
+    }
+
+    pub(super) fn drop_gossip(&mut self, limit: GossipLimit) {
+        self.gossip_dropped[limit as usize] += 1;
+    }
+
+    pub(super) fn download_failed(&mut self, why: &str) {
+        *self.downloads_failed.entry(failure_label(why)).or_default() += 1;
+    }
+}
+
+/// The reasons a source can fail for, as `reason` labels.
+pub const FAILURE_LABELS: [&str; 10] = [
+    "connect",
+    "not_found",
+    "timeout",
+    "stalled",
+    "closed",
+    "wrong_size",
+    "mismatch",
+    "too_large",
+    "malformed",
+    "disk",
+];
+
+/// The `reason` label of a failed source, from the sentence the driver
+/// gave. Interim: once `FetchResult::Failed` carries a typed
+/// `SourceFailure`, this whole function is its `label()`. Until then the
+/// sentences are the driver's own, matched here in one place.
+pub fn failure_label(why: &str) -> &'static str {
+    let has = |s: &str| why.contains(s);
+    if has("cannot connect") || has("connect timed out") || has("too many open connections") {
+        "connect"
+    } else if has("does not have the file") {
+        "not_found"
+    } else if has("more bytes than allowed") {
+        "too_large"
+    } else if has("idle timeout") {
+        "stalled"
+    } else if has("did not finish")
+        || has("changed while being sent")
+        || has("changed on disk")
+        || has("cannot write")
+        || has("cannot store")
+        || has("cannot create")
+        || has("lost")
+        || has("vanished")
+    {
+        "disk"
+    } else if has("mid-transfer")
+        || has("connection closed")
+        || has("cannot send GET_FILE")
+        || has("write failed")
+    {
+        "closed"
+    } else if has("advertised") {
+        "wrong_size"
+    } else if has("do not match") || has("different file") {
+        "mismatch"
+    } else if has("timed out") {
+        "timeout"
+    } else {
+        "malformed"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_source_failure_the_driver_reports_gets_its_label() {
+        let cases = [
+            (
+                "cannot connect to 127.0.0.1:9: Connection refused",
+                "connect",
+            ),
+            ("connect timed out", "connect"),
+            ("does not have the file (not-found reply)", "not_found"),
+            ("no progress within the idle timeout", "stalled"),
+            ("the source closed the connection mid-transfer", "closed"),
+            ("connection closed", "closed"),
+            ("sent 3 bytes, not the advertised 5", "wrong_size"),
+            ("bytes do not match the file id", "mismatch"),
+            ("sent a different file (ab12)", "mismatch"),
+            (
+                "the reply holds more bytes than allowed (the advertised size or --max-file-size)",
+                "too_large",
+            ),
+            ("cannot write the file: No space left on device", "disk"),
+            (
+                "the disk did not finish writing the file within 60 s",
+                "disk",
+            ),
+            ("malformed reply: missing field", "malformed"),
+            ("the file is being changed on disk", "disk"),
+            (
+                "write failed: the file changed while being sent: shrank",
+                "disk",
+            ),
+            (
+                "write failed: Connection reset by peer (os error 104)",
+                "closed",
+            ),
+            (
+                "data is not hex (corrupt, or base64 from an old peer)",
+                "malformed",
+            ),
+        ];
+        for (why, label) in cases {
+            assert_eq!(failure_label(why), label, "{why}");
+            assert!(FAILURE_LABELS.contains(&label));
+        }
+    }
+
+    #[test]
+    fn dropped_gossip_is_counted_by_its_limit_only() {
+        let mut c = Counters::default();
+        c.drop_gossip(GossipLimit::RepeatedId);
+        c.drop_gossip(GossipLimit::RepeatedId);
+        c.drop_gossip(GossipLimit::ReplyBudget);
+        assert_eq!(c.gossip_dropped(GossipLimit::RepeatedId), 2);
+        assert_eq!(c.gossip_dropped(GossipLimit::ReplyBudget), 1);
+        assert_eq!(c.gossip_dropped(GossipLimit::Oversized), 0);
+    }
+}
