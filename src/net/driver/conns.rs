@@ -130,7 +130,9 @@ impl Driver {
             return true;
         }
         let now = self.now();
-        self.evict_longest_idle(|c| !moving_a_file(c, now))
+        // Only when every inbound connection moves a file fast does one of
+        // them give way: the cap can always be made room under.
+        self.evict_longest_idle(|c| !moving_a_file(c, now)) || self.evict_longest_idle(|_| true)
     }
 
     /// Closes the longest-idle inbound connection that `may_close` allows;
@@ -323,21 +325,30 @@ impl Driver {
     }
 }
 
-/// A file moving on `c` lately (a push we receive, or a file we serve): a
-/// burst of new connections (accepted together, each newer than it) must
-/// not cut it to make room; one stalled for [`MOVING_WITHIN`] may go.
+/// A file moving on `c` now, and fast (a push we receive, or a file we
+/// serve): a burst of new connections (accepted together, each newer than
+/// it) must not cut it to make room. One stalled for [`MOVING_WITHIN`], or
+/// slower on average than [`MOVING_RATE`] (a trickle meant to hold a slot),
+/// may go.
 fn moving_a_file(c: &Conn, now: Time) -> bool {
-    let file = match &c.role {
-        Role::Read { decoder, .. } => decoder.data_len() > 0,
+    let moved = match &c.role {
+        Role::Read {
+            decoder, received, ..
+        } if decoder.data_len() > 0 => *received,
         Role::Write {
-            payload: Payload::File(_),
+            payload: Payload::File(enc),
             ..
-        } => true,
-        _ => false,
+        } => enc.file_bytes_sent(),
+        _ => return false,
     };
-    file && now < c.last_active.plus(MOVING_WITHIN)
+    let secs = now.since(c.opened).as_secs().max(1);
+    now < c.last_active.plus(MOVING_WITHIN) && moved / secs >= MOVING_RATE
 }
 
 /// How recently a file must have moved on a connection for
 /// [`moving_a_file`].
 const MOVING_WITHIN: Duration = Duration::from_secs(1);
+
+/// The average rate, in bytes a second since the connection opened, below
+/// which a moving file is not protected by [`moving_a_file`].
+const MOVING_RATE: u64 = 64 * 1024;

@@ -63,7 +63,8 @@ const LEASES: Token = Token(5);
 const CONN_BASE: usize = 16;
 
 /// Most open connections (P2P and HTTP, both ways). At the cap a new inbound
-/// connection evicts the longest-idle inbound one. Lowered at start if the
+/// connection evicts the longest-idle inbound one, sparing files moving
+/// fast while any other can go. Lowered at start if the
 /// open-file limit can't hold it (see [`crate::net::limits`]).
 pub const MAX_CONNECTIONS: usize = 1024;
 
