@@ -33,7 +33,9 @@
 //! (`#[global_allocator]`); without it those assertions are skipped
 //! ([`meter_installed`] tells which).
 
-use crate::core::view::{FileView, PeerView, StateView, TransferView};
+use crate::core::view::{
+    Direction, EventKind, EventView, FileView, PeerView, StateView, TransferView,
+};
 use crate::http::{parse_request, render, ParseOutcome, Route, MAX_REQUEST_HEAD};
 use crate::protocol::decoder::{
     DataField, DataSink, DecodeError, Decoded, DecoderLimits, Feed, MessageDecoder, DATA_BUFFER_LEN,
@@ -944,7 +946,10 @@ fn state_from(data: &[u8]) -> StateView {
         files_total: n,
         offset: 0,
         limit: 100,
+        files_matching: n,
         transfers: Vec::new(),
+        events: Vec::new(),
+        unix_now: 1_744_169_352,
     };
     for i in 0..n {
         state.peers.push(PeerView {
@@ -963,14 +968,28 @@ fn state_from(data: &[u8]) -> StateView {
             verified: i % 3 == 0,
             peers_with_file: (0..i).map(|_| next()).collect(),
         });
+        let source = next();
         state.transfers.push(TransferView {
             id: i as u64,
+            direction: if i % 2 == 0 {
+                Direction::Down
+            } else {
+                Direction::Up
+            },
+            peer: source.clone(),
             file_id: next(),
             file_name: next(),
-            source: next(),
+            source,
             bytes_done: i as u64 * 1000,
             bytes_total: (i % 2 == 0).then_some(i as u64 * 3000),
             rate_bytes_per_sec: 1536,
+            eta_secs: (i % 2 == 0).then_some(i as u64),
+            started_unix: 1_744_169_352,
+        });
+        state.events.push(EventView {
+            at_unix: 1_744_169_352,
+            kind: EventKind::Refused,
+            text: next(),
         });
     }
     state
@@ -1016,12 +1035,23 @@ fn placeholder(state: &StateView) -> StateView {
                 file_id: x(&t.file_id),
                 file_name: x(&t.file_name),
                 source: x(&t.source),
+                peer: x(&t.peer),
                 ..t.clone()
             })
             .collect(),
         files_total: state.files_total,
         offset: state.offset,
         limit: state.limit,
+        files_matching: state.files_matching,
+        events: state
+            .events
+            .iter()
+            .map(|e| EventView {
+                text: x(&e.text),
+                ..e.clone()
+            })
+            .collect(),
+        unix_now: state.unix_now,
     }
 }
 

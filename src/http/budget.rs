@@ -205,12 +205,16 @@ mod tests {
         heavy.files[2].file_timestamp = json!(1744169352.5);
         heavy.transfers = vec![TransferView {
             id: u64::MAX,
+            direction: crate::core::view::Direction::Up,
+            peer: nasty(256),
             file_id: nasty(1024),
             file_name: nasty(16 * 1024),
             source: nasty(256),
             bytes_done: u64::MAX,
             bytes_total: Some(u64::MAX),
             rate_bytes_per_sec: u64::MAX,
+            eta_secs: Some(u64::MAX),
+            started_unix: u64::MAX,
         }];
         for state in [sample_state(), heavy] {
             for route in [Route::Page, Route::ApiState] {
