@@ -36,7 +36,7 @@
 use crate::core::view::{
     Direction, EventKind, EventView, FileView, PeerView, StateView, TransferView,
 };
-use crate::http::{parse_request, render, ParseOutcome, Route, MAX_REQUEST_HEAD};
+use crate::http::{parse_request, render, ParseOutcome, Route, MAX_REQUEST};
 use crate::protocol::decoder::{
     DataField, DataSink, DecodeError, Decoded, DecoderLimits, Feed, MessageDecoder, DATA_BUFFER_LEN,
 };
@@ -1110,11 +1110,12 @@ fn check_rendered(route: Route, state: &StateView, with_head: bool) {
 /// Checks the HTTP request parser, the router and the responses.
 ///
 /// - `parse_request` never panics; it stays `Incomplete` only while the
-///   input fits in [`MAX_REQUEST_HEAD`];
+///   input fits in [`MAX_REQUEST`] (a head and an action's body);
 /// - an outcome decided on a prefix of the input (as the event loop
 ///   re-parses after every read) is the outcome for the whole input;
-/// - every `Respond` is a well-formed error response (400, 404, 405 or
-///   431, 405 with `Allow`), without a body for a HEAD request;
+/// - every `Respond` is a well-formed error response (400, 404, 405, 411,
+///   413 or 431, 405 with `Allow`), without a body for a HEAD request;
+/// - an `Action` comes only from a POST, with a file id of sane length;
 /// - `Ready` comes only from a GET or HEAD, and the routed response is
 ///   well-formed; the page and the API are also rendered for a state made
 ///   of the input's text: well-formed, the HEAD twin (of the API, and of
@@ -1124,12 +1125,13 @@ fn check_rendered(route: Route, state: &StateView, with_head: bool) {
 pub fn check_http(data: &[u8]) {
     let outcome = parse_request(data);
     match &outcome {
-        ParseOutcome::Incomplete => assert!(data.len() <= MAX_REQUEST_HEAD),
+        // A head fits in MAX_REQUEST_HEAD; an action's body may follow.
+        ParseOutcome::Incomplete => assert!(data.len() <= MAX_REQUEST),
         ParseOutcome::Respond(resp) => {
             let head_only = resp.windows(4).position(|w| w == b"\r\n\r\n") == Some(resp.len() - 4);
             let (code, headers, _) = well_formed_response(resp, head_only);
             assert!(
-                [400, 404, 405, 431].contains(&code),
+                [400, 404, 405, 411, 413, 431].contains(&code),
                 "unexpected status {code}"
             );
             let allow = headers
@@ -1156,6 +1158,17 @@ pub fn check_http(data: &[u8]) {
             let state = state_from(data);
             let resp = render(*route, *head_only, &state);
             well_formed_response(&resp, *head_only);
+        }
+        ParseOutcome::Action(action) => {
+            let start = data
+                .iter()
+                .position(|&b| b != b'\r' && b != b'\n')
+                .unwrap_or(data.len());
+            assert!(
+                data[start..].starts_with(b"POST "),
+                "an action that is not a POST"
+            );
+            assert!(!action.file_id.is_empty() && action.file_id.len() <= 128);
         }
     }
 

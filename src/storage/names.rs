@@ -66,7 +66,11 @@ pub fn sanitize_file_name(name: &str) -> String {
 fn is_reserved(name: &str) -> bool {
     // The folder lock is opened for writing at start: a held file of that
     // name (from old metadata) would be truncated by it.
-    name.starts_with(PARTIAL_PREFIX) || name.starts_with(METADATA_FILE) || name == LOCK_FILE
+    // The page's token must never be shared, nor replaced by a download.
+    name.starts_with(PARTIAL_PREFIX)
+        || name.starts_with(METADATA_FILE)
+        || name == LOCK_FILE
+        || name == super::token::TOKEN_FILE
 }
 
 /// Whether `name` can be used as-is as a local file name in the storage

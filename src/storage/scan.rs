@@ -57,6 +57,7 @@ pub fn scan_folder(
         if name.starts_with(METADATA_FILE)
             || name.starts_with(PARTIAL_PREFIX)
             || name == crate::storage::lock::LOCK_FILE
+            || name == crate::storage::token::TOKEN_FILE
             || known_local_names.contains(&name)
         {
             continue;

@@ -279,7 +279,8 @@ impl Driver {
         }
     }
 
-    /// An HTTP request head arrived whole: answered from the shared cache.
+    /// An HTTP request arrived whole: a read is answered from the shared
+    /// cache, an action runs (see `actions`).
     pub(super) fn on_http_head(&mut self, key: usize) {
         let now = self.now();
         let Some(c) = self.conns.get(key) else {
@@ -288,12 +289,14 @@ impl Driver {
         let Role::Http { buf } = &c.role else {
             return;
         };
+        let outcome = http::parse_request(buf);
         let core = &self.core;
-        let payload = match http::parse_request(buf) {
+        let payload = match outcome {
             http::ParseOutcome::Ready {
                 route,
                 head_only,
                 page,
+                query,
             } => http_out::respond(
                 &mut self.http_cache,
                 &self.conns,
@@ -301,8 +304,12 @@ impl Driver {
                 route,
                 head_only,
                 page,
+                query,
                 core,
             ),
+            http::ParseOutcome::Action(request) => {
+                Payload::bytes(self.on_http_action(now, &request))
+            }
             http::ParseOutcome::Respond(bytes) => Payload::bytes(bytes),
             http::ParseOutcome::Incomplete => return,
         };
