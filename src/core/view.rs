@@ -398,10 +398,15 @@ impl Peer {
                     .current
                     .as_ref()
                     .map_or(0, |(_, _, started)| now.since(*started).as_secs());
+                // The other side with its address when we track it.
+                let peer = match d.current.as_ref().and_then(|(p, _, _)| self.members.get(p)) {
+                    Some(m) => format!("{source} ({}:{})", m.addr.host, m.addr.port),
+                    None => source.clone(),
+                };
                 TransferView {
                     id: d.id.0,
                     direction: Direction::Down,
-                    peer: source.clone(),
+                    peer,
                     file_id: d.record.file_id.0.clone(),
                     file_name: d.record.file_name.clone(),
                     source,
