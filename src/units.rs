@@ -1,25 +1,29 @@
 //! One way to write sizes, rates and durations everywhere (menu, progress
 //! line, page): binary units, `KiB`, `MiB`, `GiB`, `MiB/s`. The page's
-//! script mirrors these three functions.
+//! script mirrors these three functions (`humanBytes`, `unitRate`,
+//! `unitEta` in src/http/page.js).
 
-/// A byte count: `512 B`, `1.5 KiB`, `111.0 MiB`, `2.00 GiB`.
+/// A byte count: `512 B`, `1.5 KiB`, `111.0 MiB`, `2.0 GiB` (one decimal,
+/// rounded half up, in the largest unit that keeps it under 1024, so
+/// never `1024.0 KiB`).
 pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
     if n < 1024 {
         return format!("{n} B");
     }
-    let mut value = n as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
+    let n = u128::from(n);
+    let mut divisor: u128 = 1;
+    let mut shown = String::new();
+    for unit in UNITS {
+        divisor *= 1024;
+        // round(n * 10 / divisor), half up, in integers.
+        let tenths = (n * 20 + divisor) / (2 * divisor);
+        shown = format!("{}.{} {unit}", tenths / 10, tenths % 10);
+        if tenths < 10_240 {
+            break;
+        }
     }
-    // GiB and up keep two decimals: a tenth of a GiB is 100 MiB.
-    if unit >= 2 {
-        format!("{value:.2} {}", UNITS[unit])
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
+    shown
 }
 
 /// A rate: [`bytes`] per second, `1.5 MiB/s`.
@@ -47,8 +51,9 @@ mod tests {
         assert_eq!(bytes(1024), "1.0 KiB");
         assert_eq!(bytes(1536), "1.5 KiB");
         assert_eq!(bytes(111 * 1024 * 1024), "111.0 MiB");
-        assert_eq!(bytes(2 * 1024 * 1024 * 1024), "2.00 GiB");
-        assert_eq!(bytes(u64::MAX), "16384.00 PiB");
+        assert_eq!(bytes(1024 * 1024 - 1), "1.0 MiB");
+        assert_eq!(bytes(2 * 1024 * 1024 * 1024), "2.0 GiB");
+        assert_eq!(bytes(u64::MAX), "16.0 EiB");
     }
 
     #[test]

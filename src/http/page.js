@@ -40,18 +40,8 @@
 
   // --- units (same output as src/units.rs) ---
 
-  const BIN_UNITS = ["KiB", "MiB", "GiB", "TiB", "PiB"];
-  const unitBytes = (n) => {
-    if (n < 1024) return `${n} B`;
-    let value = n / 1024;
-    let unit = 0;
-    while (value >= 1024 && unit + 1 < BIN_UNITS.length) {
-      value /= 1024;
-      unit += 1;
-    }
-    return `${value.toFixed(unit >= 2 ? 2 : 1)} ${BIN_UNITS[unit]}`;
-  };
-  const unitRate = (n) => `${unitBytes(n)}/s`;
+  // bytes() is humanBytes below.
+  const unitRate = (n) => `${humanBytes(n)}/s`;
   const unitEta = (secs) => {
     const pad = (n) => String(n).padStart(2, "0");
     if (secs < 60) return `${secs}s`;
