@@ -180,8 +180,12 @@ fn the_page_shows_peers_and_files_and_a_get_click_with_the_token_downloads_with_
 }
 
 #[test]
-fn an_action_without_the_token_or_from_another_origin_is_refused_and_starts_nothing() {
-    let me = PeerBuilder::new("guarded").args(&QUIET).spawn();
+fn an_action_without_the_token_or_from_another_origin_is_refused_and_with_them_get_and_delete_run()
+{
+    let me = PeerBuilder::new("guarded")
+        .args(&QUIET)
+        .file("ours.txt", b"a file we own")
+        .spawn();
     let data = pattern(9, 4096);
     let record = file_record("wanted.bin", &data, "carol", 1_750_000_001);
     let id = record["file_id"].as_str().expect("id").to_owned();
