@@ -37,7 +37,8 @@ const MAX_RANDOM_TRIES: u32 = 64;
 /// - reserved names get a `_` prefix: those starting with `.partial-` (temp
 ///   files) or `metadata.json` (the metadata file and its `.corrupt-*`
 ///   copies), e.g. `metadata.json` -> `_metadata.json`, and the folder
-///   lock `.peershare.lock` -> `_.peershare.lock`;
+///   lock `.peershare.lock` -> `_.peershare.lock`, the page's token
+///   `http-token` -> `_http-token`;
 /// - the result is at most 255 bytes, cut on a UTF-8 character boundary and
 ///   keeping a short extension when there is one.
 ///
@@ -298,6 +299,9 @@ mod tests {
         assert!(!is_safe_local_name(".partial-1"));
         assert!(!is_safe_local_name(".peershare.lock"));
         assert_eq!(sanitize_file_name(".peershare.lock"), "_.peershare.lock");
+        // The page's token is never replaced by a download named like it.
+        assert!(!is_safe_local_name("http-token"));
+        assert_eq!(sanitize_file_name("http-token"), "_http-token");
     }
 
     #[test]

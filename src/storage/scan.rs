@@ -256,6 +256,8 @@ mod tests {
         fs::write(d.join(METADATA_FILE), b"{}").unwrap();
         fs::write(d.join("metadata.json.corrupt-5"), b"x").unwrap();
         fs::write(d.join(".partial-00ff"), b"x").unwrap();
+        // The page's token is never shared.
+        fs::write(d.join("http-token"), b"00112233445566778899aabbccddeeff").unwrap();
         fs::create_dir(d.join("sub")).unwrap();
         #[cfg(unix)]
         std::os::unix::fs::symlink(d.join("a.txt"), d.join("link.txt")).unwrap();
