@@ -175,6 +175,7 @@
     order: "asc",
   };
   let me = "";
+  let lastFilesKey = "";
 
   const stateUrl = () =>
     `/api/state?offset=${ask.offset}&limit=${ask.limit}` +
@@ -288,16 +289,21 @@
       cell(`${p.host}:${p.port}`),
       cell(p.last_seen_secs_ago <= LIVE_SECS ? "live" : `silent for ${p.last_seen_secs_ago} s`),
     ], "No tracked peers.", 3);
-    fillTable("files", s.files, (f) => [
-      cell(shortId(f.file_id), "mono", f.file_id),
-      cell(f.file_name),
-      cell(f.file_owner),
-      cell(sizeText(f.file_size), "num"),
-      cell(timestampLocal(f.file_timestamp), "", timestampTitle(f.file_timestamp)),
-      cell(localText(f.local, f.verified)),
-      cell(f.peers_with_file.length ? f.peers_with_file.join(", ") : "—"),
-      actionCell(f),
-    ], ask.q ? "No file matches the search." : "No files known.", 8);
+    // Rebuilt only when it changed, so a button under the pointer stays.
+    const filesKey = JSON.stringify([me, ask.q, s.files]);
+    if (filesKey !== lastFilesKey) {
+      lastFilesKey = filesKey;
+        fillTable("files", s.files, (f) => [
+        cell(shortId(f.file_id), "mono", f.file_id),
+        cell(f.file_name),
+        cell(f.file_owner),
+        cell(sizeText(f.file_size), "num"),
+        cell(timestampLocal(f.file_timestamp), "", timestampTitle(f.file_timestamp)),
+        cell(localText(f.local, f.verified)),
+        cell(f.peers_with_file.length ? f.peers_with_file.join(", ") : "—"),
+        actionCell(f),
+      ], ask.q ? "No file matches the search." : "No files known.", 8);
+    }
     renderPager(s);
     fillTable("events", s.events.slice().reverse(), (e) => [
       cell(localTime(e.at_unix), "num"),
