@@ -293,7 +293,7 @@
     const filesKey = JSON.stringify([me, ask.q, s.files]);
     if (filesKey !== lastFilesKey) {
       lastFilesKey = filesKey;
-        fillTable("files", s.files, (f) => [
+      fillTable("files", s.files, (f) => [
         cell(shortId(f.file_id), "mono", f.file_id),
         cell(f.file_name),
         cell(f.file_owner),
