@@ -33,8 +33,10 @@
 //! (`#[global_allocator]`); without it those assertions are skipped
 //! ([`meter_installed`] tells which).
 
-use crate::core::view::{FileView, PeerView, StateView, TransferView};
-use crate::http::{parse_request, render, ParseOutcome, Route, MAX_REQUEST_HEAD};
+use crate::core::view::{
+    Direction, EventKind, EventView, FileView, PeerView, StateView, TransferView,
+};
+use crate::http::{parse_request, render, ParseOutcome, Route, MAX_REQUEST};
 use crate::protocol::decoder::{
     DataField, DataSink, DecodeError, Decoded, DecoderLimits, Feed, MessageDecoder, DATA_BUFFER_LEN,
 };
@@ -944,7 +946,10 @@ fn state_from(data: &[u8]) -> StateView {
         files_total: n,
         offset: 0,
         limit: 100,
+        files_matching: n,
         transfers: Vec::new(),
+        events: Vec::new(),
+        unix_now: 1_744_169_352,
     };
     for i in 0..n {
         state.peers.push(PeerView {
@@ -963,14 +968,28 @@ fn state_from(data: &[u8]) -> StateView {
             verified: i % 3 == 0,
             peers_with_file: (0..i).map(|_| next()).collect(),
         });
+        let source = next();
         state.transfers.push(TransferView {
             id: i as u64,
+            direction: if i % 2 == 0 {
+                Direction::Down
+            } else {
+                Direction::Up
+            },
+            peer: source.clone(),
             file_id: next(),
             file_name: next(),
-            source: next(),
+            source,
             bytes_done: i as u64 * 1000,
             bytes_total: (i % 2 == 0).then_some(i as u64 * 3000),
             rate_bytes_per_sec: 1536,
+            eta_secs: (i % 2 == 0).then_some(i as u64),
+            started_unix: 1_744_169_352,
+        });
+        state.events.push(EventView {
+            at_unix: 1_744_169_352,
+            kind: EventKind::Refused,
+            text: next(),
         });
     }
     state
@@ -1016,12 +1035,23 @@ fn placeholder(state: &StateView) -> StateView {
                 file_id: x(&t.file_id),
                 file_name: x(&t.file_name),
                 source: x(&t.source),
+                peer: x(&t.peer),
                 ..t.clone()
             })
             .collect(),
         files_total: state.files_total,
         offset: state.offset,
         limit: state.limit,
+        files_matching: state.files_matching,
+        events: state
+            .events
+            .iter()
+            .map(|e| EventView {
+                text: x(&e.text),
+                ..e.clone()
+            })
+            .collect(),
+        unix_now: state.unix_now,
     }
 }
 
@@ -1082,11 +1112,12 @@ fn check_rendered(route: Route, state: &StateView, with_head: bool) {
 /// Checks the HTTP request parser, the router and the responses.
 ///
 /// - `parse_request` never panics; it stays `Incomplete` only while the
-///   input fits in [`MAX_REQUEST_HEAD`];
+///   input fits in [`MAX_REQUEST`] (a head and an action's body);
 /// - an outcome decided on a prefix of the input (as the event loop
 ///   re-parses after every read) is the outcome for the whole input;
-/// - every `Respond` is a well-formed error response (400, 404, 405 or
-///   431, 405 with `Allow`), without a body for a HEAD request;
+/// - every `Respond` is a well-formed error response (400, 404, 405, 411,
+///   413 or 431, 405 with `Allow`), without a body for a HEAD request;
+/// - an `Action` comes only from a POST, with a file id of sane length;
 /// - `Ready` comes only from a GET or HEAD, and the routed response is
 ///   well-formed; the page and the API are also rendered for a state made
 ///   of the input's text: well-formed, the HEAD twin (of the API, and of
@@ -1096,12 +1127,13 @@ fn check_rendered(route: Route, state: &StateView, with_head: bool) {
 pub fn check_http(data: &[u8]) {
     let outcome = parse_request(data);
     match &outcome {
-        ParseOutcome::Incomplete => assert!(data.len() <= MAX_REQUEST_HEAD),
+        // A head fits in MAX_REQUEST_HEAD; an action's body may follow.
+        ParseOutcome::Incomplete => assert!(data.len() <= MAX_REQUEST),
         ParseOutcome::Respond(resp) => {
             let head_only = resp.windows(4).position(|w| w == b"\r\n\r\n") == Some(resp.len() - 4);
             let (code, headers, _) = well_formed_response(resp, head_only);
             assert!(
-                [400, 404, 405, 431].contains(&code),
+                [400, 404, 405, 411, 413, 431].contains(&code),
                 "unexpected status {code}"
             );
             let allow = headers
@@ -1128,6 +1160,17 @@ pub fn check_http(data: &[u8]) {
             let state = state_from(data);
             let resp = render(*route, *head_only, &state);
             well_formed_response(&resp, *head_only);
+        }
+        ParseOutcome::Action(action) => {
+            let start = data
+                .iter()
+                .position(|&b| b != b'\r' && b != b'\n')
+                .unwrap_or(data.len());
+            assert!(
+                data[start..].starts_with(b"POST "),
+                "an action that is not a POST"
+            );
+            assert!(!action.file_id.is_empty() && action.file_id.len() <= 128);
         }
     }
 

@@ -1089,12 +1089,18 @@ fn a_forged_push_of_an_id_we_hold_never_replaces_the_good_copy() {
 fn pushes_named_like_the_peers_own_files_never_touch_them() {
     let p = PeerBuilder::new("victim").args(&QUIET).spawn();
     let stop = AtomicBool::new(false);
+    let token_before = {
+        let path = p.dir.join("http-token");
+        assert!(wait_until(T, || path.exists()), "no token file");
+        std::fs::read(&path).expect("token")
+    };
     let names = [
         "metadata.json",
         ".peershare.lock",
         "metadata.json.tmp",
         ".partial-push",
         "../metadata.json",
+        "http-token",
     ];
     for (i, n) in names.iter().enumerate() {
         let f = NetFile::new(
@@ -1115,6 +1121,11 @@ fn pushes_named_like_the_peers_own_files_never_touch_them() {
     let meta = std::fs::read(p.dir.join("metadata.json")).expect("metadata.json");
     let meta: Value = serde_json::from_slice(&meta).expect("metadata.json is no longer JSON");
     assert!(meta.is_object());
+    assert_eq!(
+        std::fs::read(p.dir.join("http-token")).expect("token"),
+        token_before,
+        "the page's token is untouched"
+    );
     // The lock is still held: a second peer on the folder exits 1.
     let run = run_binary(
         &[

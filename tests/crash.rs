@@ -182,6 +182,14 @@ fn check_after_kill(dir: &Path, pool: &Pool) -> Result<Found, String> {
         if name == ".peershare.lock" {
             continue;
         }
+        // The page's token, written atomically: whole or absent.
+        if name == "http-token" {
+            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+            if text.trim().len() != 32 || !text.trim().bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(format!("http-token is torn: {text:?}"));
+            }
+            continue;
+        }
         if name.starts_with("metadata.json") {
             return Err(format!("unexpected {name} in the folder"));
         }

@@ -1186,9 +1186,9 @@ fn a_push_of_a_missing_path_or_a_folder_is_refused_in_one_line_and_stores_nothin
         .unwrap()
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        // The lock and the metadata file are the peer's own; a temp file
-        // (`.partial-*`) left behind would count.
-        .filter(|n| n != ".peershare.lock" && !n.starts_with("metadata.json"))
+        // The lock, the metadata file and the page's token are the peer's
+        // own; a temp file (`.partial-*`) left behind would count.
+        .filter(|n| n != ".peershare.lock" && n != "http-token" && !n.starts_with("metadata.json"))
         .collect();
     assert!(stored.is_empty(), "stored: {stored:?}");
 }

@@ -34,8 +34,34 @@ pub fn start_line(
     )
 }
 
+/// The page's address with its action token, like Jupyter's: the token
+/// is in the fragment, which a browser never sends to the server (so it
+/// stays out of request logs); the page's script reads it from there. A
+/// page on every interface is shown at 127.0.0.1.
+pub fn page_line(http: SocketAddr, token: &str) -> String {
+    let host = if http.ip().is_unspecified() {
+        SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), http.port())
+    } else {
+        http
+    };
+    format!("page: http://{host}/#token={token}")
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_page_line_carries_the_token_in_the_fragment() {
+        let at = |a: &str| super::page_line(a.parse().expect("address"), "ab12");
+        assert_eq!(
+            at("127.0.0.1:8001"),
+            "page: http://127.0.0.1:8001/#token=ab12"
+        );
+        assert_eq!(
+            at("0.0.0.0:8001"),
+            "page: http://127.0.0.1:8001/#token=ab12"
+        );
+    }
+
     use super::*;
     use clap::Parser;
 

@@ -27,8 +27,140 @@ pub struct StateView {
     pub offset: usize,
     /// The most files this page holds.
     pub limit: usize,
-    /// Downloads in flight.
+    /// Files the search `q` matches (the whole catalog without one): the
+    /// pager's total.
+    pub files_matching: usize,
+    /// Downloads and uploads in flight.
     pub transfers: Vec<TransferView>,
+    /// Recent events, newest last, at most [`MAX_EVENTS`].
+    pub events: Vec<EventView>,
+    /// The server's clock when rendered, in Unix seconds, so a page can show
+    /// ages and local times.
+    pub unix_now: u64,
+}
+
+/// The most events a view holds.
+pub const MAX_EVENTS: usize = 100;
+
+/// Which way a transfer's bytes flow.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// We receive the file.
+    Down,
+    /// We send the file.
+    Up,
+}
+
+/// Something that happened, for the recent-events panel.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct EventView {
+    /// When, in Unix seconds.
+    pub at_unix: u64,
+    /// What kind of event.
+    pub kind: EventKind,
+    /// One plain sentence (from the network in part: escape before showing).
+    pub text: String,
+}
+
+/// The kinds of [`EventView`].
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// A peer was tracked for the first time.
+    PeerJoined,
+    /// A peer was dropped (silent too long, or left).
+    PeerDropped,
+    /// A download was saved.
+    Saved,
+    /// One source of a download failed; others may follow.
+    SourceFailed,
+    /// A download ended without the file.
+    DownloadFailed,
+    /// Something was refused (a file, a request, a command).
+    Refused,
+    /// A file was deleted.
+    Deleted,
+    /// A file was pushed.
+    Pushed,
+    /// An upload finished.
+    UploadDone,
+    /// An upload failed.
+    UploadFailed,
+}
+
+/// How the files of a view are chosen and ordered: a search and a sort.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FileQuery {
+    /// Case-insensitive text to find in the name, id or owner (empty: all).
+    pub q: String,
+    /// What to sort by.
+    pub sort: SortKey,
+    /// Which way.
+    pub order: SortOrder,
+}
+
+/// What files are sorted by; ties go by name, then id.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum SortKey {
+    /// File name.
+    #[default]
+    Name,
+    /// Size in bytes (sizes the peer gave as a non-integer sort by value).
+    Size,
+    /// Timestamp (text timestamps sort first).
+    Time,
+    /// Owner's peer id.
+    Owner,
+}
+
+/// Ascending or descending.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum SortOrder {
+    /// Smallest first.
+    #[default]
+    Asc,
+    /// Largest first.
+    Desc,
+}
+
+/// Whether `hay` contains `needle`, ignoring ASCII case, without
+/// allocating (the search looks at every file of the catalog).
+fn contains_ignore_case(hay: &str, needle: &str) -> bool {
+    let (h, n) = (hay.as_bytes(), needle.as_bytes());
+    n.is_empty() || h.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n))
+}
+
+/// Whether a catalog entry matches the search `q`.
+fn matches(id: &FileId, e: &Entry, q: &str) -> bool {
+    contains_ignore_case(&e.record.file_name, q)
+        || contains_ignore_case(&id.0, q)
+        || contains_ignore_case(&e.record.file_owner.0, q)
+}
+
+/// The order `query` asks for between two catalog entries.
+fn compare(query: &FileQuery, a: &(&FileId, &Entry), b: &(&FileId, &Entry)) -> std::cmp::Ordering {
+    let size = |e: &Entry| match &e.record.file_size {
+        FileSize::Bytes(b) => *b as f64,
+        FileSize::Reported(n) => n.as_f64().unwrap_or(f64::NEG_INFINITY),
+    };
+    let time = |e: &Entry| {
+        e.record
+            .file_timestamp
+            .as_f64()
+            .unwrap_or(f64::NEG_INFINITY)
+    };
+    let by_key = match query.sort {
+        SortKey::Name => std::cmp::Ordering::Equal,
+        SortKey::Size => size(a.1).total_cmp(&size(b.1)),
+        SortKey::Time => time(a.1).total_cmp(&time(b.1)),
+        SortKey::Owner => a.1.record.file_owner.0.cmp(&b.1.record.file_owner.0),
+    };
+    let ord = by_key.then_with(|| (&a.1.record.file_name, a.0).cmp(&(&b.1.record.file_name, b.0)));
+    match query.order {
+        SortOrder::Asc => ord,
+        SortOrder::Desc => ord.reverse(),
+    }
 }
 
 /// Which files of the sorted catalog a view holds.
@@ -104,16 +236,21 @@ pub struct FileView {
     pub peers_with_file: Vec<String>,
 }
 
-/// One download in flight.
+/// One transfer in flight, either way.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct TransferView {
     /// Transfer number.
     pub id: u64,
+    /// Whether we receive (`down`) or send (`up`).
+    pub direction: Direction,
+    /// The other side: "peer_id (host:port)" when known, else "host:port".
+    pub peer: String,
     /// File being fetched.
     pub file_id: String,
     /// Its name.
     pub file_name: String,
-    /// Peer we are fetching from now.
+    /// Peer we are fetching from now (for downloads, the same as `peer`;
+    /// kept for older clients).
     pub source: String,
     /// File bytes received so far from this source.
     pub bytes_done: u64,
@@ -121,6 +258,17 @@ pub struct TransferView {
     pub bytes_total: Option<u64>,
     /// Average rate from this source, bytes per second.
     pub rate_bytes_per_sec: u64,
+    /// Seconds left at this rate; `null` when the size or the rate is
+    /// unknown.
+    pub eta_secs: Option<u64>,
+    /// When it started (from this source), in Unix seconds.
+    pub started_unix: u64,
+}
+
+/// Seconds left to move `total - done` bytes at `rate`, when both are known.
+pub fn eta(done: u64, total: Option<u64>, rate: u64) -> Option<u64> {
+    let total = total?;
+    (rate > 0).then(|| total.saturating_sub(done).div_ceil(rate))
 }
 
 impl Peer {
@@ -150,13 +298,35 @@ impl Peer {
     pub fn view_page_within(
         &self,
         now: Time,
+        page: FilePage,
+        fits: impl FnMut(&FileView) -> bool,
+    ) -> StateView {
+        self.view_query_within(now, 0, page, &FileQuery::default(), fits)
+    }
+
+    /// [`Peer::view_page_within`] for the files `query` finds, in its
+    /// order: the catalog is filtered and paged by reference (O(n) plus a
+    /// sort of the page), and only the page's entries are copied.
+    /// `unix_now` is the wall clock at `now` (the core reads no clock);
+    /// the other views pass 0.
+    pub fn view_query_within(
+        &self,
+        now: Time,
+        unix_now: u64,
         mut page: FilePage,
+        query: &FileQuery,
         mut fits: impl FnMut(&FileView) -> bool,
     ) -> StateView {
-        let by_name = |a: &(&FileId, &Entry), b: &(&FileId, &Entry)| {
-            (&a.1.record.file_name, a.0).cmp(&(&b.1.record.file_name, b.0))
+        let found: Vec<(&FileId, &Entry)> = if query.q.is_empty() {
+            self.catalog.iter().collect()
+        } else {
+            self.catalog
+                .iter()
+                .filter(|(id, e)| matches(id, e, &query.q))
+                .collect()
         };
-        let files: Vec<FileView> = select_page(self.catalog.iter().collect(), page, by_name)
+        let files_matching = found.len();
+        let files: Vec<FileView> = select_page(found, page, |a, b| compare(query, a, b))
             .into_iter()
             .map(|(id, e)| FileView {
                 file_id: id.0.clone(),
@@ -172,11 +342,7 @@ impl Peer {
             .take_while(|(i, f)| fits(f) || *i == 0)
             .map(|(_, f)| f)
             .collect();
-        if files.len()
-            < page
-                .limit
-                .min(self.catalog.len().saturating_sub(page.offset))
-        {
+        if files.len() < page.limit.min(files_matching.saturating_sub(page.offset)) {
             page.limit = files.len().max(1);
         }
         StateView {
@@ -188,7 +354,11 @@ impl Peer {
             files_total: self.catalog.len(),
             offset: page.offset,
             limit: page.limit,
-            transfers: self.transfer_views(now),
+            files_matching,
+            transfers: self.transfer_views(now, unix_now),
+            // Filled by the core's event log.
+            events: Vec::new(),
+            unix_now,
         }
     }
 
@@ -207,7 +377,7 @@ impl Peer {
     }
 
     /// Every download in flight, with its current source's mean rate.
-    fn transfer_views(&self, now: Time) -> Vec<TransferView> {
+    fn transfer_views(&self, now: Time, unix_now: u64) -> Vec<TransferView> {
         self.downloads
             .iter()
             .map(|d| {
@@ -223,17 +393,28 @@ impl Peer {
                     }
                     None => (if d.queued { "(queued)" } else { "-" }.to_string(), 0),
                 };
+                let bytes_total = d.record.file_size.bytes();
+                let secs_ago = d
+                    .current
+                    .as_ref()
+                    .map_or(0, |(_, _, started)| now.since(*started).as_secs());
+                // The other side with its address when we track it.
+                let peer = match d.current.as_ref().and_then(|(p, _, _)| self.members.get(p)) {
+                    Some(m) => format!("{source} ({}:{})", m.addr.host, m.addr.port),
+                    None => source.clone(),
+                };
                 TransferView {
                     id: d.id.0,
+                    direction: Direction::Down,
+                    peer,
                     file_id: d.record.file_id.0.clone(),
                     file_name: d.record.file_name.clone(),
                     source,
                     bytes_done: d.bytes_done,
-                    bytes_total: match d.record.file_size {
-                        FileSize::Bytes(b) => Some(b),
-                        FileSize::Reported(_) => None,
-                    },
+                    bytes_total,
                     rate_bytes_per_sec: rate,
+                    eta_secs: eta(d.bytes_done, bytes_total, rate),
+                    started_unix: unix_now.saturating_sub(secs_ago),
                 }
             })
             .collect()
@@ -361,6 +542,109 @@ mod tests {
             |_| true,
         );
         assert_eq!((tail.files.len(), tail.limit), (2, 5));
+    }
+
+    #[test]
+    fn the_eta_is_known_only_with_a_size_and_a_rate() {
+        assert_eq!(eta(0, Some(1000), 100), Some(10));
+        assert_eq!(eta(950, Some(1000), 100), Some(1));
+        assert_eq!(eta(2000, Some(1000), 100), Some(0));
+        assert_eq!(eta(0, None, 100), None);
+        assert_eq!(eta(0, Some(1000), 0), None);
+    }
+
+    fn named(i: usize, name: &str, size: u64, time: u64, owner: &str) -> FileRecord {
+        FileRecord {
+            file_name: name.into(),
+            file_size: FileSize::Bytes(size),
+            file_id: FileId(format!("{i:064x}")),
+            file_owner: owner.into(),
+            file_timestamp: Timestamp::from_secs(time),
+        }
+    }
+
+    fn names(v: &StateView) -> Vec<&str> {
+        v.files.iter().map(|f| f.file_name.as_str()).collect()
+    }
+
+    #[test]
+    fn a_search_finds_by_name_id_or_owner_ignoring_case_and_counts_its_matches() {
+        let mut p = peer();
+        p.catalog
+            .set_local(named(1, "Holiday.JPG", 5, 3, "alice"), local());
+        p.catalog
+            .set_local(named(2, "notes.txt", 9, 1, "bob"), local());
+        p.catalog
+            .set_local(named(0xabc, "x.bin", 7, 2, "carol"), local());
+        let find = |q: &str| {
+            let query = FileQuery {
+                q: q.into(),
+                ..FileQuery::default()
+            };
+            p.view_query_within(Time(0), 0, FilePage::ALL, &query, |_| true)
+        };
+        assert_eq!(names(&find("holiday")), ["Holiday.JPG"]);
+        assert_eq!(names(&find("BOB")), ["notes.txt"]);
+        assert_eq!(names(&find("0ABC")), ["x.bin"]);
+        let none = find("nothing like it");
+        assert_eq!(
+            (none.files.len(), none.files_matching, none.files_total),
+            (0, 0, 3)
+        );
+        assert_eq!(find("").files_matching, 3);
+    }
+
+    #[test]
+    fn files_sort_by_each_key_both_ways_with_ties_by_name() {
+        let mut p = peer();
+        p.catalog.set_local(named(1, "b", 5, 3, "zed"), local());
+        p.catalog.set_local(named(2, "a", 9, 1, "amy"), local());
+        p.catalog.set_local(named(3, "c", 5, 2, "amy"), local());
+        let sorted = |sort, order| {
+            let query = FileQuery {
+                q: String::new(),
+                sort,
+                order,
+            };
+            let v = p.view_query_within(Time(0), 0, FilePage::ALL, &query, |_| true);
+            names(&v).concat()
+        };
+        assert_eq!(sorted(SortKey::Name, SortOrder::Asc), "abc");
+        assert_eq!(sorted(SortKey::Name, SortOrder::Desc), "cba");
+        assert_eq!(sorted(SortKey::Size, SortOrder::Asc), "bca");
+        assert_eq!(sorted(SortKey::Size, SortOrder::Desc), "acb");
+        assert_eq!(sorted(SortKey::Time, SortOrder::Asc), "acb");
+        assert_eq!(sorted(SortKey::Owner, SortOrder::Asc), "acb");
+    }
+
+    #[test]
+    fn a_search_among_20000_files_renders_one_page_quickly() {
+        let mut p = peer();
+        for i in 0..20_000 {
+            p.catalog.set_local(
+                named(i, &format!("file-{i:05}.dat"), i as u64, 1, "me"),
+                local(),
+            );
+        }
+        let query = FileQuery {
+            q: "file-1999".into(),
+            sort: SortKey::Size,
+            order: SortOrder::Desc,
+        };
+        let page = FilePage {
+            offset: 0,
+            limit: 100,
+        };
+        let started = std::time::Instant::now();
+        let v = p.view_query_within(Time(0), 0, page, &query, |_| true);
+        let searched = started.elapsed();
+        let started = std::time::Instant::now();
+        let all = p.view_query_within(Time(0), 0, page, &FileQuery::default(), |_| true);
+        let paged = started.elapsed();
+        eprintln!("20 000 files: search+sort of one page {searched:?}, plain page {paged:?}");
+        assert_eq!(v.files_matching, 10, "file-19990 to file-19999");
+        assert_eq!(v.files[0].file_name, "file-19999.dat");
+        assert_eq!((all.files.len(), all.files_matching), (100, 20_000));
     }
 
     #[test]

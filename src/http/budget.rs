@@ -85,10 +85,16 @@ pub fn base_bound(state: &StateView) -> usize {
             2 * escaped_len(&t.file_id)
                 + escaped_len(&t.file_name)
                 + escaped_len(&t.source)
+                + escaped_len(&t.peer)
                 + ROW_MARKUP
         })
         .sum();
-    PAGE_RESERVE + own + peers + transfers
+    let events: usize = state
+        .events
+        .iter()
+        .map(|e| escaped_len(&e.text) + ROW_MARKUP)
+        .sum();
+    PAGE_RESERVE + own + peers + transfers + events
 }
 
 /// What [`base_bound`] leaves of [`MAX_RESPONSE`] for the files at most
@@ -205,13 +211,25 @@ mod tests {
         heavy.files[2].file_timestamp = json!(1744169352.5);
         heavy.transfers = vec![TransferView {
             id: u64::MAX,
+            direction: crate::core::view::Direction::Up,
+            peer: nasty(256),
             file_id: nasty(1024),
             file_name: nasty(16 * 1024),
             source: nasty(256),
             bytes_done: u64::MAX,
             bytes_total: Some(u64::MAX),
             rate_bytes_per_sec: u64::MAX,
+            eta_secs: Some(u64::MAX),
+            started_unix: u64::MAX,
         }];
+        heavy.events = vec![
+            crate::core::view::EventView {
+                at_unix: u64::MAX,
+                kind: crate::core::view::EventKind::UploadFailed,
+                text: nasty(1024),
+            };
+            100
+        ];
         for state in [sample_state(), heavy] {
             for route in [Route::Page, Route::ApiState] {
                 let len = render(route, false, &state).len();

@@ -7,7 +7,7 @@
 
 use super::request::Route;
 use super::MAX_PAGE_FILES;
-use crate::core::view::FilePage;
+use crate::core::view::{FilePage, FileQuery};
 use crate::core::Time;
 use std::sync::Arc;
 use std::time::Duration;
@@ -82,12 +82,14 @@ pub fn normalise(page: FilePage, files_total: usize) -> FilePage {
 }
 
 /// What a response is cached by.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Key {
     /// The route.
     pub route: Route,
     /// The page of files, [`normalise`]d.
     pub page: FilePage,
+    /// The search and sort.
+    pub query: FileQuery,
     /// The core's state generation it was rendered at: a response from
     /// another is stale whatever its age (a file saved, a peer gone).
     pub generation: u64,
@@ -125,7 +127,7 @@ impl ResponseCache {
         key: Key,
         render: impl FnOnce() -> Vec<u8>,
     ) -> Option<Rendered> {
-        if let Some(rendered) = self.peek(now, key) {
+        if let Some(rendered) = self.peek(now, &key) {
             return Some(rendered);
         }
         if self
@@ -154,11 +156,11 @@ impl ResponseCache {
 
     /// The response for `key` rendered within [`CACHE_FOR`] before `now`,
     /// if any (nothing is rendered; expired responses are let go).
-    pub fn peek(&mut self, now: Time, key: Key) -> Option<Rendered> {
+    pub fn peek(&mut self, now: Time, key: &Key) -> Option<Rendered> {
         self.evict(now);
         self.entries
             .iter()
-            .find(|e| e.key == key)
+            .find(|e| e.key == *key)
             .map(|e| e.rendered.clone())
     }
 
@@ -201,6 +203,7 @@ mod tests {
         Key {
             route,
             page,
+            query: FileQuery::default(),
             generation: 0,
         }
     }
@@ -223,15 +226,15 @@ mod tests {
     fn a_hundred_requests_within_the_window_cost_one_render_and_share_the_bytes() {
         let mut cache = ResponseCache::new();
         let page = key(Route::Page, P0);
-        let first = get(&mut cache, 1000, page, "page");
+        let first = get(&mut cache, 1000, page.clone(), "page");
         for i in 0..100 {
-            let again = get(&mut cache, 1000 + i, page, "other");
+            let again = get(&mut cache, 1000 + i, page.clone(), "other");
             assert!(Arc::ptr_eq(&again.bytes, &first.bytes));
         }
         assert_eq!(cache.renders(), 1);
-        let peeked = cache.peek(Time(1100), page).expect("cached");
+        let peeked = cache.peek(Time(1100), &page).expect("cached");
         assert!(Arc::ptr_eq(&peeked.bytes, &first.bytes));
-        assert!(cache.peek(Time(1100), key(Route::ApiState, P0)).is_none());
+        assert!(cache.peek(Time(1100), &key(Route::ApiState, P0)).is_none());
         assert_eq!(first.len_for(false), first.bytes.len());
         assert_eq!(&first.bytes[first.len_for(true)..], b"page");
     }
@@ -256,17 +259,17 @@ mod tests {
     fn a_response_rendered_before_the_state_changed_is_never_served_after() {
         let mut cache = ResponseCache::new();
         let before = key(Route::ApiState, P0);
-        get(&mut cache, 0, before, "not yet held");
+        get(&mut cache, 0, before.clone(), "not yet held");
         let after = Key {
             generation: 1,
-            ..before
+            ..before.clone()
         };
         // Within the window, but a file was saved meanwhile.
         let fresh = get(&mut cache, 10, after, "held");
         assert_eq!(&fresh.bytes[fresh.head_len..], b"held");
         assert_eq!(cache.renders(), 2);
         // The older response is let go at once.
-        assert!(cache.peek(Time(11), before).is_none());
+        assert!(cache.peek(Time(11), &before).is_none());
         assert_eq!(cache.len(), 1);
     }
 
@@ -357,7 +360,9 @@ mod tests {
         assert!(cache.is_empty());
         // peek lets them go too.
         get(&mut cache, 0, key(Route::Page, P0), "page");
-        assert!(cache.peek(Time(window), key(Route::ApiState, P0)).is_none());
+        assert!(cache
+            .peek(Time(window), &key(Route::ApiState, P0))
+            .is_none());
         assert!(cache.is_empty());
         assert_eq!(cache.renders(), MAX_CACHED as u64 + 1);
     }

@@ -4,9 +4,6 @@
 
 use serde_json::Value;
 
-/// Binary units above bytes, for [`human_bytes`].
-const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
-
 /// The first second of year 10000: later timestamps get no date.
 const MAX_DATED_SECS: f64 = 253_402_300_800.0;
 
@@ -14,25 +11,9 @@ const MAX_DATED_SECS: f64 = 253_402_300_800.0;
 /// cell's title).
 pub(crate) const SHORT_ID_CHARS: usize = 12;
 
-/// A byte count, human-readable: `512 B`, `1.5 KiB`, `3.0 MiB` (one
-/// decimal, rounded half up, in the largest unit that keeps it under 1024).
+/// A byte count, human-readable: [`crate::units::bytes`].
 pub(crate) fn human_bytes(n: u64) -> String {
-    if n < 1024 {
-        return format!("{n} B");
-    }
-    let n = u128::from(n);
-    let mut divisor: u128 = 1;
-    let mut shown = String::new();
-    for unit in UNITS {
-        divisor *= 1024;
-        // round(n * 10 / divisor), half up, in integers.
-        let tenths = (n * 20 + divisor) / (2 * divisor);
-        shown = format!("{}.{} {unit}", tenths / 10, tenths % 10);
-        if tenths < 10_240 {
-            break;
-        }
-    }
-    shown
+    crate::units::bytes(n)
 }
 
 /// A `file_size` as reported: integer bytes human-readable; any other

@@ -18,6 +18,7 @@
 
 use std::time::Duration;
 
+mod action;
 mod budget;
 mod cache;
 mod format;
@@ -28,6 +29,10 @@ mod response;
 #[cfg(test)]
 mod test_support;
 
+pub use action::{
+    action_error, action_response, authorize, refusal_response, ActionKind, ActionRequest, Refusal,
+    MAX_BODY, TOKEN_HEADER,
+};
 pub use budget::{FileBudget, PAGE_RESERVE};
 pub use cache::{
     normalise, Key, Rendered, ResponseCache, CACHE_FOR, MAX_CACHED, MAX_RENDERS_PER_SEC,
@@ -41,8 +46,11 @@ pub use response::{error_response, metrics_response, render, render_bounded};
 /// not complete within this many bytes is answered with 431.
 pub const MAX_REQUEST_HEAD: usize = 8 * 1024;
 
-/// How long the event loop waits for a complete request head before it
-/// closes the connection.
+/// The most bytes kept of a request: a head and an action's body.
+pub const MAX_REQUEST: usize = MAX_REQUEST_HEAD + MAX_BODY;
+
+/// How long the event loop waits for a complete request (head, and an
+/// action's body) before it closes the connection.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Files on a page (and in an `/api/state` answer) unless `limit` says

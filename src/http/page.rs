@@ -11,7 +11,7 @@ use super::format::{
     count, done_text, local_text, range_text, rate_text, short_id, size_text, timestamp_text,
     timestamp_title,
 };
-use crate::core::view::{FileView, PeerView, StateView, TransferView};
+use crate::core::view::{Direction, EventView, FileView, PeerView, StateView, TransferView};
 
 /// The page's stylesheet, inlined into a `<style>` element.
 pub(super) const CSS: &str = include_str!("page.css");
@@ -35,11 +35,19 @@ pub fn escape_html(s: &str) -> String {
     out
 }
 
-/// The whole page for `state`.
+/// A peer heard from within this many seconds is "live"; the page's
+/// script uses the same figure.
+pub(crate) const LIVE_SECS: u64 = 15;
+
+/// The whole page for `state`: transfers first, then peers, files (with
+/// search, sort and pager) and recent events.
 pub(crate) fn render_page(state: &StateView) -> String {
     let title = escape_html(&format!("Peer Stats for {}", state.peer_id));
     let mut html = String::with_capacity(
-        CSS.len() + SCRIPT.len() + 2048 + 256 * (state.peers.len() + state.files.len()),
+        CSS.len()
+            + SCRIPT.len()
+            + 4096
+            + 256 * (state.peers.len() + state.files.len() + state.events.len()),
     );
     html.push_str("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n");
     html.push_str("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n");
@@ -54,27 +62,47 @@ pub(crate) fn render_page(state: &StateView) -> String {
     ));
     html.push_str("<p id=\"status\" class=\"status\" role=\"status\" aria-live=\"polite\"></p>\n");
     html.push_str(
+        "<p id=\"action-status\" class=\"status\" role=\"status\" aria-live=\"polite\"></p>\n",
+    );
+    html.push_str(
         "<noscript><p class=\"status\">Scripts are off: this page reloads every 5 seconds.</p></noscript>\n",
     );
     html.push_str("</header>\n<main>\n");
 
     section(
         &mut html,
-        "Tracked peers",
-        "peers",
+        "Transfers",
+        "transfers",
         &[
-            ("Peer ID", ""),
-            ("Host", ""),
-            ("Port", "num"),
-            ("Last Seen", "num"),
+            ("Dir", ""),
+            ("File", ""),
+            ("Peer", ""),
+            ("Progress", ""),
+            ("Rate", "num"),
+            ("ETA", "num"),
         ],
+        &state.transfers,
+        "No transfers in flight.",
+        transfer_row,
+    );
+    section(
+        &mut html,
+        "Peers",
+        "peers",
+        &[("Peer ID", ""), ("Address", ""), ("State", "")],
         &state.peers,
         "No tracked peers.",
         peer_row,
     );
-    section(
+    html.push_str(
+        "<section>\n<h2>Files</h2>\n<div class=\"controls\">\
+         <input id=\"files-q\" type=\"search\" placeholder=\"Search name, id or owner\" aria-label=\"Search files\" maxlength=\"256\">\
+         <select id=\"files-sort\" aria-label=\"Sort by\"><option value=\"name\">Name</option><option value=\"size\">Size</option><option value=\"time\">Time</option><option value=\"owner\">Owner</option></select>\
+         <select id=\"files-order\" aria-label=\"Order\"><option value=\"asc\">Ascending</option><option value=\"desc\">Descending</option></select>\
+         </div>\n",
+    );
+    table(
         &mut html,
-        "Files",
         "files",
         &[
             ("ID", ""),
@@ -84,25 +112,22 @@ pub(crate) fn render_page(state: &StateView) -> String {
             ("Timestamp", ""),
             ("Local copy", ""),
             ("Peers", ""),
+            ("Action", ""),
         ],
         &state.files,
         "No files known.",
         file_row,
     );
     pager(&mut html, state);
+    html.push_str("</section>\n");
     section(
         &mut html,
-        "Transfers",
-        "transfers",
-        &[
-            ("File", ""),
-            ("Source", ""),
-            ("Done", "num"),
-            ("Rate", "num"),
-        ],
-        &state.transfers,
-        "No transfers in flight.",
-        transfer_row,
+        "Recent events",
+        "events",
+        &[("Time", ""), ("Event", ""), ("What happened", "")],
+        &state.events,
+        "No events yet.",
+        event_row,
     );
 
     html.push_str("</main>\n<script>\n");
@@ -123,8 +148,7 @@ fn summary(state: &StateView) -> String {
     )
 }
 
-/// One titled table; `columns` are (heading, class) pairs, and the body is
-/// `<tbody id="{id}-body">`, which the script replaces.
+/// One titled table (see [`table`]).
 fn section<T>(
     html: &mut String,
     heading: &str,
@@ -134,8 +158,24 @@ fn section<T>(
     empty: &str,
     row: fn(&mut String, &T),
 ) {
+    html.push_str(&format!("<section>\n<h2>{heading}</h2>\n"));
+    table(html, id, columns, items, empty, row);
+    html.push_str("</section>\n");
+}
+
+/// A table in its own scrolling box (so a narrow screen scrolls the table,
+/// never the page); `columns` are (heading, class) pairs, and the body is
+/// `<tbody id="{id}-body">`, which the script replaces.
+fn table<T>(
+    html: &mut String,
+    id: &str,
+    columns: &[(&str, &str)],
+    items: &[T],
+    empty: &str,
+    row: fn(&mut String, &T),
+) {
     html.push_str(&format!(
-        "<section>\n<h2>{heading}</h2>\n<div class=\"scroll\"><table id=\"{id}\">\n<thead><tr>"
+        "<div class=\"scroll\"><table id=\"{id}\">\n<thead><tr>"
     ));
     for (name, class) in columns {
         html.push_str(&format!("<th{}>{name}</th>", class_attr(class)));
@@ -152,7 +192,7 @@ fn section<T>(
         row(html, item);
         html.push_str("</tr>\n");
     }
-    html.push_str("</tbody>\n</table></div>\n</section>\n");
+    html.push_str("</tbody>\n</table></div>\n");
 }
 
 /// Links to the previous and next pages of files, and which files this
@@ -172,22 +212,25 @@ fn pager(html: &mut String, state: &StateView) {
         state.limit,
         state.limit,
         hidden(state.offset == 0),
-        escape_html(&range_text(state.offset, shown, state.files_total)),
+        escape_html(&range_text(state.offset, shown, state.files_matching)),
         state.limit,
-        hidden(next >= state.files_total),
+        hidden(next >= state.files_matching),
     ));
+}
+
+/// "live", or how long the peer has been silent.
+pub(crate) fn peer_state(last_seen_secs_ago: u64) -> String {
+    if last_seen_secs_ago <= LIVE_SECS {
+        "live".to_owned()
+    } else {
+        format!("silent for {last_seen_secs_ago} s")
+    }
 }
 
 fn peer_row(html: &mut String, peer: &PeerView) {
     cell(html, "mono", None, &peer.peer_id);
-    cell(html, "", None, &peer.host);
-    cell(html, "num", None, &peer.port.to_string());
-    cell(
-        html,
-        "num",
-        None,
-        &format!("{}s ago", peer.last_seen_secs_ago),
-    );
+    cell(html, "", None, &format!("{}:{}", peer.host, peer.port));
+    cell(html, "", None, &peer_state(peer.last_seen_secs_ago));
 }
 
 fn file_row(html: &mut String, file: &FileView) {
@@ -208,13 +251,41 @@ fn file_row(html: &mut String, file: &FileView) {
         file.peers_with_file.join(", ")
     };
     cell(html, "", None, &peers);
+    // Actions need the token, which only the script has.
+    cell(html, "", None, "");
 }
 
 fn transfer_row(html: &mut String, t: &TransferView) {
+    let dir = match t.direction {
+        Direction::Down => "↓ down",
+        Direction::Up => "↑ up",
+    };
+    cell(html, "", None, dir);
     cell(html, "", Some(&t.file_id), &t.file_name);
-    cell(html, "", None, &t.source);
-    cell(html, "num", None, &done_text(t.bytes_done, t.bytes_total));
+    cell(html, "", None, &t.peer);
+    html.push_str("<td>");
+    if let Some(total) = t.bytes_total.filter(|&n| n > 0) {
+        html.push_str(&format!(
+            "<progress max=\"{total}\" value=\"{}\"></progress> ",
+            t.bytes_done.min(total)
+        ));
+    }
+    html.push_str(&escape_html(&done_text(t.bytes_done, t.bytes_total)));
+    html.push_str("</td>");
     cell(html, "num", None, &rate_text(t.rate_bytes_per_sec));
+    let eta = t.eta_secs.map_or_else(|| "—".to_owned(), crate::units::eta);
+    cell(html, "num", None, &eta);
+}
+
+fn event_row(html: &mut String, e: &EventView) {
+    let when = timestamp_title(&serde_json::json!(e.at_unix)).unwrap_or_default();
+    cell(html, "num", None, &when);
+    let kind = serde_json::to_value(e.kind)
+        .ok()
+        .and_then(|v| v.as_str().map(|s| s.replace('_', " ")))
+        .unwrap_or_default();
+    cell(html, "", None, &kind);
+    cell(html, "", None, &e.text);
 }
 
 /// A `<td>` with an optional class and title; `text` and `title` are
@@ -261,29 +332,37 @@ mod tests {
         assert!(page.contains("<h1 id=\"heading\">Peer Stats for nanday</h1>"));
         assert!(page.contains("127.0.0.1:8001 · 1 tracked peer · 1 file · 1 transfer"));
         for header in [
-            "Peer ID",
-            "Host",
-            "Port",
-            "Last Seen",
-            "ID",
-            "Name",
-            "Owner",
-            "Size",
+            "Dir", "File", "Peer", "Progress", "Rate", "ETA", "Peer ID", "Address", "State",
         ] {
             assert!(page.contains(&format!(">{header}</th>")), "{header}");
         }
         for header in [
+            "ID",
+            "Name",
+            "Owner",
+            "Size",
             "Timestamp",
             "Local copy",
             "Peers",
-            "File",
-            "Source",
-            "Done",
-            "Rate",
+            "Action",
+            "Time",
+            "Event",
+            "What happened",
         ] {
             assert!(page.contains(&format!(">{header}</th>")), "{header}");
         }
-        assert!(page.contains("<td class=\"num\">7s ago</td>"));
+        // Transfers first, then peers, files and events.
+        let at = |h: &str| page.find(&format!("<h2>{h}</h2>")).expect(h);
+        assert!(at("Transfers") < at("Peers") && at("Peers") < at("Files"));
+        assert!(at("Files") < at("Recent events"));
+        assert!(page.contains("<td>live</td>"));
+        assert!(page.contains("<td>silicon.cs.umanitoba.ca:8999</td>"));
+        assert!(page.contains("<progress max=\"1024\" value=\"768\"></progress>"));
+        assert!(page.contains("<td>Silicon (silicon.cs.umanitoba.ca:8999)</td>"));
+        assert!(page.contains("<td class=\"num\">1s</td>"));
+        assert!(page.contains("<td>peer joined</td>"));
+        assert!(page.contains("<td class=\"num\">2025-04-09 03:29:11 UTC</td>"));
+        assert!(page.contains("id=\"files-q\" type=\"search\""));
         assert!(page.contains("silicon.cs.umanitoba.ca"));
         assert!(page.contains(
             "<td class=\"mono\" title=\"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\">9f86d081884c…</td>"
@@ -311,6 +390,7 @@ mod tests {
         assert!(page.contains("<a id=\"files-next\" href=\"/?offset=1&amp;limit=100\" hidden>"));
         assert!(page.contains("Files 1–1 of 1"));
         state.files_total = 20_000;
+        state.files_matching = 20_000;
         state.offset = 19_800;
         state.limit = 100;
         state.files = vec![state.files[0].clone(); 100];
@@ -319,6 +399,16 @@ mod tests {
         assert!(page.contains("<a id=\"files-next\" href=\"/?offset=19900&amp;limit=100\">"));
         assert!(page.contains("Files 19801–19900 of 20000"));
         assert!(page.contains("20000 files"));
+    }
+
+    #[test]
+    fn a_peer_is_live_until_it_has_been_silent_a_while() {
+        assert_eq!(peer_state(0), "live");
+        assert_eq!(peer_state(LIVE_SECS), "live");
+        assert_eq!(
+            peer_state(LIVE_SECS + 1),
+            format!("silent for {} s", LIVE_SECS + 1)
+        );
     }
 
     #[test]
@@ -340,10 +430,12 @@ mod tests {
         state.files.clear();
         state.files_total = 0;
         state.transfers.clear();
+        state.events.clear();
         let page = render_page(&state);
-        assert!(page.contains("colspan=\"4\">No tracked peers.</td>"));
-        assert!(page.contains("colspan=\"7\">No files known.</td>"));
-        assert!(page.contains("colspan=\"4\">No transfers in flight.</td>"));
+        assert!(page.contains("colspan=\"3\">No tracked peers.</td>"));
+        assert!(page.contains("colspan=\"8\">No files known.</td>"));
+        assert!(page.contains("colspan=\"6\">No transfers in flight.</td>"));
+        assert!(page.contains("colspan=\"3\">No events yet.</td>"));
         assert!(page.contains("0 tracked peers · 0 files · 0 transfers"));
     }
 
@@ -365,6 +457,8 @@ mod tests {
         state.transfers[0].file_name = peer_name.into();
         state.transfers[0].file_id = file_name.into();
         state.transfers[0].source = file_name.into();
+        state.transfers[0].peer = file_name.into();
+        state.events[0].text = peer_name.into();
         let page = render_page(&state);
         for raw in [
             peer_name,

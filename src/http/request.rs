@@ -1,8 +1,12 @@
 //! Parsing an HTTP request head and routing it.
 
+use super::action::{self, ActionRequest, BodyOutcome};
 use super::response::{error_response, error_response_for};
 use super::{DEFAULT_PAGE_FILES, MAX_PAGE_FILES, MAX_REQUEST_HEAD};
-use crate::core::view::FilePage;
+use crate::core::view::{FilePage, FileQuery, SortKey, SortOrder};
+
+/// The longest search accepted, in bytes; a longer `q` is cut.
+pub const MAX_QUERY_TEXT: usize = 256;
 
 /// The most request headers accepted; more is answered with 431.
 const MAX_HEADERS: usize = 32;
@@ -32,7 +36,12 @@ pub enum ParseOutcome {
         /// The files asked for (`?offset=N&limit=M`), within
         /// [`MAX_PAGE_FILES`].
         page: FilePage,
+        /// The search and sort asked for (`?q=&sort=&order=`).
+        query: FileQuery,
     },
+    /// A complete action (`POST /api/get`, `POST /api/delete`), not yet
+    /// authorized: see [`super::authorize`].
+    Action(ActionRequest),
     /// The request cannot be served: write these bytes (a complete
     /// response) and close.
     Respond(Vec<u8>),
@@ -42,16 +51,18 @@ pub enum ParseOutcome {
 /// far on the connection) and routes it.
 ///
 /// Returns [`ParseOutcome::Incomplete`] while the head is incomplete and
-/// `buf` is at most [`MAX_REQUEST_HEAD`] bytes long; anything after the head
-/// (a body) is ignored, since every response closes the connection.
+/// `buf` is at most [`MAX_REQUEST_HEAD`] bytes long, or while a POST's
+/// body (at most [`super::MAX_BODY`]) is incomplete; anything after the
+/// head of a GET (a body) is ignored, since every response closes the
+/// connection.
 pub fn parse_request(buf: &[u8]) -> ParseOutcome {
     // Only the first MAX_REQUEST_HEAD bytes can hold an acceptable head,
     // which also bounds the work done per call.
     let window = &buf[..buf.len().min(MAX_REQUEST_HEAD)];
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
-    match req.parse(window) {
-        Ok(httparse::Status::Complete(_)) => {}
+    let head_len = match req.parse(window) {
+        Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) if buf.len() > MAX_REQUEST_HEAD => {
             return ParseOutcome::Respond(error_response(431, "Request Header Fields Too Large"));
         }
@@ -63,7 +74,7 @@ pub fn parse_request(buf: &[u8]) -> ParseOutcome {
             log::debug!("http: malformed request: {e}");
             return ParseOutcome::Respond(error_response(400, "Bad Request"));
         }
-    }
+    };
     // A complete parse always sets the method and the path.
     let (Some(method), Some(target)) = (req.method, req.path) else {
         return ParseOutcome::Respond(error_response(400, "Bad Request"));
@@ -71,6 +82,16 @@ pub fn parse_request(buf: &[u8]) -> ParseOutcome {
     let head_only = match method {
         "GET" => false,
         "HEAD" => true,
+        "POST" => {
+            let Some(kind) = action::kind_of(path_of(target)) else {
+                return ParseOutcome::Respond(error_response(405, "Method Not Allowed"));
+            };
+            return match action::parse_action(kind, req.headers, &buf[head_len..]) {
+                BodyOutcome::Incomplete => ParseOutcome::Incomplete,
+                BodyOutcome::Respond(bytes) => ParseOutcome::Respond(bytes),
+                BodyOutcome::Ready(request) => ParseOutcome::Action(request),
+            };
+        }
         _ => return ParseOutcome::Respond(error_response(405, "Method Not Allowed")),
     };
     match route(target) {
@@ -78,6 +99,7 @@ pub fn parse_request(buf: &[u8]) -> ParseOutcome {
             route,
             head_only,
             page: page(target),
+            query: query(target),
         },
         None => ParseOutcome::Respond(error_response_for(404, "Not Found", head_only)),
     }
@@ -86,13 +108,7 @@ pub fn parse_request(buf: &[u8]) -> ParseOutcome {
 /// Maps a request target to a route: origin-form (`/path?query`) or
 /// absolute-form (`http://host/path?query`); the query is ignored.
 fn route(target: &str) -> Option<Route> {
-    let path = target.split(['?', '#']).next().unwrap_or(target);
-    let path = match strip_scheme(path) {
-        // Absolute-form: the path starts at the first '/' after the authority.
-        Some(rest) => rest.find('/').map_or("/", |i| &rest[i..]),
-        None => path,
-    };
-    match path {
+    match path_of(target) {
         "/" | "/index.html" => Some(Route::Page),
         "/api/state" => Some(Route::ApiState),
         "/metrics" => Some(Route::Metrics),
@@ -100,16 +116,81 @@ fn route(target: &str) -> Option<Route> {
     }
 }
 
+/// The path of a request target: origin-form (`/path?query`) or
+/// absolute-form (`http://host/path?query`), without the query.
+fn path_of(target: &str) -> &str {
+    let path = target.split(['?', '#']).next().unwrap_or(target);
+    match strip_scheme(path) {
+        // Absolute-form: the path starts at the first '/' after the authority.
+        Some(rest) => rest.find('/').map_or("/", |i| &rest[i..]),
+        None => path,
+    }
+}
+
+/// The query string of a target (after `?`, before `#`).
+fn query_string(target: &str) -> &str {
+    target
+        .split('#')
+        .next()
+        .and_then(|t| t.split_once('?'))
+        .map_or("", |(_, q)| q)
+}
+
+/// The search and sort a target's query asks for: `q` (percent-decoded,
+/// `+` a space, cut to [`MAX_QUERY_TEXT`] bytes), `sort` (`name`, `size`,
+/// `time`, `owner`) and `order` (`asc`, `desc`); anything else is the
+/// default.
+fn query(target: &str) -> FileQuery {
+    let mut query = FileQuery::default();
+    for pair in query_string(target).split('&') {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match (key, value) {
+            ("q", v) => query.q = percent_decode(v),
+            ("sort", "name") => query.sort = SortKey::Name,
+            ("sort", "size") => query.sort = SortKey::Size,
+            ("sort", "time") => query.sort = SortKey::Time,
+            ("sort", "owner") => query.sort = SortKey::Owner,
+            ("order", "asc") => query.order = SortOrder::Asc,
+            ("order", "desc") => query.order = SortOrder::Desc,
+            _ => {}
+        }
+    }
+    query
+}
+
+/// `application/x-www-form-urlencoded` decoding of one value, lossy for
+/// bad UTF-8 and kept whole for a bad escape, at most [`MAX_QUERY_TEXT`]
+/// bytes (cut at a character boundary).
+fn percent_decode(v: &str) -> String {
+    let hex = |b: Option<&u8>| b.and_then(|&b| (b as char).to_digit(16));
+    let bytes = v.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len().min(MAX_QUERY_TEXT));
+    let mut i = 0;
+    while i < bytes.len() && out.len() < MAX_QUERY_TEXT {
+        match (bytes[i], hex(bytes.get(i + 1)), hex(bytes.get(i + 2))) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+                continue;
+            }
+            (b'+', _, _) => out.push(b' '),
+            (b, _, _) => out.push(b),
+        }
+        i += 1;
+    }
+    let mut text = String::from_utf8_lossy(&out).into_owned();
+    while text.len() > MAX_QUERY_TEXT {
+        text.pop();
+    }
+    text
+}
+
 /// The files a target's query asks for: `offset` (default 0) and `limit`
 /// (default [`DEFAULT_PAGE_FILES`], at most [`MAX_PAGE_FILES`], at least
 /// 1). Other parameters are ignored, and so is a value that is not a
 /// number; a number too large for a `usize` is the largest one.
 fn page(target: &str) -> FilePage {
-    let query = target
-        .split('#')
-        .next()
-        .and_then(|t| t.split_once('?'))
-        .map_or("", |(_, q)| q);
+    let query = query_string(target);
     let mut page = FilePage {
         offset: 0,
         limit: DEFAULT_PAGE_FILES,
@@ -167,6 +248,7 @@ mod tests {
                 offset: 0,
                 limit: DEFAULT_PAGE_FILES,
             },
+            query: FileQuery::default(),
         }
     }
 
@@ -202,6 +284,91 @@ mod tests {
             page_of("http://h:1/api/state?offset=5#limit=9"),
             (5, DEFAULT_PAGE_FILES)
         );
+    }
+
+    fn query_of(target: &str) -> FileQuery {
+        let req = format!("GET {target} HTTP/1.1\r\n\r\n");
+        match parse_request(req.as_bytes()) {
+            ParseOutcome::Ready { query, .. } => query,
+            other => panic!("{target}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_query_asks_for_a_search_and_a_sort_and_junk_is_the_default() {
+        let q = query_of("/api/state?q=Holiday+%C3%A9t%C3%A9%2B1&sort=size&order=desc");
+        assert_eq!(q.q, "Holiday été+1");
+        assert_eq!((q.sort, q.order), (SortKey::Size, SortOrder::Desc));
+        let q = query_of("/?sort=time");
+        assert_eq!((q.sort, q.order), (SortKey::Time, SortOrder::Asc));
+        assert_eq!(query_of("/?sort=owner").sort, SortKey::Owner);
+        assert_eq!(
+            query_of("/?sort=evil&order=up&q=%zz%"),
+            FileQuery {
+                q: "%zz%".into(),
+                ..FileQuery::default()
+            }
+        );
+        let long = format!("/?q={}", "%C3%A9".repeat(300));
+        let q = query_of(&long);
+        assert!(q.q.len() <= MAX_QUERY_TEXT && q.q.chars().all(|c| c == 'é'));
+    }
+
+    fn post(path: &str, headers: &str, body: &str) -> String {
+        format!("POST {path} HTTP/1.1\r\nHost: 127.0.0.1:8001\r\n{headers}\r\n{body}")
+    }
+
+    #[test]
+    fn a_post_waits_for_its_whole_body_then_is_an_action() {
+        let body = r#"{"file_id":"abc"}"#;
+        let full = post(
+            "/api/get",
+            &format!(
+                "Content-Length: {}\r\nX-Peershare-Token: t\r\nOrigin: http://127.0.0.1:8001\r\n",
+                body.len()
+            ),
+            body,
+        );
+        assert_eq!(
+            parse_request(&full.as_bytes()[..full.len() - 3]),
+            ParseOutcome::Incomplete
+        );
+        let ParseOutcome::Action(a) = parse_request(full.as_bytes()) else {
+            panic!("not an action");
+        };
+        assert_eq!(a.kind, action::ActionKind::Get);
+        assert_eq!(a.file_id, "abc");
+        assert_eq!(a.token.as_deref(), Some("t"));
+        assert_eq!(a.origin.as_deref(), Some("http://127.0.0.1:8001"));
+        assert_eq!(a.host.as_deref(), Some("127.0.0.1:8001"));
+        let del = post("/api/delete", "Content-Length: 17\r\n", body);
+        assert!(
+            matches!(parse_request(del.as_bytes()), ParseOutcome::Action(a) if a.kind == action::ActionKind::Delete)
+        );
+    }
+
+    #[test]
+    fn a_post_without_a_length_too_large_or_malformed_is_refused_with_json() {
+        let cases = [
+            (post("/api/get", "", "{}"), 411),
+            (post("/api/get", "Transfer-Encoding: chunked\r\n", ""), 411),
+            (post("/api/get", "Content-Length: 4097\r\n", ""), 413),
+            (post("/api/get", "Content-Length: x\r\n", ""), 400),
+            (post("/api/get", "Content-Length: 2\r\n", "{}"), 400),
+            (post("/api/get", "Content-Length: 3\r\n", "abc"), 400),
+            (post("/api/state", "Content-Length: 2\r\n", "{}"), 405),
+            (post("/", "Content-Length: 2\r\n", "{}"), 405),
+        ];
+        for (req, status) in cases {
+            let out = parse_request(req.as_bytes());
+            assert_eq!(status_of(&out), status, "{req}");
+            if status != 405 {
+                let ParseOutcome::Respond(bytes) = out else {
+                    unreachable!()
+                };
+                assert!(String::from_utf8_lossy(&bytes).contains("\"ok\":false"));
+            }
+        }
     }
 
     #[test]

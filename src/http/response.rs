@@ -101,6 +101,19 @@ pub(crate) fn error_response_for(status: u16, reason: &str, head_only: bool) -> 
     )
 }
 
+/// A JSON response with `status` (used by the actions).
+pub(crate) fn json_response(status: u16, reason: &str, body: &serde_json::Value) -> Vec<u8> {
+    let body = body.to_string();
+    response(
+        status,
+        reason,
+        "application/json",
+        &[],
+        body.as_bytes(),
+        false,
+    )
+}
+
 /// Status line, the headers every response carries, `extra` headers, and
 /// the body unless `head_only`.
 fn response(

@@ -1,6 +1,8 @@
 //! A sample [`StateView`] shared by the module's tests.
 
-use crate::core::view::{FileView, PeerView, StateView, TransferView};
+use crate::core::view::{
+    Direction, EventKind, EventView, FileView, PeerView, StateView, TransferView,
+};
 use serde_json::json;
 
 /// A small state with one peer, one local unverified file and one transfer.
@@ -28,15 +30,26 @@ pub(crate) fn sample_state() -> StateView {
         files_total: 1,
         offset: 0,
         limit: 100,
+        files_matching: 1,
         transfers: vec![TransferView {
             id: 1,
+            direction: Direction::Down,
+            peer: "Silicon (silicon.cs.umanitoba.ca:8999)".into(),
             file_id: "abc".into(),
             file_name: "big.bin".into(),
             source: "Silicon".into(),
             bytes_done: 768,
             bytes_total: Some(1024),
             rate_bytes_per_sec: 1536,
+            eta_secs: Some(1),
+            started_unix: 1_744_169_350,
         }],
+        events: vec![EventView {
+            at_unix: 1_744_169_351,
+            kind: EventKind::PeerJoined,
+            text: "Silicon (silicon.cs.umanitoba.ca:8999) joined".into(),
+        }],
+        unix_now: 1_744_169_352,
     }
 }
 

@@ -6,7 +6,7 @@
 //! costs nothing more). How long a response may take is the driver's deadline
 //! ([`http::SEND_TIMEOUT`], [`http::STALL_TIMEOUT`]).
 
-use crate::core::view::FilePage;
+use crate::core::view::{FilePage, FileQuery};
 use crate::core::{Peer, Time};
 use crate::http::metrics::{self, Connections, Snapshot};
 use crate::http::{self, ResponseCache, Route};
@@ -19,6 +19,7 @@ use std::collections::HashSet;
 /// is copied out and rendered only when the cache has no response for
 /// this page at the core's generation. `/metrics` is rendered by
 /// `metrics` (see [`metrics_body`]), under the same cache and budgets.
+// The request's four parts come straight from `ParseOutcome::Ready`.
 #[allow(clippy::too_many_arguments)]
 pub fn respond(
     cache: &mut ResponseCache,
@@ -27,25 +28,30 @@ pub fn respond(
     route: Route,
     head_only: bool,
     page: FilePage,
+    query: FileQuery,
     core: &Peer,
     metrics: impl FnOnce() -> String,
 ) -> Payload {
     // Every `/metrics` request shares one key, whatever its query.
-    let page = match route {
-        Route::Metrics => FilePage {
-            offset: 0,
-            limit: http::DEFAULT_PAGE_FILES,
-        },
-        _ => page,
+    let (page, query) = match route {
+        Route::Metrics => (
+            FilePage {
+                offset: 0,
+                limit: http::DEFAULT_PAGE_FILES,
+            },
+            FileQuery::default(),
+        ),
+        _ => (page, query),
     };
     let key = http::Key {
         route,
         page: http::normalise(page, core.catalog().len()),
+        query,
         generation: core.generation(),
     };
     let pending = pending_output(conns);
     // A body other connections are writing already costs nothing more.
-    if let Some(rendered) = cache.peek(now, key) {
+    if let Some(rendered) = cache.peek(now, &key) {
         if pending.bodies.contains(&(rendered.bytes.as_ptr() as usize)) {
             return share(rendered, head_only);
         }
@@ -53,6 +59,7 @@ pub fn respond(
     if pending.total >= http::HTTP_OUTPUT_BUDGET {
         return over_budget(pending.total);
     }
+    let (page, query) = (key.page, key.query.clone());
     let rendered = cache.get(now, key, || {
         if route == Route::Metrics {
             return http::metrics_response(metrics().as_bytes());
@@ -60,11 +67,11 @@ pub fn respond(
         // Files are copied only while they fit the response with room for
         // the page itself; render_bounded cuts again with the real rest.
         let mut budget = http::FileBudget::new(http::PAGE_RESERVE);
-        let view = core.view_page_within(now, key.page, |f| budget.fits(f));
+        let view = core.view_query_within(now, unix_now(), page, &query, |f| budget.fits(f));
         let bytes = http::render_bounded(route, view);
         log::debug!(
             "http: rendered {route:?} from file {} ({} bytes)",
-            key.page.offset,
+            page.offset,
             bytes.len()
         );
         bytes
@@ -120,6 +127,14 @@ pub fn metrics_body(
         rss_bytes: metrics::rss_bytes(),
     };
     metrics::render(&snapshot)
+}
+
+/// The wall clock in Unix seconds (0 before 1970), for the view's
+/// `unix_now`: the core reads no clock.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn share(rendered: http::Rendered, head_only: bool) -> Payload {

@@ -37,7 +37,8 @@ const MAX_RANDOM_TRIES: u32 = 64;
 /// - reserved names get a `_` prefix: those starting with `.partial-` (temp
 ///   files) or `metadata.json` (the metadata file and its `.corrupt-*`
 ///   copies), e.g. `metadata.json` -> `_metadata.json`, and the folder
-///   lock `.peershare.lock` -> `_.peershare.lock`;
+///   lock `.peershare.lock` -> `_.peershare.lock`, the page's token
+///   `http-token` -> `_http-token`;
 /// - the result is at most 255 bytes, cut on a UTF-8 character boundary and
 ///   keeping a short extension when there is one.
 ///
@@ -66,7 +67,11 @@ pub fn sanitize_file_name(name: &str) -> String {
 fn is_reserved(name: &str) -> bool {
     // The folder lock is opened for writing at start: a held file of that
     // name (from old metadata) would be truncated by it.
-    name.starts_with(PARTIAL_PREFIX) || name.starts_with(METADATA_FILE) || name == LOCK_FILE
+    // The page's token must never be shared, nor replaced by a download.
+    name.starts_with(PARTIAL_PREFIX)
+        || name.starts_with(METADATA_FILE)
+        || name == LOCK_FILE
+        || name == super::token::TOKEN_FILE
 }
 
 /// Whether `name` can be used as-is as a local file name in the storage
@@ -294,6 +299,9 @@ mod tests {
         assert!(!is_safe_local_name(".partial-1"));
         assert!(!is_safe_local_name(".peershare.lock"));
         assert_eq!(sanitize_file_name(".peershare.lock"), "_.peershare.lock");
+        // The page's token is never replaced by a download named like it.
+        assert!(!is_safe_local_name("http-token"));
+        assert_eq!(sanitize_file_name("http-token"), "_http-token");
     }
 
     #[test]

@@ -57,6 +57,7 @@ pub fn scan_folder(
         if name.starts_with(METADATA_FILE)
             || name.starts_with(PARTIAL_PREFIX)
             || name == crate::storage::lock::LOCK_FILE
+            || name == crate::storage::token::TOKEN_FILE
             || known_local_names.contains(&name)
         {
             continue;
@@ -255,6 +256,8 @@ mod tests {
         fs::write(d.join(METADATA_FILE), b"{}").unwrap();
         fs::write(d.join("metadata.json.corrupt-5"), b"x").unwrap();
         fs::write(d.join(".partial-00ff"), b"x").unwrap();
+        // The page's token is never shared.
+        fs::write(d.join("http-token"), b"00112233445566778899aabbccddeeff").unwrap();
         fs::create_dir(d.join("sub")).unwrap();
         #[cfg(unix)]
         std::os::unix::fs::symlink(d.join("a.txt"), d.join("link.txt")).unwrap();

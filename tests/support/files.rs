@@ -233,7 +233,8 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// The names of the data files in a storage folder: everything but
-/// `metadata.json*`, `.partial-*` temp files and the folder lock, sorted.
+/// `metadata.json*`, `.partial-*` temp files, the folder lock and the
+/// page's token (`http-token`), sorted.
 pub fn data_files(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
         .map(|rd| {
@@ -243,6 +244,7 @@ pub fn data_files(dir: &Path) -> Vec<String> {
                     !n.starts_with("metadata.json")
                         && !n.starts_with(".partial-")
                         && n != ".peershare.lock"
+                        && n != "http-token"
                 })
                 .collect()
         })

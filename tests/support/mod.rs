@@ -664,3 +664,4 @@ pub mod basics;
 pub mod chaos;
 pub mod files;
 pub mod procfs;
+pub mod webdriver;

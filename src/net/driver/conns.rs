@@ -288,7 +288,8 @@ impl Driver {
         }
     }
 
-    /// An HTTP request head arrived whole: answered from the shared cache.
+    /// An HTTP request arrived whole: a read is answered from the shared
+    /// cache, an action runs (see `actions`).
     pub(super) fn on_http_head(&mut self, key: usize) {
         let now = self.now();
         let Some(c) = self.conns.get(key) else {
@@ -297,13 +298,15 @@ impl Driver {
         let Role::Http { buf } = &c.role else {
             return;
         };
+        let outcome = http::parse_request(buf);
         let core = &self.core;
         let (net, conns, refused) = (&self.net, &self.conns, self.push_quota.refused_total());
-        let payload = match http::parse_request(buf) {
+        let payload = match outcome {
             http::ParseOutcome::Ready {
                 route,
                 head_only,
                 page,
+                query,
             } => http_out::respond(
                 &mut self.http_cache,
                 &self.conns,
@@ -311,9 +314,13 @@ impl Driver {
                 route,
                 head_only,
                 page,
+                query,
                 core,
                 || http_out::metrics_body(core, net, conns, refused),
             ),
+            http::ParseOutcome::Action(request) => {
+                Payload::bytes(self.on_http_action(now, &request))
+            }
             http::ParseOutcome::Respond(bytes) => Payload::bytes(bytes),
             http::ParseOutcome::Incomplete => return,
         };

@@ -8,6 +8,7 @@
 //! `receive` (inbound messages, received files), `workers` (helper
 //! threads), `input` (the menu on stdin), `shutdown` (the exit).
 
+mod actions;
 mod conns;
 mod dial;
 mod input;
@@ -137,6 +138,8 @@ struct Driver {
     http_cache: http::ResponseCache,
     /// Bytes, messages, uploads and refusals, counted for `/metrics`.
     net: crate::net::counters::NetCounters,
+    /// The token the page's actions must carry (`storage::token`).
+    http_token: String,
     resolver: Resolver,
     resolve_cache: HashMap<String, (Result<SocketAddr, String>, Time)>,
     unresolvable_logged: HashSet<String>,

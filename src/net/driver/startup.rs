@@ -102,6 +102,19 @@ pub fn run(args: Args) -> Result<(), StartError> {
         "{}",
         crate::cli::banner::start_line(&args, p2p_addr, http_addr, n_files, &driver.settings.dir)
     );
+    // Without a token the page still shows everything; only its actions
+    // are refused (an empty token never matches).
+    match storage::token::load_or_create(&driver.settings.dir) {
+        Ok(token) => {
+            println!("{}", crate::cli::banner::page_line(http_addr, &token));
+            driver.http_token = token;
+        }
+        Err(e) => println!(
+            "page actions are off: cannot store {} in {}: {e}",
+            storage::token::TOKEN_FILE,
+            driver.settings.dir.display()
+        ),
+    }
     if driver.stdin.is_some() {
         println!("type `help` for commands");
     }
@@ -264,6 +277,7 @@ impl Driver {
             http: Some(listeners.http),
             http_cache: http::ResponseCache::new(),
             net: Default::default(),
+            http_token: String::new(),
             resolver,
             resolve_cache: HashMap::new(),
             unresolvable_logged: HashSet::new(),

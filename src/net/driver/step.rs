@@ -160,7 +160,8 @@ fn read_message(stream: &mut TcpStream, m: MessageRead<'_>, ctx: &mut StepCtx<'_
     Stepped { outcome, active }
 }
 
-/// Reads an HTTP request head (kept to `MAX_REQUEST_HEAD` + 1 bytes).
+/// Reads an HTTP request: its head, and an action's body (kept to
+/// `MAX_REQUEST` + 1 bytes).
 fn read_http_head(stream: &mut TcpStream, buf: &mut Vec<u8>, read_buf: &mut [u8]) -> Stepped {
     let mut active = false;
     let outcome = read_loop(
@@ -168,7 +169,9 @@ fn read_http_head(stream: &mut TcpStream, buf: &mut Vec<u8>, read_buf: &mut [u8]
         read_buf,
         |bytes| {
             active = true;
-            let room = (http::MAX_REQUEST_HEAD + 1).saturating_sub(buf.len());
+            // A head and an action's small body; one byte more tells a head
+            // that is too long.
+            let room = (http::MAX_REQUEST + 1).saturating_sub(buf.len());
             buf.extend_from_slice(&bytes[..bytes.len().min(room)]);
             match http::parse_request(buf) {
                 http::ParseOutcome::Incomplete => None,
