@@ -136,7 +136,15 @@ fn start(
     extra: &[String],
 ) -> Result<Member, String> {
     let log = base.join("logs").join(format!("{id}.log"));
-    let mut child = Command::new(bin)
+    let mut cmd = Command::new(bin);
+    // The user's PEERSHARE_<OPTION> variables (a PEERSHARE_BIND, say) would
+    // apply to every peer alike: each peer runs on its own arguments only.
+    for (key, _) in std::env::vars_os() {
+        if key.to_str().is_some_and(|k| k.starts_with("PEERSHARE_")) {
+            cmd.env_remove(&key);
+        }
+    }
+    let mut child = cmd
         .args([id, "127.0.0.1", "0", "0", "--storage-dir"])
         .arg(base.join(id))
         .arg("--log-file")

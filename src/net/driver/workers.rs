@@ -17,10 +17,10 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-/// A job for the worker thread (disk work kept off the loop).
 /// How often a metadata write that failed is tried again.
 pub(super) const METADATA_RETRY: Duration = Duration::from_secs(5);
 
+/// A job for the worker thread (disk work kept off the loop).
 pub(super) type Job = Box<dyn FnOnce() -> WorkerMsg + Send>;
 
 /// Results from helper threads.
