@@ -12,7 +12,9 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use support::files::{file_data, file_record, pattern, sha256_hex, FakeHolder, FakeStyle};
+use support::files::{
+    file_data, file_record, pattern, sha256_hex, write_catalog, FakeHolder, FakeStyle,
+};
 use support::webdriver::{self, Browser};
 use support::*;
 
@@ -247,34 +249,18 @@ fn an_action_without_the_token_or_from_another_origin_is_refused_and_with_them_g
     );
 }
 
-/// Writes a metadata.json listing `n` files we don't hold into `dir`.
-fn write_catalog(dir: &std::path::Path, n: usize) {
-    std::fs::create_dir_all(dir).expect("create storage folder");
-    let mut out = String::with_capacity(n * 300);
-    out.push('{');
-    for i in 0..n {
-        if i > 0 {
-            out.push(',');
-        }
-        let id = format!("{i:064x}");
-        out.push_str(&format!(
-            "\"{id}\":{{\"file_name\":\"catalog-{i:05}.bin\",\"file_size\":{},\"file_id\":\"{id}\",\
-             \"file_owner\":\"owner-of-many\",\"file_timestamp\":{},\
-             \"peers_with_file\":[\"holder-one\"],\"has_copy\":\"no\"}}",
-            1000 + i,
-            1_750_000_000 + i
-        ));
-    }
-    out.push('}');
-    std::fs::write(dir.join("metadata.json"), out).expect("write metadata.json");
-}
-
 #[test]
 fn the_search_finds_one_file_among_20000_and_the_page_fits_360_px() {
     let Some(b) = browser() else { return };
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("storage");
-    write_catalog(&dir, 20_000);
+    write_catalog(
+        &dir,
+        20_000,
+        |i| format!("catalog-{i:05}.bin"),
+        "owner-of-many",
+        &["holder-one"],
+    );
     let me = PeerBuilder::new("many")
         .storage(&dir)
         .args(&["--peer-timeout", "600", "--gossip-interval", "30"])

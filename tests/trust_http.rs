@@ -37,30 +37,6 @@ fn long_name(i: usize) -> String {
     )
 }
 
-/// Writes a metadata.json listing `n` files we don't hold (each held by
-/// two other peers) into `dir`.
-fn write_full_catalog(dir: &std::path::Path, n: usize) {
-    std::fs::create_dir_all(dir).expect("create storage folder");
-    let mut out = String::with_capacity(n * 512);
-    out.push('{');
-    for i in 0..n {
-        if i > 0 {
-            out.push(',');
-        }
-        let id = format!("{i:064x}");
-        out.push_str(&format!(
-            "\"{id}\":{{\"file_name\":\"{}\",\"file_size\":{},\"file_id\":\"{id}\",\
-             \"file_owner\":\"owner-of-many-files\",\"file_timestamp\":{},\
-             \"peers_with_file\":[\"holder-one\",\"holder-two\"],\"has_copy\":\"no\"}}",
-            long_name(i),
-            1000 + i,
-            1_750_000_000 + i
-        ));
-    }
-    out.push('}');
-    std::fs::write(dir.join("metadata.json"), out).expect("write metadata.json");
-}
-
 /// A peer whose catalog is full. Holders loaded from the metadata file are
 /// kept for one peer timeout, so it is long here.
 fn full_peer() -> (PeerProc, tempfile::TempDir) {
@@ -71,7 +47,14 @@ fn full_peer() -> (PeerProc, tempfile::TempDir) {
 fn full_peer_with(builder: PeerBuilder) -> (PeerProc, tempfile::TempDir) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("storage");
-    write_full_catalog(&dir, FULL);
+    // Each file held by two other peers.
+    support::files::write_catalog(
+        &dir,
+        FULL,
+        long_name,
+        "owner-of-many-files",
+        &["holder-one", "holder-two"],
+    );
     let peer = builder
         .storage(&dir)
         .args(&["--peer-timeout", "600"])

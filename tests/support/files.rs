@@ -461,3 +461,35 @@ pub fn reply_and_close(mut conn: TcpStream, reply: &[u8]) {
 pub fn hold_silent(mut conn: TcpStream, stop: &AtomicBool, max: Duration) -> UntilEof {
     read_until_eof(&mut conn, max, stop)
 }
+
+/// Writes a metadata.json into `dir` listing `n` files we don't hold: file
+/// `i` is named `name(i)`, owned by `owner`, held by `holders`, with ids,
+/// sizes and timestamps made from `i`.
+pub fn write_catalog(
+    dir: &Path,
+    n: usize,
+    name: impl Fn(usize) -> String,
+    owner: &str,
+    holders: &[&str],
+) {
+    std::fs::create_dir_all(dir).expect("create storage folder");
+    let holders = serde_json::to_string(holders).expect("holders as JSON");
+    let mut out = String::with_capacity(n * 512);
+    out.push('{');
+    for i in 0..n {
+        if i > 0 {
+            out.push(',');
+        }
+        let id = format!("{i:064x}");
+        out.push_str(&format!(
+            "\"{id}\":{{\"file_name\":\"{}\",\"file_size\":{},\"file_id\":\"{id}\",\
+             \"file_owner\":\"{owner}\",\"file_timestamp\":{},\
+             \"peers_with_file\":{holders},\"has_copy\":\"no\"}}",
+            name(i),
+            1000 + i,
+            1_750_000_000 + i
+        ));
+    }
+    out.push('}');
+    std::fs::write(dir.join("metadata.json"), out).expect("write metadata.json");
+}
