@@ -103,7 +103,9 @@ pub(crate) fn count(n: usize, singular: &str, plural: &str) -> String {
 
 /// Which files a page shows: `Files 101–200 of 20000`.
 pub(crate) fn range_text(offset: usize, shown: usize, total: usize) -> String {
-    if shown == 0 {
+    if total == 0 {
+        "No files.".to_string()
+    } else if shown == 0 {
         format!(
             "No files from {} on ({total} in all)",
             offset.saturating_add(1)

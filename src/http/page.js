@@ -126,7 +126,9 @@
   const count = (n, singular, plural) => `${n} ${n === 1 ? singular : plural}`;
 
   const rangeText = (offset, shown, total) =>
-    shown === 0
+    total === 0
+      ? "No files."
+      : shown === 0
       ? `No files from ${offset + 1} on (${total} in all)`
       : `Files ${offset + 1}–${offset + shown} of ${total}`;
 
