@@ -945,6 +945,8 @@ fn state_from(data: &[u8]) -> StateView {
         offset: 0,
         limit: 100,
         transfers: Vec::new(),
+        events: Vec::new(),
+        unix_now: 0,
     };
     for i in 0..n {
         state.peers.push(PeerView {
@@ -965,6 +967,10 @@ fn state_from(data: &[u8]) -> StateView {
         });
         state.transfers.push(TransferView {
             id: i as u64,
+            direction: crate::core::view::Direction::Down,
+            peer: next(),
+            eta_secs: None,
+            started_unix: 0,
             file_id: next(),
             file_name: next(),
             source: next(),
@@ -1016,9 +1022,19 @@ fn placeholder(state: &StateView) -> StateView {
                 file_id: x(&t.file_id),
                 file_name: x(&t.file_name),
                 source: x(&t.source),
+                peer: x(&t.peer),
                 ..t.clone()
             })
             .collect(),
+        events: state
+            .events
+            .iter()
+            .map(|e| crate::core::view::EventView {
+                text: x(&e.text),
+                ..e.clone()
+            })
+            .collect(),
+        unix_now: state.unix_now,
         files_total: state.files_total,
         offset: state.offset,
         limit: state.limit,

@@ -22,3 +22,4 @@ pub mod ids;
 pub mod net;
 pub mod protocol;
 pub mod storage;
+pub mod units;

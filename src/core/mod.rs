@@ -17,6 +17,8 @@ mod changed;
 mod commands;
 pub mod dial_limit;
 pub mod downloads;
+mod events;
+mod failure;
 mod fetching;
 mod get_file;
 pub mod gossip;
@@ -29,6 +31,7 @@ pub mod sim;
 #[cfg(test)]
 mod tests;
 pub mod time;
+mod uploads;
 pub mod view;
 
 use crate::ids::{FileId, PeerAddr, PeerId, TransferId};
@@ -37,6 +40,7 @@ use catalog::{Catalog, Entry, LocalCopy};
 pub use changed::{ReverifyOutcome, StampUpdate};
 pub use downloads::Dest;
 use downloads::Downloads;
+pub use failure::SourceFailure;
 use fetching::AutoBatch;
 pub use fetching::Imported;
 pub use get_file::{GetFileAnswer, MAX_FILE_STREAMS};
@@ -46,6 +50,7 @@ use rand::rngs::SmallRng;
 use std::path::PathBuf;
 use std::time::Duration;
 pub use time::Time;
+pub use uploads::{UploadEnd, UploadId, MAX_UPLOADS};
 
 /// How many peers each gossip round and each forward goes to.
 pub const GOSSIP_FANOUT: usize = 3;
@@ -225,7 +230,7 @@ pub enum FetchResult {
         len: u64,
     },
     /// This source failed; the reason is shown to the user.
-    Failed(String),
+    Failed(SourceFailure),
 }
 
 /// What the core asks the driver to do.
@@ -338,6 +343,10 @@ pub struct Peer {
     /// Of those, the ones that could not be read: hashed again at the next
     /// `Timer::Recheck`.
     recheck_later: std::collections::BTreeSet<FileId>,
+    /// Recent events, for the page and `/api/state`.
+    events: events::Events,
+    /// Uploads in flight, as the driver reports them.
+    uploads: uploads::Uploads,
 }
 
 impl Peer {
@@ -363,6 +372,8 @@ impl Peer {
             last_catch_up: None,
             rechecking: Default::default(),
             recheck_later: Default::default(),
+            events: Default::default(),
+            uploads: Default::default(),
         }
     }
 

@@ -2,6 +2,7 @@
 //! API and the menu. Built by the core on demand; nothing here is live.
 
 use super::catalog::Entry;
+use super::uploads::{eta, mean_rate};
 use super::{Peer, Time};
 use crate::ids::FileId;
 use crate::protocol::FileSize;
@@ -27,8 +28,62 @@ pub struct StateView {
     pub offset: usize,
     /// The most files this page holds.
     pub limit: usize,
-    /// Downloads in flight.
+    /// Transfers in flight: downloads, then uploads.
     pub transfers: Vec<TransferView>,
+    /// What happened lately (joins, drops, saves, failures, refusals),
+    /// newest last, at most [`super::events::EVENTS_MAX`].
+    pub events: Vec<EventView>,
+    /// The server's clock when the view was rendered, seconds since the
+    /// Unix epoch (the page shows ages and local times from it).
+    pub unix_now: u64,
+}
+
+/// Which way a transfer's bytes go.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// To us (a download, or a push we receive).
+    Down,
+    /// From us (a GET_FILE we answer, a push we send).
+    Up,
+}
+
+/// One thing that happened, as the events panel shows it.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct EventView {
+    /// When, seconds since the Unix epoch.
+    pub at_unix: u64,
+    /// What kind of thing.
+    pub kind: EventKind,
+    /// One plain sentence (names come from the network: escape before
+    /// showing).
+    pub text: String,
+}
+
+/// The kinds of [`EventView`].
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// A peer was tracked for the first time.
+    PeerJoined,
+    /// A peer was dropped after its silence.
+    PeerDropped,
+    /// A download or a push was stored.
+    Saved,
+    /// One source of a download failed (another may be tried).
+    SourceFailed,
+    /// A download ended with no source left.
+    DownloadFailed,
+    /// Something was refused (an unverified push, a quota).
+    Refused,
+    /// A file was deleted (by its owner, or by us).
+    Deleted,
+    /// We published a file.
+    Pushed,
+    /// An upload ended whole.
+    UploadDone,
+    /// An upload ended early.
+    UploadFailed,
 }
 
 /// Which files of the sorted catalog a view holds.
@@ -104,16 +159,27 @@ pub struct FileView {
     pub peers_with_file: Vec<String>,
 }
 
-/// One download in flight.
+/// One transfer in flight, either way.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct TransferView {
-    /// Transfer number.
+    /// Transfer number (downloads and uploads are numbered apart).
     pub id: u64,
+    /// Which way the bytes go.
+    pub direction: Direction,
+    /// The other side: "peer_id (host:port)" when known, else "host:port".
+    pub peer: String,
+    /// Seconds left at the current rate; None when the size or the rate is
+    /// unknown.
+    pub eta_secs: Option<u64>,
+    /// When it started (this source, for a download), seconds since the
+    /// Unix epoch.
+    pub started_unix: u64,
     /// File being fetched.
     pub file_id: String,
     /// Its name.
     pub file_name: String,
-    /// Peer we are fetching from now.
+    /// Peer we are fetching from now (for downloads; kept for
+    /// compatibility, `peer` says the same with its address).
     pub source: String,
     /// File bytes received so far from this source.
     pub bytes_done: u64,
@@ -189,6 +255,8 @@ impl Peer {
             offset: page.offset,
             limit: page.limit,
             transfers: self.transfer_views(now),
+            events: self.events.to_vec(),
+            unix_now: self.events.unix(now),
         }
     }
 
@@ -206,37 +274,53 @@ impl Peer {
             .collect()
     }
 
-    /// Every download in flight, with its current source's mean rate.
+    /// Every download in flight, with its current source's mean rate,
+    /// then every upload.
     fn transfer_views(&self, now: Time) -> Vec<TransferView> {
-        self.downloads
+        let mut v: Vec<TransferView> = self
+            .downloads
             .iter()
             .map(|d| {
-                let (source, rate) = match &d.current {
+                let bytes_total = match d.record.file_size {
+                    FileSize::Bytes(b) => Some(b),
+                    FileSize::Reported(_) => None,
+                };
+                let (source, peer, rate, started) = match &d.current {
                     Some((p, _, started)) => {
-                        let secs = now.since(*started).as_secs_f64();
-                        let rate = if secs > 0.0 {
-                            (d.bytes_done as f64 / secs) as u64
-                        } else {
-                            0
-                        };
-                        (p.0.clone(), rate)
+                        let rate = mean_rate(d.bytes_done, now.since(*started));
+                        let peer = self.name_peer(p);
+                        (p.0.clone(), peer, rate, *started)
                     }
-                    None => (if d.queued { "(queued)" } else { "-" }.to_string(), 0),
+                    None => {
+                        let s = if d.queued { "(queued)" } else { "-" }.to_string();
+                        (s.clone(), s, 0, now)
+                    }
                 };
                 TransferView {
                     id: d.id.0,
+                    direction: Direction::Down,
+                    peer,
+                    eta_secs: eta(d.bytes_done, bytes_total, rate),
+                    started_unix: self.events.unix(started),
                     file_id: d.record.file_id.0.clone(),
                     file_name: d.record.file_name.clone(),
                     source,
                     bytes_done: d.bytes_done,
-                    bytes_total: match d.record.file_size {
-                        FileSize::Bytes(b) => Some(b),
-                        FileSize::Reported(_) => None,
-                    },
+                    bytes_total,
                     rate_bytes_per_sec: rate,
                 }
             })
-            .collect()
+            .collect();
+        v.extend(self.upload_views(now));
+        v
+    }
+
+    /// "peer_id (host:port)" for a tracked peer, else its id.
+    pub(crate) fn name_peer(&self, p: &crate::ids::PeerId) -> String {
+        match self.members.get(p) {
+            Some(m) => format!("{p} ({})", m.addr),
+            None => p.0.clone(),
+        }
     }
 }
 

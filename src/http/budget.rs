@@ -205,6 +205,10 @@ mod tests {
         heavy.files[2].file_timestamp = json!(1744169352.5);
         heavy.transfers = vec![TransferView {
             id: u64::MAX,
+            direction: crate::core::view::Direction::Down,
+            peer: nasty(256),
+            eta_secs: Some(u64::MAX),
+            started_unix: u64::MAX,
             file_id: nasty(1024),
             file_name: nasty(16 * 1024),
             source: nasty(256),

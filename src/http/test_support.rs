@@ -30,6 +30,10 @@ pub(crate) fn sample_state() -> StateView {
         limit: 100,
         transfers: vec![TransferView {
             id: 1,
+            direction: crate::core::view::Direction::Down,
+            peer: "Silicon (silicon.cs.umanitoba.ca:8999)".into(),
+            eta_secs: Some(1),
+            started_unix: 1744169352,
             file_id: "abc".into(),
             file_name: "big.bin".into(),
             source: "Silicon".into(),
@@ -37,6 +41,8 @@ pub(crate) fn sample_state() -> StateView {
             bytes_total: Some(1024),
             rate_bytes_per_sec: 1536,
         }],
+        events: Vec::new(),
+        unix_now: 1744169360,
     }
 }
 

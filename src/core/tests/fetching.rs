@@ -116,7 +116,7 @@ fn a_save_reports_the_time_of_its_own_attempt() {
     assert!(
         lines
             .iter()
-            .any(|l| l.contains(" in 250 ms (0.0 MB/s) from ")),
+            .any(|l| l.contains(" in 250 ms (12 B/s) from ")),
         "{lines:?}"
     );
 }
@@ -135,7 +135,7 @@ fn a_kept_unverified_copy_reports_the_time_of_the_attempt_that_sent_it() {
         Time(6_400),
         t,
         second.expect("second source tried"),
-        FetchResult::Failed("no progress".into()),
+        FetchResult::Failed(SourceFailure::Stalled { at: 1 }),
     );
     let keep = p.take_effects().into_iter().find_map(|e| match e {
         Effect::KeepUnverified { attempt, .. } => Some(attempt),
@@ -155,7 +155,7 @@ fn a_kept_unverified_copy_reports_the_time_of_the_attempt_that_sent_it() {
     assert!(
         lines
             .iter()
-            .any(|l| l.contains(" in 400 ms (0.0 MB/s) from ") && l.contains("UNVERIFIED")),
+            .any(|l| l.contains(" in 400 ms (7 B/s) from ") && l.contains("UNVERIFIED")),
         "{lines:?}"
     );
 }
@@ -164,7 +164,7 @@ fn a_kept_unverified_copy_reports_the_time_of_the_attempt_that_sent_it() {
 fn a_refused_import_prints_its_sentence_and_stores_nothing() {
     let mut p = peer();
     let path = PathBuf::from("/no/such/file.txt");
-    p.on_imported(Err(crate::storage::ImportError::NotFound(path)));
+    p.on_imported(Time(0), Err(crate::storage::ImportError::NotFound(path)));
     let effects = p.take_effects();
     assert_eq!(
         printed(&effects),
@@ -180,10 +180,13 @@ fn an_import_is_stored_verified_and_announced_to_every_tracked_peer() {
     p.on_message(Time(0), reply_from("a", 9001));
     p.take_effects();
     let rec = record("f", "me");
-    p.on_imported(Ok(Imported {
-        record: rec.clone(),
-        local_name: "f (2).txt".into(),
-    }));
+    p.on_imported(
+        Time(0),
+        Ok(Imported {
+            record: rec.clone(),
+            local_name: "f (2).txt".into(),
+        }),
+    );
     let effects = p.take_effects();
     let (_, local) = p.local_copy(&rec.file_id).expect("stored");
     assert_eq!(local.name, "f (2).txt");

@@ -16,6 +16,7 @@ mod serve;
 mod shutdown;
 mod startup;
 mod step;
+mod uploads;
 mod workers;
 
 pub use startup::run;

@@ -200,16 +200,22 @@ impl Driver {
     /// Takes in what the worker thread finished.
     fn on_worker_msg(&mut self, msg: WorkerMsg) {
         match msg {
-            WorkerMsg::Imported(r) => self.core.on_imported(r.map(|s| {
-                let name = s.local_name.clone().unwrap_or_default();
-                if let Some(stamp) = s.local_stamp {
-                    self.stamps.record(name.clone(), stamp);
-                }
-                crate::core::Imported {
-                    record: s.record,
-                    local_name: name,
-                }
-            })),
+            WorkerMsg::Imported(r) => {
+                let now = self.now();
+                self.core.on_imported(
+                    now,
+                    r.map(|s| {
+                        let name = s.local_name.clone().unwrap_or_default();
+                        if let Some(stamp) = s.local_stamp {
+                            self.stamps.record(name.clone(), stamp);
+                        }
+                        crate::core::Imported {
+                            record: s.record,
+                            local_name: name,
+                        }
+                    }),
+                )
+            }
             WorkerMsg::Copied(outcome) => escape::say(&outcome.to_string()),
             WorkerMsg::DestChecked(cmd, Ok(())) => self.core.on_command(self.now(), cmd),
             WorkerMsg::DestChecked(_, Err(refusal)) => escape::say(&refusal.to_string()),
