@@ -50,6 +50,7 @@ pub fn escape(s: &str) -> Cow<'_, str> {
 /// that may hold strings from the network.
 pub fn say(line: &str) {
     let mut out = io::stdout().lock();
+    super::progress::clear_if_drawn(&mut out);
     let _ = writeln!(out, "{}", escape(line));
 }
 
@@ -72,6 +73,9 @@ impl<W: Write> Write for EscapingWriter<W> {
         if buf == b"\n" {
             self.inner.write_all(buf)?;
         } else {
+            // A log line on the terminal wipes the progress line first
+            // (redrawn at its next tick), so the two never share a row.
+            super::progress::clear_if_drawn(&mut io::stdout().lock());
             let text = String::from_utf8_lossy(buf);
             self.inner.write_all(escape(&text).as_bytes())?;
         }

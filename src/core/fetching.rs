@@ -517,13 +517,79 @@ impl Peer {
     /// A `push` finished copying into storage, or was refused (the
     /// error's sentence is shown as it is).
     pub fn on_imported(&mut self, now: Time, result: Result<Imported, ImportError>) {
-        let Imported { record, local_name } = match result {
+        let imported = match result {
             Ok(imported) => imported,
             Err(e) => {
                 self.print(e.to_string());
                 return;
             }
         };
+        let record = imported.record.clone();
+        let sent = self.publish(now, imported);
+        self.print(format!(
+            "push: stored {} ({}) as {}; {sent}; announced to {} peers",
+            record.file_name,
+            record.file_size,
+            record.file_id,
+            self.members.len()
+        ));
+    }
+
+    /// A `push <dir>` copied the regular files directly in `dir` into
+    /// storage (`skipped`: the entries that were not regular files): each
+    /// is published as `push <file>` would, and one summary line printed.
+    pub fn on_imported_dir(
+        &mut self,
+        now: Time,
+        dir: &std::path::Path,
+        results: Vec<Result<Imported, ImportError>>,
+        skipped: usize,
+    ) {
+        let (mut names, mut refused) = (Vec::new(), Vec::new());
+        for r in results {
+            match r {
+                Ok(imported) => {
+                    names.push(imported.record.file_name.clone());
+                    self.publish(now, imported);
+                }
+                Err(e) => {
+                    let why = e.to_string();
+                    refused.push(why.trim_start_matches("push: ").to_string());
+                }
+            }
+        }
+        let mut line = format!(
+            "push: published {} file{} from {}",
+            names.len(),
+            if names.len() == 1 { "" } else { "s" },
+            dir.display()
+        );
+        if !names.is_empty() {
+            line.push_str(&format!(
+                " ({}); announced to {} peers",
+                names.join(", "),
+                self.members.len()
+            ));
+        }
+        if skipped > 0 {
+            line.push_str(&format!(
+                "; skipped {skipped} (folders, symlinks and special files)"
+            ));
+        }
+        if !refused.is_empty() {
+            line.push_str(&format!(
+                "; refused {}: {}",
+                refused.len(),
+                refused.join("; ")
+            ));
+        }
+        self.print(line);
+    }
+
+    /// Records a file the user pushed as ours, sends it to one random peer
+    /// and announces it; says where it was sent.
+    fn publish(&mut self, now: Time, imported: Imported) -> String {
+        let Imported { record, local_name } = imported;
         info!(
             "file {} ({}) added by push",
             record.file_name, record.file_id
@@ -559,13 +625,7 @@ impl Peer {
                 record.file_name, record.file_size, record.file_id
             ),
         );
-        self.print(format!(
-            "push: stored {} ({}) as {}; {sent}; announced to {} peers",
-            record.file_name,
-            record.file_size,
-            record.file_id,
-            self.members.len()
-        ));
+        sent
     }
 
     pub(super) fn auto_fetch(&mut self, now: Time) {

@@ -121,6 +121,11 @@ impl Peer {
         }
     }
 
+    /// Whether upload `id` is a push we send.
+    pub(crate) fn is_push_upload(&self, id: u64) -> bool {
+        self.uploads.live.get(&UploadId(id)).is_some_and(|u| u.push)
+    }
+
     /// Uploads in flight now.
     pub fn uploads_len(&self) -> usize {
         self.uploads.live.len()

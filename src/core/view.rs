@@ -39,7 +39,7 @@ pub struct StateView {
 }
 
 /// Which way a transfer's bytes go.
-#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "lowercase")]
 pub enum Direction {
     /// To us (a download, or a push we receive).
@@ -100,6 +100,11 @@ impl FilePage {
     pub const ALL: FilePage = FilePage {
         offset: 0,
         limit: usize::MAX,
+    };
+    /// No file (a view for its peers, transfers and events).
+    pub const NONE: FilePage = FilePage {
+        offset: 0,
+        limit: 0,
     };
 }
 
@@ -272,6 +277,14 @@ impl Peer {
                 last_seen_secs_ago: now.since(p.last_seen).as_secs(),
             })
             .collect()
+    }
+
+    /// What the progress line shows: the downloads in flight and the pushes
+    /// we send (not the GET_FILE replies we serve).
+    pub fn progress_transfers(&self, now: Time) -> Vec<TransferView> {
+        let mut v = self.transfer_views(now);
+        v.retain(|t| t.direction == Direction::Down || self.is_push_upload(t.id));
+        v
     }
 
     /// Every download in flight, with its current source's mean rate,

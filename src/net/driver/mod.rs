@@ -11,6 +11,7 @@
 mod conns;
 mod dial;
 mod input;
+mod progress;
 mod receive;
 mod serve;
 mod shutdown;
@@ -96,6 +97,8 @@ enum Due {
     Finishing,
     /// Time to give freed memory back (see `net::trim`).
     Trim,
+    /// Time to draw the progress line (see `cli::progress`).
+    Progress,
 }
 
 /// Settings of the driver that the core doesn't need.
@@ -168,6 +171,12 @@ struct Driver {
     saved_catalog_bytes: usize,
     stdin: Option<LineReader>,
     exit: bool,
+    /// `exit` was typed while transfers ran: the next one (or EOF) exits.
+    exit_asked: bool,
+    /// The progress line of the `get`s and `push`es in flight.
+    progress: crate::cli::progress::Progress,
+    /// A `Due::Progress` is scheduled.
+    progress_armed: bool,
     /// What each held file looked like when last verified, by local name
     /// (see [`FileStamp`]); one per held file at most.
     stamps: storage::Stamps,
@@ -296,6 +305,7 @@ impl Driver {
                 trim::give_back();
             }
             Due::Conn { key, gen } => self.on_conn_due(key, gen),
+            Due::Progress => self.tick_progress(now),
         }
     }
 
@@ -364,7 +374,10 @@ impl Driver {
                 from,
                 to,
                 record,
-            } => self.open_fetch(transfer, attempt, from.0, to, record),
+            } => {
+                self.arm_progress();
+                self.open_fetch(transfer, attempt, from.0, to, record)
+            }
             Effect::KeepUnverified { transfer, attempt } => {
                 self.keep_unverified(now, transfer, attempt)
             }
@@ -375,7 +388,10 @@ impl Driver {
             Effect::RemoveLocal { name } => self.remove_local(name),
             Effect::CopyOut { name, record, dest } => self.copy_out(name, record, dest),
             Effect::Import { path } => self.import(path),
-            Effect::Print(line) => escape::say(&line),
+            Effect::Print(line) => {
+                escape::say(&line);
+                self.progress.wiped();
+            }
         }
     }
 

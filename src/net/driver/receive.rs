@@ -221,7 +221,9 @@ impl Driver {
     /// One line for the pushes refused lately (at most one a minute).
     pub(super) fn log_push_refusals(&mut self, now: Time) {
         if let Some((n, why)) = self.push_quota.refusals_to_log(now) {
-            info!("refused {n} pushed file(s): over the push quota ({why}); the sender's connection was closed");
+            let line = format!("refused {n} pushed file(s): over the push quota ({why})");
+            info!("{line}; the sender's connection was closed");
+            self.core.on_refused(now, line);
         }
     }
 
@@ -268,6 +270,14 @@ impl Driver {
         if !self.core.wants_push(&record.file_id, verified) {
             // Dropping the temp file: one copy per file.
             debug!("pushed {} already held or being fetched", record.file_id);
+            if !verified {
+                let now = self.now();
+                let line = format!(
+                    "refused a pushed copy of {} ({}): its bytes don't match the id",
+                    record.file_name, record.file_id
+                );
+                self.core.on_refused(now, line);
+            }
             return;
         }
         if !verified {

@@ -36,6 +36,9 @@ impl Driver {
         c.upload = self
             .core
             .on_upload_started(now, &peer, enc.file_id(), enc.file_len(), push);
+        if push {
+            self.arm_progress();
+        }
     }
 
     /// Tells the core how far the upload on connection `key` got.
