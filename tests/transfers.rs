@@ -769,6 +769,14 @@ fn exit_while_a_received_file_is_being_synced_keeps_it() {
         b.lines().iter().all(|l| !l.contains("get: saved")),
         "saved before exit: the slow fsync was not in effect"
     );
+    // The first `exit` says what is in flight and asks again.
+    b.send_line("exit");
+    assert!(
+        b.wait_line(0, "type exit again to quit", GET_WAIT)
+            .is_some(),
+        "{}",
+        log_tail(&b)
+    );
     b.send_line("exit");
     let status = b.wait_exit(Duration::from_secs(15));
     assert!(
@@ -1145,7 +1153,7 @@ fn an_unverifiable_file_is_kept_and_marked_unverified() {
 }
 
 #[test]
-fn a_push_of_a_missing_path_or_a_folder_is_refused_in_one_line_and_stores_nothing() {
+fn a_push_of_a_missing_path_is_refused_and_of_an_empty_folder_stores_nothing() {
     let mut p = PeerBuilder::new("alpha").spawn();
     let src = tempfile::tempdir().unwrap();
     let missing = src.path().join("nope.bin");
@@ -1156,9 +1164,10 @@ fn a_push_of_a_missing_path_or_a_folder_is_refused_in_one_line_and_stores_nothin
             &missing,
             format!("push: no such file: {}", missing.display()),
         ),
+        // A folder: each regular file directly in it (none here).
         (
             &folder,
-            format!("push: {} is a directory", folder.display()),
+            format!("push: published 0 files from {}", folder.display()),
         ),
     ];
     for (path, want) in &cases {

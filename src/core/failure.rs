@@ -31,8 +31,11 @@ pub enum SourceFailure {
         /// Bytes sent.
         sent: u64,
         /// The size as the catalog knows it (integer bytes or the peer's
-        /// float figure).
+        /// float figure), as shown.
         advertised: String,
+        /// Both are shown in exact bytes (in binary units they would read
+        /// the same: 307 199 and 307 200 are both 300.0 KiB).
+        exact: bool,
     },
     /// A complete copy whose bytes don't match the file id.
     Mismatch,
@@ -79,7 +82,14 @@ impl fmt::Display for SourceFailure {
             SourceFailure::Closed { at } => {
                 write!(f, "closed mid-transfer at {}", units::bytes(*at))
             }
-            SourceFailure::WrongSize { sent, advertised } => write!(
+            SourceFailure::WrongSize {
+                sent,
+                advertised,
+                exact: true,
+            } => write!(f, "sent {sent} bytes, not the advertised {advertised}"),
+            SourceFailure::WrongSize {
+                sent, advertised, ..
+            } => write!(
                 f,
                 "sent {}, not the advertised {advertised}",
                 units::bytes(*sent)
@@ -100,13 +110,22 @@ impl From<BadReply> for SourceFailure {
     fn from(bad: BadReply) -> Self {
         match bad {
             BadReply::NotFound => SourceFailure::NotFound,
-            BadReply::WrongSize { sent, advertised } => SourceFailure::WrongSize {
-                sent,
-                advertised: units::bytes(advertised),
-            },
+            BadReply::WrongSize { sent, advertised } => {
+                let exact = units::bytes(sent) == units::bytes(advertised);
+                SourceFailure::WrongSize {
+                    sent,
+                    advertised: if exact {
+                        advertised.to_string()
+                    } else {
+                        units::bytes(advertised)
+                    },
+                    exact,
+                }
+            }
             BadReply::BeyondRounding { sent, advertised } => SourceFailure::WrongSize {
                 sent,
                 advertised: advertised.to_string(),
+                exact: false,
             },
             BadReply::Malformed(e) => SourceFailure::Malformed(e.to_string()),
             other @ (BadReply::NotFileData(_) | BadReply::OtherFile(_) | BadReply::NoData) => {
@@ -138,10 +157,21 @@ mod tests {
         assert_eq!(
             SourceFailure::WrongSize {
                 sent: 10,
-                advertised: "12 B".into()
+                advertised: "12 B".into(),
+                exact: false,
             }
             .to_string(),
             "sent 10 B, not the advertised 12 B"
+        );
+        let near: SourceFailure = BadReply::WrongSize {
+            sent: 307_199,
+            advertised: 307_200,
+        }
+        .into();
+        assert_eq!(
+            near.to_string(),
+            "sent 307199 bytes, not the advertised 307200",
+            "sizes that would read the same are shown exactly"
         );
     }
 

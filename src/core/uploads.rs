@@ -134,7 +134,7 @@ impl Peer {
     /// "peer_id (host:port)" for the tracked peer at `addr` ("host:port"),
     /// or at its host when exactly one tracked peer is there (an inbound
     /// connection comes from an ephemeral port); else `addr` as it is.
-    pub(crate) fn name_addr(&self, addr: &str) -> String {
+    pub fn name_addr(&self, addr: &str) -> String {
         let all = self.members.all();
         if let Some((id, _)) = all.iter().find(|(_, p)| p.addr.to_string() == addr) {
             return format!("{id} ({addr})");
