@@ -1479,9 +1479,10 @@ fn exit_during_a_download_and_a_copy_to_dest_leaves_no_temp_file_anywhere() {
         log_tail(&d)
     );
     thread::sleep(Duration::from_millis(300));
-    // A 24 MiB copy to DEST, then exit at once.
+    // A 24 MiB copy to DEST, then exit at once (a transfer is in flight:
+    // the first `exit` asks, the second quits).
     d.send_line(&format!("get {} {}", &file.id[..12], out.path().display()));
-    d.send_line("exit");
+    d.send_line("exit\nexit");
     let status = d.wait_exit(Duration::from_secs(5));
     assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", log_tail(&d));
     assert!(
