@@ -375,6 +375,9 @@ fn on_a_terminal_the_progress_line_is_redrawn_in_place() {
         .filter(|s| s.starts_with("get: tty.bin ") && s.contains("% "))
         .count();
     assert!(with_percent >= 2, "{text:?}");
+    eprintln!(
+        "measured: {redraws} in-place redraws of a 3 s download, {with_percent} with a percentage"
+    );
     // The line is wiped before the saved line is printed: they never share
     // a row.
     assert!(text.contains("\r\x1b[Kget: saved tty.bin"), "{text:?}");
