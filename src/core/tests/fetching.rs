@@ -1,6 +1,7 @@
 //! Downloads: `get`, sources, saves, pushes during a download.
 
 use super::*;
+use crate::core::view::EventKind;
 
 #[test]
 fn get_of_an_unknown_id_says_so() {
@@ -199,4 +200,84 @@ fn an_import_is_stored_verified_and_announced_to_every_tracked_peer() {
         printed(&effects),
         vec!["push: stored f.txt (3 B) as f; sent to a; announced to 1 peers".to_string()]
     );
+}
+
+#[test]
+fn a_failed_source_is_said_with_its_reason_and_the_next_one_named() {
+    let (mut p, t, first, from) = fetching_f(None);
+    let other = if from.0 == "q" { "r" } else { "q" };
+    p.on_fetch_result(
+        Time(2_000),
+        t,
+        first,
+        FetchResult::Failed(SourceFailure::Closed { at: 2 }),
+    );
+    let effects = p.take_effects();
+    let lines = printed(&effects);
+    let want = format!(
+        "get: {from} (127.0.0.1:{}) closed mid-transfer at 2 B; trying {other} (127.0.0.1:{}) (2 of 2)",
+        if from.0 == "q" { 9001 } else { 9002 },
+        if other == "q" { 9001 } else { 9002 },
+    );
+    assert!(lines.contains(&want), "{lines:?}");
+    let second = effects.iter().find_map(|e| match e {
+        Effect::Fetch { attempt, .. } => Some(*attempt),
+        _ => None,
+    });
+    p.on_fetch_result(
+        Time(3_000),
+        t,
+        second.expect("the next source is tried"),
+        FetchResult::Failed(SourceFailure::Timeout),
+    );
+    let lines = printed(&p.take_effects());
+    let end = format!(
+        "get: no source left for f.txt: {from} closed mid-transfer at 2 B, {other} timed out before the first byte"
+    );
+    assert!(lines.contains(&end), "{lines:?}");
+    let kinds: Vec<EventKind> = p.view(Time(3_000)).events.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| **k == EventKind::SourceFailed)
+            .count(),
+        2,
+        "{kinds:?}"
+    );
+    assert_eq!(kinds.last(), Some(&EventKind::DownloadFailed));
+}
+
+#[test]
+fn a_pushed_folder_publishes_each_file_in_one_summary_line() {
+    let mut p = peer();
+    p.on_message(Time(0), reply_from("a", 9001));
+    p.take_effects();
+    let results = vec![
+        Ok(Imported {
+            record: record("f1", "me"),
+            local_name: "one.txt".into(),
+        }),
+        Err(crate::storage::ImportError::NotFound(PathBuf::from(
+            "/d/gone.txt",
+        ))),
+        Ok(Imported {
+            record: record("f2", "me"),
+            local_name: "two.txt".into(),
+        }),
+    ];
+    p.on_imported_dir(Time(0), std::path::Path::new("/d"), results, 3);
+    let effects = p.take_effects();
+    let lines = printed(&effects);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(
+        lines[0],
+        "push: published 2 files from /d (f1.txt, f2.txt); announced to 1 peers; \
+         skipped 3 (folders, symlinks and special files); refused 1: no such file: /d/gone.txt"
+    );
+    assert!(p.local_copy(&"f1".into()).is_some() && p.local_copy(&"f2".into()).is_some());
+    let pushes = effects
+        .iter()
+        .filter(|e| matches!(e, Effect::PushFile { .. }))
+        .count();
+    assert_eq!(pushes, 2, "each file goes to a peer");
 }
