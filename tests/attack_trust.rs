@@ -310,7 +310,9 @@ fn hostile_network_names_land_visible_and_inside_the_folder_dest() {
         d.send_line(&format!("get {} {}", &f.id[..16], out.display()));
         let answered = wait_until(T, || {
             get_lines(&d, skip).iter().any(|l| {
-                l.starts_with("get: copied") || l.starts_with("get: failed") || l.contains("cannot")
+                l.starts_with("get: copied")
+                    || l.starts_with("get: no source left")
+                    || l.contains("cannot")
             })
         });
         assert!(answered, "{:?}: no end\n{}", f.name, log_tail(&d));
@@ -1320,7 +1322,7 @@ fn get_after_a_lying_announce(name: &str, lie: Value) -> (String, PeerProc) {
     assert!(
         wait_until(T, || d.lines().iter().skip(skip).any(|l| l
             .starts_with("get: saved")
-            || l.starts_with("get: failed"))),
+            || l.starts_with("get: no source left"))),
         "no end of the get\n{}",
         log_tail(&d)
     );
@@ -1328,7 +1330,7 @@ fn get_after_a_lying_announce(name: &str, lie: Value) -> (String, PeerProc) {
         .lines()
         .into_iter()
         .skip(skip)
-        .find(|l| l.starts_with("get: saved") || l.starts_with("get: failed"))
+        .find(|l| l.starts_with("get: saved") || l.starts_with("get: no source left"))
         .unwrap();
     assert_eq!(
         std::fs::read(d.dir.join(name)).ok(),

@@ -148,7 +148,7 @@ fn finish_get(down: &PeerProc, g: Get, timeout: Duration) -> Got {
             .lines()
             .into_iter()
             .skip(g.skip)
-            .find(|l| l.starts_with("get: saved") || l.starts_with("get: failed"));
+            .find(|l| l.starts_with("get: saved") || l.starts_with("get: no source left"));
         elapsed = g.started.elapsed();
         end.is_some()
     });
@@ -649,7 +649,7 @@ impl Probes {
 /// Probes the stats page every 100 ms (each probe waits up to 30 s) until
 /// the get ends.
 fn probe_page_until_the_get_ends(down: &PeerProc, g: &Get, limit: Duration) -> Probes {
-    let ended = |l: &String| l.starts_with("get: saved") || l.starts_with("get: failed");
+    let ended = |l: &String| l.starts_with("get: saved") || l.starts_with("get: no source left");
     let mut probes = Vec::new();
     while !down.lines().iter().skip(g.skip).any(ended) && g.started.elapsed() < limit {
         thread::sleep(Duration::from_millis(20));

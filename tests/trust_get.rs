@@ -362,14 +362,14 @@ fn get_with_a_liar(name: &str, content: &[u8], liar_bytes: Vec<u8>) -> (String, 
         d.lines()
             .iter()
             .skip(skip)
-            .any(|l| l.starts_with("get: saved") || l.starts_with("get: failed"))
+            .any(|l| l.starts_with("get: saved") || l.starts_with("get: no source left"))
     });
     assert!(end, "no end of the get\n{}", log_tail(&d));
     let line = d
         .lines()
         .into_iter()
         .skip(skip)
-        .find(|l| l.starts_with("get: saved") || l.starts_with("get: failed"))
+        .find(|l| l.starts_with("get: saved") || l.starts_with("get: no source left"))
         .unwrap_or_default();
     let lines: Vec<String> = d.lines().into_iter().skip(skip).collect();
     assert!(
@@ -526,7 +526,7 @@ fn a_push_of_the_file_being_downloaded_ends_as_one_copy() {
         .lines()
         .iter()
         .skip(skip)
-        .filter(|l| l.starts_with("get: saved") || l.starts_with("get: failed"))
+        .filter(|l| l.starts_with("get: saved") || l.starts_with("get: no source left"))
         .count();
     assert_eq!(ends, 1, "one end for one get\n{}", log_tail(&d));
 
