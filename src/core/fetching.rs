@@ -342,6 +342,7 @@ impl Peer {
         d.current = None;
         match result {
             FetchResult::Failed(why) => {
+                debug!("{transfer}: {peer} failed: {why}");
                 let name = d.record.file_name.clone();
                 d.failures.push((peer.clone(), why.clone()));
                 let text = format!("{} {why} (fetching {name})", self.name_peer(&peer));
