@@ -382,3 +382,72 @@ fn on_a_terminal_the_progress_line_is_redrawn_in_place() {
     // a row.
     assert!(text.contains("\r\x1b[Kget: saved tty.bin"), "{text:?}");
 }
+
+#[test]
+fn an_upload_in_flight_is_listed_going_up_and_its_end_is_an_event() {
+    let data = pattern(7, 8 * 1024 * 1024);
+    let p = PeerBuilder::new("seeder")
+        .args(&QUIET)
+        .file("big.bin", &data)
+        .spawn();
+    let mut id = String::new();
+    assert!(
+        wait_until(WAIT, || {
+            id = p
+                .files()
+                .iter()
+                .find(|f| f["file_name"] == "big.bin")
+                .and_then(|f| f["file_id"].as_str().map(String::from))
+                .unwrap_or_default();
+            !id.is_empty()
+        }),
+        "{}",
+        log_tail(&p)
+    );
+    // A reader that asks and then stops reading: the reply stays in flight.
+    let mut conn = TcpStream::connect(("127.0.0.1", p.p2p_port)).expect("connect");
+    let ask = serde_json::json!({"type": "GET_FILE", "file_id": id});
+    conn.write_all(ask.to_string().as_bytes())
+        .expect("send GET_FILE");
+    let mut first = [0u8; 64];
+    conn.read_exact(&mut first).expect("the reply starts");
+    let mut up = None;
+    let listed = wait_until(WAIT, || {
+        up = p.state().and_then(|s| {
+            s["transfers"]
+                .as_array()
+                .and_then(|t| t.iter().find(|t| t["direction"] == "up").cloned())
+        });
+        up.is_some()
+    });
+    assert!(listed, "no upload listed\n{}", log_tail(&p));
+    let up = up.unwrap_or_default();
+    assert_eq!(up["file_name"], "big.bin", "{up}");
+    assert_eq!(up["bytes_total"], data.len() as u64, "{up}");
+    assert!(
+        up["peer"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("127.0.0.1:")),
+        "{up}"
+    );
+    drop(conn);
+    let mut events = Vec::new();
+    let ended = wait_until(WAIT, || {
+        events = p
+            .state()
+            .and_then(|s| s["events"].as_array().cloned())
+            .unwrap_or_default();
+        events.iter().any(|e| e["kind"] == "upload_failed")
+    });
+    assert!(
+        ended,
+        "no upload_failed event: {events:?}\n{}",
+        log_tail(&p)
+    );
+    let listed_after = p.state().is_some_and(|s| {
+        s["transfers"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|t| t["direction"] == "up"))
+    });
+    assert!(!listed_after, "the ended upload is still listed");
+}
