@@ -37,7 +37,7 @@ fn main() -> ExitCode {
         None => WriteLogger::init(
             args.log_level,
             config,
-            EscapingWriter::new(LineWriter::new(std::io::stderr())),
+            EscapingWriter::on_terminal(LineWriter::new(std::io::stderr())),
         )
         .is_ok(),
     };

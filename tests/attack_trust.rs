@@ -310,7 +310,9 @@ fn hostile_network_names_land_visible_and_inside_the_folder_dest() {
         d.send_line(&format!("get {} {}", &f.id[..16], out.display()));
         let answered = wait_until(T, || {
             get_lines(&d, skip).iter().any(|l| {
-                l.starts_with("get: copied") || l.starts_with("get: failed") || l.contains("cannot")
+                l.starts_with("get: copied")
+                    || l.starts_with("get: no source left")
+                    || l.contains("cannot")
             })
         });
         assert!(answered, "{:?}: no end\n{}", f.name, log_tail(&d));
@@ -1331,7 +1333,7 @@ fn get_after_a_lying_announce(name: &str, lie: Value) -> (String, PeerProc) {
     assert!(
         wait_until(T, || d.lines().iter().skip(skip).any(|l| l
             .starts_with("get: saved")
-            || l.starts_with("get: failed"))),
+            || l.starts_with("get: no source left"))),
         "no end of the get\n{}",
         log_tail(&d)
     );
@@ -1339,7 +1341,7 @@ fn get_after_a_lying_announce(name: &str, lie: Value) -> (String, PeerProc) {
         .lines()
         .into_iter()
         .skip(skip)
-        .find(|l| l.starts_with("get: saved") || l.starts_with("get: failed"))
+        .find(|l| l.starts_with("get: saved") || l.starts_with("get: no source left"))
         .unwrap();
     assert_eq!(
         std::fs::read(d.dir.join(name)).ok(),
@@ -1490,9 +1492,10 @@ fn exit_during_a_download_and_a_copy_to_dest_leaves_no_temp_file_anywhere() {
         log_tail(&d)
     );
     thread::sleep(Duration::from_millis(300));
-    // A 24 MiB copy to DEST, then exit at once.
+    // A 24 MiB copy to DEST, then exit at once (a transfer is in flight:
+    // the first `exit` asks, the second quits).
     d.send_line(&format!("get {} {}", &file.id[..12], out.path().display()));
-    d.send_line("exit");
+    d.send_line("exit\nexit");
     let status = d.wait_exit(Duration::from_secs(5));
     assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", log_tail(&d));
     assert!(

@@ -887,7 +887,9 @@ fn every_write_is_temp_file_fsync_rename_folder_fsync() {
     assert!(wait_until(WAIT, || local(&pushed.id)), "received push");
     p.send_line(&format!("push {}", src.display()));
     p.wait_line("push: stored").expect("menu push");
-    p.send_line("exit");
+    // The push to src-peer may still be in flight: the first `exit` would
+    // ask again.
+    p.send_line("exit\nexit");
     assert!(
         wait_exit(&mut p.child, WAIT).is_some_and(|s| s.success()),
         "strace/peer did not exit cleanly"

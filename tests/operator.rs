@@ -149,7 +149,7 @@ fn a_peer_bound_behind_a_forwarding_proxy_advertises_the_proxy_and_is_fetched_th
             .lines()
             .into_iter()
             .skip(skip)
-            .find(|l| l.starts_with("get: saved") || l.starts_with("get: failed"));
+            .find(|l| l.starts_with("get: saved") || l.starts_with("get: no source left"));
         saved.is_some()
     });
     assert!(

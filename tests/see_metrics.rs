@@ -219,7 +219,7 @@ fn a_failed_source_moves_the_failed_counter_with_its_reason() {
     );
     let skip = p.line_count();
     p.send_line(&format!("get {}", &id[..12]));
-    p.wait_line(skip, "get: failed to fetch ghost.txt", WAIT)
+    p.wait_line(skip, "get: no source left for ghost.txt", WAIT)
         .unwrap_or_else(|| panic!("the get did not fail\n{}", log_tail(&p)));
     let failed = |reason| [("direction", "down"), ("reason", reason)];
     let m = scrape_until(&p, "both failures counted", |m| {

@@ -20,7 +20,7 @@ const GET_WAIT: Duration = Duration::from_secs(20);
 /// `Ok(saved line)` or `Err(failed line)`. Panics if neither comes in time.
 fn get_outcome(p: &PeerProc, skip: usize, name: &str, timeout: Duration) -> Result<String, String> {
     let saved = format!("get: saved {name},");
-    let failed = format!("get: failed to fetch {name}:");
+    let failed = format!("get: no source left for {name}:");
     let mut found = None;
     wait_until(timeout, || {
         found = p
@@ -207,7 +207,8 @@ enum BadSource {
 
 /// A good real holder and a bad holder seen more recently: `get` tries the bad
 /// one first, then completes from the good one within the short timeouts
-/// (`--connect-timeout 1 --idle-timeout 2`), and the log gives the reason.
+/// (`--connect-timeout 1 --idle-timeout 2`), and the menu gives the reason
+/// and the next source tried.
 fn falls_back(bad: BadSource, reason: &str) {
     let content = pattern(rand::random::<u64>(), 300 * 1024);
     let gtmp = tempfile::tempdir().unwrap();
@@ -280,14 +281,18 @@ fn falls_back(bad: BadSource, reason: &str) {
         "bad source not tried first:\n{}",
         lines.join("\n")
     );
-    // A successful get prints no failure line; the reason is in the log.
-    assert!(!lines.iter().any(|l| l.starts_with("get: failed")));
-    let log = d.log();
-    let why = log
-        .lines()
-        .find(|l| l.contains(": bad failed: "))
-        .unwrap_or_else(|| panic!("no failure logged for bad\n{}", log_tail(&d)));
+    // A successful get prints no final failure line; the bad source's
+    // failure is one menu line naming it, why, and the next source.
+    assert!(!lines.iter().any(|l| l.starts_with("get: no source left")));
+    let why = lines
+        .iter()
+        .find(|l| l.starts_with("get: bad (127.0.0.1:"))
+        .unwrap_or_else(|| panic!("no failure line for bad\n{}", lines.join("\n")));
     assert!(why.contains(reason), "expected {reason:?} in {why:?}");
+    assert!(
+        why.contains("; trying good (127.0.0.1:") && why.ends_with(" (2 of 2)"),
+        "{why}"
+    );
 
     assert_eq!(read(&d.dir.join("report.bin")), content);
     assert_no_temp_files_remain(&d);
@@ -311,7 +316,7 @@ fn get_falls_back_when_the_first_source_is_dead() {
 
 #[test]
 fn get_falls_back_when_the_first_source_accepts_and_never_sends() {
-    falls_back(BadSource::Silent, "no progress within the idle timeout");
+    falls_back(BadSource::Silent, "timed out before the first byte");
 }
 
 #[test]
@@ -321,10 +326,7 @@ fn get_falls_back_when_the_first_source_sends_corrupt_hex() {
 
 #[test]
 fn get_falls_back_when_the_first_source_replies_not_found() {
-    falls_back(
-        BadSource::NotFound,
-        "does not have the file (not-found reply)",
-    );
+    falls_back(BadSource::NotFound, " does not have the file;");
 }
 
 #[test]
@@ -367,20 +369,14 @@ fn get_fails_naming_every_source_and_its_reason_when_none_works() {
         started.elapsed()
     );
     let reasons = failed
-        .strip_prefix("get: failed to fetch lost.bin: ")
+        .strip_prefix("get: no source left for lost.bin: ")
         .unwrap_or_else(|| panic!("{failed}"));
-    let parts: Vec<&str> = reasons.split("; ").collect();
+    let parts: Vec<&str> = reasons.split(", ").collect();
     assert_eq!(parts.len(), 3, "{failed}");
-    assert_eq!(
-        parts[0], "nope: does not have the file (not-found reply)",
-        "{failed}"
-    );
-    assert_eq!(
-        parts[1], "mute: no progress within the idle timeout",
-        "{failed}"
-    );
+    assert_eq!(parts[0], "nope does not have the file", "{failed}");
+    assert_eq!(parts[1], "mute timed out before the first byte", "{failed}");
     assert!(
-        parts[2].starts_with("gone: ") && parts[2].contains("refused"),
+        parts[2].starts_with("gone could not be reached (") && parts[2].contains("refused"),
         "{failed}"
     );
     assert!(data_files(&d.dir).is_empty());
@@ -773,6 +769,14 @@ fn exit_while_a_received_file_is_being_synced_keeps_it() {
         b.lines().iter().all(|l| !l.contains("get: saved")),
         "saved before exit: the slow fsync was not in effect"
     );
+    // The first `exit` says what is in flight and asks again.
+    b.send_line("exit");
+    assert!(
+        b.wait_line(0, "type exit again to quit", GET_WAIT)
+            .is_some(),
+        "{}",
+        log_tail(&b)
+    );
     b.send_line("exit");
     let status = b.wait_exit(Duration::from_secs(15));
     assert!(
@@ -1149,7 +1153,7 @@ fn an_unverifiable_file_is_kept_and_marked_unverified() {
 }
 
 #[test]
-fn a_push_of_a_missing_path_or_a_folder_is_refused_in_one_line_and_stores_nothing() {
+fn a_push_of_a_missing_path_is_refused_and_of_an_empty_folder_stores_nothing() {
     let mut p = PeerBuilder::new("alpha").spawn();
     let src = tempfile::tempdir().unwrap();
     let missing = src.path().join("nope.bin");
@@ -1160,9 +1164,10 @@ fn a_push_of_a_missing_path_or_a_folder_is_refused_in_one_line_and_stores_nothin
             &missing,
             format!("push: no such file: {}", missing.display()),
         ),
+        // A folder: each regular file directly in it (none here).
         (
             &folder,
-            format!("push: {} is a directory", folder.display()),
+            format!("push: published 0 files from {}", folder.display()),
         ),
     ];
     for (path, want) in &cases {

@@ -50,6 +50,7 @@ pub fn escape(s: &str) -> Cow<'_, str> {
 /// that may hold strings from the network.
 pub fn say(line: &str) {
     let mut out = io::stdout().lock();
+    super::progress::clear_if_drawn(&mut out);
     let _ = writeln!(out, "{}", escape(line));
 }
 
@@ -58,12 +59,26 @@ pub fn say(line: &str) {
 /// `"\n"` passes, every other control character is escaped.
 pub struct EscapingWriter<W: Write> {
     inner: W,
+    /// The log shares the terminal with the progress line: wipe it first.
+    on_terminal: bool,
 }
 
 impl<W: Write> EscapingWriter<W> {
-    /// Wraps `inner`.
+    /// Wraps `inner` (a file: the progress line is left alone).
     pub fn new(inner: W) -> Self {
-        EscapingWriter { inner }
+        EscapingWriter {
+            inner,
+            on_terminal: false,
+        }
+    }
+
+    /// Wraps `inner`, a terminal the progress line is drawn on too: each
+    /// record wipes the line first (it is redrawn at its next tick).
+    pub fn on_terminal(inner: W) -> Self {
+        EscapingWriter {
+            inner,
+            on_terminal: true,
+        }
     }
 }
 
@@ -72,6 +87,11 @@ impl<W: Write> Write for EscapingWriter<W> {
         if buf == b"\n" {
             self.inner.write_all(buf)?;
         } else {
+            // A log line on the terminal wipes the progress line first
+            // (redrawn at its next tick), so the two never share a row.
+            if self.on_terminal {
+                super::progress::clear_if_drawn(&mut io::stdout().lock());
+            }
             let text = String::from_utf8_lossy(buf);
             self.inner.write_all(escape(&text).as_bytes())?;
         }

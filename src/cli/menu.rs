@@ -3,9 +3,10 @@
 //! Read-only commands are answered from a [`StateView`]; commands that change
 //! state become [`core::Command`]s.
 
-use crate::core::view::StateView;
+use crate::core::view::{Direction, StateView};
 use crate::core::Command;
 use crate::protocol::message::human_bytes;
+use crate::units;
 use std::path::PathBuf;
 
 /// Longest menu line accepted.
@@ -15,17 +16,18 @@ pub const MAX_LINE: usize = 4096;
 pub const HELP: &str = "commands:
   list                     the catalog: files known on the network
   peers                    tracked peers and when each was last heard from
-  transfers                downloads in progress
+  transfers                downloads and uploads in flight: peer, %, rate, time left
   get <file_id> [dest] [--force]
                            download a file (a unique prefix of the id is enough)
                            and copy it to dest: a folder gets a free name in it
                            (name (2).ext), an existing file is kept unless you
                            add --force; devices, FIFOs, symlinks and the storage
                            folder are never written to
-  push <path>              publish a local file as yours
+  push <path>              publish a local file as yours; a folder: each regular
+                           file directly in it
   delete <file_id>         delete a file you own, everywhere
   help                     this text
-  exit                     save and quit";
+  exit                     save and quit (asks again while transfers run)";
 
 /// What a menu line asks for.
 #[derive(Debug, PartialEq, Eq)]
@@ -167,6 +169,20 @@ fn size_text(v: &serde_json::Value) -> String {
     }
 }
 
+/// A timestamp as a local date-time (`2026-12-06 10:15`); one that is not
+/// a number of seconds in range is shown as it came.
+fn time_text(v: &serde_json::Value) -> String {
+    let local = v
+        .as_f64()
+        .filter(|s| s.is_finite() && *s >= 0.0 && *s < 1e13)
+        .and_then(|s| chrono::DateTime::from_timestamp(s as i64, 0))
+        .map(|t| t.with_timezone(&chrono::Local));
+    match local {
+        Some(t) => t.format("%Y-%m-%d %H:%M").to_string(),
+        None => json_text(v),
+    }
+}
+
 fn json_text(v: &serde_json::Value) -> String {
     match v {
         serde_json::Value::String(s) => printable(s),
@@ -189,7 +205,7 @@ pub fn render_list(view: &StateView) -> String {
                 printable(&f.file_name),
                 printable(&f.file_owner),
                 size_text(&f.file_size),
-                json_text(&f.file_timestamp),
+                time_text(&f.file_timestamp),
                 match (f.local, f.verified) {
                     (true, true) => "yes".into(),
                     (true, false) => "yes (UNVERIFIED)".into(),
@@ -205,7 +221,7 @@ pub fn render_list(view: &StateView) -> String {
             "NAME",
             "OWNER",
             "SIZE",
-            "TIMESTAMP",
+            "TIME",
             "LOCAL",
             "PEERS WITH FILE",
         ],
@@ -232,7 +248,8 @@ pub fn render_peers(view: &StateView) -> String {
     table(&["PEER", "ADDRESS", "LAST SEEN"], &rows)
 }
 
-/// The `transfers` table.
+/// The `transfers` table: downloads and uploads, with direction, peer,
+/// progress, rate and time left.
 pub fn render_transfers(view: &StateView) -> String {
     if view.transfers.is_empty() {
         return "no transfers in progress".into();
@@ -242,25 +259,79 @@ pub fn render_transfers(view: &StateView) -> String {
         .iter()
         .map(|t| {
             vec![
-                format!("#{}", t.id),
+                match t.direction {
+                    Direction::Down => "down".into(),
+                    Direction::Up => "up".into(),
+                },
                 printable(&t.file_name),
-                printable(&t.source),
+                printable(&t.peer),
+                match t.bytes_total {
+                    Some(total) if total > 0 => format!(
+                        "{}%",
+                        u128::from(t.bytes_done.min(total)) * 100 / u128::from(total)
+                    ),
+                    Some(_) => "100%".into(),
+                    None => "?".into(),
+                },
                 match t.bytes_total {
                     Some(total) => {
-                        format!("{} / {}", human_bytes(t.bytes_done), human_bytes(total))
+                        format!("{} of {}", units::bytes(t.bytes_done), units::bytes(total))
                     }
-                    None => human_bytes(t.bytes_done),
+                    None => units::bytes(t.bytes_done),
                 },
-                format!("{:.1} MB/s", t.rate_bytes_per_sec as f64 / 1e6),
+                units::rate(t.rate_bytes_per_sec),
+                t.eta_secs.map_or_else(|| "-".into(), units::eta),
             ]
         })
         .collect();
-    table(&["#", "FILE", "SOURCE", "DONE", "RATE"], &rows)
+    table(&["DIR", "FILE", "PEER", "%", "DONE", "RATE", "LEFT"], &rows)
+}
+
+/// What `exit` would lose: "2 transfers in flight (big.iso 45% from
+/// carol, up: a.txt to bob); type exit again to quit", or None when nothing
+/// is in flight.
+pub fn exit_warning(view: &StateView) -> Option<String> {
+    if view.transfers.is_empty() {
+        return None;
+    }
+    let n = view.transfers.len();
+    let each: Vec<String> = view
+        .transfers
+        .iter()
+        .take(5)
+        .map(|t| {
+            let pct = t
+                .bytes_total
+                .filter(|total| *total > 0)
+                .map(|total| {
+                    format!(
+                        " {}%",
+                        u128::from(t.bytes_done.min(total)) * 100 / u128::from(total)
+                    )
+                })
+                .unwrap_or_default();
+            match t.direction {
+                Direction::Down => format!("{}{pct} from {}", t.file_name, t.source),
+                Direction::Up => format!("up: {}{pct} to {}", t.file_name, t.peer),
+            }
+        })
+        .collect();
+    let more = if n > 5 {
+        format!(", {} more", n - 5)
+    } else {
+        String::new()
+    };
+    Some(format!(
+        "{n} transfer{} in flight ({}{more}); type exit again to quit",
+        if n == 1 { "" } else { "s" },
+        each.join(", ")
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::view::TransferView;
 
     #[test]
     fn commands_parse_and_bad_ones_get_a_hint() {
@@ -325,6 +396,88 @@ mod tests {
         );
         assert!(matches!(parse("get --force"), MenuCommand::Invalid(_)));
         assert!(HELP.contains("--force"));
+    }
+
+    fn state() -> StateView {
+        StateView {
+            peer_id: "me".into(),
+            host: "127.0.0.1".into(),
+            port: 9000,
+            peers: vec![],
+            files: vec![],
+            files_total: 0,
+            offset: 0,
+            limit: 100,
+            files_matching: 0,
+            transfers: vec![],
+            events: vec![],
+            unix_now: 0,
+        }
+    }
+
+    fn transfer(direction: Direction, name: &str, done: u64) -> TransferView {
+        TransferView {
+            id: 1,
+            direction,
+            peer: "bob (127.0.0.1:9002)".into(),
+            eta_secs: Some(7),
+            started_unix: 0,
+            file_id: "ab".repeat(32),
+            file_name: name.into(),
+            source: "carol".into(),
+            bytes_done: done,
+            bytes_total: Some(100),
+            rate_bytes_per_sec: 1024,
+        }
+    }
+
+    #[test]
+    fn exit_with_transfers_in_flight_says_what_would_be_lost() {
+        let mut view = state();
+        assert_eq!(exit_warning(&view), None, "nothing in flight: exit at once");
+        view.transfers = vec![
+            transfer(Direction::Down, "big.iso", 45),
+            transfer(Direction::Up, "a.txt", 10),
+        ];
+        assert_eq!(
+            exit_warning(&view).as_deref(),
+            Some(
+                "2 transfers in flight (big.iso 45% from carol, up: a.txt 10% to bob (127.0.0.1:9002)); type exit again to quit"
+            )
+        );
+    }
+
+    #[test]
+    fn the_transfers_table_shows_both_directions() {
+        let mut view = state();
+        view.transfers = vec![
+            transfer(Direction::Down, "big.iso", 45),
+            transfer(Direction::Up, "a.txt", 10),
+        ];
+        let t = render_transfers(&view);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[0].starts_with("DIR"), "{t}");
+        assert!(
+            lines[1].starts_with("down  big.iso") && lines[1].contains("45%"),
+            "{t}"
+        );
+        assert!(
+            lines[2].starts_with("up") && lines[2].contains("bob (127.0.0.1:9002)"),
+            "{t}"
+        );
+        assert!(
+            lines[1].contains("1.0 KiB/s") && lines[1].ends_with("7s"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn list_shows_numeric_timestamps_as_local_date_times() {
+        let shown = time_text(&serde_json::json!(1_744_169_352));
+        assert_eq!(shown.len(), "2025-04-09 03:29".len(), "{shown}");
+        assert!(shown.starts_with("2025-04-"), "{shown}");
+        assert_eq!(time_text(&serde_json::json!("yesterday")), "yesterday");
+        assert_eq!(time_text(&serde_json::json!(-5)), "-5");
     }
 
     #[test]

@@ -4,3 +4,4 @@ pub mod args;
 pub mod banner;
 pub mod escape;
 pub mod menu;
+pub mod progress;

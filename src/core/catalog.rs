@@ -446,13 +446,29 @@ impl Catalog {
         if self.files.contains_key(&key) {
             return Lookup::Found(key);
         }
-        let matches: Vec<&FileId> = self
-            .files
-            .range(key..)
-            .take_while(|(id, _)| id.0.starts_with(prefix))
-            .map(|(id, _)| id)
-            .take(100)
-            .collect();
+        // Case-insensitive: ids are hex, typed in either case. The map is
+        // sorted by the exact id, so the prefix is looked up as typed, in
+        // lower case and in upper case.
+        let mut spellings = vec![
+            prefix.to_string(),
+            prefix.to_ascii_lowercase(),
+            prefix.to_ascii_uppercase(),
+        ];
+        spellings.dedup();
+        let mut matches: Vec<&FileId> = Vec::new();
+        for p in &spellings {
+            let found = self
+                .files
+                .range(FileId(p.clone())..)
+                .take_while(|(id, _)| id.0.starts_with(p.as_str()))
+                .map(|(id, _)| id)
+                .take(100);
+            for id in found {
+                if !matches.contains(&id) {
+                    matches.push(id);
+                }
+            }
+        }
         match matches.len() {
             0 => Lookup::None,
             1 => Lookup::Found(matches[0].clone()),
@@ -588,6 +604,18 @@ mod tests {
         assert_eq!(c.lookup("abc"), Lookup::Found("abc1".into()));
         assert_eq!(c.lookup("q"), Lookup::None);
         assert_eq!(c.lookup(""), Lookup::None);
+    }
+
+    #[test]
+    fn a_prefix_matches_whatever_the_case_it_is_typed_in() {
+        let mut c = Catalog::new();
+        for id in ["abc1", "ABD2", "xyz"] {
+            c.merge(&rec(id, Timestamp::from_secs(1)), Some(&"p".into()));
+        }
+        assert_eq!(c.lookup("XY"), Lookup::Found("xyz".into()));
+        assert_eq!(c.lookup("ABC"), Lookup::Found("abc1".into()));
+        assert_eq!(c.lookup("abd"), Lookup::Found("ABD2".into()));
+        assert_eq!(c.lookup("Ab"), Lookup::Ambiguous(2));
     }
 
     fn max_record(i: usize) -> FileRecord {

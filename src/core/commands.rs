@@ -17,7 +17,7 @@ impl Peer {
                 self.cmd_get(now, &file, dest.map(|path| Dest { path, force }))
             }
             Command::Push { path } => self.effects.push(Effect::Import { path }),
-            Command::Delete { file } => self.cmd_delete(&file),
+            Command::Delete { file } => self.cmd_delete(now, &file),
         }
     }
 
@@ -39,7 +39,7 @@ impl Peer {
         }
     }
 
-    pub(super) fn cmd_delete(&mut self, prefix: &str) {
+    pub(super) fn cmd_delete(&mut self, now: Time, prefix: &str) {
         let Some(id) = self.resolve("delete", prefix) else {
             return;
         };
@@ -74,6 +74,11 @@ impl Peer {
         self.send_to_all(peers, &msg);
         self.effects.push(Effect::Persist);
         info!("file {} ({id}) deleted", entry.record.file_name);
+        self.event(
+            now,
+            super::view::EventKind::Deleted,
+            format!("deleted our file {} ({id})", entry.record.file_name),
+        );
         self.print(format!(
             "delete: deleted {}; told {n} peers",
             entry.record.file_name

@@ -50,7 +50,7 @@ pub struct Counters {
     /// kept at the end was counted as its source's `mismatch`).
     pub downloads_succeeded: u64,
     /// Download attempts that failed, by reason label (a fixed set:
-    /// [`failure_label`]'s).
+    /// [`FAILURE_LABELS`], from `SourceFailure::label`).
     pub downloads_failed: BTreeMap<&'static str, u64>,
     /// FILE_DATA payload bytes of the downloads stored.
     pub downloaded_bytes: u64,
@@ -66,13 +66,13 @@ impl Counters {
         self.gossip_dropped[limit as usize] += 1;
     }
 
-    pub(super) fn download_failed(&mut self, why: &str) {
-        *self.downloads_failed.entry(failure_label(why)).or_default() += 1;
+    pub(super) fn download_failed(&mut self, why: &super::SourceFailure) {
+        *self.downloads_failed.entry(why.label()).or_default() += 1;
     }
 }
 
 /// The reasons a source can fail for, as `reason` labels.
-pub const FAILURE_LABELS: [&str; 10] = [
+pub const FAILURE_LABELS: [&str; 11] = [
     "connect",
     "not_found",
     "timeout",
@@ -83,11 +83,11 @@ pub const FAILURE_LABELS: [&str; 10] = [
     "too_large",
     "malformed",
     "disk",
+    "untracked",
 ];
 
-/// The `reason` label of a failed source, from the sentence the driver
-/// gave. Interim: once `FetchResult::Failed` carries a typed
-/// `SourceFailure`, this whole function is its `label()`. Until then the
+/// The `reason` label of an upload that stopped early, from the driver's
+/// close reason (downloads are labelled by `SourceFailure::label`). The
 /// sentences are the driver's own, matched here in one place.
 pub fn failure_label(why: &str) -> &'static str {
     let has = |s: &str| why.contains(s);

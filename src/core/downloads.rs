@@ -50,7 +50,7 @@ pub struct Download {
     /// The source being tried, its attempt number and when it started.
     pub current: Option<(PeerId, u64, Time)>,
     /// Each failed source and why.
-    pub failures: Vec<(PeerId, String)>,
+    pub failures: Vec<(PeerId, super::SourceFailure)>,
     /// Who is waiting.
     pub origins: Vec<Origin>,
     /// Bytes received from the current source.
@@ -71,32 +71,33 @@ impl Download {
         self.origins.iter().all(|o| *o == Origin::Auto)
     }
 
-    /// One line listing every failed source and why.
+    /// One phrase per failed source and why: "alice timed out before the
+    /// first byte, bob sent bytes that don't match the id".
     pub fn failure_summary(&self) -> String {
         if self.failures.is_empty() {
             return "no reachable source".into();
         }
         self.failures
             .iter()
-            .map(|(p, why)| format!("{p}: {why}"))
+            .map(|(p, why)| format!("{p} {why}"))
             .collect::<Vec<_>>()
-            .join("; ")
+            .join(", ")
     }
 }
 
 /// The figures of a save of `len` bytes whose transfer took `took`:
-/// `in 1.2 s (3.4 MB/s)`, `in 35 ms (2.9 MB/s)`; below a millisecond (one
-/// tick of the core's clock) no rate is claimed: `in under 1 ms`.
+/// `in 1.2 s (3.4 MiB/s)`, `in 35 ms (2.9 MiB/s)`; below a millisecond
+/// (one tick of the core's clock) no rate is claimed: `in under 1 ms`.
 pub fn save_figures(len: u64, took: Duration) -> String {
-    let rate = |secs: f64| len as f64 / secs / 1e6;
+    let rate = |secs: f64| crate::units::rate((len as f64 / secs) as u64);
     if took < Duration::from_millis(1) {
         "in under 1 ms".into()
     } else if took < Duration::from_secs(1) {
         let secs = took.as_secs_f64();
-        format!("in {} ms ({:.1} MB/s)", took.as_millis(), rate(secs))
+        format!("in {} ms ({})", took.as_millis(), rate(secs))
     } else {
         let secs = took.as_secs_f64();
-        format!("in {secs:.1} s ({:.1} MB/s)", rate(secs))
+        format!("in {secs:.1} s ({})", rate(secs))
     }
 }
 
@@ -423,11 +424,11 @@ mod tests {
         assert_eq!(save_figures(1000, Duration::ZERO), "in under 1 ms");
         assert_eq!(
             save_figures(1_000_000, Duration::from_millis(250)),
-            "in 250 ms (4.0 MB/s)"
+            "in 250 ms (3.8 MiB/s)"
         );
         assert_eq!(
             save_figures(30_000_000, Duration::from_millis(2_500)),
-            "in 2.5 s (12.0 MB/s)"
+            "in 2.5 s (11.4 MiB/s)"
         );
     }
 

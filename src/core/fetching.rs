@@ -13,7 +13,8 @@
 
 use super::catalog::LocalCopy;
 use super::downloads::{save_figures, Dest, Download, Origin};
-use super::{Effect, FetchResult, Peer, Time};
+use super::view::EventKind;
+use super::{Effect, FetchResult, Peer, SourceFailure, Time};
 use crate::ids::{FileId, PeerAddr, PeerId, TransferId};
 use crate::protocol::message::human_bytes;
 use crate::protocol::{FileRecord, Message};
@@ -171,7 +172,7 @@ impl Peer {
             };
             let Some(addr) = self.members.get(&peer).map(|p| p.addr.clone()) else {
                 if let Some(d) = self.downloads.get_mut(id) {
-                    d.failures.push((peer, "no longer tracked".into()));
+                    d.failures.push((peer, SourceFailure::Untracked));
                 }
                 continue;
             };
@@ -191,6 +192,23 @@ impl Peer {
         d.bytes_done = 0;
         let record = d.record.clone();
         let auto = d.is_auto();
+        // The source before this one failed: say why, and which try this is.
+        let tried = d.failures.len();
+        let total = tried + 1 + d.remaining.len();
+        let last_failure = d.failures.last().cloned().filter(|_| tried > 0);
+        if let Some((failed, why)) = last_failure {
+            let line = format!(
+                "{} {why}; trying {} ({} of {total})",
+                self.name_peer(&failed),
+                self.name_peer(&peer),
+                tried + 1
+            );
+            if auto {
+                info!("auto-fetch: {line}");
+            } else {
+                self.print(format!("get: {line}"));
+            }
+        }
         let what = format!(
             "fetching {} ({}) from {peer}",
             record.file_name, record.file_size
@@ -230,10 +248,11 @@ impl Peer {
         }
         if let Some(d) = self.downloads.remove(id) {
             let line = format!(
-                "failed to fetch {}: {}",
+                "no source left for {}: {}",
                 d.record.file_name,
                 d.failure_summary()
             );
+            self.event(now, EventKind::DownloadFailed, line.clone());
             self.finish(now, d, DownloadEnd::Failed(line));
         }
     }
@@ -329,15 +348,23 @@ impl Peer {
             FetchResult::Failed(why) => {
                 debug!("{transfer}: {peer} failed: {why}");
                 self.counters.download_failed(&why);
-                d.failures.push((peer, why));
+                let name = d.record.file_name.clone();
+                d.failures.push((peer.clone(), why.clone()));
+                let text = format!("{} {why} (fetching {name})", self.name_peer(&peer));
+                self.event(now, EventKind::SourceFailed, text);
                 self.try_next_source(now, transfer);
             }
             FetchResult::Unverified { .. } => {
-                self.counters
-                    .download_failed("bytes do not match the file id");
-                d.failures
-                    .push((peer.clone(), "bytes do not match the file id".into()));
-                d.unverified_fallback = Some((peer, now.since(started)));
+                self.counters.download_failed(&SourceFailure::Mismatch);
+                let name = d.record.file_name.clone();
+                d.failures.push((peer.clone(), SourceFailure::Mismatch));
+                d.unverified_fallback = Some((peer.clone(), now.since(started)));
+                let text = format!(
+                    "{} {} (fetching {name})",
+                    self.name_peer(&peer),
+                    SourceFailure::Mismatch
+                );
+                self.event(now, EventKind::SourceFailed, text);
                 self.try_next_source(now, transfer);
             }
             FetchResult::Saved {
@@ -397,6 +424,7 @@ impl Peer {
                 verified,
             },
         );
+        self.event(now, EventKind::Saved, line.clone());
         self.effects.push(Effect::Persist);
         self.announce(&d.record);
         self.copy_out_for(&d, &local_name);
@@ -459,6 +487,16 @@ impl Peer {
                 verified,
             },
         );
+        self.event(
+            now,
+            EventKind::Saved,
+            format!(
+                "received {} ({}) pushed by a peer{}",
+                record.file_name,
+                record.file_size,
+                if verified { "" } else { ", UNVERIFIED" }
+            ),
+        );
         self.effects.push(Effect::Persist);
         self.announce(&record);
         let download = self.downloads.by_file(&record.file_id);
@@ -489,14 +527,80 @@ impl Peer {
 
     /// A `push` finished copying into storage, or was refused (the
     /// error's sentence is shown as it is).
-    pub fn on_imported(&mut self, result: Result<Imported, ImportError>) {
-        let Imported { record, local_name } = match result {
+    pub fn on_imported(&mut self, now: Time, result: Result<Imported, ImportError>) {
+        let imported = match result {
             Ok(imported) => imported,
             Err(e) => {
                 self.print(e.to_string());
                 return;
             }
         };
+        let record = imported.record.clone();
+        let sent = self.publish(now, imported);
+        self.print(format!(
+            "push: stored {} ({}) as {}; {sent}; announced to {} peers",
+            record.file_name,
+            record.file_size,
+            record.file_id,
+            self.members.len()
+        ));
+    }
+
+    /// A `push <dir>` copied the regular files directly in `dir` into
+    /// storage (`skipped`: the entries that were not regular files): each
+    /// is published as `push <file>` would, and one summary line printed.
+    pub fn on_imported_dir(
+        &mut self,
+        now: Time,
+        dir: &std::path::Path,
+        results: Vec<Result<Imported, ImportError>>,
+        skipped: usize,
+    ) {
+        let (mut names, mut refused) = (Vec::new(), Vec::new());
+        for r in results {
+            match r {
+                Ok(imported) => {
+                    names.push(imported.record.file_name.clone());
+                    self.publish(now, imported);
+                }
+                Err(e) => {
+                    let why = e.to_string();
+                    refused.push(why.trim_start_matches("push: ").to_string());
+                }
+            }
+        }
+        let mut line = format!(
+            "push: published {} file{} from {}",
+            names.len(),
+            if names.len() == 1 { "" } else { "s" },
+            dir.display()
+        );
+        if !names.is_empty() {
+            line.push_str(&format!(
+                " ({}); announced to {} peers",
+                names.join(", "),
+                self.members.len()
+            ));
+        }
+        if skipped > 0 {
+            line.push_str(&format!(
+                "; skipped {skipped} (folders, symlinks and special files)"
+            ));
+        }
+        if !refused.is_empty() {
+            line.push_str(&format!(
+                "; refused {}: {}",
+                refused.len(),
+                refused.join("; ")
+            ));
+        }
+        self.print(line);
+    }
+
+    /// Records a file the user pushed as ours, sends it to one random peer
+    /// and announces it; says where it was sent.
+    fn publish(&mut self, now: Time, imported: Imported) -> String {
+        let Imported { record, local_name } = imported;
         info!(
             "file {} ({}) added by push",
             record.file_name, record.file_id
@@ -524,13 +628,15 @@ impl Peer {
             None => "no peer to send it to yet".into(),
         };
         self.announce(&record);
-        self.print(format!(
-            "push: stored {} ({}) as {}; {sent}; announced to {} peers",
-            record.file_name,
-            record.file_size,
-            record.file_id,
-            self.members.len()
-        ));
+        self.event(
+            now,
+            EventKind::Pushed,
+            format!(
+                "published {} ({}) as {}",
+                record.file_name, record.file_size, record.file_id
+            ),
+        );
+        sent
     }
 
     pub(super) fn auto_fetch(&mut self, now: Time) {

@@ -6,6 +6,7 @@ use super::counters::GossipLimit;
 use super::fetching::DownloadEnd;
 use super::gossip::MAX_GOSSIP_ID_LEN;
 use super::membership::{Tracked, MAX_PEER_ID_LEN};
+use super::view::EventKind;
 use super::{Effect, Peer, Time, Timer, GOSSIP_FANOUT, REPLY_MIN_INTERVAL, REPLY_REORDER_WINDOW};
 use crate::ids::{FileId, PeerAddr, PeerId};
 use crate::protocol::{FileRecord, Message};
@@ -17,7 +18,11 @@ impl Peer {
     pub(super) fn track(&mut self, now: Time, id: &PeerId, host: &str, port: u16) -> Tracked {
         let (what, evicted) = self.members.track(now, id, PeerAddr::new(host, port));
         match &what {
-            Tracked::New => info!("peer {id} joined at {host}:{port}"),
+            Tracked::New => {
+                info!("peer {id} joined at {host}:{port}");
+                let text = format!("peer {id} ({host}:{port}) joined");
+                self.event(now, EventKind::PeerJoined, text);
+            }
             Tracked::Moved => info!("peer {id} moved to {host}:{port}"),
             Tracked::Refreshed => {}
         }
@@ -299,10 +304,12 @@ impl Peer {
             return;
         }
         if let Some(e) = self.catalog.remove(&file_id) {
-            info!(
+            let line = format!(
                 "file {} ({file_id}) deleted by its owner {from}",
                 e.record.file_name
             );
+            info!("{line}");
+            self.event(now, EventKind::Deleted, line);
             if let Some(local) = e.local {
                 self.effects.push(Effect::RemoveLocal { name: local.name });
             }

@@ -18,6 +18,8 @@ mod commands;
 pub mod counters;
 pub mod dial_limit;
 pub mod downloads;
+mod events;
+mod failure;
 mod fetching;
 mod get_file;
 pub mod gossip;
@@ -30,6 +32,7 @@ pub mod sim;
 #[cfg(test)]
 mod tests;
 pub mod time;
+mod uploads;
 pub mod view;
 
 use crate::ids::{FileId, PeerAddr, PeerId, TransferId};
@@ -38,6 +41,7 @@ use catalog::{Catalog, Entry, LocalCopy};
 pub use changed::{ReverifyOutcome, StampUpdate};
 pub use downloads::Dest;
 use downloads::Downloads;
+pub use failure::SourceFailure;
 use fetching::AutoBatch;
 pub use fetching::Imported;
 pub use get_file::{GetFileAnswer, MAX_FILE_STREAMS};
@@ -47,6 +51,7 @@ use rand::rngs::SmallRng;
 use std::path::PathBuf;
 use std::time::Duration;
 pub use time::Time;
+pub use uploads::{UploadEnd, UploadId, MAX_UPLOADS};
 
 /// How many peers each gossip round and each forward goes to.
 pub const GOSSIP_FANOUT: usize = 3;
@@ -226,7 +231,7 @@ pub enum FetchResult {
         len: u64,
     },
     /// This source failed; the reason is shown to the user.
-    Failed(String),
+    Failed(SourceFailure),
 }
 
 /// What the core asks the driver to do.
@@ -347,6 +352,10 @@ pub struct Peer {
     recheck_later: std::collections::BTreeSet<FileId>,
     /// What was decided, counted (read by `/metrics`).
     counters: counters::Counters,
+    /// Recent events, for the page and `/api/state`.
+    events: events::Events,
+    /// Uploads in flight, as the driver reports them.
+    uploads: uploads::Uploads,
 }
 
 impl Peer {
@@ -373,6 +382,8 @@ impl Peer {
             rechecking: Default::default(),
             recheck_later: Default::default(),
             counters: Default::default(),
+            events: Default::default(),
+            uploads: Default::default(),
         }
     }
 

@@ -339,10 +339,12 @@ impl Peer {
             .expire(now, self.cfg.gossip_interval * SEEN_ID_INTERVALS);
         let dead = self.members.expire(now, self.cfg.peer_timeout);
         for p in &dead {
-            info!(
+            let line = format!(
                 "peer {p} dropped: silent for more than {:.1} s",
                 self.cfg.peer_timeout.as_secs_f64()
             );
+            info!("{line}");
+            self.event(now, super::view::EventKind::PeerDropped, line);
         }
         // Drop every holder we do not track, not only the peers that just
         // expired (found by the simulator): a holder named by an ANNOUNCE

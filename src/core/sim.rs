@@ -28,7 +28,9 @@ use super::catalog::{Entry, LocalCopy, MAX_FILES, MAX_HOLDERS};
 use super::gossip::SEEN_CAPACITY;
 use super::membership::MAX_PEERS;
 use super::view::StateView;
-use super::{Command, Config, Effect, FetchResult, GetFileAnswer, Imported, Peer, Time, Timer};
+use super::{
+    Command, Config, Effect, FetchResult, GetFileAnswer, Imported, Peer, SourceFailure, Time, Timer,
+};
 use crate::ids::{FileId, PeerAddr, PeerId, TransferId};
 use crate::protocol::{FileRecord, FileSize, Message, Timestamp};
 use crate::storage::ImportError;
@@ -741,10 +743,14 @@ impl Sim {
             }
             NodeState::Running => {
                 note!(self, "p{i} imported {name}");
-                self.nodes[i].peer.on_imported(Ok(Imported {
-                    record,
-                    local_name: name.to_string(),
-                }));
+                let now = self.now;
+                self.nodes[i].peer.on_imported(
+                    now,
+                    Ok(Imported {
+                        record,
+                        local_name: name.to_string(),
+                    }),
+                );
                 self.flush(i);
             }
             NodeState::Crashed => panic!("add_local_file: peer {i} is crashed"),
@@ -944,7 +950,11 @@ impl Sim {
             self.serve(now, source, &record, &name)
         } else {
             let at = started.plus(self.cfg.connect_timeout);
-            (FetchResult::Failed("connect failed".into()), at, None)
+            (
+                FetchResult::Failed(SourceFailure::Connect("connection refused".into())),
+                at,
+                None,
+            )
         };
         self.push(
             at,
@@ -981,7 +991,7 @@ impl Sim {
             src.peer.answer_get_file(&record.file_id, 0)
         {
             return (
-                FetchResult::Failed("the peer does not have the file".into()),
+                FetchResult::Failed(SourceFailure::NotFound),
                 now.plus(back),
                 None,
             );
@@ -1010,10 +1020,10 @@ impl Sim {
             let partial = now.plus(back + self.transfer_time(k));
             if r < stall {
                 at = partial.plus(self.cfg.idle_timeout);
-                result = FetchResult::Failed("idle timeout".into());
+                result = FetchResult::Failed(SourceFailure::Stalled { at: k });
             } else if r < stall + reset {
                 at = partial;
-                result = FetchResult::Failed("connection reset".into());
+                result = FetchResult::Failed(SourceFailure::Closed { at: k });
             } else if r < stall + reset + corrupt {
                 result = FetchResult::Unverified { len };
             }
@@ -1045,7 +1055,7 @@ impl Sim {
         let wanted = self.nodes[peer].peer.is_current(transfer, attempt);
         if let Some((src, inc)) = source {
             if !self.current(src, inc) || self.cut(peer, src) {
-                result = FetchResult::Failed("connection reset".into());
+                result = FetchResult::Failed(SourceFailure::Closed { at: 0 });
             }
         }
         match &result {
@@ -1123,7 +1133,8 @@ impl Sim {
             let len = self.sizes.get(&record.file_id).copied().unwrap_or(0);
             self.store(peer, &record.file_id, name, len, true);
         }
-        self.nodes[peer].peer.on_imported(result);
+        let now = self.now;
+        self.nodes[peer].peer.on_imported(now, result);
         self.flush(peer);
     }
 
@@ -1286,7 +1297,9 @@ impl Sim {
                         attempt,
                         name: record.file_name,
                         file: record.file_id,
-                        result: FetchResult::Failed("connect failed".into()),
+                        result: FetchResult::Failed(SourceFailure::Connect(
+                            "connection refused".into(),
+                        )),
                         source: None,
                     }),
                 );
@@ -1309,7 +1322,7 @@ impl Sim {
             None => (
                 String::new(),
                 FileId(String::new()),
-                FetchResult::Failed("no unverified copy was kept".into()),
+                FetchResult::Failed(SourceFailure::Disk("no unverified copy was kept".into())),
             ),
         };
         let incarnation = self.nodes[i].incarnation;

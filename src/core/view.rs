@@ -2,6 +2,7 @@
 //! API and the menu. Built by the core on demand; nothing here is live.
 
 use super::catalog::Entry;
+use super::uploads::{eta, mean_rate};
 use super::{Peer, Time};
 use crate::ids::FileId;
 use crate::protocol::FileSize;
@@ -30,36 +31,35 @@ pub struct StateView {
     /// Files the search `q` matches (the whole catalog without one): the
     /// pager's total.
     pub files_matching: usize,
-    /// Downloads and uploads in flight.
+    /// Transfers in flight: downloads, then uploads.
     pub transfers: Vec<TransferView>,
-    /// Recent events, newest last, at most [`MAX_EVENTS`].
+    /// What happened lately (joins, drops, saves, failures, refusals),
+    /// newest last, at most [`super::events::EVENTS_MAX`].
     pub events: Vec<EventView>,
-    /// The server's clock when rendered, in Unix seconds, so a page can show
-    /// ages and local times.
+    /// The server's clock when the view was rendered, seconds since the
+    /// Unix epoch (the page shows ages and local times from it).
     pub unix_now: u64,
 }
 
-/// The most events a view holds.
-pub const MAX_EVENTS: usize = 100;
-
-/// Which way a transfer's bytes flow.
-#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+/// Which way a transfer's bytes go.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "lowercase")]
 pub enum Direction {
-    /// We receive the file.
+    /// To us (a download, or a push we receive).
     Down,
-    /// We send the file.
+    /// From us (a GET_FILE we answer, a push we send).
     Up,
 }
 
-/// Something that happened, for the recent-events panel.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+/// One thing that happened, as the events panel shows it.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct EventView {
-    /// When, in Unix seconds.
+    /// When, seconds since the Unix epoch.
     pub at_unix: u64,
-    /// What kind of event.
+    /// What kind of thing.
     pub kind: EventKind,
-    /// One plain sentence (from the network in part: escape before showing).
+    /// One plain sentence (names come from the network: escape before
+    /// showing).
     pub text: String,
 }
 
@@ -69,23 +69,23 @@ pub struct EventView {
 pub enum EventKind {
     /// A peer was tracked for the first time.
     PeerJoined,
-    /// A peer was dropped (silent too long, or left).
+    /// A peer was dropped after its silence.
     PeerDropped,
-    /// A download was saved.
+    /// A download or a push was stored.
     Saved,
-    /// One source of a download failed; others may follow.
+    /// One source of a download failed (another may be tried).
     SourceFailed,
-    /// A download ended without the file.
+    /// A download ended with no source left.
     DownloadFailed,
-    /// Something was refused (a file, a request, a command).
+    /// Something was refused (an unverified push, a quota).
     Refused,
-    /// A file was deleted.
+    /// A file was deleted (by its owner, or by us).
     Deleted,
-    /// A file was pushed.
+    /// We published a file.
     Pushed,
-    /// An upload finished.
+    /// An upload ended whole.
     UploadDone,
-    /// An upload failed.
+    /// An upload ended early.
     UploadFailed,
 }
 
@@ -178,6 +178,11 @@ impl FilePage {
         offset: 0,
         limit: usize::MAX,
     };
+    /// No file (a view for its peers, transfers and events).
+    pub const NONE: FilePage = FilePage {
+        offset: 0,
+        limit: 0,
+    };
 }
 
 /// The items of `page` in the order `cmp` gives `items`, without sorting
@@ -239,18 +244,24 @@ pub struct FileView {
 /// One transfer in flight, either way.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct TransferView {
-    /// Transfer number.
+    /// Transfer number (downloads and uploads are numbered apart).
     pub id: u64,
-    /// Whether we receive (`down`) or send (`up`).
+    /// Which way the bytes go.
     pub direction: Direction,
     /// The other side: "peer_id (host:port)" when known, else "host:port".
     pub peer: String,
+    /// Seconds left at the current rate; None when the size or the rate is
+    /// unknown.
+    pub eta_secs: Option<u64>,
+    /// When it started (this source, for a download), seconds since the
+    /// Unix epoch.
+    pub started_unix: u64,
     /// File being fetched.
     pub file_id: String,
     /// Its name.
     pub file_name: String,
-    /// Peer we are fetching from now (for downloads, the same as `peer`;
-    /// kept for older clients).
+    /// Peer we are fetching from now (for downloads; kept for
+    /// compatibility, `peer` says the same with its address).
     pub source: String,
     /// File bytes received so far from this source.
     pub bytes_done: u64,
@@ -258,17 +269,6 @@ pub struct TransferView {
     pub bytes_total: Option<u64>,
     /// Average rate from this source, bytes per second.
     pub rate_bytes_per_sec: u64,
-    /// Seconds left at this rate; `null` when the size or the rate is
-    /// unknown.
-    pub eta_secs: Option<u64>,
-    /// When it started (from this source), in Unix seconds.
-    pub started_unix: u64,
-}
-
-/// Seconds left to move `total - done` bytes at `rate`, when both are known.
-pub fn eta(done: u64, total: Option<u64>, rate: u64) -> Option<u64> {
-    let total = total?;
-    (rate > 0).then(|| total.saturating_sub(done).div_ceil(rate))
 }
 
 impl Peer {
@@ -301,18 +301,15 @@ impl Peer {
         page: FilePage,
         fits: impl FnMut(&FileView) -> bool,
     ) -> StateView {
-        self.view_query_within(now, 0, page, &FileQuery::default(), fits)
+        self.view_query_within(now, page, &FileQuery::default(), fits)
     }
 
     /// [`Peer::view_page_within`] for the files `query` finds, in its
     /// order: the catalog is filtered and paged by reference (O(n) plus a
     /// sort of the page), and only the page's entries are copied.
-    /// `unix_now` is the wall clock at `now` (the core reads no clock);
-    /// the other views pass 0.
     pub fn view_query_within(
         &self,
         now: Time,
-        unix_now: u64,
         mut page: FilePage,
         query: &FileQuery,
         mut fits: impl FnMut(&FileView) -> bool,
@@ -355,10 +352,9 @@ impl Peer {
             offset: page.offset,
             limit: page.limit,
             files_matching,
-            transfers: self.transfer_views(now, unix_now),
-            // Filled by the core's event log.
-            events: Vec::new(),
-            unix_now,
+            transfers: self.transfer_views(now),
+            events: self.events.to_vec(),
+            unix_now: self.events.unix(now),
         }
     }
 
@@ -376,48 +372,61 @@ impl Peer {
             .collect()
     }
 
-    /// Every download in flight, with its current source's mean rate.
-    fn transfer_views(&self, now: Time, unix_now: u64) -> Vec<TransferView> {
-        self.downloads
+    /// What the progress line shows: the downloads in flight and the pushes
+    /// we send (not the GET_FILE replies we serve).
+    pub fn progress_transfers(&self, now: Time) -> Vec<TransferView> {
+        let mut v = self.transfer_views(now);
+        v.retain(|t| t.direction == Direction::Down || self.is_push_upload(t.id));
+        v
+    }
+
+    /// Every download in flight, with its current source's mean rate,
+    /// then every upload.
+    fn transfer_views(&self, now: Time) -> Vec<TransferView> {
+        let mut v: Vec<TransferView> = self
+            .downloads
             .iter()
             .map(|d| {
-                let (source, rate) = match &d.current {
-                    Some((p, _, started)) => {
-                        let secs = now.since(*started).as_secs_f64();
-                        let rate = if secs > 0.0 {
-                            (d.bytes_done as f64 / secs) as u64
-                        } else {
-                            0
-                        };
-                        (p.0.clone(), rate)
-                    }
-                    None => (if d.queued { "(queued)" } else { "-" }.to_string(), 0),
+                let bytes_total = match d.record.file_size {
+                    FileSize::Bytes(b) => Some(b),
+                    FileSize::Reported(_) => None,
                 };
-                let bytes_total = d.record.file_size.bytes();
-                let secs_ago = d
-                    .current
-                    .as_ref()
-                    .map_or(0, |(_, _, started)| now.since(*started).as_secs());
-                // The other side with its address when we track it.
-                let peer = match d.current.as_ref().and_then(|(p, _, _)| self.members.get(p)) {
-                    Some(m) => format!("{source} ({}:{})", m.addr.host, m.addr.port),
-                    None => source.clone(),
+                let (source, peer, rate, started) = match &d.current {
+                    Some((p, _, started)) => {
+                        let rate = mean_rate(d.bytes_done, now.since(*started));
+                        let peer = self.name_peer(p);
+                        (p.0.clone(), peer, rate, *started)
+                    }
+                    None => {
+                        let s = if d.queued { "(queued)" } else { "-" }.to_string();
+                        (s.clone(), s, 0, now)
+                    }
                 };
                 TransferView {
                     id: d.id.0,
                     direction: Direction::Down,
                     peer,
+                    eta_secs: eta(d.bytes_done, bytes_total, rate),
+                    started_unix: self.events.unix(started),
                     file_id: d.record.file_id.0.clone(),
                     file_name: d.record.file_name.clone(),
                     source,
                     bytes_done: d.bytes_done,
                     bytes_total,
                     rate_bytes_per_sec: rate,
-                    eta_secs: eta(d.bytes_done, bytes_total, rate),
-                    started_unix: unix_now.saturating_sub(secs_ago),
                 }
             })
-            .collect()
+            .collect();
+        v.extend(self.upload_views(now));
+        v
+    }
+
+    /// "peer_id (host:port)" for a tracked peer, else its id.
+    pub(crate) fn name_peer(&self, p: &crate::ids::PeerId) -> String {
+        match self.members.get(p) {
+            Some(m) => format!("{p} ({})", m.addr),
+            None => p.0.clone(),
+        }
     }
 }
 
@@ -545,6 +554,26 @@ mod tests {
     }
 
     #[test]
+    fn a_page_holds_exactly_the_items_a_full_sort_puts_there() {
+        // A scrambled permutation of 0..1000 (7 is coprime with 1000).
+        let items: Vec<u32> = (0..1000u32).map(|i| i * 7 % 1000).collect();
+        for (offset, limit) in [
+            (0, 10),
+            (990, 100),
+            (500, 1),
+            (999, 5),
+            (1000, 3),
+            (5000, 3),
+        ] {
+            let got = select_page(items.clone(), FilePage { offset, limit }, |a, b| a.cmp(b));
+            let want: Vec<u32> = (0..1000u32).skip(offset).take(limit).collect();
+            assert_eq!(got, want, "offset {offset} limit {limit}");
+        }
+        let all = select_page(items, FilePage::ALL, |a, b| a.cmp(b));
+        assert_eq!(all, (0..1000u32).collect::<Vec<_>>());
+    }
+
+    #[test]
     fn the_eta_is_known_only_with_a_size_and_a_rate() {
         assert_eq!(eta(0, Some(1000), 100), Some(10));
         assert_eq!(eta(950, Some(1000), 100), Some(1));
@@ -581,7 +610,7 @@ mod tests {
                 q: q.into(),
                 ..FileQuery::default()
             };
-            p.view_query_within(Time(0), 0, FilePage::ALL, &query, |_| true)
+            p.view_query_within(Time(0), FilePage::ALL, &query, |_| true)
         };
         assert_eq!(names(&find("holiday")), ["Holiday.JPG"]);
         assert_eq!(names(&find("BOB")), ["notes.txt"]);
@@ -606,7 +635,7 @@ mod tests {
                 sort,
                 order,
             };
-            let v = p.view_query_within(Time(0), 0, FilePage::ALL, &query, |_| true);
+            let v = p.view_query_within(Time(0), FilePage::ALL, &query, |_| true);
             names(&v).concat()
         };
         assert_eq!(sorted(SortKey::Name, SortOrder::Asc), "abc");
@@ -636,34 +665,14 @@ mod tests {
             limit: 100,
         };
         let started = std::time::Instant::now();
-        let v = p.view_query_within(Time(0), 0, page, &query, |_| true);
+        let v = p.view_query_within(Time(0), page, &query, |_| true);
         let searched = started.elapsed();
         let started = std::time::Instant::now();
-        let all = p.view_query_within(Time(0), 0, page, &FileQuery::default(), |_| true);
+        let all = p.view_query_within(Time(0), page, &FileQuery::default(), |_| true);
         let paged = started.elapsed();
         eprintln!("20 000 files: search+sort of one page {searched:?}, plain page {paged:?}");
         assert_eq!(v.files_matching, 10, "file-19990 to file-19999");
         assert_eq!(v.files[0].file_name, "file-19999.dat");
         assert_eq!((all.files.len(), all.files_matching), (100, 20_000));
-    }
-
-    #[test]
-    fn a_page_holds_exactly_the_items_a_full_sort_puts_there() {
-        // A scrambled permutation of 0..1000 (7 is coprime with 1000).
-        let items: Vec<u32> = (0..1000u32).map(|i| i * 7 % 1000).collect();
-        for (offset, limit) in [
-            (0, 10),
-            (990, 100),
-            (500, 1),
-            (999, 5),
-            (1000, 3),
-            (5000, 3),
-        ] {
-            let got = select_page(items.clone(), FilePage { offset, limit }, |a, b| a.cmp(b));
-            let want: Vec<u32> = (0..1000u32).skip(offset).take(limit).collect();
-            assert_eq!(got, want, "offset {offset} limit {limit}");
-        }
-        let all = select_page(items, FilePage::ALL, |a, b| a.cmp(b));
-        assert_eq!(all, (0..1000u32).collect::<Vec<_>>());
     }
 }

@@ -342,6 +342,8 @@ pub struct Conn {
     pub remote_ip: Option<std::net::IpAddr>,
     /// The push quota's ticket once a pushed FILE_DATA's data started.
     pub push: Option<crate::core::push_quota::PushTicket>,
+    /// The upload this connection streams, as the core registered it.
+    pub upload: Option<crate::core::UploadId>,
 }
 
 /// What the driver should do after a step.
@@ -352,6 +354,8 @@ pub enum Outcome {
     Yield,
     /// Close it (done, or failed: the reason for logs).
     Close(Option<String>),
+    /// Close a download's connection: its source failed so.
+    Fail(crate::core::SourceFailure),
     /// An HTTP request head is complete.
     HttpHead,
     /// The outbound connect finished.

@@ -67,7 +67,7 @@ pub fn respond(
         // Files are copied only while they fit the response with room for
         // the page itself; render_bounded cuts again with the real rest.
         let mut budget = http::FileBudget::new(http::PAGE_RESERVE);
-        let view = core.view_query_within(now, unix_now(), page, &query, |f| budget.fits(f));
+        let view = core.view_query_within(now, page, &query, |f| budget.fits(f));
         let bytes = http::render_bounded(route, view);
         log::debug!(
             "http: rendered {route:?} from file {} ({} bytes)",
@@ -127,14 +127,6 @@ pub fn metrics_body(
         rss_bytes: metrics::rss_bytes(),
     };
     metrics::render(&snapshot)
-}
-
-/// The wall clock in Unix seconds (0 before 1970), for the view's
-/// `unix_now`: the core reads no clock.
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 fn share(rendered: http::Rendered, head_only: bool) -> Payload {

@@ -30,6 +30,7 @@ pub mod scan;
 pub mod serving;
 pub mod stamps;
 pub mod token;
+pub mod user_dir;
 
 pub use atomic::{fsync_dir, remove_partials, write_atomic, PartialFile, PARTIAL_PREFIX};
 pub use export::{check_dest, export, export_name, ExportOutcome, Refusal};

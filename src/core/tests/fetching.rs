@@ -1,6 +1,7 @@
 //! Downloads: `get`, sources, saves, pushes during a download.
 
 use super::*;
+use crate::core::view::EventKind;
 
 #[test]
 fn get_of_an_unknown_id_says_so() {
@@ -116,7 +117,7 @@ fn a_save_reports_the_time_of_its_own_attempt() {
     assert!(
         lines
             .iter()
-            .any(|l| l.contains(" in 250 ms (0.0 MB/s) from ")),
+            .any(|l| l.contains(" in 250 ms (12 B/s) from ")),
         "{lines:?}"
     );
 }
@@ -135,7 +136,7 @@ fn a_kept_unverified_copy_reports_the_time_of_the_attempt_that_sent_it() {
         Time(6_400),
         t,
         second.expect("second source tried"),
-        FetchResult::Failed("no progress".into()),
+        FetchResult::Failed(SourceFailure::Stalled { at: 1 }),
     );
     let keep = p.take_effects().into_iter().find_map(|e| match e {
         Effect::KeepUnverified { attempt, .. } => Some(attempt),
@@ -155,7 +156,7 @@ fn a_kept_unverified_copy_reports_the_time_of_the_attempt_that_sent_it() {
     assert!(
         lines
             .iter()
-            .any(|l| l.contains(" in 400 ms (0.0 MB/s) from ") && l.contains("UNVERIFIED")),
+            .any(|l| l.contains(" in 400 ms (7 B/s) from ") && l.contains("UNVERIFIED")),
         "{lines:?}"
     );
 }
@@ -203,7 +204,7 @@ fn a_download_ended_by_a_verified_push_drops_the_unverified_copy_held_for_it() {
 fn a_refused_import_prints_its_sentence_and_stores_nothing() {
     let mut p = peer();
     let path = PathBuf::from("/no/such/file.txt");
-    p.on_imported(Err(crate::storage::ImportError::NotFound(path)));
+    p.on_imported(Time(0), Err(crate::storage::ImportError::NotFound(path)));
     let effects = p.take_effects();
     assert_eq!(
         printed(&effects),
@@ -219,10 +220,13 @@ fn an_import_is_stored_verified_and_announced_to_every_tracked_peer() {
     p.on_message(Time(0), reply_from("a", 9001));
     p.take_effects();
     let rec = record("f", "me");
-    p.on_imported(Ok(Imported {
-        record: rec.clone(),
-        local_name: "f (2).txt".into(),
-    }));
+    p.on_imported(
+        Time(0),
+        Ok(Imported {
+            record: rec.clone(),
+            local_name: "f (2).txt".into(),
+        }),
+    );
     let effects = p.take_effects();
     let (_, local) = p.local_copy(&rec.file_id).expect("stored");
     assert_eq!(local.name, "f (2).txt");
@@ -239,16 +243,15 @@ fn an_import_is_stored_verified_and_announced_to_every_tracked_peer() {
 
 #[test]
 fn download_attempts_are_counted_by_outcome_and_reason() {
-    use crate::core::counters::failure_label;
     let (mut p, t, first, _) = fetching_f(None);
     p.on_fetch_result(Time(1_400), t, first, FetchResult::Unverified { len: 3 });
     let second = p.take_effects().into_iter().find_map(|e| match e {
         Effect::Fetch { attempt, .. } => Some(attempt),
         _ => None,
     });
-    let why = "no progress within the idle timeout";
+    let why = SourceFailure::Stalled { at: 0 };
     let second = second.expect("second source tried");
-    p.on_fetch_result(Time(6_400), t, second, FetchResult::Failed(why.into()));
+    p.on_fetch_result(Time(6_400), t, second, FetchResult::Failed(why.clone()));
     let keep = p.take_effects().into_iter().find_map(|e| match e {
         Effect::KeepUnverified { attempt, .. } => Some(attempt),
         _ => None,
@@ -265,6 +268,86 @@ fn download_attempts_are_counted_by_outcome_and_reason() {
     assert_eq!(c.downloads_succeeded, 0);
     assert_eq!(c.downloaded_bytes, 3);
     assert_eq!(c.downloads_failed.get("mismatch"), Some(&1));
-    assert_eq!(c.downloads_failed.get(failure_label(why)), Some(&1));
+    assert_eq!(c.downloads_failed.get("stalled"), Some(&1));
     assert_eq!(c.downloads_failed.values().sum::<u64>(), 2);
+}
+
+#[test]
+fn a_failed_source_is_said_with_its_reason_and_the_next_one_named() {
+    let (mut p, t, first, from) = fetching_f(None);
+    let other = if from.0 == "q" { "r" } else { "q" };
+    p.on_fetch_result(
+        Time(2_000),
+        t,
+        first,
+        FetchResult::Failed(SourceFailure::Closed { at: 2 }),
+    );
+    let effects = p.take_effects();
+    let lines = printed(&effects);
+    let want = format!(
+        "get: {from} (127.0.0.1:{}) closed mid-transfer at 2 B; trying {other} (127.0.0.1:{}) (2 of 2)",
+        if from.0 == "q" { 9001 } else { 9002 },
+        if other == "q" { 9001 } else { 9002 },
+    );
+    assert!(lines.contains(&want), "{lines:?}");
+    let second = effects.iter().find_map(|e| match e {
+        Effect::Fetch { attempt, .. } => Some(*attempt),
+        _ => None,
+    });
+    p.on_fetch_result(
+        Time(3_000),
+        t,
+        second.expect("the next source is tried"),
+        FetchResult::Failed(SourceFailure::Timeout),
+    );
+    let lines = printed(&p.take_effects());
+    let end = format!(
+        "get: no source left for f.txt: {from} closed mid-transfer at 2 B, {other} timed out before the first byte"
+    );
+    assert!(lines.contains(&end), "{lines:?}");
+    let kinds: Vec<EventKind> = p.view(Time(3_000)).events.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| **k == EventKind::SourceFailed)
+            .count(),
+        2,
+        "{kinds:?}"
+    );
+    assert_eq!(kinds.last(), Some(&EventKind::DownloadFailed));
+}
+
+#[test]
+fn a_pushed_folder_publishes_each_file_in_one_summary_line() {
+    let mut p = peer();
+    p.on_message(Time(0), reply_from("a", 9001));
+    p.take_effects();
+    let results = vec![
+        Ok(Imported {
+            record: record("f1", "me"),
+            local_name: "one.txt".into(),
+        }),
+        Err(crate::storage::ImportError::NotFound(PathBuf::from(
+            "/d/gone.txt",
+        ))),
+        Ok(Imported {
+            record: record("f2", "me"),
+            local_name: "two.txt".into(),
+        }),
+    ];
+    p.on_imported_dir(Time(0), std::path::Path::new("/d"), results, 3);
+    let effects = p.take_effects();
+    let lines = printed(&effects);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(
+        lines[0],
+        "push: published 2 files from /d (f1.txt, f2.txt); announced to 1 peers; \
+         skipped 3 (folders, symlinks and special files); refused 1: no such file: /d/gone.txt"
+    );
+    assert!(p.local_copy(&"f1".into()).is_some() && p.local_copy(&"f2".into()).is_some());
+    let pushes = effects
+        .iter()
+        .filter(|e| matches!(e, Effect::PushFile { .. }))
+        .count();
+    assert_eq!(pushes, 2, "each file goes to a peer");
 }

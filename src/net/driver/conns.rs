@@ -2,7 +2,7 @@
 
 use super::dial::RESOLVE_CACHE_MAX;
 use super::{Driver, Due, CONN_BASE};
-use crate::core::Time;
+use crate::core::{SourceFailure, Time, UploadEnd};
 use crate::http;
 use crate::net::conn::{Conn, PartialSink, Payload, Role, WriteKind};
 use crate::net::http_out;
@@ -35,6 +35,21 @@ fn idle_reason(role: &Role) -> Option<&'static str> {
     })
 }
 
+/// How a download's source failed when its connection's deadline came:
+/// nothing of the reply yet, or silent after some of it.
+fn due_failure(role: &Role) -> Option<SourceFailure> {
+    match role {
+        Role::Fetch(f) => Some(match f.decoder.data_len() {
+            0 => SourceFailure::Timeout,
+            at => SourceFailure::Stalled { at },
+        }),
+        Role::Connecting(inner) if matches!(**inner, Role::Fetch(_)) => {
+            Some(SourceFailure::Connect("connect timed out".into()))
+        }
+        _ => None,
+    }
+}
+
 /// EMFILE or ENFILE: no descriptor left for a new socket.
 pub(super) fn is_out_of_fds(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
@@ -58,8 +73,13 @@ impl Driver {
         };
         let deadline = self.deadline(c);
         if now >= deadline {
-            let why = idle_reason(&c.role).map(String::from);
-            self.close(key, why);
+            match due_failure(&c.role) {
+                Some(failure) => self.close_failed(key, failure),
+                None => {
+                    let why = idle_reason(&c.role).map(String::from);
+                    self.close(key, why);
+                }
+            }
         } else {
             self.wheel.schedule(deadline, Due::Conn { key, gen });
         }
@@ -107,6 +127,7 @@ impl Driver {
             target: None,
             remote_ip: None,
             push: None,
+            upload: None,
         };
         let deadline = self.deadline(&conn);
         let key = self.conns.insert(conn);
@@ -218,6 +239,22 @@ impl Driver {
     /// Closes a connection now; an outbound one that failed is reported
     /// (dial backoff, the download's next source).
     pub(super) fn close(&mut self, key: usize, why: Option<String>) {
+        self.close_as(key, why, None);
+    }
+
+    /// Closes a download's connection whose source failed so.
+    pub(super) fn close_failed(&mut self, key: usize, failure: SourceFailure) {
+        self.close_as(key, Some(failure.to_string()), Some(failure));
+    }
+
+    /// Closes connection `key`; a download's attempt fails with `failure`,
+    /// or, none given, with what its role says (closed at its byte count,
+    /// or could not connect).
+    fn close_as(&mut self, key: usize, why: Option<String>, failure: Option<SourceFailure>) {
+        let stopped = why
+            .clone()
+            .unwrap_or_else(|| "the peer closed the connection".into());
+        self.upload_ended(key, UploadEnd::Failed(stopped));
         let Some(mut c) = self.conns.try_remove(key) else {
             return;
         };
@@ -235,9 +272,16 @@ impl Driver {
             }
         }
         match c.role {
-            Role::Fetch(_) | Role::Connecting(_) => {
-                let why = why.unwrap_or_else(|| "connection closed".into());
-                self.outbound_failed(c.role, why);
+            Role::Fetch(ref f) => {
+                let at = f.decoder.data_len();
+                let failure = failure.unwrap_or(SourceFailure::Closed { at });
+                self.outbound_failed(c.role, failure);
+            }
+            Role::Connecting(_) => {
+                let failure = failure.unwrap_or_else(|| {
+                    SourceFailure::Connect(why.unwrap_or_else(|| "connection closed".into()))
+                });
+                self.outbound_failed(c.role, failure);
             }
             _ => {
                 if let Some(why) = why {
@@ -286,6 +330,7 @@ impl Driver {
             let deadline = self.deadline(&self.conns[key]);
             self.wheel.schedule(deadline, Due::Conn { key, gen });
         }
+        self.upload_started(key);
     }
 
     /// An HTTP request arrived whole: a read is answered from the shared

@@ -3,7 +3,7 @@
 use super::conns::is_out_of_fds;
 use super::Driver;
 use crate::core::dial_limit::Verdict;
-use crate::core::{FetchResult, Time};
+use crate::core::{FetchResult, SourceFailure, Time};
 use crate::ids::PeerAddr;
 use crate::ids::TransferId;
 use crate::net::conn::Role;
@@ -73,14 +73,17 @@ impl Driver {
                     Ok(sa) => self.open_outbound(SocketAddr::new(sa.ip(), to.port), to, role),
                     Err(e) => {
                         let why = format!("cannot resolve {}: {e}", to.host);
-                        self.outbound_failed(role, why)
+                        self.outbound_failed(role, SourceFailure::Connect(why))
                     }
                 }
                 return;
             }
         }
         if self.pending_count >= crate::net::resolver::MAX_PENDING {
-            self.outbound_failed(role, "too many names waiting to be resolved".into());
+            self.outbound_failed(
+                role,
+                SourceFailure::Connect("too many names waiting to be resolved".into()),
+            );
             return;
         }
         if let Some(waiting) = self.pending.get_mut(&to.host) {
@@ -90,7 +93,10 @@ impl Driver {
             return;
         }
         if !self.resolver.request(&to.host, to.port) {
-            self.outbound_failed(role, "too many names waiting to be resolved".into());
+            self.outbound_failed(
+                role,
+                SourceFailure::Connect("too many names waiting to be resolved".into()),
+            );
             return;
         }
         self.pending
@@ -102,7 +108,10 @@ impl Driver {
     /// connection makes room).
     pub(super) fn open_outbound(&mut self, sa: SocketAddr, to: PeerAddr, role: Role) {
         if self.conns.len() >= self.max_conns && !self.make_room() {
-            self.outbound_failed(role, "too many open connections".into());
+            self.outbound_failed(
+                role,
+                SourceFailure::Connect("too many open connections here".into()),
+            );
             return;
         }
         let (local, unpaced) = (self.p2p_ip, self.system_congestion.is_some());
@@ -121,14 +130,14 @@ impl Driver {
             Err(e) => {
                 let now = self.now();
                 self.dials.connect_failed(now, &to);
-                self.outbound_failed(role, format!("cannot connect to {to}: {e}"))
+                self.outbound_failed(role, SourceFailure::Connect(e.to_string()))
             }
         }
     }
 
     /// An outbound connection that never carried its role: a download
     /// attempt fails, anything else is a debug line.
-    pub(super) fn outbound_failed(&mut self, role: Role, why: String) {
+    pub(super) fn outbound_failed(&mut self, role: Role, why: SourceFailure) {
         match role {
             Role::Fetch(f) => {
                 let now = self.now();
@@ -136,7 +145,7 @@ impl Driver {
                     .on_fetch_result(now, f.transfer, f.attempt, FetchResult::Failed(why));
             }
             Role::Connecting(inner) => self.outbound_failed(*inner, why),
-            _ => debug!("{why}"),
+            _ => debug!("outbound connection failed: {why}"),
         }
     }
 
@@ -204,9 +213,10 @@ impl Driver {
         for p in waiting {
             match &r.result {
                 Ok(sa) => self.open_outbound(SocketAddr::new(sa.ip(), p.addr.port), p.addr, p.role),
-                Err(e) => {
-                    self.outbound_failed(p.role, format!("cannot resolve {}: {e}", p.addr.host))
-                }
+                Err(e) => self.outbound_failed(
+                    p.role,
+                    SourceFailure::Connect(format!("cannot resolve {}: {e}", p.addr.host)),
+                ),
             }
         }
     }

@@ -4,6 +4,7 @@ use super::workers::WorkerMsg;
 use super::Driver;
 use crate::cli::escape;
 use crate::cli::menu::{self, MenuCommand};
+use crate::core::view::FilePage;
 use crate::core::Command;
 use crate::net::stdin::{self};
 use crate::storage::{self};
@@ -27,6 +28,11 @@ impl Driver {
                 return;
             }
         }
+        if got.eof && self.exit_asked {
+            println!("saving and exiting");
+            self.exit = true;
+            return;
+        }
         if got.eof {
             info!("stdin closed; running without a menu");
             let _ = self
@@ -41,15 +47,22 @@ impl Driver {
     pub(super) fn on_menu_line(&mut self, line: &str) {
         let now = self.now();
         match menu::parse(line) {
-            MenuCommand::List => println!("{}", menu::render_list(&self.core.view(now))),
-            MenuCommand::Peers => println!("{}", menu::render_peers(&self.core.view(now))),
-            MenuCommand::Transfers => {
-                println!("{}", menu::render_transfers(&self.core.view(now)))
-            }
-            MenuCommand::Help => println!("{}", menu::HELP),
+            MenuCommand::List => say_table(&menu::render_list(&self.core.view(now))),
+            MenuCommand::Peers => say_table(&menu::render_peers(&self.core.view(now))),
+            MenuCommand::Transfers => say_table(&menu::render_transfers(&self.core.view(now))),
+            MenuCommand::Help => say_table(menu::HELP),
             MenuCommand::Exit => {
-                println!("saving and exiting");
-                self.exit = true;
+                let warning = menu::exit_warning(&self.core.view_page(now, FilePage::NONE));
+                match warning {
+                    Some(w) if !self.exit_asked => {
+                        self.exit_asked = true;
+                        escape::say(&w);
+                    }
+                    _ => {
+                        escape::say("saving and exiting");
+                        self.exit = true;
+                    }
+                }
             }
             // A destination is checked first (off the loop: it may be on a
             // slow disk), so a refusal comes before any download.
@@ -73,6 +86,16 @@ impl Driver {
             MenuCommand::Nothing => {}
             MenuCommand::Invalid(hint) => escape::say(&hint),
         }
+        self.progress.wiped();
         self.apply_effects();
     }
+}
+
+/// Prints a table the menu built (its cells already escaped), wiping the
+/// progress line first.
+fn say_table(text: &str) {
+    use std::io::Write;
+    let mut out = io::stdout().lock();
+    crate::cli::progress::clear_if_drawn(&mut out);
+    let _ = writeln!(out, "{text}");
 }

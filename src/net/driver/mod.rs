@@ -12,11 +12,13 @@ mod actions;
 mod conns;
 mod dial;
 mod input;
+mod progress;
 mod receive;
 mod serve;
 mod shutdown;
 mod startup;
 mod step;
+mod uploads;
 mod workers;
 
 pub use startup::run;
@@ -97,6 +99,8 @@ enum Due {
     Finishing,
     /// Time to give freed memory back (see `net::trim`).
     Trim,
+    /// Time to draw the progress line (see `cli::progress`).
+    Progress,
 }
 
 /// Settings of the driver that the core doesn't need.
@@ -173,6 +177,12 @@ struct Driver {
     saved_catalog_bytes: usize,
     stdin: Option<LineReader>,
     exit: bool,
+    /// `exit` was typed while transfers ran: the next one (or EOF) exits.
+    exit_asked: bool,
+    /// The progress line of the `get`s and `push`es in flight.
+    progress: crate::cli::progress::Progress,
+    /// A `Due::Progress` is scheduled.
+    progress_armed: bool,
     /// What each held file looked like when last verified, by local name
     /// (see [`FileStamp`]); one per held file at most.
     stamps: storage::Stamps,
@@ -301,6 +311,7 @@ impl Driver {
                 trim::give_back();
             }
             Due::Conn { key, gen } => self.on_conn_due(key, gen),
+            Due::Progress => self.tick_progress(now),
         }
     }
 
@@ -369,7 +380,10 @@ impl Driver {
                 from,
                 to,
                 record,
-            } => self.open_fetch(transfer, attempt, from.0, to, record),
+            } => {
+                self.arm_progress();
+                self.open_fetch(transfer, attempt, from.0, to, record)
+            }
             // Dropping the temp file's handle removes it.
             Effect::DiscardUnverified { transfer } => drop(self.unverified.remove(&transfer)),
             Effect::KeepUnverified { transfer, attempt } => {
@@ -382,7 +396,10 @@ impl Driver {
             Effect::RemoveLocal { name } => self.remove_local(name),
             Effect::CopyOut { name, record, dest } => self.copy_out(name, record, dest),
             Effect::Import { path } => self.import(path),
-            Effect::Print(line) => escape::say(&line),
+            Effect::Print(line) => {
+                escape::say(&line);
+                self.progress.wiped();
+            }
         }
     }
 

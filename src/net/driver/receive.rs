@@ -3,7 +3,7 @@
 use super::{Driver, Due};
 use crate::core::downloads::judge_reply;
 use crate::core::push_quota::PushTicket;
-use crate::core::{FetchResult, Time};
+use crate::core::{FetchResult, SourceFailure, Time};
 use crate::ids::TransferId;
 use crate::net::conn::{PartialSink, Role};
 use crate::protocol::decoder::{DataField, Decoded};
@@ -92,7 +92,9 @@ impl Driver {
                 }
                 let result = match sink.settle() {
                     Ok(()) => self.check_fetched(transfer, &record, decoded, sink),
-                    Err(e) => FetchResult::Failed(format!("cannot write the file: {e}")),
+                    Err(e) => FetchResult::Failed(SourceFailure::Disk(format!(
+                        "cannot write the file: {e}"
+                    ))),
                 };
                 self.report_fetch(transfer, attempt, &source, result);
             }
@@ -115,7 +117,15 @@ impl Driver {
         source: &str,
         r: FetchResult,
     ) {
-        debug!("{transfer} from {source}: {r:?}");
+        match &r {
+            FetchResult::Saved { local_name, .. } => {
+                debug!("{transfer} from {source}: stored as {local_name}")
+            }
+            FetchResult::Unverified { len } => {
+                debug!("{transfer} from {source}: {len} bytes that don't match the id")
+            }
+            FetchResult::Failed(why) => debug!("{transfer} from {source}: {why}"),
+        }
         let now = self.now();
         self.core.on_fetch_result(now, transfer, attempt, r);
     }
@@ -132,10 +142,10 @@ impl Driver {
                 self.finishing.push((since, f));
                 continue;
             }
-            let why = format!(
+            let why = SourceFailure::Disk(format!(
                 "the disk did not finish writing the file within {} s",
                 FINISH_TIMEOUT.as_secs()
-            );
+            ));
             match f {
                 Finishing::Fetch {
                     transfer,
@@ -208,7 +218,9 @@ impl Driver {
     /// One line for the pushes refused lately (at most one a minute).
     pub(super) fn log_push_refusals(&mut self, now: Time) {
         if let Some((n, why)) = self.push_quota.refusals_to_log(now) {
-            info!("refused {n} pushed file(s): over the push quota ({why}); the sender's connection was closed");
+            let line = format!("refused {n} pushed file(s): over the push quota ({why})");
+            info!("{line}; the sender's connection was closed");
+            self.core.on_refused(now, line);
         }
     }
 
@@ -255,6 +267,14 @@ impl Driver {
         if !self.core.wants_push(&record.file_id, verified) {
             // Dropping the temp file: one copy per file.
             debug!("pushed {} already held or being fetched", record.file_id);
+            if !verified {
+                let now = self.now();
+                let line = format!(
+                    "refused a pushed copy of {} ({}): its bytes don't match the id",
+                    record.file_name, record.file_id
+                );
+                self.core.on_refused(now, line);
+            }
             return;
         }
         if !verified {
@@ -270,7 +290,10 @@ impl Driver {
                     .on_file_received(now, record, local_name, verified);
                 self.close_superseded_fetches();
             }
-            other => warn!("cannot store pushed file {}: {other:?}", record.file_name),
+            FetchResult::Failed(why) => {
+                warn!("cannot store pushed file {}: {why}", record.file_name)
+            }
+            FetchResult::Unverified { .. } => {}
         }
     }
 
@@ -303,7 +326,7 @@ impl Driver {
         let reply = Message::from_object(&decoded.fields);
         let (len, reply_ts) = match judge_reply(record, reply, decoded.data) {
             Ok(ok) => ok,
-            Err(why) => return FetchResult::Failed(why.to_string()),
+            Err(why) => return FetchResult::Failed(why.into()),
         };
         let verified = sink
             .hasher
@@ -316,7 +339,11 @@ impl Driver {
             Some(p) => p,
             None => match PartialFile::create(&self.settings.dir) {
                 Ok(p) => p,
-                Err(e) => return FetchResult::Failed(format!("cannot create file: {e}")),
+                Err(e) => {
+                    return FetchResult::Failed(SourceFailure::Disk(format!(
+                        "cannot create file: {e}"
+                    )))
+                }
             },
         };
         if verified {
@@ -341,10 +368,10 @@ impl Driver {
                     .map(|d| d.record.clone());
                 match record {
                     Some(r) => self.commit(partial, &r.file_name, len, false),
-                    None => FetchResult::Failed("download vanished".into()),
+                    None => FetchResult::Failed(SourceFailure::Disk("download vanished".into())),
                 }
             }
-            None => FetchResult::Failed("the unverified copy was lost".into()),
+            None => FetchResult::Failed(SourceFailure::Disk("the unverified copy was lost".into())),
         };
         self.core.on_fetch_result(now, transfer, attempt, result);
     }
@@ -369,7 +396,9 @@ impl Driver {
                     verified,
                 }
             }
-            Err(e) => FetchResult::Failed(format!("cannot store the file: {e}")),
+            Err(e) => {
+                FetchResult::Failed(SourceFailure::Disk(format!("cannot store the file: {e}")))
+            }
         }
     }
 }

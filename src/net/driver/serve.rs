@@ -113,7 +113,15 @@ impl Driver {
         let payload = match opened {
             Ok(enc) => {
                 self.net.uploads_started += 1;
-                info!("serving {file_id}");
+                let to = self
+                    .conns
+                    .get(key)
+                    .and_then(|c| c.stream.peer_addr().ok())
+                    .map_or_else(
+                        || "a peer".to_string(),
+                        |a| self.core.name_addr(&a.to_string()),
+                    );
+                info!("serving {file_id} to {to}");
                 Payload::File(Box::new(enc))
             }
             Err(e) => {

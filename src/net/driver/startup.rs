@@ -28,6 +28,7 @@ use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use slab::Slab;
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::io::IsTerminal;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -237,7 +238,7 @@ impl Driver {
         args: &Args,
         dir: PathBuf,
         fd_limit: u64,
-        core: Peer,
+        mut core: Peer,
         stamps: storage::Stamps,
         listeners: Listeners,
     ) -> Result<Driver, StartError> {
@@ -252,6 +253,8 @@ impl Driver {
             .map_err(|e| StartError(format!("cannot start worker: {e}")))?;
         let (meta_tx, meta_thread) = start_metadata_writer(dir.clone())
             .map_err(|e| StartError(format!("cannot start metadata writer: {e}")))?;
+        // The loop's clock starts now: events carry wall-clock times.
+        core.set_unix_at_zero(super::now_unix());
         Ok(Driver {
             poll,
             start: Instant::now(),
@@ -298,6 +301,9 @@ impl Driver {
             saved_catalog_bytes: 0,
             stdin: None,
             exit: false,
+            exit_asked: false,
+            progress: crate::cli::progress::Progress::new(std::io::stdout().is_terminal()),
+            progress_armed: false,
             stamps,
             lease_signals: None,
             signalled: None,

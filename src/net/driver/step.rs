@@ -3,7 +3,7 @@
 use super::receive::Finishing;
 use super::Driver;
 use crate::core::push_quota::{PushQuota, PushTicket};
-use crate::core::{FetchResult, Peer, Time};
+use crate::core::{FetchResult, Peer, SourceFailure, Time};
 use crate::http;
 use crate::net::conn::{
     connect_status, feed, read_loop, write_payload, FetchConn, Outcome, Payload, Role, WriteKind,
@@ -29,18 +29,17 @@ pub const INBOUND_BUFFER_BUDGET: usize = 32 * 1024 * 1024;
 /// Only a step that leaves a connection holding this much checks the total.
 pub(super) const BUDGET_CHECK_FLOOR: usize = 64 * 1024;
 
-/// Why a download's reply was refused, for the user.
-pub(super) fn describe_decode_error(e: &crate::protocol::decoder::DecodeError) -> String {
+/// Why a reply's decoding failed, as the core reports it.
+pub(super) fn decode_failure(e: &crate::protocol::decoder::DecodeError) -> SourceFailure {
     use crate::protocol::decoder::DecodeError as E;
     match e {
-        E::TooLarge => {
-            "the reply holds more bytes than allowed (the advertised size or --max-file-size)"
-                .into()
+        E::TooLarge => SourceFailure::TooLarge,
+        E::TooDeep => SourceFailure::Malformed("nested too deeply".into()),
+        E::Malformed(m) => SourceFailure::Malformed(m.to_string()),
+        E::BadHex => {
+            SourceFailure::Malformed("data is not hex (corrupt, or base64 from an old peer)".into())
         }
-        E::TooDeep => "the reply is nested too deeply".into(),
-        E::Malformed(m) => format!("malformed reply: {m}"),
-        E::BadHex => "data is not hex (corrupt, or base64 from an old peer)".into(),
-        E::Sink(io) => format!("cannot write the file: {io}"),
+        E::Sink(io) => SourceFailure::Disk(format!("cannot write the file: {io}")),
     }
 }
 
@@ -248,11 +247,18 @@ fn fetch_step(stream: &mut TcpStream, f: &mut FetchConn, ctx: &mut StepCtx<'_>) 
                 Ok(false) if f.sink.must_wait() => Some(Outcome::Parked),
                 Ok(false) => None,
                 Ok(true) => Some(Outcome::Written),
-                Err(e) => Some(Outcome::Close(Some(describe_decode_error(&e)))),
+                Err(e) => Some(Outcome::Fail(decode_failure(&e))),
             }
         },
-        || Outcome::Close(Some("the source closed the connection mid-transfer".into())),
+        || Outcome::Close(None),
     );
+    // An end of file or a read error: the source closed mid-transfer.
+    let outcome = match outcome {
+        Outcome::Close(_) => Outcome::Fail(SourceFailure::Closed {
+            at: f.decoder.data_len(),
+        }),
+        other => other,
+    };
     ctx.core
         .on_fetch_progress(f.transfer, f.attempt, f.decoder.data_len());
     Stepped { outcome, active }
@@ -313,6 +319,7 @@ impl Driver {
             self.enforce_inbound_budget();
         }
         self.log_push_refusals(now);
+        self.upload_progress(key);
         self.after_step(key, gen, outcome);
     }
 
@@ -353,6 +360,7 @@ impl Driver {
                 }
             }
             Outcome::Close(why) => self.close(key, why),
+            Outcome::Fail(failure) => self.close_failed(key, failure),
             Outcome::Connected => {
                 let Some(c) = self.conns.get_mut(key) else {
                     return;
@@ -390,7 +398,7 @@ impl Driver {
         self.net.written(&role);
         match role {
             Role::Write { kind, .. } => {
-                debug!("{kind:?} written");
+                self.upload_ended(key, crate::core::UploadEnd::Done);
                 match kind {
                     // We are the client: nothing to wait for.
                     WriteKind::Send | WriteKind::Push => self.close(key, None),
@@ -458,7 +466,7 @@ impl Driver {
                 sink,
             }),
             Err(e) => {
-                let result = FetchResult::Failed(describe_decode_error(&e));
+                let result = FetchResult::Failed(decode_failure(&e));
                 self.report_fetch(transfer, attempt, &source, result);
             }
         }

@@ -26,6 +26,13 @@ pub(super) type Job = Box<dyn FnOnce() -> WorkerMsg + Send>;
 /// Results from helper threads.
 pub(super) enum WorkerMsg {
     Imported(Result<StoredEntry, storage::ImportError>),
+    /// A `push <dir>`: each regular file directly in it, imported, and how
+    /// many entries were skipped.
+    ImportedDir {
+        dir: PathBuf,
+        results: Vec<Result<StoredEntry, storage::ImportError>>,
+        skipped: usize,
+    },
     Copied(storage::ExportOutcome),
     /// A held file found changed, hashed again.
     Reverified {
@@ -200,16 +207,23 @@ impl Driver {
     /// Takes in what the worker thread finished.
     fn on_worker_msg(&mut self, msg: WorkerMsg) {
         match msg {
-            WorkerMsg::Imported(r) => self.core.on_imported(r.map(|s| {
-                let name = s.local_name.clone().unwrap_or_default();
-                if let Some(stamp) = s.local_stamp {
-                    self.stamps.record(name.clone(), stamp);
-                }
-                crate::core::Imported {
-                    record: s.record,
-                    local_name: name,
-                }
-            })),
+            WorkerMsg::Imported(r) => {
+                let now = self.now();
+                let r = r.map(|s| self.stamped(s));
+                self.core.on_imported(now, r)
+            }
+            WorkerMsg::ImportedDir {
+                dir,
+                results,
+                skipped,
+            } => {
+                let now = self.now();
+                let results = results
+                    .into_iter()
+                    .map(|r| r.map(|s| self.stamped(s)))
+                    .collect();
+                self.core.on_imported_dir(now, &dir, results, skipped)
+            }
             WorkerMsg::Copied(outcome) => escape::say(&outcome.to_string()),
             WorkerMsg::DestChecked(cmd, Ok(())) => self.core.on_command(self.now(), cmd),
             WorkerMsg::DestChecked(_, Err(refusal)) => escape::say(&refusal.to_string()),
@@ -278,11 +292,37 @@ impl Driver {
     }
 
     /// Imports a file the user named (`push <path>`) off the loop.
+    /// A file copied into storage by `push`: its stamp recorded, as the
+    /// core takes it.
+    fn stamped(&mut self, s: StoredEntry) -> crate::core::Imported {
+        let name = s.local_name.clone().unwrap_or_default();
+        if let Some(stamp) = s.local_stamp {
+            self.stamps.record(name.clone(), stamp);
+        }
+        crate::core::Imported {
+            record: s.record,
+            local_name: name,
+        }
+    }
+
     pub(super) fn import(&mut self, path: PathBuf) {
         let dir = self.settings.dir.clone();
         let owner = self.core.config().peer_id.clone();
         let _ = self.worker_tx.send(Box::new(move || {
-            WorkerMsg::Imported(storage::import_file(&path, &dir, &owner, now_unix()))
+            if !std::fs::metadata(&path).is_ok_and(|m| m.is_dir()) {
+                return WorkerMsg::Imported(storage::import_file(&path, &dir, &owner, now_unix()));
+            }
+            match storage::user_dir::regular_files_in(&path) {
+                Ok((files, skipped)) => WorkerMsg::ImportedDir {
+                    results: files
+                        .iter()
+                        .map(|f| storage::import_file(f, &dir, &owner, now_unix()))
+                        .collect(),
+                    dir: path,
+                    skipped,
+                },
+                Err(e) => WorkerMsg::Imported(Err(storage::ImportError::Unreadable(path, e))),
+            }
         }));
     }
 }

@@ -1,0 +1,453 @@
+//! What the user sees in the terminal while files move: the live progress
+//! line under a pseudo-terminal and as plain lines without one, a source
+//! failing mid-transfer said in words (and in `/api/state`'s events), a
+//! failed `get` naming why each source failed, and `exit` asking again while
+//! a transfer runs. Real processes and fake holders on 127.0.0.1 only.
+mod support;
+
+use serde_json::Value;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use support::files::*;
+use support::*;
+
+/// Bound on a download in these tests (the slow ones take about 7 s).
+const GET_WAIT: Duration = Duration::from_secs(30);
+
+/// A GET_FILE handler sending `data`'s FILE_DATA in `pieces` pieces `gap`
+/// apart; with `cut_after`, the connection is dropped after that many
+/// pieces (a source closing mid-transfer).
+fn serve_slowly(
+    record: Value,
+    data: Vec<u8>,
+    pieces: usize,
+    gap: Duration,
+    cut_after: Option<usize>,
+) -> impl Fn(&Value, TcpStream, &AtomicBool) + Send + Sync + 'static {
+    move |_req, mut conn, stop| {
+        let msg = file_data(&record, &data);
+        let piece = msg.len().div_ceil(pieces);
+        for (i, chunk) in msg.chunks(piece).enumerate() {
+            if cut_after == Some(i) {
+                return; // dropped: the peer sees the connection close
+            }
+            if stop.load(Ordering::SeqCst) || conn.write_all(chunk).is_err() {
+                return;
+            }
+            std::thread::sleep(gap);
+        }
+        reply_and_close(conn, b"");
+    }
+}
+
+/// A downloader that knows `holders` (tried most recently heard first: the
+/// last in the list first) for the file `record`.
+fn downloader_knowing(holders: &[&FakeHolder], record: &Value) -> PeerProc {
+    let d = PeerBuilder::new("downloader").args(&QUIET).spawn();
+    let id = record["file_id"].as_str().expect("id").to_string();
+    for h in holders {
+        h.send_gossip_reply(d.p2p_port).expect("gossip reply");
+        let known = wait_until(WAIT, || {
+            d.file(&id).is_some_and(|f| {
+                f["peers_with_file"]
+                    .as_array()
+                    .is_some_and(|p| p.iter().any(|x| x == h.id.as_str()))
+            })
+        });
+        assert!(known, "{} not known as a holder\n{}", h.id, log_tail(&d));
+        // Distinct last-seen times order the sources.
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    d
+}
+
+#[test]
+fn without_a_terminal_progress_comes_as_plain_lines_every_few_seconds() {
+    let data = pattern(1, 256 * 1024);
+    let record = file_record("slow.bin", &data, "slowpoke", 1_700_000_001);
+    let slow = FakeHolder::start(
+        "slowpoke",
+        vec![record.clone()],
+        FakeStyle::default(),
+        serve_slowly(record.clone(), data, 30, Duration::from_millis(250), None),
+    );
+    let mut d = downloader_knowing(&[&slow], &record);
+    let skip = d.line_count();
+    let id = record["file_id"].as_str().expect("id");
+    d.send_line(&format!("get {}", &id[..12]));
+    let line = d
+        .wait_line(skip, "get: slow.bin ", GET_WAIT)
+        .unwrap_or_else(|| panic!("no progress line\n{}", log_tail(&d)));
+    assert!(
+        line.contains("% ")
+            && line.contains(" of 256.0 KiB at ")
+            && line.ends_with("from slowpoke"),
+        "{line}"
+    );
+    assert!(!line.contains('\r') && !line.contains('\x1b'), "{line:?}");
+    assert!(
+        d.wait_line(skip, "get: saved slow.bin", GET_WAIT).is_some(),
+        "{}",
+        log_tail(&d)
+    );
+}
+
+#[test]
+fn a_source_closing_mid_transfer_is_said_in_words_and_the_next_one_tried() {
+    let data = pattern(2, 512 * 1024);
+    let record = file_record("big.iso", &data, "owner", 1_700_000_002);
+    let erin = FakeHolder::start(
+        "erin",
+        vec![record.clone()],
+        FakeStyle::default(),
+        serve_slowly(
+            record.clone(),
+            data.clone(),
+            4,
+            Duration::from_millis(10),
+            None,
+        ),
+    );
+    let carol = FakeHolder::start(
+        "carol",
+        vec![record.clone()],
+        FakeStyle::default(),
+        serve_slowly(record.clone(), data, 8, Duration::from_millis(50), Some(4)),
+    );
+    let mut d = downloader_knowing(&[&erin, &carol], &record);
+    let skip = d.line_count();
+    let id = record["file_id"].as_str().expect("id");
+    d.send_line(&format!("get {}", &id[..12]));
+    let line = d
+        .wait_line(skip, "get: carol (", GET_WAIT)
+        .unwrap_or_else(|| panic!("no failure line\n{}", log_tail(&d)));
+    let want = format!(
+        "get: carol (127.0.0.1:{}) closed mid-transfer at ",
+        carol.port
+    );
+    assert!(line.starts_with(&want), "{line}");
+    assert!(
+        line.ends_with(&format!("; trying erin (127.0.0.1:{}) (2 of 2)", erin.port)),
+        "{line}"
+    );
+    assert!(
+        d.wait_line(skip, "get: saved big.iso", GET_WAIT).is_some(),
+        "{}",
+        log_tail(&d)
+    );
+    let state = d.state().expect("/api/state");
+    let events = state["events"].as_array().expect("events");
+    let failed = events
+        .iter()
+        .find(|e| e["kind"] == "source_failed")
+        .unwrap_or_else(|| panic!("no source_failed event: {events:?}"));
+    let text = failed["text"].as_str().unwrap_or_default();
+    assert!(
+        text.contains("carol") && text.contains("closed mid-transfer at "),
+        "{text}"
+    );
+    assert!(failed["at_unix"]
+        .as_u64()
+        .is_some_and(|t| t > 1_700_000_000));
+    assert!(events.iter().any(|e| e["kind"] == "saved"), "{events:?}");
+    assert!(state["unix_now"]
+        .as_u64()
+        .is_some_and(|t| t > 1_700_000_000));
+}
+
+#[test]
+fn a_failed_get_says_why_for_each_source() {
+    let data = pattern(3, 10_000);
+    let record = file_record("lost.bin", &data, "owner", 1_700_000_003);
+    let nope = FakeHolder::start(
+        "nope",
+        vec![record.clone()],
+        FakeStyle::default(),
+        |_req, conn, _stop| reply_and_close(conn, &file_not_found()),
+    );
+    let short = FakeHolder::start("short", vec![record.clone()], FakeStyle::default(), {
+        let (record, half) = (record.clone(), data[..5_000].to_vec());
+        move |_req, conn, _stop| reply_and_close(conn, &file_data(&record, &half))
+    });
+    let mut d = downloader_knowing(&[&nope, &short], &record);
+    let skip = d.line_count();
+    let id = record["file_id"].as_str().expect("id");
+    d.send_line(&format!("get {}", &id[..12]));
+    let line = d
+        .wait_line(skip, "get: no source left for lost.bin: ", GET_WAIT)
+        .unwrap_or_else(|| panic!("no failure line\n{}", log_tail(&d)));
+    assert_eq!(
+        line,
+        "get: no source left for lost.bin: short sent 4.9 KiB, not the advertised 9.8 KiB, \
+         nope does not have the file"
+    );
+    let all = d.lines()[skip..].join("\n");
+    assert!(
+        all.contains(&format!(
+            "get: short (127.0.0.1:{}) sent 4.9 KiB, not the advertised 9.8 KiB; trying nope (127.0.0.1:{}) (2 of 2)",
+            short.port, nope.port
+        )),
+        "{all}"
+    );
+    let state = d.state().expect("/api/state");
+    let events = state["events"].as_array().expect("events");
+    assert!(
+        events.iter().any(|e| e["kind"] == "download_failed"
+            && e["text"]
+                .as_str()
+                .is_some_and(|t| t.contains("nope does not have the file"))),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn exit_with_a_transfer_in_flight_asks_again() {
+    let data = pattern(5, 256 * 1024);
+    let record = file_record("slow.bin", &data, "slowpoke", 1_700_000_005);
+    let slow = FakeHolder::start(
+        "slowpoke",
+        vec![record.clone()],
+        FakeStyle::default(),
+        serve_slowly(record.clone(), data, 40, Duration::from_millis(250), None),
+    );
+    let mut d = downloader_knowing(&[&slow], &record);
+    let skip = d.line_count();
+    let id = record["file_id"].as_str().expect("id");
+    d.send_line(&format!("get {}", &id[..12]));
+    assert!(d
+        .wait_line(skip, "get: fetching slow.bin", GET_WAIT)
+        .is_some());
+    d.send_line("exit");
+    let asked = d
+        .wait_line(skip, "type exit again to quit", WAIT)
+        .unwrap_or_else(|| panic!("exit did not ask\n{}", log_tail(&d)));
+    assert!(
+        asked.starts_with("1 transfer in flight (slow.bin ") && asked.contains("from slowpoke"),
+        "{asked}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(d.alive(), "the first exit must not quit");
+    d.send_line("exit");
+    assert!(
+        d.wait_exit(Duration::from_secs(10)).is_some(),
+        "the second exit quits"
+    );
+}
+
+/// A peer process whose stdout is a pseudo-terminal; killed when dropped.
+struct PtyPeer {
+    child: Child,
+    out: Arc<Mutex<Vec<u8>>>,
+    _tmp: tempfile::TempDir,
+}
+
+impl Drop for PtyPeer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl PtyPeer {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.out.lock().unwrap()).into_owned()
+    }
+}
+
+/// Starts a peer with stdout on a fresh pty (stdin piped, the log in a
+/// file); None when no pty can be opened here.
+fn spawn_on_pty() -> Option<PtyPeer> {
+    let (mut master, mut slave) = (0, 0);
+    // SAFETY: openpty writes two descriptors it opened into the pointers
+    // given; the name, termios and window size pointers may be null.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: both descriptors were just opened by openpty and are owned
+    // here only.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("storage");
+    let log = tmp.path().join("peer.log");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_peershare"));
+    without_option_env(&mut cmd)
+        .args(["downloader", "127.0.0.1", "0", "0", "--storage-dir"])
+        .arg(&dir)
+        .arg("--log-file")
+        .arg(&log)
+        .args([
+            "--no-well-known",
+            "--auto-fetch",
+            "0",
+            "--log-level",
+            "debug",
+        ])
+        .args(QUIET)
+        .stdout(Stdio::from(slave))
+        .stderr(Stdio::null())
+        .stdin(Stdio::piped());
+    let child = cmd.spawn().expect("start peershare");
+    drop(cmd); // our copy of the slave: the master sees EOF when the child exits
+    let out = Arc::new(Mutex::new(Vec::new()));
+    let sink = out.clone();
+    let mut master = File::from(master);
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = master.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+    });
+    Some(PtyPeer {
+        child,
+        out,
+        _tmp: tmp,
+    })
+}
+
+#[test]
+fn on_a_terminal_the_progress_line_is_redrawn_in_place() {
+    let Some(mut p) = spawn_on_pty() else {
+        eprintln!("skipped: no pseudo-terminal can be opened here");
+        return;
+    };
+    let mut banner = String::new();
+    let started = wait_until(WAIT, || {
+        let t = p.text();
+        match t.lines().find(|l| l.contains("listening on 127.0.0.1:")) {
+            Some(l) => {
+                banner = l.to_string();
+                true
+            }
+            None => false,
+        }
+    });
+    assert!(started, "no banner: {:?}", p.text());
+    let port = port_after(&banner, "listening on 127.0.0.1:");
+
+    let data = pattern(6, 256 * 1024);
+    let record = file_record("tty.bin", &data, "slowpoke", 1_700_000_006);
+    let slow = FakeHolder::start(
+        "slowpoke",
+        vec![record.clone()],
+        FakeStyle::default(),
+        serve_slowly(record.clone(), data, 20, Duration::from_millis(150), None),
+    );
+    slow.send_gossip_reply(port).expect("gossip reply");
+    let id = record["file_id"].as_str().expect("id");
+    // The holder is tracked once its GOSSIP_REPLY is in; `get` until the
+    // file is known (an unknown id gets a one-line refusal).
+    let mut stdin = p.child.stdin.take().expect("stdin");
+    let mut asked = false;
+    for _ in 0..40 {
+        writeln!(stdin, "get {}", &id[..12]).expect("write stdin");
+        std::thread::sleep(Duration::from_millis(250));
+        if p.text().contains("get: fetching tty.bin") {
+            asked = true;
+            break;
+        }
+    }
+    assert!(asked, "get did not start: {:?}", p.text());
+    let saved = wait_until(GET_WAIT, || p.text().contains("get: saved tty.bin"));
+    assert!(saved, "not saved: {:?}", p.text());
+    let text = p.text();
+    let redraws = text.matches("\r\x1b[Kget: tty.bin ").count();
+    assert!(redraws >= 2, "{redraws} redraws in {text:?}");
+    let with_percent = text
+        .split("\r\x1b[K")
+        .filter(|s| s.starts_with("get: tty.bin ") && s.contains("% "))
+        .count();
+    assert!(with_percent >= 2, "{text:?}");
+    eprintln!(
+        "measured: {redraws} in-place redraws of a 3 s download, {with_percent} with a percentage"
+    );
+    // The line is wiped before the saved line is printed: they never share
+    // a row.
+    assert!(text.contains("\r\x1b[Kget: saved tty.bin"), "{text:?}");
+}
+
+#[test]
+fn an_upload_in_flight_is_listed_going_up_and_its_end_is_an_event() {
+    let data = pattern(7, 8 * 1024 * 1024);
+    let p = PeerBuilder::new("seeder")
+        .args(&QUIET)
+        .file("big.bin", &data)
+        .spawn();
+    let mut id = String::new();
+    assert!(
+        wait_until(WAIT, || {
+            id = p
+                .files()
+                .iter()
+                .find(|f| f["file_name"] == "big.bin")
+                .and_then(|f| f["file_id"].as_str().map(String::from))
+                .unwrap_or_default();
+            !id.is_empty()
+        }),
+        "{}",
+        log_tail(&p)
+    );
+    // A reader that asks and then stops reading: the reply stays in flight.
+    let mut conn = TcpStream::connect(("127.0.0.1", p.p2p_port)).expect("connect");
+    let ask = serde_json::json!({"type": "GET_FILE", "file_id": id});
+    conn.write_all(ask.to_string().as_bytes())
+        .expect("send GET_FILE");
+    let mut first = [0u8; 64];
+    conn.read_exact(&mut first).expect("the reply starts");
+    let mut up = None;
+    let listed = wait_until(WAIT, || {
+        up = p.state().and_then(|s| {
+            s["transfers"]
+                .as_array()
+                .and_then(|t| t.iter().find(|t| t["direction"] == "up").cloned())
+        });
+        up.is_some()
+    });
+    assert!(listed, "no upload listed\n{}", log_tail(&p));
+    let up = up.unwrap_or_default();
+    assert_eq!(up["file_name"], "big.bin", "{up}");
+    assert_eq!(up["bytes_total"], data.len() as u64, "{up}");
+    assert!(
+        up["peer"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("127.0.0.1:")),
+        "{up}"
+    );
+    drop(conn);
+    let mut events = Vec::new();
+    let ended = wait_until(WAIT, || {
+        events = p
+            .state()
+            .and_then(|s| s["events"].as_array().cloned())
+            .unwrap_or_default();
+        events.iter().any(|e| e["kind"] == "upload_failed")
+    });
+    assert!(
+        ended,
+        "no upload_failed event: {events:?}\n{}",
+        log_tail(&p)
+    );
+    let listed_after = p.state().is_some_and(|s| {
+        s["transfers"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|t| t["direction"] == "up"))
+    });
+    assert!(!listed_after, "the ended upload is still listed");
+}
