@@ -86,94 +86,9 @@ pub const FAILURE_LABELS: [&str; 11] = [
     "untracked",
 ];
 
-/// The `reason` label of an upload that stopped early, from the driver's
-/// close reason (downloads are labelled by `SourceFailure::label`). The
-/// sentences are the driver's own, matched here in one place.
-pub fn failure_label(why: &str) -> &'static str {
-    let has = |s: &str| why.contains(s);
-    if has("cannot connect") || has("connect timed out") || has("too many open connections") {
-        "connect"
-    } else if has("does not have the file") {
-        "not_found"
-    } else if has("more bytes than allowed") {
-        "too_large"
-    } else if has("idle timeout") {
-        "stalled"
-    } else if has("did not finish")
-        || has("changed while being sent")
-        || has("changed on disk")
-        || has("cannot write")
-        || has("cannot store")
-        || has("cannot create")
-        || has("lost")
-        || has("vanished")
-    {
-        "disk"
-    } else if has("mid-transfer")
-        || has("connection closed")
-        || has("cannot send GET_FILE")
-        || has("write failed")
-    {
-        "closed"
-    } else if has("advertised") {
-        "wrong_size"
-    } else if has("do not match") || has("different file") {
-        "mismatch"
-    } else if has("timed out") {
-        "timeout"
-    } else {
-        "malformed"
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn each_source_failure_the_driver_reports_gets_its_label() {
-        let cases = [
-            (
-                "cannot connect to 127.0.0.1:9: Connection refused",
-                "connect",
-            ),
-            ("connect timed out", "connect"),
-            ("does not have the file (not-found reply)", "not_found"),
-            ("no progress within the idle timeout", "stalled"),
-            ("the source closed the connection mid-transfer", "closed"),
-            ("connection closed", "closed"),
-            ("sent 3 bytes, not the advertised 5", "wrong_size"),
-            ("bytes do not match the file id", "mismatch"),
-            ("sent a different file (ab12)", "mismatch"),
-            (
-                "the reply holds more bytes than allowed (the advertised size or --max-file-size)",
-                "too_large",
-            ),
-            ("cannot write the file: No space left on device", "disk"),
-            (
-                "the disk did not finish writing the file within 60 s",
-                "disk",
-            ),
-            ("malformed reply: missing field", "malformed"),
-            ("the file is being changed on disk", "disk"),
-            (
-                "write failed: the file changed while being sent: shrank",
-                "disk",
-            ),
-            (
-                "write failed: Connection reset by peer (os error 104)",
-                "closed",
-            ),
-            (
-                "data is not hex (corrupt, or base64 from an old peer)",
-                "malformed",
-            ),
-        ];
-        for (why, label) in cases {
-            assert_eq!(failure_label(why), label, "{why}");
-            assert!(FAILURE_LABELS.contains(&label));
-        }
-    }
 
     #[test]
     fn dropped_gossip_is_counted_by_its_limit_only() {

@@ -352,8 +352,8 @@ pub enum Outcome {
     Blocked,
     /// The budget is used; step again soon.
     Yield,
-    /// Close it (done, or failed: the reason for logs).
-    Close(Option<String>),
+    /// Close it (done or quietly closed: none; failed: why).
+    Close(Option<CloseReason>),
     /// Close a download's connection: its source failed so.
     Fail(crate::core::SourceFailure),
     /// An HTTP request head is complete.
@@ -364,6 +364,70 @@ pub enum Outcome {
     Written,
     /// The file writer's queue is full: step again when it wakes the loop.
     Parked,
+}
+
+/// Why the driver closes a connection early: said in the logs, and what an
+/// upload that ends so counts as.
+#[derive(Debug)]
+pub enum CloseReason {
+    /// The outbound connect failed.
+    ConnectFailed(std::io::Error),
+    /// A read failed.
+    ReadFailed(std::io::Error),
+    /// A write failed; `source_changed` when it was our file that changed
+    /// under it (it shrank, or no longer hashes to its id).
+    WriteFailed {
+        /// The error.
+        error: std::io::Error,
+        /// Our file changed while being sent.
+        source_changed: bool,
+    },
+    /// Sending our GET_FILE failed.
+    SendFailed(std::io::Error),
+    /// The message could not be decoded (the decoder's sentence).
+    BadMessage(String),
+    /// The peer closed before its message was complete.
+    Incomplete,
+    /// An HTTP client closed before its request was complete.
+    HttpClosedEarly,
+    /// Its deadline came (which one, in words).
+    TimedOut(&'static str),
+    /// Unfinished inbound messages held more than the inbound budget.
+    InboundBudget,
+    /// The file being sent is being changed on disk.
+    FileChanged,
+}
+
+impl CloseReason {
+    /// The `reason` label of an upload that ended so (see `/metrics`).
+    pub fn upload_label(&self) -> &'static str {
+        match self {
+            CloseReason::WriteFailed {
+                source_changed: true,
+                ..
+            }
+            | CloseReason::FileChanged => "disk",
+            CloseReason::TimedOut(_) => "stalled",
+            _ => "closed",
+        }
+    }
+}
+
+impl std::fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CloseReason::ConnectFailed(e) => write!(f, "cannot connect: {e}"),
+            CloseReason::ReadFailed(e) => write!(f, "read failed: {e}"),
+            CloseReason::WriteFailed { error, .. } => write!(f, "write failed: {error}"),
+            CloseReason::SendFailed(e) => write!(f, "cannot send GET_FILE: {e}"),
+            CloseReason::BadMessage(why) => write!(f, "bad message: {why}"),
+            CloseReason::Incomplete => f.write_str("closed before a complete message"),
+            CloseReason::HttpClosedEarly => f.write_str("HTTP client closed early"),
+            CloseReason::TimedOut(which) => f.write_str(which),
+            CloseReason::InboundBudget => f.write_str("over the inbound memory budget"),
+            CloseReason::FileChanged => f.write_str("the file is being changed on disk"),
+        }
+    }
 }
 
 /// A writer that reports WouldBlock once `left` bytes are written, so a
@@ -456,7 +520,7 @@ pub fn read_loop(
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Outcome::Blocked,
-            Err(e) => return Outcome::Close(Some(format!("read failed: {e}"))),
+            Err(e) => return Outcome::Close(Some(CloseReason::ReadFailed(e))),
         }
     }
 }

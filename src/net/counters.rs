@@ -5,8 +5,7 @@
 //! read when `/metrics` is rendered. Decisions (gossip limits, downloads)
 //! are counted by the core (`core::counters`).
 
-use crate::core::counters::failure_label;
-use crate::net::conn::{Payload, Role, WriteKind};
+use crate::net::conn::{CloseReason, Payload, Role, WriteKind};
 use std::collections::BTreeMap;
 
 /// The `type` labels of messages in and out; anything that is not one of
@@ -123,13 +122,13 @@ impl NetCounters {
 
     /// A connection is closed with `role` (`why`: the reason, none for a
     /// quiet close): an upload in it failed.
-    pub fn closed(&mut self, role: &Role, why: Option<&str>) {
+    pub fn closed(&mut self, role: &Role, why: Option<&CloseReason>) {
         let role = match role {
             Role::Connecting(inner) => inner,
             other => other,
         };
         if upload_len(role).is_some() {
-            let label = why.map_or("closed", failure_label);
+            let label = why.map_or("closed", CloseReason::upload_label);
             *self.uploads_failed.entry(label).or_default() += 1;
         }
     }
@@ -194,7 +193,36 @@ mod tests {
             kind: WriteKind::Send,
         };
         c.written(&role);
-        c.closed(&role, Some("write failed: reset"));
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        c.closed(
+            &role,
+            Some(&CloseReason::WriteFailed {
+                error: reset,
+                source_changed: false,
+            }),
+        );
         assert_eq!(c.uploads_succeeded + c.uploads_failed.len() as u64, 0);
+    }
+
+    #[test]
+    fn an_upload_ends_labelled_by_how_it_closed() {
+        let changed = CloseReason::WriteFailed {
+            error: std::io::Error::other("shrank"),
+            source_changed: true,
+        };
+        assert_eq!(changed.upload_label(), "disk");
+        assert_eq!(CloseReason::FileChanged.upload_label(), "disk");
+        assert_eq!(
+            CloseReason::TimedOut("no progress").upload_label(),
+            "stalled"
+        );
+        let reset = CloseReason::WriteFailed {
+            error: std::io::Error::from(std::io::ErrorKind::ConnectionReset),
+            source_changed: false,
+        };
+        assert_eq!(reset.upload_label(), "closed");
+        for label in ["disk", "stalled", "closed"] {
+            assert!(crate::core::counters::FAILURE_LABELS.contains(&label));
+        }
     }
 }

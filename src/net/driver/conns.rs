@@ -4,7 +4,7 @@ use super::dial::RESOLVE_CACHE_MAX;
 use super::{Driver, Due, CONN_BASE};
 use crate::core::{SourceFailure, Time, UploadEnd};
 use crate::http;
-use crate::net::conn::{Conn, PartialSink, Payload, Role, WriteKind};
+use crate::net::conn::{CloseReason, Conn, PartialSink, Payload, Role, WriteKind};
 use crate::net::http_out;
 use crate::net::sockopt;
 use crate::protocol::decoder::MessageDecoder;
@@ -76,7 +76,7 @@ impl Driver {
             match due_failure(&c.role) {
                 Some(failure) => self.close_failed(key, failure),
                 None => {
-                    let why = idle_reason(&c.role).map(String::from);
+                    let why = idle_reason(&c.role).map(CloseReason::TimedOut);
                     self.close(key, why);
                 }
             }
@@ -238,28 +238,33 @@ impl Driver {
 
     /// Closes a connection now; an outbound one that failed is reported
     /// (dial backoff, the download's next source).
-    pub(super) fn close(&mut self, key: usize, why: Option<String>) {
+    pub(super) fn close(&mut self, key: usize, why: Option<CloseReason>) {
         self.close_as(key, why, None);
     }
 
     /// Closes a download's connection whose source failed so.
     pub(super) fn close_failed(&mut self, key: usize, failure: SourceFailure) {
-        self.close_as(key, Some(failure.to_string()), Some(failure));
+        self.close_as(key, None, Some(failure));
     }
 
     /// Closes connection `key`; a download's attempt fails with `failure`,
     /// or, none given, with what its role says (closed at its byte count,
     /// or could not connect).
-    fn close_as(&mut self, key: usize, why: Option<String>, failure: Option<SourceFailure>) {
-        let stopped = why
-            .clone()
-            .unwrap_or_else(|| "the peer closed the connection".into());
+    fn close_as(&mut self, key: usize, why: Option<CloseReason>, failure: Option<SourceFailure>) {
+        let stopped = why.as_ref().map_or_else(
+            || "the peer closed the connection".into(),
+            |w| w.to_string(),
+        );
         self.upload_ended(key, UploadEnd::Failed(stopped));
         let Some(mut c) = self.conns.try_remove(key) else {
             return;
         };
         let _ = self.poll.registry().deregister(&mut c.stream);
-        self.net.closed(&c.role, why.as_deref());
+        self.net.closed(&c.role, why.as_ref());
+        // A download's failure is said in its own words.
+        let why = why
+            .map(|w| w.to_string())
+            .or_else(|| failure.as_ref().map(|f| f.to_string()));
         if let (Role::Connecting(_), Some(to), Some(why)) = (&c.role, &c.target, &why) {
             let now = self.now();
             self.dials.connect_failed(now, to);

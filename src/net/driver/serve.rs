@@ -5,7 +5,7 @@ use crate::core::catalog::LocalCopy;
 use crate::core::GetFileAnswer;
 use crate::core::Time;
 use crate::ids::{FileId, PeerAddr};
-use crate::net::conn::{Payload, Role, WriteKind};
+use crate::net::conn::{CloseReason, Payload, Role, WriteKind};
 use crate::protocol::encoder::{FileDataEncoder, FileSource};
 use crate::protocol::{FileRecord, Message};
 use crate::storage::serving::{self, Opened};
@@ -242,7 +242,7 @@ impl Driver {
         }
         for (key, file_id) in broken {
             info!("{file_id} is being changed on disk; its transfer in progress is ended");
-            self.close(key, Some("the file is being changed on disk".into()));
+            self.close(key, Some(CloseReason::FileChanged));
             self.core.on_local_changed(&file_id);
         }
     }

@@ -6,7 +6,8 @@ use crate::core::push_quota::{PushQuota, PushTicket};
 use crate::core::{FetchResult, Peer, SourceFailure, Time};
 use crate::http;
 use crate::net::conn::{
-    connect_status, feed, read_loop, write_payload, FetchConn, Outcome, Payload, Role, WriteKind,
+    connect_status, feed, read_loop, write_payload, CloseReason, FetchConn, Outcome, Payload, Role,
+    WriteKind,
 };
 use crate::net::conn::{Conn, PartialSink};
 use crate::net::counters::{io_mark, NetLimit};
@@ -99,7 +100,7 @@ fn step_conn(c: &mut Conn, ctx: &mut StepCtx<'_>) -> Stepped {
             outcome: match connect_status(stream) {
                 Ok(true) => Outcome::Connected,
                 Ok(false) => Outcome::Blocked,
-                Err(e) => Outcome::Close(Some(format!("cannot connect: {e}"))),
+                Err(e) => Outcome::Close(Some(CloseReason::ConnectFailed(e))),
             },
             active: false,
         },
@@ -151,10 +152,10 @@ fn read_message(stream: &mut TcpStream, m: MessageRead<'_>, ctx: &mut StepCtx<'_
                 Ok(false) if sink.must_wait() => Some(Outcome::Parked),
                 Ok(false) => None,
                 Ok(true) => Some(Outcome::Written),
-                Err(e) => Some(Outcome::Close(Some(format!("bad message: {e}")))),
+                Err(e) => Some(Outcome::Close(Some(CloseReason::BadMessage(e.to_string())))),
             }
         },
-        || Outcome::Close(Some("closed before a complete message".into())),
+        || Outcome::Close(Some(CloseReason::Incomplete)),
     );
     Stepped { outcome, active }
 }
@@ -177,7 +178,7 @@ fn read_http_head(stream: &mut TcpStream, buf: &mut Vec<u8>, read_buf: &mut [u8]
                 _ => Some(Outcome::HttpHead),
             }
         },
-        || Outcome::Close(Some("HTTP client closed early".into())),
+        || Outcome::Close(Some(CloseReason::HttpClosedEarly)),
     );
     Stepped { outcome, active }
 }
@@ -196,12 +197,16 @@ fn write_step(stream: &mut TcpStream, payload: &mut Payload, core: &mut Peer) ->
         Err(e) => {
             // The file shrank or no longer hashes to its id: the message
             // was left unfinished; have the file checked.
-            if let (true, Payload::File(enc)) = (encoder::is_source_changed(&e), &*payload) {
+            let source_changed = encoder::is_source_changed(&e);
+            if let (true, Payload::File(enc)) = (source_changed, &*payload) {
                 info!("stopped sending {}: {e}", enc.file_id());
                 core.on_local_changed(enc.file_id());
             }
             Stepped {
-                outcome: Outcome::Close(Some(format!("write failed: {e}"))),
+                outcome: Outcome::Close(Some(CloseReason::WriteFailed {
+                    error: e,
+                    source_changed,
+                })),
                 active: false,
             }
         }
@@ -230,7 +235,7 @@ fn fetch_step(stream: &mut TcpStream, f: &mut FetchConn, ctx: &mut StepCtx<'_>) 
             }
             Err(e) => {
                 return Stepped {
-                    outcome: Outcome::Close(Some(format!("cannot send GET_FILE: {e}"))),
+                    outcome: Outcome::Close(Some(CloseReason::SendFailed(e))),
                     active: false,
                 }
             }
@@ -342,7 +347,7 @@ impl Driver {
                 Some((k, b)) if total > INBOUND_BUFFER_BUDGET => {
                     debug!("inbound messages hold {total} bytes; closing one holding {b}");
                     self.net.dropped_by(NetLimit::InboundBudget);
-                    self.close(k, Some("over the inbound memory budget".into()));
+                    self.close(k, Some(CloseReason::InboundBudget));
                 }
                 _ => return,
             }
@@ -418,7 +423,7 @@ impl Driver {
                 }
                 Err(e) => {
                     self.net.message_in("malformed");
-                    self.close(key, Some(format!("bad message: {e}")))
+                    self.close(key, Some(CloseReason::BadMessage(e.to_string())))
                 }
             },
             Role::Fetch(f) => self.on_fetch_read(key, *f),
