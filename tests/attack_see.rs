@@ -109,7 +109,12 @@ fn token_in(text: &str) -> Option<String> {
 
 /// A peer owning one file (`mine.txt`); its token and the file's id.
 fn owner_peer(id: &str) -> (PeerProc, String, String) {
-    let p = PeerBuilder::new(id)
+    owner_peer_with(PeerBuilder::new(id))
+}
+
+/// [`owner_peer`] from a builder.
+fn owner_peer_with(builder: PeerBuilder) -> (PeerProc, String, String) {
+    let p = builder
         .args(&QUIET)
         .file("mine.txt", b"my own bytes")
         .spawn();
@@ -876,6 +881,87 @@ fn a_world_readable_token_file_is_tightened_or_reported() {
         mode.is_some_and(|m| m & 0o077 == 0) || said,
         "the token stays readable by others ({mode:?}) without a word\n{}",
         f.stderr
+    );
+}
+
+#[test]
+fn a_pushed_or_downloaded_file_named_http_token_never_replaces_the_token() {
+    // A folder of our own, kept for the restart at the end.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("storage");
+    let (p, token, fid) = owner_peer_with(PeerBuilder::new("alice").storage(&dir));
+    let port = p.http_port;
+    let path = p.dir.join("http-token");
+    let before = std::fs::read(&path).expect("http-token in the storage folder");
+    let mallory = FakePeer::start();
+    send_raw(p.p2p_port, &gossip("mallory", mallory.port, "push-1")).unwrap();
+    assert!(wait_until(WAIT, || p
+        .peer_ids()
+        .contains(&"mallory".to_owned())));
+    let planted = "00112233445566778899aabbccddeeff";
+    let names = [
+        "http-token",
+        "./http-token",
+        "../storage/http-token",
+        "HTTP-TOKEN",
+    ];
+    for (n, name) in names.iter().enumerate() {
+        let rec = support::files::file_record(
+            name,
+            planted.as_bytes(),
+            "mallory",
+            1_700_000_000 + n as u64,
+        );
+        send_raw(
+            p.p2p_port,
+            &support::files::file_data(&rec, planted.as_bytes()),
+        )
+        .unwrap();
+    }
+    // And a download, started from the page, of a file named http-token.
+    let rec =
+        support::files::file_record("http-token", planted.as_bytes(), "holder", 1_700_000_100);
+    let dl_id = rec["file_id"].as_str().unwrap().to_owned();
+    let reply = support::files::file_data(&rec, planted.as_bytes());
+    let holder = support::files::FakeHolder::start(
+        "holder",
+        vec![rec],
+        support::files::FakeStyle::default(),
+        move |_, conn, _| support::files::reply_and_close(conn, &reply),
+    );
+    holder.send_gossip_reply(p.p2p_port).unwrap();
+    assert!(
+        wait_until(WAIT, || p.file(&dl_id).is_some()),
+        "{}",
+        log_tail(&p)
+    );
+    let a = post(port, "/api/get", &good(port, &token), &id_body(&dl_id));
+    assert_eq!(a.status, 200, "{a:?}");
+    assert!(
+        wait_until(WAIT, || still_held(&p, &dl_id)),
+        "the download of http-token never landed\n{}",
+        log_tail(&p)
+    );
+    // Let the pushes land (or be refused) before looking.
+    thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        before,
+        "http-token was replaced"
+    );
+    let planted_headers = good(port, planted);
+    let a = post(port, "/api/get", &planted_headers, &id_body(&fid));
+    assert_eq!(a.status, 403, "the planted token acts: {a:?}");
+    let a = post(port, "/api/get", &good(port, &token), &id_body(&fid));
+    assert_eq!(a.status, 200, "the printed token stopped working: {a:?}");
+    // After a restart on the same folder, the token is still the first one.
+    drop(p);
+    let f = start_briefly(&dir);
+    assert_eq!(
+        token_in(&f.stdout).as_deref(),
+        Some(token.as_str()),
+        "{}",
+        f.stdout
     );
 }
 
