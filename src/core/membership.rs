@@ -52,6 +52,9 @@ pub struct PeerState {
     /// forward, a retransmission or a catch-up) since it was tracked at
     /// `addr`.
     pub asked: Option<Time>,
+    /// It serves byte ranges: its last GOSSIP or GOSSIP_REPLY said so, or
+    /// it answered a ranged GET_FILE with the range fields.
+    pub ranges: bool,
 }
 
 impl PeerState {
@@ -146,6 +149,7 @@ impl Membership {
                 last_announced: None,
                 answered: answered_here,
                 asked: None,
+                ranges: false,
             },
         );
         (Tracked::New, evicted)
@@ -156,6 +160,15 @@ impl Membership {
     pub fn mark_asked(&mut self, now: Time, id: &PeerId) {
         if let Some(p) = self.peers.get_mut(id) {
             p.asked = Some(now);
+        }
+    }
+
+    /// Records what `id`, if tracked, last advertised about serving byte
+    /// ranges: each GOSSIP or GOSSIP_REPLY says it afresh (a peerId taken
+    /// over by a Python peer stops claiming it).
+    pub fn note_ranges(&mut self, id: &PeerId, ranges: bool) {
+        if let Some(p) = self.peers.get_mut(id) {
+            p.ranges = ranges;
         }
     }
 

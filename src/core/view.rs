@@ -213,6 +213,8 @@ pub struct PeerView {
     pub port: u16,
     /// Whole seconds since we last heard from it.
     pub last_seen_secs_ago: u64,
+    /// It serves byte ranges (advertised in its gossip, or seen in a reply).
+    pub ranges: bool,
 }
 
 /// One catalog entry.
@@ -372,6 +374,7 @@ impl Peer {
                 host: p.addr.host.clone(),
                 port: p.addr.port,
                 last_seen_secs_ago: now.since(p.last_seen).as_secs(),
+                ranges: p.ranges,
             })
             .collect()
     }
