@@ -44,7 +44,11 @@ impl Peer {
             } => {
                 let sender = peer_id.clone();
                 self.on_gossip(now, host, port, id, peer_id, ranges);
-                self.members.note_ranges(&sender, ranges);
+                // Only a yes counts: R-style peers re-mint the GOSSIPs they
+                // forward without our key, so a no may not be the sender's.
+                if ranges {
+                    self.members.note_ranges(&sender, true);
+                }
             }
             Message::GossipReply {
                 host,
@@ -54,6 +58,7 @@ impl Peer {
                 ranges,
             } => {
                 self.on_gossip_reply(now, &host, port, &peer_id, &files);
+                // Its own reply, never forwarded: it says both yes and no.
                 self.members.note_ranges(&peer_id, ranges);
             }
             Message::Announce { from, file } => self.on_announce(now, &from, &file),

@@ -52,8 +52,8 @@ pub struct PeerState {
     /// forward, a retransmission or a catch-up) since it was tracked at
     /// `addr`.
     pub asked: Option<Time>,
-    /// It serves byte ranges: its last GOSSIP or GOSSIP_REPLY said so, or
-    /// it answered a ranged GET_FILE with the range fields.
+    /// It serves byte ranges: its last GOSSIP_REPLY said so, or a GOSSIP
+    /// naming it did since.
     pub ranges: bool,
 }
 
@@ -163,9 +163,9 @@ impl Membership {
         }
     }
 
-    /// Records what `id`, if tracked, last advertised about serving byte
-    /// ranges: each GOSSIP or GOSSIP_REPLY says it afresh (a peerId taken
-    /// over by a Python peer stops claiming it).
+    /// Records whether `id`, if tracked, serves byte ranges, as its
+    /// GOSSIP_REPLY (yes or no: a peerId taken over by a Python peer stops
+    /// claiming it) or a GOSSIP naming it (yes only) said.
     pub fn note_ranges(&mut self, id: &PeerId, ranges: bool) {
         if let Some(p) = self.peers.get_mut(id) {
             p.ranges = ranges;

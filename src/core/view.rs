@@ -213,7 +213,7 @@ pub struct PeerView {
     pub port: u16,
     /// Whole seconds since we last heard from it.
     pub last_seen_secs_ago: u64,
-    /// It serves byte ranges (advertised in its gossip, or seen in a reply).
+    /// It serves byte ranges (as its gossip advertises).
     pub ranges: bool,
 }
 

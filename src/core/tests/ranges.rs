@@ -44,13 +44,17 @@ fn shows_ranges(p: &Peer, who: &str) -> Option<bool> {
 }
 
 #[test]
-fn a_peer_is_ranged_while_its_latest_gossip_or_reply_says_so() {
+fn a_peer_is_ranged_from_a_gossip_saying_so_until_its_own_reply_says_otherwise() {
     let mut p = peer();
     p.on_message(Time(0), ranged(gossip_from("rust", 9101, "g1")));
     p.on_message(Time(0), reply_from("python", 9102));
     assert_eq!(shows_ranges(&p, "rust"), Some(true));
     assert_eq!(shows_ranges(&p, "python"), Some(false));
-    // The peerId now answers without the flag (a Python peer took it over).
+    // An R-style peer re-mints the GOSSIPs it forwards, without the key:
+    // that says nothing about the peer named.
+    p.on_message(Time(0), gossip_from("rust", 9101, "g2"));
+    assert_eq!(shows_ranges(&p, "rust"), Some(true));
+    // Its own reply without the flag does (a Python peer took the peerId).
     p.on_message(Time(0), reply_from("rust", 9101));
     assert_eq!(shows_ranges(&p, "rust"), Some(false));
     p.on_message(Time(0), ranged(reply_from("rust", 9101)));
