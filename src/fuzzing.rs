@@ -957,6 +957,7 @@ fn state_from(data: &[u8]) -> StateView {
             host: next(),
             port: i as u16,
             last_seen_secs_ago: i as u64 * 7,
+            ranges: i % 2 == 0,
         });
         state.files.push(FileView {
             file_id: next(),

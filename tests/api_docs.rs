@@ -62,6 +62,7 @@ fn full_state() -> StateView {
             host: "127.0.0.1".into(),
             port: 9002,
             last_seen_secs_ago: 3,
+            ranges: true,
         }],
         files: vec![FileView {
             file_id: "ab".repeat(32),

@@ -650,6 +650,7 @@ fn gossip_flood_with_fresh_ids_is_rate_limited() {
                     port: 9999,
                     id: format!("flood-{seed}-{k}"),
                     peer_id: "flooder".into(),
+                    ranges: false,
                 },
             );
         }

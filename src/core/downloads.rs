@@ -559,6 +559,7 @@ mod tests {
         assert_eq!(empty.to_string(), "reply has no data");
         let other = Ok(Message::GetFile {
             file_id: "abc".into(),
+            range: None,
         });
         let kind = judge_reply(&wanted(), other, bytes).unwrap_err();
         assert_eq!(kind, BadReply::NotFileData("GET_FILE"));

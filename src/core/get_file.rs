@@ -5,7 +5,7 @@
 use super::catalog::LocalCopy;
 use super::Peer;
 use crate::ids::FileId;
-use crate::protocol::FileRecord;
+use crate::protocol::{ByteRange, FileRecord};
 
 /// Most FILE_DATA streams (replies to GET_FILE and our pushes) at once.
 /// Each holds a chunk of hex (512 KiB) until its reader takes it; without a
@@ -25,6 +25,10 @@ pub enum GetFileAnswer {
         record: FileRecord,
         /// Our copy in the folder.
         local: LocalCopy,
+        /// Only these bytes (clamped to the file as opened), with the range
+        /// fields in the reply; `None`: the whole file, as today. Ranges
+        /// take the same stream slots as whole files.
+        range: Option<ByteRange>,
     },
     /// No copy we may spread: reply with the not-found FILE_DATA.
     NotHeld,
@@ -41,6 +45,18 @@ impl Peer {
     /// are being sent. The cap comes first: a refused request costs no
     /// catalog look-up and opens nothing.
     pub fn answer_get_file(&self, file_id: &FileId, streams: usize) -> GetFileAnswer {
+        self.answer_ranged_get_file(file_id, None, streams)
+    }
+
+    /// How to answer a GET_FILE that may carry a byte range. The range
+    /// changes only which bytes go out: who may be served, and the cap,
+    /// are those of a whole-file request (a range is one more stream).
+    pub fn answer_ranged_get_file(
+        &self,
+        file_id: &FileId,
+        range: Option<ByteRange>,
+        streams: usize,
+    ) -> GetFileAnswer {
         if streams >= MAX_FILE_STREAMS {
             return GetFileAnswer::Busy { streams };
         }
@@ -48,6 +64,7 @@ impl Peer {
             Some((record, local)) => GetFileAnswer::Serve {
                 record: record.clone(),
                 local: local.clone(),
+                range,
             },
             None => GetFileAnswer::NotHeld,
         }
@@ -110,7 +127,11 @@ mod tests {
         let local = holding(&mut p, &r, true);
         assert_eq!(
             p.answer_get_file(&r.file_id, 0),
-            GetFileAnswer::Serve { record: r, local }
+            GetFileAnswer::Serve {
+                record: r,
+                local,
+                range: None
+            }
         );
     }
 
@@ -136,7 +157,11 @@ mod tests {
         let local = holding(&mut lax, &r, false);
         assert_eq!(
             lax.answer_get_file(&r.file_id, 0),
-            GetFileAnswer::Serve { record: r, local }
+            GetFileAnswer::Serve {
+                record: r,
+                local,
+                range: None
+            }
         );
     }
 
@@ -149,7 +174,8 @@ mod tests {
             p.answer_get_file(&r.file_id, MAX_FILE_STREAMS - 1),
             GetFileAnswer::Serve {
                 record: r.clone(),
-                local
+                local,
+                range: None
             }
         );
         assert_eq!(
@@ -162,6 +188,48 @@ mod tests {
             p.answer_get_file(&record(5).file_id, MAX_FILE_STREAMS + 3),
             GetFileAnswer::Busy {
                 streams: MAX_FILE_STREAMS + 3
+            }
+        );
+    }
+
+    #[test]
+    fn a_ranged_request_for_a_held_file_is_served_with_its_range() {
+        let mut p = peer(false);
+        let r = record(6);
+        let local = holding(&mut p, &r, true);
+        let range = Some(ByteRange {
+            offset: 2,
+            length: Some(1),
+        });
+        assert_eq!(
+            p.answer_ranged_get_file(&r.file_id, range, 0),
+            GetFileAnswer::Serve {
+                record: r,
+                local,
+                range
+            }
+        );
+    }
+
+    #[test]
+    fn a_ranged_request_obeys_the_same_rules_as_a_whole_file_one() {
+        let mut strict = peer(false);
+        let r = record(7);
+        holding(&mut strict, &r, false);
+        let range = Some(ByteRange {
+            offset: 0,
+            length: None,
+        });
+        assert_eq!(
+            strict.answer_ranged_get_file(&r.file_id, range, 0),
+            GetFileAnswer::NotHeld
+        );
+        let mut held = peer(false);
+        holding(&mut held, &r, true);
+        assert_eq!(
+            held.answer_ranged_get_file(&r.file_id, range, MAX_FILE_STREAMS),
+            GetFileAnswer::Busy {
+                streams: MAX_FILE_STREAMS
             }
         );
     }

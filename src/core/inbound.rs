@@ -45,13 +45,27 @@ impl Peer {
                 port,
                 id,
                 peer_id,
-            } => self.on_gossip(now, host, port, id, peer_id),
+                ranges,
+            } => {
+                let sender = peer_id.clone();
+                self.on_gossip(now, host, port, id, peer_id, ranges);
+                // Only a yes counts: R-style peers re-mint the GOSSIPs they
+                // forward without our key, so a no may not be the sender's.
+                if ranges {
+                    self.members.note_ranges(&sender, true);
+                }
+            }
             Message::GossipReply {
                 host,
                 port,
                 peer_id,
                 files,
-            } => self.on_gossip_reply(now, &host, port, &peer_id, &files),
+                ranges,
+            } => {
+                self.on_gossip_reply(now, &host, port, &peer_id, &files);
+                // Its own reply, never forwarded: it says both yes and no.
+                self.members.note_ranges(&peer_id, ranges);
+            }
             Message::Announce { from, file } => self.on_announce(now, &from, &file),
             Message::Delete { from, file_id } => self.on_delete(now, from, file_id),
             Message::GetFile { .. } | Message::FileData(_) => {
@@ -132,6 +146,7 @@ impl Peer {
         port: u16,
         id: String,
         peer_id: PeerId,
+        ranges: bool,
     ) {
         if id.len() > MAX_GOSSIP_ID_LEN || !self.valid_peer_id(&peer_id) {
             debug!("GOSSIP with oversized id or peerId dropped");
@@ -163,6 +178,8 @@ impl Peer {
                 port,
                 id,
                 peer_id: peer_id.clone(),
+                // Forwarded unchanged: the flag is the originator's.
+                ranges,
             };
             self.forward(now, &msg, &peer_id);
         }

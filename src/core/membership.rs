@@ -52,6 +52,9 @@ pub struct PeerState {
     /// forward, a retransmission or a catch-up) since it was tracked at
     /// `addr`.
     pub asked: Option<Time>,
+    /// It serves byte ranges: its last GOSSIP_REPLY said so, or a GOSSIP
+    /// naming it did since.
+    pub ranges: bool,
 }
 
 impl PeerState {
@@ -146,6 +149,7 @@ impl Membership {
                 last_announced: None,
                 answered: answered_here,
                 asked: None,
+                ranges: false,
             },
         );
         (Tracked::New, evicted)
@@ -156,6 +160,15 @@ impl Membership {
     pub fn mark_asked(&mut self, now: Time, id: &PeerId) {
         if let Some(p) = self.peers.get_mut(id) {
             p.asked = Some(now);
+        }
+    }
+
+    /// Records whether `id`, if tracked, serves byte ranges, as its
+    /// GOSSIP_REPLY (yes or no: a peerId taken over by a Python peer stops
+    /// claiming it) or a GOSSIP naming it (yes only) said.
+    pub fn note_ranges(&mut self, id: &PeerId, ranges: bool) {
+        if let Some(p) = self.peers.get_mut(id) {
+            p.ranges = ranges;
         }
     }
 

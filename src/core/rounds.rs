@@ -209,6 +209,7 @@ impl Peer {
             port: self.cfg.addr.port,
             peer_id: self.cfg.peer_id.clone(),
             files: self.catalog.local_records(self.cfg.share_unverified),
+            ranges: true,
         }
     }
 
@@ -221,6 +222,7 @@ impl Peer {
             port: self.cfg.addr.port,
             id,
             peer_id: self.cfg.peer_id.clone(),
+            ranges: true,
         }
     }
 

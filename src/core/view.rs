@@ -218,6 +218,8 @@ pub struct PeerView {
     pub port: u16,
     /// Whole seconds since we last heard from it.
     pub last_seen_secs_ago: u64,
+    /// It serves byte ranges (as its gossip advertises).
+    pub ranges: bool,
 }
 
 /// One catalog entry.
@@ -368,6 +370,7 @@ impl Peer {
                 host: p.addr.host.clone(),
                 port: p.addr.port,
                 last_seen_secs_ago: now.since(p.last_seen).as_secs(),
+                ranges: p.ranges,
             })
             .collect()
     }

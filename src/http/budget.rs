@@ -203,6 +203,7 @@ mod tests {
                 host: nasty(255),
                 port: 65535,
                 last_seen_secs_ago: u64::MAX,
+                ranges: true,
             };
             3
         ];

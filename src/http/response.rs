@@ -228,7 +228,7 @@ mod tests {
         assert_eq!(json["peer_id"], "nanday");
         assert_eq!(json["port"], 8001);
         let peer = &json["peers"][0];
-        for key in ["peer_id", "host", "port", "last_seen_secs_ago"] {
+        for key in ["peer_id", "host", "port", "last_seen_secs_ago", "ranges"] {
             assert!(peer.get(key).is_some(), "peer is missing {key}");
         }
         assert_eq!(peer["last_seen_secs_ago"], 7);

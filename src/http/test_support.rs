@@ -16,6 +16,7 @@ pub(crate) fn sample_state() -> StateView {
             host: "silicon.cs.umanitoba.ca".into(),
             port: 8999,
             last_seen_secs_ago: 7,
+            ranges: true,
         }],
         files: vec![FileView {
             file_id: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into(),

@@ -11,7 +11,7 @@
 //! sent, which keeps resident memory flat however large the file is.
 
 use crate::ids::FileId;
-use crate::protocol::FileRecord;
+use crate::protocol::{ByteRange, FileRecord};
 use serde_json::Value;
 use std::io::{self, Write};
 
@@ -152,15 +152,50 @@ pub struct FileDataEncoder {
     advised_to: usize,
     /// Bytes of the message handed to the writer so far (for `/metrics`).
     written: u64,
+    /// File offsets `[start, stop)` sent: the whole file, or the range.
+    start: usize,
+    stop: usize,
 }
 
 impl FileDataEncoder {
     /// Prepares a FILE_DATA for `record` with the bytes of `source`.
     /// `file_size` is the source's length in bytes, whatever the record says.
     pub fn new(record: &FileRecord, source: FileSource) -> Self {
+        Self::with_range(record, source, None)
+    }
+
+    /// Prepares a FILE_DATA with only the bytes of `range` (clamped to the
+    /// source: an offset past the end sends no bytes), announced by the
+    /// `offset` and `length` fields; `file_size` stays the whole file's.
+    ///
+    /// A [`FileSource::Read`] (a copy no lease guards) ignores the range
+    /// and sends the whole file without range fields: its bytes are proven
+    /// only by hashing all of them before the closing bytes go out, which a
+    /// range can't do, and a client must handle a whole-file answer anyway
+    /// (that is what a Python peer sends).
+    pub fn with_range(record: &FileRecord, source: FileSource, range: Option<ByteRange>) -> Self {
         let total = source.len();
-        let head = envelope_head(record, total as u64);
-        let first = total.min(CHUNK_LEN);
+        let range = match source {
+            FileSource::Read(_) => None,
+            _ => range,
+        };
+        let (start, stop) = match range {
+            Some(r) => {
+                let (a, b) = r.clamp(total as u64);
+                // Both are at most `total`, a usize.
+                (
+                    usize::try_from(a).unwrap_or(total),
+                    usize::try_from(b).unwrap_or(total),
+                )
+            }
+            None => (0, total),
+        };
+        let sent = range.map(|_| ByteRange {
+            offset: start as u64,
+            length: Some((stop - start) as u64),
+        });
+        let head = envelope_head(record, total as u64, sent);
+        let first = (stop - start).min(CHUNK_LEN);
         let mut buf = vec![0u8; head.len() + 2 * first + TAIL.len()];
         buf[..head.len()].copy_from_slice(&head);
         if let Some(m) = source.map() {
@@ -179,15 +214,17 @@ impl FileDataEncoder {
             end: head.len(),
             pos: 0,
             hex_start: head.len(),
-            chunk_start: 0,
+            chunk_start: start,
             chunk_len: 0,
-            next_off: 0,
+            next_off: start,
             started: false,
             loaded: false,
             last: false,
             done: false,
-            advised_to: 0,
+            advised_to: start,
             written: 0,
+            start,
+            stop,
         }
     }
 
@@ -233,24 +270,25 @@ impl FileDataEncoder {
         self.written
     }
 
-    /// File bytes (not hex) already handed to the socket.
+    /// File bytes (not hex) already handed to the socket, counted from
+    /// the start of the range sent.
     pub fn file_bytes_sent(&self) -> u64 {
         if self.done {
-            return self.source.len() as u64;
+            return self.file_len();
         }
         if !self.loaded {
-            return self.next_off as u64;
+            return (self.next_off - self.start) as u64;
         }
         let hex_sent = self
             .pos
             .saturating_sub(self.hex_start)
             .min(2 * self.chunk_len);
-        (self.chunk_start + hex_sent / 2) as u64
+        (self.chunk_start - self.start + hex_sent / 2) as u64
     }
 
-    /// Length of the file being sent, in bytes.
+    /// Bytes of the file being sent: its length, or the range's.
     pub fn file_len(&self) -> u64 {
-        self.source.len() as u64
+        (self.stop - self.start) as u64
     }
 
     /// Whether every byte of the message has been written.
@@ -275,7 +313,8 @@ impl FileDataEncoder {
     /// Fills `buf` with the hex of the next chunk (after the envelope, for
     /// the first) and the tail if it is the last.
     fn load_next(&mut self) -> io::Result<()> {
-        let total = self.source.len();
+        // Where this message's bytes end (the file's end, or the range's).
+        let total = self.stop;
         // The first chunk follows the envelope already in `buf`.
         let hex_start = if self.started { 0 } else { self.end };
         let start = self.next_off;
@@ -355,14 +394,19 @@ impl FileDataEncoder {
 
 /// `{"type":"FILE_DATA",...,"file_size":N,"data":"` with every value
 /// serialized (escaped) by serde_json; the timestamp keeps its exact text.
-fn envelope_head(record: &FileRecord, size: u64) -> Vec<u8> {
-    let fields = [
+/// A range adds `"offset"` and `"length"` just before `data`.
+fn envelope_head(record: &FileRecord, size: u64, range: Option<ByteRange>) -> Vec<u8> {
+    let mut fields = vec![
         ("file_id", Value::String(record.file_id.0.clone())),
         ("file_name", Value::String(record.file_name.clone())),
         ("file_owner", Value::String(record.file_owner.0.clone())),
         ("file_timestamp", record.file_timestamp.to_value()),
         ("file_size", Value::from(size)),
     ];
+    if let Some(r) = range {
+        fields.push(("offset", Value::from(r.offset)));
+        fields.push(("length", Value::from(r.length.unwrap_or(0))));
+    }
     let mut head = Vec::with_capacity(256);
     head.extend_from_slice(b"{\"type\":\"FILE_DATA\"");
     for (key, value) in fields {
@@ -531,7 +575,7 @@ mod tests {
     }
 
     fn enc_len(rec: &FileRecord, len: usize) -> usize {
-        envelope_head(rec, len as u64).len() + 2 * len + TAIL.len()
+        envelope_head(rec, len as u64, None).len() + 2 * len + TAIL.len()
     }
 
     #[test]
@@ -590,7 +634,7 @@ mod tests {
                 _ => unreachable!(),
             };
             let rec = record("n", timestamp.clone());
-            let head = String::from_utf8(envelope_head(&rec, 1)).unwrap();
+            let head = String::from_utf8(envelope_head(&rec, 1, None)).unwrap();
             assert!(
                 head.contains(&format!("\"file_timestamp\":{ts},")),
                 "{head}"
@@ -710,7 +754,7 @@ mod tests {
         }
         let bytes = random_bytes(2 * CHUNK_LEN + 5, 11);
         let rec = record("b", Timestamp::from_secs(1));
-        let head_len = envelope_head(&rec, bytes.len() as u64).len();
+        let head_len = envelope_head(&rec, bytes.len() as u64, None).len();
         let mut enc = FileDataEncoder::new(&rec, FileSource::Memory(bytes.clone()));
         let mut w = Budget(Vec::new(), head_len + 2 * 1000 + 1);
         assert_eq!(enc.write_to(&mut w).unwrap(), WriteProgress::Blocked);
@@ -734,5 +778,123 @@ mod tests {
         ) {
             round_trip(len, seed, max_per_call.max(len / 64 + 1));
         }
+    }
+
+    /// Encodes `range` of `bytes` from `source` and decodes the message:
+    /// its header and the data it carried.
+    fn ranged(
+        bytes: &[u8],
+        source: FileSource,
+        range: Option<ByteRange>,
+        seed: u64,
+    ) -> (crate::protocol::FileDataHeader, Vec<u8>) {
+        let rec = record("r", Timestamp::from_secs(1));
+        let mut enc = FileDataEncoder::with_range(&rec, source, range);
+        let mut w = FlakyWriter::new(seed, 100_000);
+        encode(&mut enc, &mut w);
+        assert_eq!(enc.bytes_written(), w.out.len() as u64);
+        let (message, data, _) = decode(&w.out, seed);
+        let Message::FileData(header) = message else {
+            panic!("not a FILE_DATA: {message:?}")
+        };
+        // The whole file's size, whatever part of it was sent.
+        assert_eq!(header.file_size, Some(FileSize::Bytes(bytes.len() as u64)));
+        (header, data)
+    }
+
+    #[test]
+    fn every_offset_and_length_of_a_small_file_sends_exactly_that_slice() {
+        let bytes = random_bytes(3 * 1024 + 5, 21);
+        let n = bytes.len() as u64;
+        for offset in 0..=n + 2 {
+            for length in [
+                Some(0),
+                Some(1),
+                Some(7),
+                Some(n / 2),
+                Some(n),
+                Some(n + 9),
+                None,
+            ] {
+                let range = ByteRange { offset, length };
+                let (header, data) = ranged(
+                    &bytes,
+                    FileSource::Memory(bytes.clone()),
+                    Some(range),
+                    offset,
+                );
+                let start = offset.min(n) as usize;
+                let end = length.map_or(n, |l| (offset.min(n) + l).min(n)) as usize;
+                assert!(data == bytes[start..end], "{range:?}");
+                assert_eq!(
+                    header.range,
+                    Some(ByteRange {
+                        offset: start as u64,
+                        length: Some((end - start) as u64)
+                    })
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_range_across_chunks_of_a_mapped_file_sends_that_slice() {
+        let bytes = random_bytes(3 * CHUNK_LEN + 1000, 22);
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(&bytes).unwrap();
+        let n = bytes.len() as u64;
+        let c = CHUNK_LEN as u64;
+        for (offset, length) in [(0, n), (c - 1, c + 2), (c, c), (n - 1, 10), (n / 2, n)] {
+            // SAFETY (test): the temp file is private to this test and unchanged.
+            #[allow(unsafe_code)]
+            let mmap = unsafe { memmap2::Mmap::map(&file) }.unwrap();
+            let range = ByteRange {
+                offset,
+                length: Some(length),
+            };
+            let (header, data) = ranged(&bytes, FileSource::Mapped(mmap), Some(range), offset);
+            let end = (offset + length).min(n);
+            assert!(data == bytes[offset as usize..end as usize]);
+            assert_eq!(header.range.map(|r| r.offset), Some(offset));
+            assert_eq!(header.range.and_then(|r| r.length), Some(end - offset));
+        }
+    }
+
+    #[test]
+    fn without_a_range_the_message_has_no_range_fields() {
+        let bytes = random_bytes(100, 23);
+        let (header, data) = ranged(&bytes, FileSource::Memory(bytes.clone()), None, 1);
+        assert_eq!(header.range, None);
+        assert!(data == bytes);
+    }
+
+    /// A checked reader stand-in: serves `bytes` in order.
+    struct InOrder(Vec<u8>);
+
+    impl ChunkReader for InOrder {
+        fn file_len(&self) -> u64 {
+            self.0.len() as u64
+        }
+        fn read_chunk(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+            let at = offset as usize;
+            buf.copy_from_slice(&self.0[at..at + buf.len()]);
+            Ok(())
+        }
+        fn finish(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_checked_read_ignores_the_range_and_sends_the_whole_file_without_range_fields() {
+        let bytes = random_bytes(CHUNK_LEN + 77, 24);
+        let range = ByteRange {
+            offset: 10,
+            length: Some(20),
+        };
+        let source = FileSource::Read(Box::new(InOrder(bytes.clone())));
+        let (header, data) = ranged(&bytes, source, Some(range), 2);
+        assert_eq!(header.range, None);
+        assert!(data == bytes);
     }
 }

@@ -236,6 +236,71 @@ impl FileRecord {
     }
 }
 
+/// A byte range of a file: the range extension (docs/PROTOCOL.md, "Range
+/// extension"). In a GET_FILE, `length: None` means "to the end"; in a
+/// FILE_DATA it is always set: the bytes actually sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ByteRange {
+    /// First byte.
+    pub offset: u64,
+    /// Bytes from `offset`; `None` = to the end of the file.
+    pub length: Option<u64>,
+}
+
+impl ByteRange {
+    /// The range `[start, end)` within a file of `size` bytes: an offset
+    /// past the end gives the empty range at the end, a length past the
+    /// end stops at it.
+    pub fn clamp(&self, size: u64) -> (u64, u64) {
+        let start = self.offset.min(size);
+        let end = match self.length {
+            Some(len) => start.saturating_add(len).min(size),
+            None => size,
+        };
+        (start, end)
+    }
+
+    /// Reads the optional `offset` and `length` of a message. Neither key:
+    /// no range. A key holding anything but a non-negative integer makes
+    /// the whole request whole-file (`None`): a peer that can't say which
+    /// bytes it wants gets what a Python peer would send, and the answer
+    /// carries no range fields, so it can tell.
+    fn from_object(obj: &Map<String, Value>) -> Option<ByteRange> {
+        let offset = obj.get("offset");
+        let length = obj.get("length");
+        if offset.is_none() && length.is_none() {
+            return None;
+        }
+        let int = |v: Option<&Value>| match v {
+            None => Some(None),
+            Some(Value::Number(n)) => n.as_u64().map(Some),
+            Some(_) => None,
+        };
+        Some(ByteRange {
+            offset: int(offset)?.unwrap_or(0),
+            length: int(length)?,
+        })
+    }
+
+    /// Writes `offset` (and `length` when set) into `obj`.
+    fn write_fields(&self, obj: &mut Map<String, Value>) {
+        obj.insert("offset".into(), Value::Number(self.offset.into()));
+        if let Some(len) = self.length {
+            obj.insert("length".into(), Value::Number(len.into()));
+        }
+    }
+}
+
+/// Whether a GOSSIP or GOSSIP_REPLY advertises the range extension
+/// (`"ranges": 1`, or `true`): anything else, or no key, is no.
+fn ranges_flag(obj: &Map<String, Value>) -> bool {
+    match obj.get("ranges") {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::Number(n)) => n.as_u64() == Some(1),
+        _ => false,
+    }
+}
+
 /// The fields of a FILE_DATA other than `data` (which is streamed, never
 /// held). All `None` in the not-found reply.
 #[derive(Clone, Debug, PartialEq, Default)]
@@ -250,6 +315,10 @@ pub struct FileDataHeader {
     pub file_timestamp: Option<Timestamp>,
     /// Size as sent (display only).
     pub file_size: Option<FileSize>,
+    /// The range the data covers, when the sender answered a ranged
+    /// GET_FILE with one (a sender that serves ranges); `None`: the whole
+    /// file.
+    pub range: Option<ByteRange>,
 }
 
 impl FileDataHeader {
@@ -279,6 +348,9 @@ pub enum Message {
         id: String,
         /// The sender.
         peer_id: PeerId,
+        /// The sender serves byte ranges (`"ranges": 1`; Python peers send
+        /// no such key). Forwarded as it came.
+        ranges: bool,
     },
     /// Answer to GOSSIP, on a new connection: who I am and what I hold.
     GossipReply {
@@ -290,11 +362,16 @@ pub enum Message {
         peer_id: PeerId,
         /// Files the sender holds (records that fail to parse are skipped).
         files: Vec<FileRecord>,
+        /// The sender serves byte ranges.
+        ranges: bool,
     },
     /// Ask for a file; answered with FILE_DATA on the same connection.
     GetFile {
         /// The file wanted.
         file_id: FileId,
+        /// Only these bytes (a peershare server honours it; Python servers
+        /// ignore it and send the whole file).
+        range: Option<ByteRange>,
     },
     /// A file's contents (reply to GET_FILE, or an unsolicited push).
     FileData(FileDataHeader),
@@ -351,6 +428,14 @@ fn port_field(obj: &Map<String, Value>) -> Result<u16, ParseError> {
     }
 }
 
+/// Adds `"ranges": 1` when set; nothing otherwise, so a message about a
+/// peer that doesn't serve ranges is byte for byte what it was before.
+fn write_ranges_flag(obj: &mut Map<String, Value>, ranges: bool) {
+    if ranges {
+        obj.insert("ranges".into(), Value::Number(1u8.into()));
+    }
+}
+
 impl Message {
     /// Parses one complete JSON message (no FILE_DATA `data` expected; if
     /// present it is ignored).
@@ -381,6 +466,7 @@ impl Message {
                     _ => return Err(ParseError::BadField("id")),
                 },
                 peer_id: PeerId(str_field(obj, "peerId")?),
+                ranges: ranges_flag(obj),
             }),
             "GOSSIP_REPLY" => {
                 let files = match obj.get("files") {
@@ -399,10 +485,12 @@ impl Message {
                     port: port_field(obj)?,
                     peer_id: PeerId(str_field(obj, "peerId")?),
                     files,
+                    ranges: ranges_flag(obj),
                 })
             }
             "GET_FILE" => Ok(Message::GetFile {
                 file_id: FileId(str_field(obj, "file_id")?),
+                range: ByteRange::from_object(obj),
             }),
             "FILE_DATA" => Ok(Message::FileData(FileDataHeader {
                 file_id: opt_str(obj, "file_id").map(FileId),
@@ -410,6 +498,7 @@ impl Message {
                 file_owner: opt_str(obj, "file_owner").map(PeerId),
                 file_timestamp: obj.get("file_timestamp").and_then(Timestamp::from_value),
                 file_size: obj.get("file_size").map(FileSize::from_value),
+                range: ByteRange::from_object(obj),
             })),
             "ANNOUNCE" => Ok(Message::Announce {
                 from: PeerId(str_field(obj, "from")?),
@@ -446,17 +535,20 @@ impl Message {
                 port,
                 id,
                 peer_id,
+                ranges,
             } => {
                 obj.insert("host".into(), Value::String(host.clone()));
                 obj.insert("port".into(), Value::Number((*port).into()));
                 obj.insert("id".into(), Value::String(id.clone()));
                 obj.insert("peerId".into(), Value::String(peer_id.0.clone()));
+                write_ranges_flag(&mut obj, *ranges);
             }
             Message::GossipReply {
                 host,
                 port,
                 peer_id,
                 files,
+                ranges,
             } => {
                 obj.insert("host".into(), Value::String(host.clone()));
                 obj.insert("port".into(), Value::Number((*port).into()));
@@ -465,9 +557,13 @@ impl Message {
                     "files".into(),
                     Value::Array(files.iter().map(FileRecord::to_value).collect()),
                 );
+                write_ranges_flag(&mut obj, *ranges);
             }
-            Message::GetFile { file_id } => {
+            Message::GetFile { file_id, range } => {
                 obj.insert("file_id".into(), Value::String(file_id.0.clone()));
+                if let Some(r) = range {
+                    r.write_fields(&mut obj);
+                }
             }
             Message::FileData(h) => {
                 let s = |v: &Option<String>| v.clone().map(Value::String).unwrap_or(Value::Null);
@@ -494,6 +590,9 @@ impl Message {
                         .map(FileSize::to_value)
                         .unwrap_or(Value::Number(0u8.into())),
                 );
+                if let Some(r) = &h.range {
+                    r.write_fields(&mut obj);
+                }
                 obj.insert("data".into(), Value::Null);
             }
             Message::Announce { from, file } => {
@@ -539,7 +638,8 @@ mod tests {
                 host: "hawk.cs.umanitoba.ca".into(),
                 port: 8999,
                 id: "a-b".into(),
-                peer_id: "nanday".into()
+                peer_id: "nanday".into(),
+                ranges: false,
             }
         );
     }
@@ -620,9 +720,11 @@ mod tests {
                 port: 9001,
                 id: "u".into(),
                 peer_id: "p1".into(),
+                ranges: false,
             },
             Message::GetFile {
                 file_id: "abc".into(),
+                range: None,
             },
             Message::Delete {
                 from: "p1".into(),
@@ -642,5 +744,133 @@ mod tests {
         for m in msgs {
             assert_eq!(Message::parse(&m.to_bytes()).unwrap(), m);
         }
+    }
+
+    fn get_file(json: &[u8]) -> Option<ByteRange> {
+        match Message::parse(json).unwrap() {
+            Message::GetFile { range, .. } => range,
+            other => panic!("not a GET_FILE: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_ranged_get_file_round_trips_and_whole_file_bytes_are_unchanged() {
+        let ranged = Message::GetFile {
+            file_id: "abc".into(),
+            range: Some(ByteRange {
+                offset: 5,
+                length: Some(10),
+            }),
+        };
+        assert_eq!(Message::parse(&ranged.to_bytes()).unwrap(), ranged);
+        let to_end = Message::GetFile {
+            file_id: "abc".into(),
+            range: Some(ByteRange {
+                offset: 5,
+                length: None,
+            }),
+        };
+        assert_eq!(Message::parse(&to_end.to_bytes()).unwrap(), to_end);
+        let whole = Message::GetFile {
+            file_id: "abc".into(),
+            range: None,
+        };
+        // What peershare sent before the extension, byte for byte.
+        assert_eq!(whole.to_bytes(), br#"{"file_id":"abc","type":"GET_FILE"}"#);
+    }
+
+    #[test]
+    fn a_malformed_range_makes_the_request_whole_file() {
+        for bad in [
+            r#""offset":-1"#,
+            r#""offset":"5""#,
+            r#""offset":1.5"#,
+            r#""offset":0,"length":-3"#,
+            r#""length":null"#,
+            r#""offset":[1]"#,
+        ] {
+            let json = format!(r#"{{"type":"GET_FILE","file_id":"f",{bad}}}"#);
+            assert_eq!(get_file(json.as_bytes()), None, "{bad}");
+        }
+        assert_eq!(get_file(br#"{"type":"GET_FILE","file_id":"f"}"#), None);
+        assert_eq!(
+            get_file(br#"{"type":"GET_FILE","file_id":"f","length":4}"#),
+            Some(ByteRange {
+                offset: 0,
+                length: Some(4)
+            })
+        );
+    }
+
+    #[test]
+    fn a_range_clamps_to_the_file() {
+        let r = |offset, length| ByteRange { offset, length };
+        assert_eq!(r(0, None).clamp(10), (0, 10));
+        assert_eq!(r(3, Some(4)).clamp(10), (3, 7));
+        assert_eq!(r(8, Some(4)).clamp(10), (8, 10));
+        assert_eq!(r(10, Some(4)).clamp(10), (10, 10));
+        assert_eq!(r(99, None).clamp(10), (10, 10));
+        assert_eq!(r(2, Some(u64::MAX)).clamp(10), (2, 10));
+    }
+
+    #[test]
+    fn file_data_range_fields_round_trip_and_are_absent_when_unset() {
+        let header = FileDataHeader {
+            file_id: Some("i".into()),
+            file_size: Some(FileSize::Bytes(9)),
+            range: Some(ByteRange {
+                offset: 2,
+                length: Some(3),
+            }),
+            ..FileDataHeader::default()
+        };
+        let m = Message::FileData(header);
+        assert_eq!(Message::parse(&m.to_bytes()).unwrap(), m);
+        let v: Value = serde_json::from_slice(&Message::file_not_found().to_bytes()).unwrap();
+        assert!(v.get("offset").is_none() && v.get("length").is_none());
+    }
+
+    #[test]
+    fn the_ranges_flag_is_read_tolerantly_and_sent_only_when_set() {
+        let flag = |extra: &str| {
+            let json =
+                format!(r#"{{"type":"GOSSIP","host":"h","port":1,"id":"x","peerId":"p"{extra}}}"#);
+            match Message::parse(json.as_bytes()).unwrap() {
+                Message::Gossip { ranges, .. } => ranges,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert!(flag(r#","ranges":1"#));
+        assert!(flag(r#","ranges":true"#));
+        assert!(!flag(""));
+        assert!(!flag(r#","ranges":0"#));
+        assert!(!flag(r#","ranges":"1""#));
+        assert!(!flag(r#","ranges":2"#));
+        let mut gossip = Message::Gossip {
+            host: "h".into(),
+            port: 1,
+            id: "x".into(),
+            peer_id: "p".into(),
+            ranges: false,
+        };
+        // A Python peer's GOSSIP, forwarded by us, is what it was.
+        assert_eq!(
+            gossip.to_bytes(),
+            br#"{"host":"h","id":"x","peerId":"p","port":1,"type":"GOSSIP"}"#
+        );
+        if let Message::Gossip { ranges, .. } = &mut gossip {
+            *ranges = true;
+        }
+        assert_eq!(Message::parse(&gossip.to_bytes()).unwrap(), gossip);
+        let reply = Message::GossipReply {
+            host: "h".into(),
+            port: 1,
+            peer_id: "p".into(),
+            files: vec![],
+            ranges: true,
+        };
+        let v: Value = serde_json::from_slice(&reply.to_bytes()).unwrap();
+        assert_eq!(v["ranges"], 1);
+        assert_eq!(Message::parse(&reply.to_bytes()).unwrap(), reply);
     }
 }

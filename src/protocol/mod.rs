@@ -8,7 +8,9 @@ pub mod decoder;
 pub mod encoder;
 pub mod message;
 
-pub use message::{FileDataHeader, FileRecord, FileSize, Message, ParseError, Timestamp};
+pub use message::{
+    ByteRange, FileDataHeader, FileRecord, FileSize, Message, ParseError, Timestamp,
+};
 
 /// Largest message other than FILE_DATA's `data` (a GOSSIP_REPLY with a large
 /// catalog still fits; anything bigger is dropped and the connection closed).

@@ -31,6 +31,7 @@ fn fetching_f(dest: Option<&str>) -> (Peer, TransferId, u64, PeerId) {
                 port,
                 peer_id: who.into(),
                 files: vec![record("f", "owner")],
+                ranges: false,
             },
         );
     }

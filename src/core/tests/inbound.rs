@@ -12,6 +12,7 @@ fn own_gossip_echoed_back_is_ignored() {
             port: 9000,
             id: "x".into(),
             peer_id: "me".into(),
+            ranges: false,
         },
     );
     assert!(p.members().is_empty());
@@ -28,6 +29,7 @@ fn delete_from_a_non_owner_changes_nothing() {
             port: 9001,
             peer_id: "owner".into(),
             files: vec![record("f", "owner")],
+            ranges: false,
         },
     );
     p.on_message(
@@ -104,6 +106,7 @@ fn a_flood_of_invented_peer_ids_does_not_evict_the_real_peers_or_their_files() {
                 port: 9100 + i,
                 peer_id: id.as_str().into(),
                 files: vec![record(&format!("file{i}"), &id)],
+                ranges: false,
             },
         );
     }

@@ -7,6 +7,7 @@ use rand::SeedableRng;
 
 mod fetching;
 mod inbound;
+mod ranges;
 mod rounds;
 
 fn peer() -> Peer {
@@ -33,6 +34,7 @@ fn reply_from(peer: &str, port: u16) -> Message {
         port,
         peer_id: peer.into(),
         files: vec![],
+        ranges: false,
     }
 }
 
@@ -42,6 +44,7 @@ fn gossip_from(peer: &str, port: u16, id: &str) -> Message {
         port,
         id: id.into(),
         peer_id: peer.into(),
+        ranges: false,
     }
 }
 

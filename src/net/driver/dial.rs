@@ -180,6 +180,7 @@ impl Driver {
             attempt,
             request: Message::GetFile {
                 file_id: record.file_id.clone(),
+                range: None,
             }
             .to_bytes(),
             record,

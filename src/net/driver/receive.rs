@@ -195,7 +195,7 @@ impl Driver {
         debug!("received {}", msg.kind());
         self.net.message_in(msg.kind());
         match msg {
-            Message::GetFile { file_id } => self.answer_get_file(key, file_id),
+            Message::GetFile { file_id, range } => self.answer_get_file(key, file_id, range),
             Message::FileData(header) => {
                 self.finish_conn(key);
                 // A push without data bytes (an empty file) was not counted

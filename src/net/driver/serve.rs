@@ -7,7 +7,7 @@ use crate::core::Time;
 use crate::ids::{FileId, PeerAddr};
 use crate::net::conn::{CloseReason, Payload, Role, WriteKind};
 use crate::protocol::encoder::{FileDataEncoder, FileSource};
-use crate::protocol::{FileRecord, Message};
+use crate::protocol::{ByteRange, FileRecord, Message};
 use crate::storage::serving::{self, Opened};
 use log::{debug, info, warn};
 use mio::Interest;
@@ -99,15 +99,25 @@ impl Driver {
     /// Answers a GET_FILE read on connection `key` as the core decides:
     /// our copy, the not-found FILE_DATA, or (too many streams) a close
     /// without a reply.
-    pub(super) fn answer_get_file(&mut self, key: usize, file_id: FileId) {
-        let opened = match self.core.answer_get_file(&file_id, self.file_streams()) {
+    pub(super) fn answer_get_file(
+        &mut self,
+        key: usize,
+        file_id: FileId,
+        range: Option<ByteRange>,
+    ) {
+        let streams = self.file_streams();
+        let opened = match self.core.answer_ranged_get_file(&file_id, range, streams) {
             GetFileAnswer::Busy { streams } => {
                 info!("GET_FILE {file_id}: already sending {streams} files; closing unanswered");
                 self.close(key, None);
                 return;
             }
             GetFileAnswer::NotHeld => Err(OpenError::NotHeld),
-            GetFileAnswer::Serve { record, local } => self.open_copy(&record, &local),
+            GetFileAnswer::Serve {
+                record,
+                local,
+                range,
+            } => self.open_copy(&record, &local, range),
         };
         self.net.message_out("FILE_DATA");
         let payload = match opened {
@@ -121,7 +131,10 @@ impl Driver {
                         || "a peer".to_string(),
                         |a| self.core.name_addr(&a.to_string()),
                     );
-                info!("serving {file_id} to {to}");
+                match range {
+                    Some(r) => info!("serving {file_id} to {to} from byte {} (range)", r.offset),
+                    None => info!("serving {file_id} to {to}"),
+                }
                 Payload::File(Box::new(enc))
             }
             Err(e) => {
@@ -164,7 +177,7 @@ impl Driver {
             return Err(OpenError::NotHeld);
         };
         let (record, local) = (record.clone(), local.clone());
-        self.open_copy(&record, &local)
+        self.open_copy(&record, &local, None)
     }
 
     /// Opens a held copy to serve it: under a read lease and mapped, or
@@ -174,6 +187,7 @@ impl Driver {
         &mut self,
         record: &FileRecord,
         local: &LocalCopy,
+        range: Option<ByteRange>,
     ) -> Result<FileDataEncoder, OpenError> {
         let file_id = &record.file_id;
         let path = self.settings.dir.join(&local.name);
@@ -205,7 +219,7 @@ impl Driver {
             }
         }
         let source = file_source(record, local.verified, opened, stamp.len)?;
-        Ok(FileDataEncoder::new(record, source))
+        Ok(FileDataEncoder::with_range(record, source, range))
     }
 
     /// SIGIO: a writer waits on a file we serve under a lease. Those
