@@ -1273,7 +1273,7 @@ fn absurd_api_paging_parameters_are_answered_and_cost_nothing() {
         use std::io::Write;
         write!(
             s,
-            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
         )
         .unwrap();
         let mut buf = Vec::new();

@@ -351,7 +351,7 @@ fn slowloris_on_the_http_port() {
     let drip = Drip::start(
         v.peer.http_port,
         400,
-        b"GET / HTTP/1.1\r\nHost: victim\r\nX-Slow: ",
+        b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Slow: ",
         Duration::from_millis(100),
     );
     assert!(wait_until(WAIT, || drip.opened() == 400));

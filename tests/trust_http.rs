@@ -196,7 +196,7 @@ fn a_hundred_clients_a_second_that_never_read_the_page_cost_no_memory_and_no_sta
                         continue;
                     };
                     let path = if i % 2 == 0 { "/" } else { "/api/state" };
-                    let _ = write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+                    let _ = write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
                     clients.lock().unwrap().push(s);
                 }
                 for _ in 0..10 {
@@ -298,7 +298,11 @@ fn a_client_that_stops_reading_midway_is_closed_while_others_are_served() {
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     socket.connect(&addr.into()).expect("connect");
     let mut slow: TcpStream = socket.into();
-    write!(slow, "GET /api/state?limit=500 HTTP/1.1\r\nHost: x\r\n\r\n").expect("request");
+    write!(
+        slow,
+        "GET /api/state?limit=500 HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    )
+    .expect("request");
     let asked = Instant::now();
 
     // Others are served meanwhile.
@@ -387,7 +391,7 @@ fn never_reading_clients_of_distinct_pages_meet_the_total_cap_and_get_a_503() {
             let offset = i * 220;
             write!(
                 s,
-                "GET /api/state?offset={offset}&limit=500 HTTP/1.1\r\nHost: x\r\n\r\n"
+                "GET /api/state?offset={offset}&limit=500 HTTP/1.1\r\nHost: localhost\r\n\r\n"
             )
             .ok()?;
             Some(s)

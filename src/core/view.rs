@@ -124,9 +124,13 @@ pub enum SortOrder {
     Desc,
 }
 
-/// Whether `hay` contains `needle`, ignoring ASCII case, without
-/// allocating (the search looks at every file of the catalog).
+/// Whether `hay` contains `needle`, ignoring case. An ASCII needle (the
+/// usual search) is matched without allocating, as the search looks at
+/// every file of the catalog; any other is compared in lower case.
 fn contains_ignore_case(hay: &str, needle: &str) -> bool {
+    if !needle.is_ascii() {
+        return hay.to_lowercase().contains(&needle.to_lowercase());
+    }
     let (h, n) = (hay.as_bytes(), needle.as_bytes());
     n.is_empty() || h.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n))
 }

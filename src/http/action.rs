@@ -146,8 +146,18 @@ pub(super) fn parse_action(
             "Content-Length is required",
         ));
     };
+    // Digits only (RFC 9110): `+78` or ` 7` read otherwise by a proxy in
+    // front would let the two disagree on where the request ends.
+    let digits = !length.is_empty() && length.bytes().all(|b| b.is_ascii_digit());
     let length = match length.parse::<usize>() {
-        Ok(n) if n <= MAX_BODY => n,
+        Ok(n) if digits && n <= MAX_BODY => n,
+        Ok(_) if !digits => {
+            return BodyOutcome::Respond(action_error(
+                400,
+                "Bad Request",
+                "Content-Length is not a number",
+            ))
+        }
         Ok(_) => {
             return BodyOutcome::Respond(action_error(
                 413,

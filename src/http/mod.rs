@@ -39,7 +39,7 @@ pub use cache::{
     PAGE_LIMITS,
 };
 pub use page::escape_html;
-pub use request::{parse_request, ParseOutcome, Route};
+pub use request::{host_is_loopback, parse_request, ParseOutcome, Route};
 pub use response::{error_response, metrics_response, render, render_bounded};
 
 /// The largest request head accepted, in bytes. A request whose head is

@@ -1,7 +1,7 @@
 //! Parsing an HTTP request head and routing it.
 
 use super::action::{self, ActionRequest, BodyOutcome};
-use super::response::{error_response, error_response_for};
+use super::response::{error_response, error_response_for, post_only};
 use super::{DEFAULT_PAGE_FILES, MAX_PAGE_FILES, MAX_REQUEST_HEAD};
 use crate::core::view::{FilePage, FileQuery, SortKey, SortOrder};
 
@@ -79,6 +79,23 @@ pub fn parse_request(buf: &[u8]) -> ParseOutcome {
     let (Some(method), Some(target)) = (req.method, req.path) else {
         return ParseOutcome::Respond(error_response(400, "Bad Request"));
     };
+    // Two Hosts, or an empty one, name no one (RFC 9112: 400); a request
+    // without one is HTTP/1.0's.
+    let mut hosts = req
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("host"));
+    match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => return ParseOutcome::Respond(error_response(400, "Bad Request")),
+        (Some(h), None) if h.value.trim_ascii().is_empty() => {
+            return ParseOutcome::Respond(error_response(400, "Bad Request"))
+        }
+        _ => {}
+    }
+    // The actions' paths take POST only, and say so.
+    if method != "POST" && action::kind_of(path_of(target)).is_some() {
+        return ParseOutcome::Respond(post_only(method == "HEAD"));
+    }
     let head_only = match method {
         "GET" => false,
         "HEAD" => true,
@@ -103,6 +120,42 @@ pub fn parse_request(buf: &[u8]) -> ParseOutcome {
         },
         None => ParseOutcome::Respond(error_response_for(404, "Not Found", head_only)),
     }
+}
+
+/// Whether the request head at the start of `buf` names this machine's
+/// loopback as its Host (`localhost`, `127.x.y.z` or `[::1]`, any port), or
+/// names none (HTTP/1.0). A page listening on loopback answers nothing
+/// else, so a web site whose name was made to resolve to 127.0.0.1 (DNS
+/// rebinding) cannot read it from a browser on this machine.
+pub fn host_is_loopback(buf: &[u8]) -> bool {
+    let window = &buf[..buf.len().min(MAX_REQUEST_HEAD)];
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    if req.parse(window).is_err() {
+        return false;
+    }
+    let Some(host) = req
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("host"))
+    else {
+        return true;
+    };
+    let Ok(host) = std::str::from_utf8(host.value) else {
+        return false;
+    };
+    let host = host.trim();
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => match host.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+            _ => host,
+        },
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Maps a request target to a route: origin-form (`/path?query`) or
@@ -556,5 +609,47 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn only_a_loopback_host_or_none_is_this_machine() {
+        let with = |host: &str| format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n").into_bytes();
+        for ok in [
+            "localhost",
+            "LOCALHOST:8001",
+            "127.0.0.1:8001",
+            "127.9.9.9",
+            "[::1]:8001",
+            "[::1]",
+        ] {
+            assert!(host_is_loopback(&with(ok)), "{ok}");
+        }
+        for bad in [
+            "evil.example",
+            "evil.example:8001",
+            "localhost.evil.example",
+            "10.0.0.1:8001",
+            "[::2]:1",
+            "127.0.0.1:x",
+        ] {
+            assert!(!host_is_loopback(&with(bad)), "{bad}");
+        }
+        assert!(host_is_loopback(b"GET / HTTP/1.0\r\n\r\n"));
+    }
+
+    #[test]
+    fn two_hosts_or_an_empty_one_are_400_and_action_paths_take_post_only() {
+        let two = b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n";
+        assert_eq!(status_of(&parse_request(two)), 400);
+        assert_eq!(
+            status_of(&parse_request(b"GET / HTTP/1.1\r\nHost: \r\n\r\n")),
+            400
+        );
+        let get = parse_request(b"GET /api/get HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        assert_eq!(status_of(&get), 405);
+        let ParseOutcome::Respond(bytes) = get else {
+            panic!("a response")
+        };
+        assert!(String::from_utf8_lossy(&bytes).contains("Allow: POST\r\n"));
     }
 }

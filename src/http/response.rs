@@ -69,6 +69,19 @@ pub fn error_response(status: u16, reason: &str) -> Vec<u8> {
     error_response_for(status, reason, false)
 }
 
+/// A 405 for a path whose only method is POST (the actions).
+pub(crate) fn post_only(head_only: bool) -> Vec<u8> {
+    let body = b"405 Method Not Allowed\n";
+    response(
+        405,
+        "Method Not Allowed",
+        "text/plain; charset=utf-8",
+        &[("Allow", "POST")],
+        body,
+        head_only,
+    )
+}
+
 /// [`error_response`], without the body when answering a HEAD request.
 pub(crate) fn error_response_for(status: u16, reason: &str, head_only: bool) -> Vec<u8> {
     let status = if (100..=999).contains(&status) {

@@ -348,7 +348,24 @@ impl Driver {
         let Role::Http { buf } = &c.role else {
             return;
         };
-        let outcome = http::parse_request(buf);
+        let mut outcome = http::parse_request(buf);
+        // On loopback, a request naming another host is a browser led here
+        // by DNS rebinding: refused before anything is read or done.
+        let loopback = self
+            .http
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .is_some_and(|a| a.ip().is_loopback());
+        if loopback
+            && matches!(
+                outcome,
+                http::ParseOutcome::Ready { .. } | http::ParseOutcome::Action(_)
+            )
+            && !http::host_is_loopback(buf)
+        {
+            debug!("http: refused a request whose Host is not this machine");
+            outcome = http::ParseOutcome::Respond(http::error_response(403, "Forbidden"));
+        }
         let core = &self.core;
         let (net, conns, refused) = (&self.net, &self.conns, self.push_quota.refused_total());
         let payload = match outcome {
