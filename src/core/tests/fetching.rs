@@ -123,20 +123,29 @@ fn a_save_reports_the_time_of_its_own_attempt() {
     );
 }
 
+/// The first source of download `t` sends bytes that don't match, 400 ms
+/// in; returns the attempt on the next source.
+fn unverified_then_next(p: &mut Peer, t: TransferId, first: u64) -> u64 {
+    p.on_fetch_result(Time(1_400), t, first, FetchResult::Unverified { len: 3 });
+    p.take_effects()
+        .into_iter()
+        .find_map(|e| match e {
+            Effect::Fetch { attempt, .. } => Some(attempt),
+            _ => None,
+        })
+        .expect("the next source is tried")
+}
+
 #[test]
 fn a_kept_unverified_copy_reports_the_time_of_the_attempt_that_sent_it() {
     let (mut p, t, first, _) = fetching_f(None);
     // The first source sends bytes that don't match, in 400 ms...
-    p.on_fetch_result(Time(1_400), t, first, FetchResult::Unverified { len: 3 });
-    let second = p.take_effects().into_iter().find_map(|e| match e {
-        Effect::Fetch { attempt, .. } => Some(attempt),
-        _ => None,
-    });
+    let second = unverified_then_next(&mut p, t, first);
     // ...the second fails after 5 s; the first's copy is kept.
     p.on_fetch_result(
         Time(6_400),
         t,
-        second.expect("second source tried"),
+        second,
         FetchResult::Failed(SourceFailure::Stalled { at: 1 }),
     );
     let keep = p.take_effects().into_iter().find_map(|e| match e {
@@ -165,15 +174,11 @@ fn a_kept_unverified_copy_reports_the_time_of_the_attempt_that_sent_it() {
 #[test]
 fn a_download_ended_by_a_verifying_source_drops_the_unverified_copy_held_for_it() {
     let (mut p, t, first, _) = fetching_f(None);
-    p.on_fetch_result(Time(1_400), t, first, FetchResult::Unverified { len: 3 });
-    let second = p.take_effects().into_iter().find_map(|e| match e {
-        Effect::Fetch { attempt, .. } => Some(attempt),
-        _ => None,
-    });
+    let second = unverified_then_next(&mut p, t, first);
     p.on_fetch_result(
         Time(2_000),
         t,
-        second.expect("second source tried"),
+        second,
         FetchResult::Saved {
             local_name: "f.txt".into(),
             len: 3,
@@ -245,13 +250,8 @@ fn an_import_is_stored_verified_and_announced_to_every_tracked_peer() {
 #[test]
 fn download_attempts_are_counted_by_outcome_and_reason() {
     let (mut p, t, first, _) = fetching_f(None);
-    p.on_fetch_result(Time(1_400), t, first, FetchResult::Unverified { len: 3 });
-    let second = p.take_effects().into_iter().find_map(|e| match e {
-        Effect::Fetch { attempt, .. } => Some(attempt),
-        _ => None,
-    });
+    let second = unverified_then_next(&mut p, t, first);
     let why = SourceFailure::Stalled { at: 0 };
-    let second = second.expect("second source tried");
     p.on_fetch_result(Time(6_400), t, second, FetchResult::Failed(why.clone()));
     let keep = p.take_effects().into_iter().find_map(|e| match e {
         Effect::KeepUnverified { attempt, .. } => Some(attempt),
