@@ -908,6 +908,12 @@ fn at_most_one_connection_each(timers: &[&str], wait_secs: u64) {
 
 #[test]
 fn gossips_naming_a_victim_open_at_most_one_connection_each_to_it_with_default_timers() {
+    if !support::long_run(
+        "the default-timers reflection test",
+        "30 s of real gossip timers",
+    ) {
+        return;
+    }
     at_most_one_connection_each(&["--gossip-interval", "30", "--peer-timeout", "60"], 30);
 }
 

@@ -2,7 +2,7 @@
 //! metadata rewrites is killed with SIGKILL at a random moment, then its
 //! storage folder is checked and it is restarted on it.
 //!
-//! `PEERSHARE_CRASH_ITERATIONS` (default 20) sets the number of kills,
+//! `PEERSHARE_CRASH_ITERATIONS` (default 10) sets the number of kills,
 //! `PEERSHARE_TEST_SEED` replays a run (the seed is printed at the start and in
 //! every failure); `PEERSHARE_CRASH_VERBOSE=1` prints each kill's findings
 //! and timings, `PEERSHARE_CRASH_LOG=1` each killed peer's log.
@@ -494,7 +494,7 @@ impl Drop for SeedNote {
 #[test]
 fn sigkill_at_random_moments_leaves_a_consistent_folder() {
     let seed = seed_from_env();
-    let n = env_usize("PEERSHARE_CRASH_ITERATIONS", 20);
+    let n = env_usize("PEERSHARE_CRASH_ITERATIONS", 10);
     let _note = SeedNote(seed, n);
     eprintln!("crash: seed {seed}, {n} iterations");
     let mut rng = SmallRng::seed_from_u64(seed);

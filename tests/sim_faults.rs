@@ -586,7 +586,7 @@ fn gets_end_within_their_bound_under_transfer_faults() {
 
 /// Seeds of the sweep in a plain `cargo test`: enough to catch a broken
 /// policy in under a minute; the distribution's tail needs the long run.
-const DEFAULT_SWEEP_SEEDS: u64 = 16;
+const DEFAULT_SWEEP_SEEDS: u64 = 8;
 
 /// How the sweep runs: from the environment, with the CI defaults.
 #[derive(Clone, Copy, Debug)]

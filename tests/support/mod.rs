@@ -18,6 +18,19 @@ pub use basics::{http_get, port_after};
 /// gossip round after the first, and no one dropped for silence.
 pub const QUIET: [&str; 4] = ["--gossip-interval", "30", "--peer-timeout", "60"];
 
+/// Whether the long runs are on (`PEERSHARE_TEST_LONG=1`, as `.ci/run`'s
+/// second step sets it). Off, a test that needs them says it was skipped,
+/// and why, and returns.
+pub fn long_run(test: &str, why: &str) -> bool {
+    if std::env::var("PEERSHARE_TEST_LONG").is_ok_and(|v| v == "1") {
+        return true;
+    }
+    eprintln!(
+        "skipped {test}: {why}; it runs in CI's long step (PEERSHARE_TEST_LONG=1 cargo test)"
+    );
+    false
+}
+
 /// The stdout and the last 40 log lines of a peer, for failure messages.
 pub fn log_tail(p: &PeerProc) -> String {
     let log = p.log();
