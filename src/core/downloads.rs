@@ -151,6 +151,17 @@ impl fmt::Display for BadReply {
     }
 }
 
+/// The timestamps a download's bytes are hashed with to verify them against
+/// the id: the catalog's, then the reply's own (a peer may have written it
+/// another way); each in every spelling `FileHasher::matches` tries. A
+/// download verifies if any of them gives the id.
+pub fn verifying_timestamps<'a>(
+    record: &'a FileRecord,
+    reply_ts: Option<&'a Timestamp>,
+) -> impl Iterator<Item = &'a Timestamp> {
+    std::iter::once(&record.file_timestamp).chain(reply_ts)
+}
+
 /// Judges a complete reply to GET_FILE against the file we asked for.
 /// `Ok` gives the length of the data and the reply's own timestamp (the id
 /// is verified under the catalog's timestamp and this one); `Err` is why
@@ -564,5 +575,24 @@ mod tests {
         let kind = judge_reply(&wanted(), other, bytes).unwrap_err();
         assert_eq!(kind, BadReply::NotFileData("GET_FILE"));
         assert_eq!(kind.to_string(), "replied GET_FILE instead of FILE_DATA");
+    }
+
+    #[test]
+    fn a_download_is_verified_under_the_catalogs_timestamp_then_the_replys() {
+        let mut record = FileRecord {
+            file_id: "f".into(),
+            file_name: "f.txt".into(),
+            file_owner: "o".into(),
+            file_timestamp: Timestamp::from_secs(1),
+            file_size: FileSize::Bytes(3),
+        };
+        let reply = Timestamp::from_secs(2);
+        let got: Vec<_> = verifying_timestamps(&record, Some(&reply)).collect();
+        assert_eq!(
+            got,
+            vec![&Timestamp::from_secs(1), &Timestamp::from_secs(2)]
+        );
+        record.file_timestamp = Timestamp::from_secs(3);
+        assert_eq!(verifying_timestamps(&record, None).count(), 1);
     }
 }

@@ -1,7 +1,7 @@
 //! Received FILE_DATAs (downloads and pushes): checked, committed, handed to the core.
 
 use super::{Driver, Due};
-use crate::core::downloads::judge_reply;
+use crate::core::downloads::{judge_reply, verifying_timestamps};
 use crate::core::push_quota::PushTicket;
 use crate::core::{FetchResult, SourceFailure, Time};
 use crate::ids::TransferId;
@@ -328,13 +328,8 @@ impl Driver {
             Ok(ok) => ok,
             Err(why) => return FetchResult::Failed(why.into()),
         };
-        let verified = sink
-            .hasher
-            .clone()
-            .matches(&record.file_id, &record.file_timestamp)
-            || reply_ts
-                .as_ref()
-                .is_some_and(|ts| sink.hasher.clone().matches(&record.file_id, ts));
+        let verified = verifying_timestamps(record, reply_ts.as_ref())
+            .any(|ts| sink.hasher.clone().matches(&record.file_id, ts));
         let partial = match sink.partial {
             Some(p) => p,
             None => match PartialFile::create(&self.settings.dir) {
