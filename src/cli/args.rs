@@ -185,16 +185,10 @@ pub fn parse_bind(s: &str) -> Result<(String, u16), String> {
 
 /// `HOST:PORT` with a non-empty host and a port in 1..=65535.
 pub fn parse_host_port(s: &str) -> Result<(String, u16), String> {
-    let (host, port) = s
-        .rsplit_once(':')
-        .ok_or_else(|| format!("{s:?} is not HOST:PORT"))?;
-    let port: u16 = port
-        .parse()
-        .map_err(|_| format!("{port:?} is not a port number"))?;
-    if host.is_empty() || port == 0 {
-        return Err(format!("{s:?} is not HOST:PORT"));
+    match parse_bind(s)? {
+        (_, 0) => Err(format!("{s:?} is not HOST:PORT")),
+        ok => Ok(ok),
     }
-    Ok((host.to_string(), port))
 }
 
 /// Largest `--max-file-size` accepted: 1 TiB.

@@ -437,8 +437,7 @@ impl MessageDecoder {
             return Ok(i + 1);
         }
         let rest = &input[i..];
-        let Some(p) = rest.iter().position(|&c| c == b'"' || c == b'\\') else {
-            self.push_env(rest)?;
+        let Some(p) = self.copy_string_run(rest)? else {
             return Ok(input.len());
         };
         self.push_env(&rest[..p])?;
@@ -460,6 +459,15 @@ impl MessageDecoder {
         }
         self.state = State::Colon { is_data };
         Ok(i + p + 1)
+    }
+
+    /// Inside a string: where its next `"` or `\\` is in `rest`; without
+    /// one, all of `rest` goes to the envelope and the string goes on.
+    fn copy_string_run(&mut self, rest: &[u8]) -> Result<Option<usize>, DecodeError> {
+        match rest.iter().position(|&c| c == b'"' || c == b'\\') {
+            Some(p) => Ok(Some(p)),
+            None => self.push_env(rest).map(|()| None),
+        }
     }
 
     /// After a key: whitespace, then `:`.
@@ -516,8 +524,7 @@ impl MessageDecoder {
             return Ok(i + 1);
         }
         let rest = &input[i..];
-        let Some(p) = rest.iter().position(|&c| c == b'"' || c == b'\\') else {
-            self.push_env(rest)?;
+        let Some(p) = self.copy_string_run(rest)? else {
             return Ok(input.len());
         };
         self.push_env(&rest[..=p])?;
