@@ -785,3 +785,46 @@ fn source_crashing_mid_transfer_falls_back_to_the_next() {
         assert!(!last.ends_with(&format!("from {src}")), "{last}");
     });
 }
+
+#[test]
+fn downloads_cut_again_and_again_resume_and_never_ask_for_a_byte_twice() {
+    for seed in [3, 11, 29] {
+        let len = 20_000_000;
+        let mut sim = Sim::new(SimConfig {
+            bandwidth: 10_000_000,
+            ..lossless(12, seed)
+        });
+        let file = sim.add_local_file(1, "big.bin", len);
+        sim.start_all();
+        sim.run_for(Duration::from_secs(10));
+        let get_all = |sim: &mut Sim, peers: std::ops::Range<usize>| {
+            let mut gets = 0;
+            for i in peers {
+                get(sim, i, &file);
+                gets += u64::from(sim.downloads_of(i, &file));
+                sim.run_for(Duration::from_secs(60));
+                assert!(!sim.downloads_of(i, &file), "seed {seed}: p{i}'s get never ended");
+            }
+            gets
+        };
+        // Six holders without faults, then five gets that are cut often.
+        get_all(&mut sim, 2..7);
+        assert!((1..7).all(|i| holds(&sim, i, &file)), "seed {seed}");
+        let before = sim.stats().clone();
+        sim.set_transfer_faults(0.1, 0.5, 0.0);
+        let gets = get_all(&mut sim, 7..12);
+        let stats = sim.stats().clone();
+        let cuts = stats.transfer_faults - before.transfer_faults;
+        let sent = stats.fetched_bytes - before.fetched_bytes;
+        let holders = (7..12).filter(|&i| holds(&sim, i, &file)).count() as u64;
+        assert!(cuts >= 3, "seed {seed}: too few cuts to show anything: {stats:?}");
+        assert!(holders >= 3, "seed {seed}: only {holders} of 5 gets completed");
+        // Every cut kept its bytes and the next source sent only the rest:
+        // no byte was sent twice to the same get.
+        assert!(
+            sent <= gets * len,
+            "seed {seed}: {sent} bytes sent for {gets} gets of {len} ({cuts} cuts)"
+        );
+        assert!(sent >= holders * len);
+    }
+}

@@ -53,8 +53,16 @@ pub struct Download {
     pub failures: Vec<(PeerId, super::SourceFailure)>,
     /// Who is waiting.
     pub origins: Vec<Origin>,
-    /// Bytes received from the current source.
+    /// Bytes of the file we have: the kept prefix and what the current
+    /// source sent after it.
     pub bytes_done: u64,
+    /// Bytes the driver kept from sources that were cut (the file's first
+    /// bytes, and their hash): the next source that serves ranges sends
+    /// only the rest.
+    pub kept: u64,
+    /// Where the current attempt started in the file (its ranged request's
+    /// offset; 0 for the whole file).
+    pub current_from: u64,
     /// Whether the driver holds a complete copy that failed verification:
     /// who sent it and how long that attempt took (its save's figures).
     pub unverified_fallback: Option<(PeerId, Duration)>,
@@ -123,6 +131,13 @@ pub enum BadReply {
         /// Bytes the catalog gives.
         advertised: u64,
     },
+    /// The reply is a range starting at `got`, not at the `asked` offset.
+    WrongRange {
+        /// The offset asked for.
+        asked: u64,
+        /// The reply's offset.
+        got: u64,
+    },
     /// `sent` bytes, beyond any rounding of the size a peer reported.
     BeyondRounding {
         /// Bytes in the reply.
@@ -143,6 +158,9 @@ impl fmt::Display for BadReply {
             BadReply::WrongSize { sent, advertised } => {
                 write!(f, "sent {sent} bytes, not the advertised {advertised}")
             }
+            BadReply::WrongRange { asked, got } => {
+                write!(f, "sent bytes from {got} on, not from the {asked} asked for")
+            }
             BadReply::BeyondRounding { sent, advertised } => write!(
                 f,
                 "sent {sent} bytes, beyond the rounding of the advertised {advertised}"
@@ -162,15 +180,18 @@ pub fn verifying_timestamps<'a>(
     std::iter::once(&record.file_timestamp).chain(reply_ts)
 }
 
-/// Judges a complete reply to GET_FILE against the file we asked for.
-/// `Ok` gives the length of the data and the reply's own timestamp (the id
-/// is verified under the catalog's timestamp and this one); `Err` is why
-/// this source failed. The bytes themselves are the driver's: it hashes
-/// them on the way in.
+/// Judges a complete reply to GET_FILE against the file we asked for, from
+/// byte `asked_from` on (0: the whole file). `Ok` gives the length of the
+/// file it completes (a range's offset plus its bytes; a whole-file answer
+/// to a ranged request, from a peer that ignores ranges, is the whole
+/// file) and the reply's own timestamp (the id is verified under the
+/// catalog's timestamp and this one); `Err` is why this source failed.
+/// The bytes themselves are the driver's: it hashes them on the way in.
 pub fn judge_reply(
     requested: &FileRecord,
     reply: Result<Message, ParseError>,
     data: DataField,
+    asked_from: u64,
 ) -> Result<(u64, Option<Timestamp>), BadReply> {
     let header = match reply {
         Ok(Message::FileData(h)) => h,
@@ -183,9 +204,19 @@ pub fn judge_reply(
     if !id.0.eq_ignore_ascii_case(&requested.file_id.0) {
         return Err(BadReply::OtherFile(id.clone()));
     }
-    let len = match data {
+    let sent = match data {
         DataField::Bytes { len } => len,
         DataField::Null | DataField::Absent => return Err(BadReply::NoData),
+    };
+    let len = match header.range {
+        Some(r) if r.offset != asked_from => {
+            return Err(BadReply::WrongRange {
+                asked: asked_from,
+                got: r.offset,
+            })
+        }
+        Some(r) => r.offset.saturating_add(sent),
+        None => sent,
     };
     if !size_matches(&requested.file_size, len) {
         return Err(match requested.file_size {
@@ -519,7 +550,7 @@ mod tests {
 
     #[test]
     fn a_reply_of_the_wrong_size_fails_that_source() {
-        let long = judge_reply(&wanted(), reply(Some("abc")), DataField::Bytes { len: 4 });
+        let long = judge_reply(&wanted(), reply(Some("abc")), DataField::Bytes { len: 4 }, 0);
         let long = long.unwrap_err();
         assert_eq!(
             long,
@@ -529,14 +560,14 @@ mod tests {
             }
         );
         assert_eq!(long.to_string(), "sent 4 bytes, not the advertised 3");
-        let short = judge_reply(&wanted(), reply(Some("abc")), DataField::Bytes { len: 2 });
+        let short = judge_reply(&wanted(), reply(Some("abc")), DataField::Bytes { len: 2 }, 0);
         assert_eq!(
             short.unwrap_err().to_string(),
             "sent 2 bytes, not the advertised 3"
         );
         let mut mb = wanted();
         mb.file_size = reported("0.0");
-        let far = judge_reply(&mb, reply(Some("abc")), DataField::Bytes { len: 1 << 20 });
+        let far = judge_reply(&mb, reply(Some("abc")), DataField::Bytes { len: 1 << 20 }, 0);
         let far = far.unwrap_err();
         assert!(matches!(
             far,
@@ -549,32 +580,71 @@ mod tests {
             far.to_string(),
             "sent 1048576 bytes, beyond the rounding of the advertised 0.0 MB?"
         );
-        assert!(judge_reply(&mb, reply(Some("abc")), DataField::Bytes { len: 3 }).is_ok());
+        assert!(judge_reply(&mb, reply(Some("abc")), DataField::Bytes { len: 3 }, 0).is_ok());
     }
 
     #[test]
     fn replies_are_judged_against_the_file_asked_for() {
         let bytes = DataField::Bytes { len: 3 };
         assert_eq!(
-            judge_reply(&wanted(), reply(Some("ABC")), bytes),
+            judge_reply(&wanted(), reply(Some("ABC")), bytes, 0),
             Ok((3, Some(Timestamp::from_secs(2))))
         );
-        let not_found = judge_reply(&wanted(), reply(None), bytes).unwrap_err();
+        let not_found = judge_reply(&wanted(), reply(None), bytes, 0).unwrap_err();
         assert_eq!(not_found, BadReply::NotFound);
         assert!(not_found.to_string().contains("not-found"));
-        let other = judge_reply(&wanted(), reply(Some("zzz")), bytes).unwrap_err();
+        let other = judge_reply(&wanted(), reply(Some("zzz")), bytes, 0).unwrap_err();
         assert_eq!(other, BadReply::OtherFile("zzz".into()));
         assert_eq!(other.to_string(), "sent a different file (zzz)");
-        let empty = judge_reply(&wanted(), reply(Some("abc")), DataField::Null).unwrap_err();
+        let empty = judge_reply(&wanted(), reply(Some("abc")), DataField::Null, 0).unwrap_err();
         assert_eq!(empty, BadReply::NoData);
         assert_eq!(empty.to_string(), "reply has no data");
         let other = Ok(Message::GetFile {
             file_id: "abc".into(),
             range: None,
         });
-        let kind = judge_reply(&wanted(), other, bytes).unwrap_err();
+        let kind = judge_reply(&wanted(), other, bytes, 0).unwrap_err();
         assert_eq!(kind, BadReply::NotFileData("GET_FILE"));
         assert_eq!(kind.to_string(), "replied GET_FILE instead of FILE_DATA");
+    }
+
+    #[test]
+    fn a_ranged_reply_completes_the_file_from_the_offset_asked_for() {
+        let ranged = |offset| {
+            Ok(Message::FileData(FileDataHeader {
+                file_id: Some("abc".into()),
+                range: Some(crate::protocol::ByteRange {
+                    offset,
+                    length: Some(1),
+                }),
+                ..FileDataHeader::default()
+            }))
+        };
+        let one = DataField::Bytes { len: 1 };
+        // Bytes 2.. of a 3-byte file: the file is complete.
+        assert_eq!(judge_reply(&wanted(), ranged(2), one, 2), Ok((3, None)));
+        // Another offset than asked: refused, and said so.
+        let wrong = judge_reply(&wanted(), ranged(1), one, 2).unwrap_err();
+        assert_eq!(wrong, BadReply::WrongRange { asked: 2, got: 1 });
+        assert_eq!(
+            wrong.to_string(),
+            "sent bytes from 1 on, not from the 2 asked for"
+        );
+        // A range we never asked for is refused too.
+        assert!(judge_reply(&wanted(), ranged(2), one, 0).is_err());
+        // A peer that ignores ranges answers with the whole file: it is
+        // judged as the whole file (the sink skipped the prefix we have).
+        let whole = DataField::Bytes { len: 3 };
+        assert!(judge_reply(&wanted(), reply(Some("abc")), whole, 2).is_ok());
+        // A range that stops short leaves the file short.
+        let short = judge_reply(&wanted(), ranged(1), one, 1).unwrap_err();
+        assert_eq!(
+            short,
+            BadReply::WrongSize {
+                sent: 2,
+                advertised: 3
+            }
+        );
     }
 
     #[test]

@@ -128,7 +128,10 @@ impl From<BadReply> for SourceFailure {
                 exact: false,
             },
             BadReply::Malformed(e) => SourceFailure::Malformed(e.to_string()),
-            other @ (BadReply::NotFileData(_) | BadReply::OtherFile(_) | BadReply::NoData) => {
+            other @ (BadReply::NotFileData(_)
+            | BadReply::OtherFile(_)
+            | BadReply::NoData
+            | BadReply::WrongRange { .. }) => {
                 SourceFailure::Malformed(other.to_string())
             }
         }

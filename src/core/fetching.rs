@@ -143,6 +143,8 @@ impl Peer {
             failures: Vec::new(),
             origins: vec![origin],
             bytes_done: 0,
+            kept: 0,
+            current_from: 0,
             unverified_fallback: None,
             kept_took: None,
             queued: true,
@@ -189,7 +191,13 @@ impl Peer {
             return;
         };
         d.current = Some((peer.clone(), attempt, now));
-        d.bytes_done = 0;
+        // A kept prefix is continued by a source that serves ranges; any
+        // other sends the whole file and the prefix is dropped.
+        let ranged = self.members.get(&peer).is_some_and(|p| p.ranges);
+        let resume_from = if ranged { d.kept } else { 0 };
+        d.kept = resume_from;
+        d.current_from = resume_from;
+        d.bytes_done = resume_from;
         let record = d.record.clone();
         let auto = d.is_auto();
         // The source before this one failed: say why, and which try this is.
@@ -209,10 +217,19 @@ impl Peer {
                 self.print(format!("get: {line}"));
             }
         }
-        let what = format!(
-            "fetching {} ({}) from {peer}",
-            record.file_name, record.file_size
-        );
+        let what = if resume_from > 0 {
+            format!(
+                "resuming {} ({}) at {} from {peer}",
+                record.file_name,
+                record.file_size,
+                crate::units::bytes(resume_from)
+            )
+        } else {
+            format!(
+                "fetching {} ({}) from {peer}",
+                record.file_name, record.file_size
+            )
+        };
         if auto {
             info!("auto-fetch: {what}");
         } else {
@@ -225,6 +242,7 @@ impl Peer {
             from: peer,
             to: addr,
             record,
+            resume_from,
         });
     }
 
@@ -320,6 +338,7 @@ impl Peer {
     }
 
     /// Progress of a running attempt (for `transfers` and the stats page).
+    /// (`bytes_done`: bytes of the file we have, a kept prefix included.)
     pub fn on_fetch_progress(&mut self, transfer: TransferId, attempt: u64, bytes_done: u64) {
         if let Some(d) = self.downloads.get_mut(transfer) {
             if d.current.as_ref().map(|c| c.1) == Some(attempt) {
@@ -345,7 +364,25 @@ impl Peer {
         };
         d.current = None;
         match result {
+            FetchResult::Cut { why, kept } => {
+                debug!("{transfer}: {peer} failed after {kept} bytes: {why}");
+                self.counters.download_failed(&why);
+                d.kept = kept;
+                d.bytes_done = kept;
+                // Sources that serve ranges go first: they continue the
+                // prefix instead of starting over.
+                let members = &self.members;
+                d.remaining
+                    .make_contiguous()
+                    .sort_by_key(|p| !members.get(p).is_some_and(|m| m.ranges));
+                let name = d.record.file_name.clone();
+                d.failures.push((peer.clone(), why.clone()));
+                let text = format!("{} {why} (fetching {name})", self.name_peer(&peer));
+                self.event(now, EventKind::SourceFailed, text);
+                self.try_next_source(now, transfer);
+            }
             FetchResult::Failed(why) => {
+                d.kept = 0;
                 debug!("{transfer}: {peer} failed: {why}");
                 self.counters.download_failed(&why);
                 let name = d.record.file_name.clone();
@@ -355,6 +392,8 @@ impl Peer {
                 self.try_next_source(now, transfer);
             }
             FetchResult::Unverified { .. } => {
+                // The whole copy (prefix included) is the fallback now.
+                d.kept = 0;
                 self.counters.download_failed(&SourceFailure::Mismatch);
                 let name = d.record.file_name.clone();
                 d.failures.push((peer.clone(), SourceFailure::Mismatch));

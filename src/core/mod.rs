@@ -232,6 +232,15 @@ pub enum FetchResult {
     },
     /// This source failed; the reason is shown to the user.
     Failed(SourceFailure),
+    /// This source failed after sending part of the file: the driver keeps
+    /// the first `kept` bytes (and their hash), so a source that serves
+    /// ranges can send just the rest.
+    Cut {
+        /// Why it failed.
+        why: SourceFailure,
+        /// Bytes kept from the start of the file.
+        kept: u64,
+    },
 }
 
 /// What the core asks the driver to do.
@@ -263,6 +272,10 @@ pub enum Effect {
         to: PeerAddr,
         /// The file as the catalog knows it.
         record: FileRecord,
+        /// Ask for the bytes from this offset on (a ranged GET_FILE,
+        /// continuing the prefix the driver kept); 0 asks for the whole
+        /// file, and any kept prefix is discarded.
+        resume_from: u64,
     },
     /// No verifying copy came from any source: store the kept unverified
     /// copy and report it as `Saved { verified: false }` for `attempt`.

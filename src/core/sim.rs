@@ -166,6 +166,9 @@ pub struct SimStats {
     pub duplicated: u64,
     /// Fetch attempts given a fault (stall, reset, corrupt).
     pub transfer_faults: u64,
+    /// File bytes sources sent, to the end or to where a fault cut them
+    /// (a resumed attempt asks only for what its download lacks).
+    pub fetched_bytes: u64,
     /// Events processed.
     pub events: u64,
 }
@@ -255,6 +258,8 @@ struct FetchArrive {
     source: usize,
     record: FileRecord,
     started: Time,
+    /// The offset asked from (a resumed download's kept prefix).
+    from: u64,
 }
 
 /// A fetch attempt's result reaches the fetching peer.
@@ -269,6 +274,9 @@ struct FetchDone {
     /// The source and its incarnation, while bytes are streaming: if it
     /// crashes or is cut off before the end, the attempt fails.
     source: Option<(usize, u64)>,
+    /// The offset asked from: a failed attempt keeps at least these bytes
+    /// (the driver keeps a resumed download's prefix whatever fails).
+    from: u64,
 }
 
 enum Event {
@@ -354,6 +362,16 @@ pub struct Sim {
     owners: BTreeMap<FileId, PeerId>,
     cause: Cause,
     violations: Vec<String>,
+}
+
+/// How a failed attempt ends when `kept` bytes were written (the driver
+/// keeps them for the next source): a cut, or, with none, a failure.
+fn kept(why: SourceFailure, kept: u64) -> FetchResult {
+    if kept > 0 {
+        FetchResult::Cut { why, kept }
+    } else {
+        FetchResult::Failed(why)
+    }
 }
 
 impl Sim {
@@ -515,6 +533,14 @@ impl Sim {
     /// The size the simulator gives a file it created.
     pub fn file_size(&self, id: &FileId) -> Option<u64> {
         self.sizes.get(id).copied()
+    }
+
+    /// Sets the chances of each later fetch attempt stalling, being reset,
+    /// or delivering bytes that don't verify (as in [`SimConfig`]).
+    pub fn set_transfer_faults(&mut self, stall: f64, reset: f64, corrupt: f64) {
+        self.cfg.stall = stall;
+        self.cfg.reset = reset;
+        self.cfg.corrupt = corrupt;
     }
 
     /// Marks peer `i` as a corrupt source: what it serves or pushes does not
@@ -944,10 +970,11 @@ impl Sim {
             source,
             record,
             started,
+            from,
         } = f;
         let name = record.file_name.clone();
         let (result, at, source) = if self.reachable(peer, source) {
-            self.serve(now, source, &record, &name)
+            self.serve(now, source, &record, &name, from)
         } else {
             let at = started.plus(self.cfg.connect_timeout);
             (
@@ -967,20 +994,23 @@ impl Sim {
                 file: record.file_id,
                 result,
                 source,
+                from,
             }),
         );
     }
 
-    /// How peer `source` answers a GET_FILE for `record` (stored as
-    /// `name` when it arrives): the result, when it arrives, and the
-    /// streaming source (whose crash or cut fails it meanwhile). Draws the
-    /// configured transfer faults.
+    /// How peer `source` answers a GET_FILE for `record` from byte `from`
+    /// (stored as `name` when it arrives): the result, when it arrives, and
+    /// the streaming source (whose crash or cut fails it meanwhile). Draws
+    /// the configured transfer faults; a cut at byte `k` keeps the first
+    /// `k` bytes, as the driver does.
     fn serve(
         &mut self,
         now: Time,
         source: usize,
         record: &FileRecord,
         name: &str,
+        from: u64,
     ) -> (FetchResult, Time, Option<(usize, u64)>) {
         let back = self.latency();
         let src = &self.nodes[source];
@@ -1003,7 +1033,9 @@ impl Sim {
             .or(record.file_size.bytes())
             .unwrap_or(0);
         let corrupt_source = src.corrupt;
-        let mut at = now.plus(back + self.transfer_time(len));
+        let from = from.min(len);
+        let mut at = now.plus(back + self.transfer_time(len - from));
+        let mut sent = len - from;
         let mut result = if corrupt_source {
             FetchResult::Unverified { len }
         } else {
@@ -1016,21 +1048,25 @@ impl Sim {
         let (stall, reset, corrupt) = (self.cfg.stall, self.cfg.reset, self.cfg.corrupt);
         if stall + reset + corrupt > 0.0 {
             let r = self.rng.gen::<f64>();
-            let k = self.rng.gen_range(0..=len);
-            let partial = now.plus(back + self.transfer_time(k));
+            let k = self.rng.gen_range(from..=len);
+            let partial = now.plus(back + self.transfer_time(k - from));
             if r < stall {
                 at = partial.plus(self.cfg.idle_timeout);
-                result = FetchResult::Failed(SourceFailure::Stalled { at: k });
+                result = kept(SourceFailure::Stalled { at: k }, k);
             } else if r < stall + reset {
                 at = partial;
-                result = FetchResult::Failed(SourceFailure::Closed { at: k });
+                result = kept(SourceFailure::Closed { at: k }, k);
             } else if r < stall + reset + corrupt {
                 result = FetchResult::Unverified { len };
+            }
+            if r < stall + reset {
+                sent = k - from;
             }
             if r < stall + reset + corrupt {
                 self.stats.transfer_faults += 1;
             }
         }
+        self.stats.fetched_bytes += sent;
         (result, at, streaming)
     }
 
@@ -1046,6 +1082,7 @@ impl Sim {
             file,
             mut result,
             source,
+            from,
         } = f;
         if !self.current(peer, incarnation) {
             return;
@@ -1058,11 +1095,14 @@ impl Sim {
                 result = FetchResult::Failed(SourceFailure::Closed { at: 0 });
             }
         }
+        if let FetchResult::Failed(why) = &result {
+            result = kept(why.clone(), from);
+        }
         match &result {
             FetchResult::Unverified { len } => {
                 self.nodes[peer].kept.insert(transfer, (file, name, *len));
             }
-            FetchResult::Failed(_) => self.stats.fetches_failed += 1,
+            FetchResult::Failed(_) | FetchResult::Cut { .. } => self.stats.fetches_failed += 1,
             FetchResult::Saved {
                 local_name,
                 len,
@@ -1177,7 +1217,8 @@ impl Sim {
                     from: _,
                     to,
                     record,
-                } => self.fetch(i, transfer, attempt, to, record),
+                    resume_from,
+                } => self.fetch(i, transfer, attempt, to, record, resume_from),
                 Effect::KeepUnverified { transfer, attempt } => {
                     self.keep_unverified(i, transfer, attempt)
                 }
@@ -1266,6 +1307,7 @@ impl Sim {
         attempt: u64,
         to: PeerAddr,
         record: FileRecord,
+        from: u64,
     ) {
         let now = self.now;
         let incarnation = self.nodes[i].incarnation;
@@ -1283,6 +1325,7 @@ impl Sim {
                         source,
                         record,
                         started: now,
+                        from,
                     }),
                 );
             }
@@ -1297,10 +1340,12 @@ impl Sim {
                         attempt,
                         name: record.file_name,
                         file: record.file_id,
-                        result: FetchResult::Failed(SourceFailure::Connect(
-                            "connection refused".into(),
-                        )),
+                        result: kept(
+                            SourceFailure::Connect("connection refused".into()),
+                            from,
+                        ),
                         source: None,
+                        from,
                     }),
                 );
             }
@@ -1337,6 +1382,7 @@ impl Sim {
                 file,
                 result,
                 source: None,
+                from: 0,
             }),
         );
     }

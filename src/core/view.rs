@@ -400,7 +400,9 @@ impl Peer {
                 };
                 let (source, peer, rate, started) = match &d.current {
                     Some((p, _, started)) => {
-                        let rate = mean_rate(d.bytes_done, now.since(*started));
+                        // This source's own rate: a kept prefix came before.
+                        let sent = d.bytes_done.saturating_sub(d.current_from);
+                        let rate = mean_rate(sent, now.since(*started));
                         let peer = self.name_peer(p);
                         (p.0.clone(), peer, rate, *started)
                     }
@@ -509,6 +511,8 @@ mod tests {
             failures: vec![],
             origins: vec![],
             bytes_done: 0,
+            kept: 0,
+            current_from: 0,
             unverified_fallback: None,
             kept_took: None,
             queued: false,

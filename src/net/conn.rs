@@ -8,7 +8,7 @@
 
 use crate::core::Time;
 use crate::ids::TransferId;
-use crate::net::file_writer::{Started, Writer};
+use crate::net::file_writer::{Prefix, Started, Writer};
 use crate::protocol::decoder::{DataSink, DecodeError, Feed, MessageDecoder};
 use crate::protocol::encoder::{FileDataEncoder, WriteProgress};
 use crate::protocol::FileRecord;
@@ -42,6 +42,10 @@ pub const STEP_TIME: std::time::Duration = std::time::Duration::from_millis(5);
 /// [`PartialSink::settle`]s the sink, after which `partial`, `hasher` and
 /// `len` are final. Without a thread (it could not be started) the work is
 /// done inline.
+///
+/// A resumed download's sink starts with the kept temp file
+/// ([`PartialSink::resuming`]): new bytes go after its prefix and continue
+/// its hash, and `len` counts the whole file.
 pub struct PartialSink {
     /// Where the temp file goes.
     dir: Box<std::path::Path>,
@@ -58,6 +62,22 @@ pub struct PartialSink {
     waker: Option<Arc<Waker>>,
     /// The writer may use direct I/O (and its block buffers).
     direct: bool,
+    /// A writer thread was started (or refused, and the work is inline).
+    started: bool,
+    /// A resumed download: the offset its ranged GET_FILE asked for.
+    resumed_at: Option<u64>,
+    /// Leading data bytes to drop: the prefix we have, when a source
+    /// answered a ranged request with the whole file.
+    skip: u64,
+}
+
+/// The bytes a download kept from a source that was cut: the temp file
+/// with its first `prefix.len` bytes, and their hash.
+pub struct KeptPrefix {
+    /// The temp file.
+    pub partial: PartialFile,
+    /// What it holds.
+    pub prefix: Prefix,
 }
 
 /// Socket reads of 1 MiB keep large transfers fast (the driver's shared
@@ -75,7 +95,47 @@ impl PartialSink {
             writer: None,
             waker: None,
             direct: false,
+            started: false,
+            resumed_at: None,
+            skip: 0,
         }
+    }
+
+    /// A sink that continues a download after its kept prefix: the ranged
+    /// reply's bytes are appended and hashed after it.
+    pub fn resuming(dir: PathBuf, waker: Arc<Waker>, kept: KeptPrefix) -> io::Result<Self> {
+        let KeptPrefix {
+            mut partial,
+            prefix,
+        } = kept;
+        // Inline writes (no thread free) go through the file's cursor.
+        io::Seek::seek(partial.file(), io::SeekFrom::Start(prefix.len))?;
+        Ok(Self {
+            partial: Some(partial),
+            hasher: prefix.hasher,
+            len: prefix.len,
+            resumed_at: Some(prefix.len),
+            ..Self::for_download(dir, waker)
+        })
+    }
+
+    /// The offset a resumed download's request asked from (its kept
+    /// prefix's length); `None` for a new file.
+    pub fn resumed_at(&self) -> Option<u64> {
+        self.resumed_at
+    }
+
+    /// After [`settle`](PartialSink::settle): the temp file and what it
+    /// holds, to resume from; `None` when no byte was written.
+    pub fn into_kept(mut self) -> Option<KeptPrefix> {
+        let partial = self.partial.take().filter(|_| self.len > 0)?;
+        Some(KeptPrefix {
+            partial,
+            prefix: Prefix {
+                hasher: self.hasher.clone(),
+                len: self.len,
+            },
+        })
     }
 
     /// The same, with a waker the writer thread calls when a connection
@@ -144,25 +204,54 @@ impl PartialSink {
     }
 }
 
+impl PartialSink {
+    /// Starts the writer thread at the first data byte (with the kept
+    /// file, when resumed); without a free thread the work is inline.
+    fn start_writer(&mut self) -> io::Result<()> {
+        self.started = true;
+        let partial = match self.partial.take() {
+            Some(p) => p,
+            None => PartialFile::create(&self.dir)?,
+        };
+        let prefix = Prefix {
+            hasher: self.hasher.clone(),
+            len: self.len,
+        };
+        match Writer::start(partial, self.waker.clone(), self.direct, prefix) {
+            Started::Running(w) => self.writer = Some(Box::new(w)),
+            Started::Busy(partial) => self.partial = Some(partial),
+            Started::Failed(e) if self.len > 0 => {
+                // The kept prefix went with the thread: this attempt fails.
+                return Err(io::Error::other(format!(
+                    "cannot start a file writer thread ({e})"
+                )));
+            }
+            Started::Failed(e) => {
+                // That temp file went with the thread: make another.
+                log::warn!("cannot start a file writer thread ({e}); writing inline");
+                self.partial = Some(PartialFile::create(&self.dir)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// `bytes` without what is left to skip of a whole-file answer's
+    /// prefix (bytes we hold already).
+    fn skip_prefix<'a>(&mut self, bytes: &'a [u8]) -> &'a [u8] {
+        let n = usize::try_from(self.skip).map_or(bytes.len(), |s| s.min(bytes.len()));
+        self.skip -= n as u64;
+        &bytes[n..]
+    }
+}
+
 impl DataSink for PartialSink {
     fn write_data(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let bytes = self.skip_prefix(bytes);
         if bytes.is_empty() {
             return Ok(());
         }
-        if self.partial.is_none() && self.writer.is_none() {
-            match Writer::start(
-                PartialFile::create(&self.dir)?,
-                self.waker.clone(),
-                self.direct,
-            ) {
-                Started::Running(w) => self.writer = Some(Box::new(w)),
-                Started::Busy(partial) => self.partial = Some(partial),
-                Started::Failed(e) => {
-                    // That temp file went with the thread: make another.
-                    log::warn!("cannot start a file writer thread ({e}); writing inline");
-                    self.partial = Some(PartialFile::create(&self.dir)?);
-                }
-            }
+        if !self.started {
+            self.start_writer()?;
         }
         if let Some(w) = self.writer.as_mut() {
             if !w.send(bytes) {
@@ -182,7 +271,7 @@ impl DataSink for PartialSink {
     /// buffer the thread is done with comes back: no copy on the loop.
     fn write_buffer(&mut self, buf: Vec<u8>) -> io::Result<Vec<u8>> {
         let len = buf.len() as u64;
-        let Some(w) = self.writer.as_mut() else {
+        let Some(w) = self.writer.as_mut().filter(|_| self.skip == 0) else {
             // Inline, or the first bytes, which start the writer.
             self.write_data(&buf)?;
             return Ok(buf);
@@ -194,6 +283,27 @@ impl DataSink for PartialSink {
         let next = w.recycled();
         self.len += len;
         Ok(next)
+    }
+
+    fn wants_header(&self) -> bool {
+        self.resumed_at.is_some()
+    }
+
+    /// A resumed download's reply must be the range asked for, or the
+    /// whole file (a peer that ignores ranges), whose prefix we skip.
+    fn begin_data(&mut self, header: &serde_json::Map<String, serde_json::Value>) -> Result<(), String> {
+        let Some(asked) = self.resumed_at else {
+            return Ok(());
+        };
+        match crate::protocol::ByteRange::from_members(header) {
+            None if header.contains_key("offset") => Err("the reply's offset is not a byte count".into()),
+            None => {
+                self.skip = asked;
+                Ok(())
+            }
+            Some(r) if r.offset == asked => Ok(()),
+            Some(r) => Err(format!("the reply starts at byte {}, not the {asked} asked for", r.offset)),
+        }
     }
 
     /// The writer thread is told that the data ended and finishes on its
@@ -275,6 +385,9 @@ pub struct FetchConn {
     pub record: FileRecord,
     /// The source's peerId (for logs).
     pub source: String,
+    /// The offset the request asked from (0: the whole file): the bytes
+    /// before it are the sink's kept prefix.
+    pub from: u64,
     /// GET_FILE bytes and how many are written.
     pub request: Vec<u8>,
     /// Written so far.

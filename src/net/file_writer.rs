@@ -138,6 +138,26 @@ pub struct Writer {
     handle: Option<thread::JoinHandle<io::Result<(PartialFile, FileHasher)>>>,
 }
 
+/// What a temp file holds already when its writer starts: the first
+/// `len` bytes of the file (a download resumed after a cut), and their
+/// hash, which the new bytes continue.
+pub struct Prefix {
+    /// The hash of those bytes.
+    pub hasher: FileHasher,
+    /// How many there are (the offset of the first new byte).
+    pub len: u64,
+}
+
+impl Prefix {
+    /// A new file: nothing written yet.
+    pub fn empty() -> Prefix {
+        Prefix {
+            hasher: FileHasher::new(),
+            len: 0,
+        }
+    }
+}
+
 /// What [`Writer::start`] made of a temp file.
 pub enum Started {
     /// A thread hashes and writes it.
@@ -155,7 +175,12 @@ impl Writer {
     /// be written with direct I/O (our own downloads; not unsolicited
     /// pushes, whose block buffers would be memory any peer could make us
     /// hold).
-    pub fn start(partial: PartialFile, waker: Option<Arc<Waker>>, direct: bool) -> Started {
+    pub fn start(
+        partial: PartialFile,
+        waker: Option<Arc<Waker>>,
+        direct: bool,
+        prefix: Prefix,
+    ) -> Started {
         let Some(slot) = WriterSlot::take() else {
             return Started::Busy(partial);
         };
@@ -176,7 +201,7 @@ impl Writer {
             .spawn(move || {
                 // Both freed when the thread ends, whoever waits for it.
                 let (guard, _slot) = (guard, slot);
-                hash_and_write(partial, queued, done, &stop, &guard.0, direct)
+                hash_and_write(partial, queued, done, &stop, &guard.0, direct, prefix)
             });
         match spawned {
             Ok(handle) => Started::Running(Writer {
@@ -273,10 +298,13 @@ fn hash_and_write(
     stop: &AtomicBool,
     flow: &Flow,
     direct: bool,
+    prefix: Prefix,
 ) -> io::Result<(PartialFile, FileHasher)> {
     let cancelled = || io::Error::other("cancelled");
-    let mut hasher = FileHasher::new();
+    let mut hasher = prefix.hasher;
     let mut out = Output::new(Arc::new(partial.file().try_clone()?), direct);
+    out.offset = prefix.len;
+    out.flushed = prefix.len;
     for buf in queued {
         if stop.load(Ordering::SeqCst) {
             return Err(cancelled());

@@ -75,6 +75,19 @@ pub trait DataSink {
         self.write_data(&buf)?;
         Ok(buf)
     }
+
+    /// Whether the sink wants to see the members before `data` (see
+    /// [`begin_data`](DataSink::begin_data)); parsing them costs a copy.
+    fn wants_header(&self) -> bool {
+        false
+    }
+
+    /// The `data` string begins; `header` holds the members that came
+    /// before it (a resumed download learns here whether the reply is the
+    /// range it asked for). An `Err` refuses the message with that reason.
+    fn begin_data(&mut self, _header: &Map<String, Value>) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// A sink that drops data (messages that must not carry any).
@@ -333,7 +346,7 @@ impl MessageDecoder {
                 State::Key { start, escaped } => Step::At(self.in_key(input, i, start, escaped)?),
                 State::Colon { is_data } => self.at_colon(b, is_data).map(|()| Step::At(i + 1))?,
                 State::Value { is_data: true } => {
-                    self.at_data_value(b).map(|()| Step::At(i + 1))?
+                    self.at_data_value(b, sink).map(|()| Step::At(i + 1))?
                 }
                 State::Value { is_data: false } => {
                     if !is_ws(b) {
@@ -486,10 +499,14 @@ impl MessageDecoder {
     }
 
     /// The start of `data`'s value: a hex string or `null`.
-    fn at_data_value(&mut self, b: u8) -> Result<(), DecodeError> {
+    fn at_data_value(&mut self, b: u8, sink: &mut dyn DataSink) -> Result<(), DecodeError> {
         match b {
             _ if is_ws(b) => {}
             b'"' => {
+                if sink.wants_header() {
+                    let header = self.header_so_far()?;
+                    sink.begin_data(&header).map_err(DecodeError::Malformed)?;
+                }
                 self.data = DataField::Bytes { len: 0 };
                 if self.buf.is_empty() {
                     self.buf = vec![0; DATA_BUFFER_LEN];
@@ -615,6 +632,18 @@ impl MessageDecoder {
 
     /// Appends envelope text, refusing to grow past `max_envelope` (the
     /// allocation itself never exceeds the cap either).
+    /// The members seen before `data`: the envelope so far, closed.
+    fn header_so_far(&self) -> Result<Map<String, Value>, DecodeError> {
+        let end = self
+            .env
+            .iter()
+            .rposition(|&c| !is_ws(c) && c != b',')
+            .map_or(0, |p| p + 1);
+        let mut closed = self.env[..end].to_vec();
+        closed.push(b'}');
+        parse_envelope(&closed)
+    }
+
     fn push_env(&mut self, bytes: &[u8]) -> Result<(), DecodeError> {
         let needed = self.env.len() + bytes.len();
         if needed > self.limits.max_envelope {

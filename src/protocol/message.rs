@@ -265,7 +265,7 @@ impl ByteRange {
     /// the whole request whole-file (`None`): a peer that can't say which
     /// bytes it wants gets what a Python peer would send, and the answer
     /// carries no range fields, so it can tell.
-    fn from_object(obj: &Map<String, Value>) -> Option<ByteRange> {
+    pub fn from_members(obj: &Map<String, Value>) -> Option<ByteRange> {
         let offset = obj.get("offset");
         let length = obj.get("length");
         if offset.is_none() && length.is_none() {
@@ -490,7 +490,7 @@ impl Message {
             }
             "GET_FILE" => Ok(Message::GetFile {
                 file_id: FileId(str_field(obj, "file_id")?),
-                range: ByteRange::from_object(obj),
+                range: ByteRange::from_members(obj),
             }),
             "FILE_DATA" => Ok(Message::FileData(FileDataHeader {
                 file_id: opt_str(obj, "file_id").map(FileId),
@@ -498,7 +498,7 @@ impl Message {
                 file_owner: opt_str(obj, "file_owner").map(PeerId),
                 file_timestamp: obj.get("file_timestamp").and_then(Timestamp::from_value),
                 file_size: obj.get("file_size").map(FileSize::from_value),
-                range: ByteRange::from_object(obj),
+                range: ByteRange::from_members(obj),
             })),
             "ANNOUNCE" => Ok(Message::Announce {
                 from: PeerId(str_field(obj, "from")?),

@@ -8,6 +8,7 @@ use rand::SeedableRng;
 mod fetching;
 mod inbound;
 mod ranges;
+mod resume;
 mod rounds;
 
 fn peer() -> Peer {

@@ -278,7 +278,7 @@ impl Driver {
         }
         match c.role {
             Role::Fetch(ref f) => {
-                let at = f.decoder.data_len();
+                let at = f.from + f.decoder.data_len();
                 let failure = failure.unwrap_or(SourceFailure::Closed { at });
                 self.outbound_failed(c.role, failure);
             }

@@ -3,16 +3,16 @@
 use super::conns::is_out_of_fds;
 use super::Driver;
 use crate::core::dial_limit::Verdict;
-use crate::core::{FetchResult, SourceFailure, Time};
+use crate::core::{SourceFailure, Time};
 use crate::ids::PeerAddr;
 use crate::ids::TransferId;
 use crate::net::conn::Role;
-use crate::net::conn::{FetchConn, PartialSink, Payload, WriteKind};
+use crate::net::conn::{FetchConn, Payload, WriteKind};
 use crate::net::counters::NetLimit;
 use crate::net::resolver::Resolved;
 use crate::net::sockopt;
 use crate::protocol::decoder::MessageDecoder;
-use crate::protocol::{FileRecord, Message};
+use crate::protocol::{ByteRange, FileRecord, Message};
 use log::{debug, info};
 use mio::Interest;
 use std::net::{IpAddr, SocketAddr};
@@ -139,11 +139,7 @@ impl Driver {
     /// attempt fails, anything else is a debug line.
     pub(super) fn outbound_failed(&mut self, role: Role, why: SourceFailure) {
         match role {
-            Role::Fetch(f) => {
-                let now = self.now();
-                self.core
-                    .on_fetch_result(now, f.transfer, f.attempt, FetchResult::Failed(why));
-            }
+            Role::Fetch(f) => self.fetch_failed(*f, why),
             Role::Connecting(inner) => self.outbound_failed(*inner, why),
             _ => debug!("outbound connection failed: {why}"),
         }
@@ -172,22 +168,29 @@ impl Driver {
         source: String,
         to: PeerAddr,
         record: FileRecord,
+        resume_from: u64,
     ) {
         let limits = self.fetch_limits(&record.file_size);
+        let (sink, from) = self.download_sink(transfer, resume_from);
+        let range = (from > 0).then_some(ByteRange {
+            offset: from,
+            length: None,
+        });
         self.net.message_out("GET_FILE");
         let role = Role::Fetch(Box::new(FetchConn {
             transfer,
             attempt,
             request: Message::GetFile {
                 file_id: record.file_id.clone(),
-                range: None,
+                range,
             }
             .to_bytes(),
             record,
             source,
+            from,
             request_pos: 0,
             decoder: MessageDecoder::new(limits),
-            sink: PartialSink::for_download(self.settings.dir.clone(), self.waker.clone()),
+            sink,
             received: 0,
         }));
         self.connect_to(to, role);

@@ -34,7 +34,7 @@ use crate::core::push_quota::PushQuota;
 use crate::core::{Effect, Peer, Time, Timer};
 use crate::http;
 use crate::ids::{PeerAddr, TransferId};
-use crate::net::conn::Conn;
+use crate::net::conn::{Conn, KeptPrefix};
 use crate::net::resolver::Resolver;
 use crate::net::stdin::LineReader;
 use crate::net::timer::TimerWheel;
@@ -169,6 +169,9 @@ struct Driver {
     persist_armed: bool,
     last_persist: Option<Time>,
     unverified: HashMap<TransferId, (PartialFile, u64)>,
+    /// The prefix each download kept from a source that was cut, until its
+    /// next attempt continues it (at most one per download).
+    resumable: HashMap<TransferId, KeptPrefix>,
     /// Unsolicited pushes admitted lately, by source address.
     push_quota: PushQuota,
     /// A `Due::Trim` is scheduled.
@@ -380,12 +383,17 @@ impl Driver {
                 from,
                 to,
                 record,
+                resume_from,
             } => {
                 self.arm_progress();
-                self.open_fetch(transfer, attempt, from.0, to, record)
+                let source = from.0;
+                self.open_fetch(transfer, attempt, source, to, record, resume_from)
             }
-            // Dropping the temp file's handle removes it.
-            Effect::DiscardUnverified { transfer } => drop(self.unverified.remove(&transfer)),
+            // Dropping the temp files' handles removes them.
+            Effect::DiscardUnverified { transfer } => {
+                drop(self.unverified.remove(&transfer));
+                drop(self.resumable.remove(&transfer));
+            }
             Effect::KeepUnverified { transfer, attempt } => {
                 self.keep_unverified(now, transfer, attempt)
             }

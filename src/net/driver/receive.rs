@@ -5,8 +5,8 @@ use crate::core::downloads::{judge_reply, verifying_timestamps};
 use crate::core::push_quota::PushTicket;
 use crate::core::{FetchResult, SourceFailure, Time};
 use crate::ids::TransferId;
-use crate::net::conn::{PartialSink, Role};
-use crate::protocol::decoder::{DataField, Decoded};
+use crate::net::conn::{FetchConn, PartialSink, Role};
+use crate::protocol::decoder::{DataField, DataSink, Decoded};
 use crate::protocol::{FileRecord, FileSize, Message};
 use crate::storage::{self, PartialFile};
 use log::{debug, info, warn};
@@ -31,7 +31,18 @@ pub(super) enum Finishing {
         attempt: u64,
         record: FileRecord,
         source: String,
+        /// The offset its request asked from.
+        from: u64,
         decoded: Decoded,
+        sink: PartialSink,
+    },
+    /// One of our downloads whose source failed after data began: the
+    /// bytes written are kept for the next source once the writer is done.
+    Cut {
+        transfer: TransferId,
+        attempt: u64,
+        source: String,
+        why: SourceFailure,
         sink: PartialSink,
     },
     /// An unsolicited FILE_DATA.
@@ -45,7 +56,9 @@ pub(super) enum Finishing {
 impl Finishing {
     pub(super) fn sink(&self) -> &PartialSink {
         match self {
-            Finishing::Fetch { sink, .. } | Finishing::Push { sink, .. } => sink,
+            Finishing::Fetch { sink, .. }
+            | Finishing::Cut { sink, .. }
+            | Finishing::Push { sink, .. } => sink,
         }
     }
 }
@@ -83,6 +96,7 @@ impl Driver {
                 attempt,
                 record,
                 source,
+                from,
                 decoded,
                 mut sink,
             } => {
@@ -91,11 +105,25 @@ impl Driver {
                     return;
                 }
                 let result = match sink.settle() {
-                    Ok(()) => self.check_fetched(transfer, &record, decoded, sink),
+                    Ok(()) => self.check_fetched(transfer, &record, (decoded, from), sink),
                     Err(e) => FetchResult::Failed(SourceFailure::Disk(format!(
                         "cannot write the file: {e}"
                     ))),
                 };
+                self.report_fetch(transfer, attempt, &source, result);
+            }
+            Finishing::Cut {
+                transfer,
+                attempt,
+                source,
+                why,
+                sink,
+            } => {
+                if !self.core.is_current(transfer, attempt) {
+                    debug!("{transfer} from {source} ended meanwhile; bytes discarded");
+                    return;
+                }
+                let result = self.keep_prefix(transfer, why, sink);
                 self.report_fetch(transfer, attempt, &source, result);
             }
             Finishing::Push {
@@ -125,6 +153,9 @@ impl Driver {
                 debug!("{transfer} from {source}: {len} bytes that don't match the id")
             }
             FetchResult::Failed(why) => debug!("{transfer} from {source}: {why}"),
+            FetchResult::Cut { why, kept } => {
+                debug!("{transfer} from {source}: {why}; kept its first {kept} bytes")
+            }
         }
         let now = self.now();
         self.core.on_fetch_result(now, transfer, attempt, r);
@@ -148,6 +179,12 @@ impl Driver {
             ));
             match f {
                 Finishing::Fetch {
+                    transfer,
+                    attempt,
+                    source,
+                    ..
+                }
+                | Finishing::Cut {
                     transfer,
                     attempt,
                     source,
@@ -293,7 +330,7 @@ impl Driver {
             FetchResult::Failed(why) => {
                 warn!("cannot store pushed file {}: {why}", record.file_name)
             }
-            FetchResult::Unverified { .. } => {}
+            FetchResult::Unverified { .. } | FetchResult::Cut { .. } => {}
         }
     }
 
@@ -315,19 +352,106 @@ impl Driver {
         }
     }
 
-    /// Checks a complete FILE_DATA against the file we asked for.
+    /// The sink for a download's next attempt, and the offset its request
+    /// asks from: the prefix the download kept, continued, when the core
+    /// resumes from its end; otherwise a new temp file (a kept prefix not
+    /// continued is dropped, which removes its file).
+    pub(super) fn download_sink(
+        &mut self,
+        transfer: TransferId,
+        resume_from: u64,
+    ) -> (PartialSink, u64) {
+        let dir = self.settings.dir.clone();
+        let kept = self.resumable.remove(&transfer);
+        if let Some(kept) = kept.filter(|k| resume_from > 0 && k.prefix.len == resume_from) {
+            match PartialSink::resuming(dir.clone(), self.waker.clone(), kept) {
+                Ok(sink) => return (sink, resume_from),
+                Err(e) => warn!("{transfer}: cannot continue its kept bytes ({e}); fetching it whole"),
+            }
+        }
+        (PartialSink::for_download(dir, self.waker.clone()), 0)
+    }
+
+    /// A download's attempt failed. Bytes written are kept for the next
+    /// source: the sink is closed, and once its writer has written them the
+    /// core hears of the cut ([`FetchResult::Cut`]); with none, or a disk
+    /// that failed, the failure is reported now.
+    pub(super) fn fetch_failed(&mut self, f: FetchConn, why: SourceFailure) {
+        let FetchConn {
+            transfer,
+            attempt,
+            source,
+            mut sink,
+            ..
+        } = f;
+        if !self.core.is_current(transfer, attempt) {
+            debug!("{transfer} from {source} ended meanwhile; bytes discarded");
+            return;
+        }
+        if sink.len == 0 || matches!(why, SourceFailure::Disk(_)) {
+            self.report_fetch(transfer, attempt, &source, FetchResult::Failed(why));
+            return;
+        }
+        // Only tells the writer thread that no more bytes come.
+        let _ = sink.end_data();
+        self.finish_received(Finishing::Cut {
+            transfer,
+            attempt,
+            source,
+            why,
+            sink,
+        });
+    }
+
+    /// A cut attempt's writer is done: its temp file and hash are kept for
+    /// the download's next attempt.
+    fn keep_prefix(
+        &mut self,
+        transfer: TransferId,
+        why: SourceFailure,
+        mut sink: PartialSink,
+    ) -> FetchResult {
+        if let Err(e) = sink.settle() {
+            debug!("{transfer}: the bytes written cannot be kept: {e}");
+            return FetchResult::Failed(why);
+        }
+        match sink.into_kept() {
+            Some(kept) => {
+                let len = kept.prefix.len;
+                self.resumable.insert(transfer, kept);
+                FetchResult::Cut { why, kept: len }
+            }
+            None => FetchResult::Failed(why),
+        }
+    }
+
+    /// Checks a complete FILE_DATA against the file we asked for (`reply`:
+    /// the message, and the offset our request asked from).
     pub(super) fn check_fetched(
         &mut self,
         transfer: TransferId,
         record: &FileRecord,
-        decoded: Decoded,
+        reply: (Decoded, u64),
         sink: PartialSink,
     ) -> FetchResult {
-        let reply = Message::from_object(&decoded.fields);
-        let (len, reply_ts) = match judge_reply(record, reply, decoded.data) {
+        let (decoded, from) = reply;
+        let parsed = Message::from_object(&decoded.fields);
+        let (len, reply_ts) = match judge_reply(record, parsed, decoded.data, from) {
             Ok(ok) => ok,
+            // A refused reply that added nothing to a kept prefix (a
+            // not-found answer, say) leaves it for the next source.
+            Err(why) if sink.resumed_at() == Some(sink.len) => {
+                return self.keep_prefix(transfer, why.into(), sink)
+            }
             Err(why) => return FetchResult::Failed(why.into()),
         };
+        if len != sink.len {
+            // The file on disk is what we verify: it must be all of it.
+            return FetchResult::Failed(SourceFailure::Malformed(format!(
+                "the reply completes {len} bytes but {} were written",
+                sink.len
+            )));
+        }
         let verified = verifying_timestamps(record, reply_ts.as_ref())
             .any(|ts| sink.hasher.clone().matches(&record.file_id, ts));
         let partial = match sink.partial {

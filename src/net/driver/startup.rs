@@ -296,6 +296,7 @@ impl Driver {
             persist_armed: false,
             last_persist: None,
             unverified: HashMap::new(),
+            resumable: HashMap::new(),
             push_quota: PushQuota::new(),
             trim_armed: false,
             saved_catalog_bytes: 0,

@@ -260,12 +260,12 @@ fn fetch_step(stream: &mut TcpStream, f: &mut FetchConn, ctx: &mut StepCtx<'_>) 
     // An end of file or a read error: the source closed mid-transfer.
     let outcome = match outcome {
         Outcome::Close(_) => Outcome::Fail(SourceFailure::Closed {
-            at: f.decoder.data_len(),
+            at: f.from + f.decoder.data_len(),
         }),
         other => other,
     };
     ctx.core
-        .on_fetch_progress(f.transfer, f.attempt, f.decoder.data_len());
+        .on_fetch_progress(f.transfer, f.attempt, f.from + f.decoder.data_len());
     Stepped { outcome, active }
 }
 
@@ -445,6 +445,7 @@ impl Driver {
             decoder,
             sink,
             source,
+            from,
             ..
         } = f;
         // The client stops at the closing brace and closes.
@@ -467,6 +468,7 @@ impl Driver {
                 attempt,
                 record,
                 source,
+                from,
                 decoded,
                 sink,
             }),

@@ -1,0 +1,152 @@
+//! Resuming a download after a cut: which source continues the kept
+//! prefix, and what it is asked for.
+
+use super::*;
+
+/// A 1000-byte file `f` (the catalog's size, so progress has a total).
+fn big(id: &str) -> FileRecord {
+    FileRecord {
+        file_size: FileSize::Bytes(1000),
+        ..record(id, "owner")
+    }
+}
+
+/// A peer that knows `f`, held by each of `holders` (peer id, port, serves
+/// ranges), seen in that order (the last one most recently), and has begun
+/// `get f`: the transfer and its first fetch (source, attempt, offset).
+fn fetching(holders: &[(&str, u16, bool)]) -> (Peer, TransferId, (PeerId, u64, u64)) {
+    let mut p = peer();
+    p.start(Time(0));
+    for (i, (who, port, ranges)) in holders.iter().enumerate() {
+        p.on_message(
+            Time(100 + i as u64),
+            Message::GossipReply {
+                host: "127.0.0.1".into(),
+                port: *port,
+                peer_id: (*who).into(),
+                files: vec![big("f")],
+                ranges: *ranges,
+            },
+        );
+    }
+    p.take_effects();
+    p.on_command(
+        Time(1_000),
+        Command::Get {
+            file: "f".into(),
+            dest: None,
+            force: false,
+        },
+    );
+    let effects = p.take_effects();
+    let (t, first) = next_fetch(&effects).expect("a fetch starts");
+    (p, t, first)
+}
+
+/// The fetch in `effects`: its transfer, and its source, attempt and
+/// offset.
+fn next_fetch(effects: &[Effect]) -> Option<(TransferId, (PeerId, u64, u64))> {
+    effects.iter().find_map(|e| match e {
+        Effect::Fetch {
+            transfer,
+            attempt,
+            from,
+            resume_from,
+            ..
+        } => Some((*transfer, (from.clone(), *attempt, *resume_from))),
+        _ => None,
+    })
+}
+
+fn cut(at: u64) -> FetchResult {
+    FetchResult::Cut {
+        why: SourceFailure::Closed { at },
+        kept: at,
+    }
+}
+
+#[test]
+fn a_cut_is_continued_by_the_next_source_that_serves_ranges() {
+    // Seen last, `z` is tried first; `q` serves ranges, `py` does not.
+    let (mut p, t, (first, attempt, from)) =
+        fetching(&[("q", 9001, true), ("py", 9002, false), ("z", 9003, true)]);
+    assert_eq!((first.0.as_str(), from), ("z", 0), "a new download asks for it all");
+    p.on_fetch_result(Time(2_000), t, attempt, cut(600));
+    let effects = p.take_effects();
+    let (_, (second, attempt, from)) = next_fetch(&effects).expect("the next source is tried");
+    // `py` was seen more recently than `q`, but `q` can send just the rest.
+    assert_eq!((second.0.as_str(), from), ("q", 600));
+    let lines = printed(&effects);
+    assert!(
+        lines.iter().any(|l| l.contains("resuming f.txt (1000 B) at 600 B from q")),
+        "{lines:?}"
+    );
+    // The progress counts the kept bytes; the rate only this source's.
+    let view = p.view(Time(2_000));
+    assert_eq!(view.transfers[0].bytes_done, 600);
+    p.on_fetch_progress(t, attempt, 800);
+    let view = p.view(Time(4_000));
+    assert_eq!(view.transfers[0].bytes_done, 800);
+    assert_eq!(view.transfers[0].rate_bytes_per_sec, 100, "200 B in 2 s");
+    p.on_fetch_result(
+        Time(4_000),
+        t,
+        attempt,
+        FetchResult::Saved {
+            local_name: "f.txt".into(),
+            len: 1000,
+            verified: true,
+        },
+    );
+    assert!(p.downloads().is_empty());
+    assert!(p.local_copy(&"f".into()).is_some());
+}
+
+#[test]
+fn a_source_without_ranges_starts_over_and_the_prefix_is_dropped() {
+    let (mut p, t, (first, attempt, _)) = fetching(&[("py", 9002, false), ("z", 9003, true)]);
+    assert_eq!(first.0, "z");
+    p.on_fetch_result(Time(2_000), t, attempt, cut(600));
+    let (_, (second, attempt, from)) =
+        next_fetch(&p.take_effects()).expect("the Python peer is tried");
+    assert_eq!((second.0.as_str(), from), ("py", 0), "it can only send it all");
+    assert_eq!(p.view(Time(2_000)).transfers[0].bytes_done, 0);
+    // Cut again: its bytes are kept, but no source is left to continue them.
+    p.on_fetch_result(Time(3_000), t, attempt, cut(100));
+    let lines = printed(&p.take_effects());
+    assert!(
+        lines.iter().any(|l| l.starts_with("get: no source left for f.txt")),
+        "{lines:?}"
+    );
+    // Whatever ended it, the driver drops what it kept.
+    assert!(p.downloads().is_empty());
+}
+
+#[test]
+fn a_failure_that_keeps_nothing_drops_the_prefix() {
+    let (mut p, t, (_, attempt, _)) =
+        fetching(&[("q", 9001, true), ("r", 9002, true), ("z", 9003, true)]);
+    p.on_fetch_result(Time(2_000), t, attempt, cut(600));
+    let (_, (_, attempt, from)) = next_fetch(&p.take_effects()).expect("next");
+    assert_eq!(from, 600);
+    // The disk failed: the driver kept nothing; the next source starts at 0.
+    p.on_fetch_result(
+        Time(3_000),
+        t,
+        attempt,
+        FetchResult::Failed(SourceFailure::Disk("full".into())),
+    );
+    let (_, (_, _, from)) = next_fetch(&p.take_effects()).expect("next");
+    assert_eq!(from, 0);
+}
+
+#[test]
+fn a_resumed_copy_that_does_not_verify_is_the_fallback_and_the_next_starts_over() {
+    let (mut p, t, (_, attempt, _)) =
+        fetching(&[("q", 9001, true), ("r", 9002, true), ("z", 9003, true)]);
+    p.on_fetch_result(Time(2_000), t, attempt, cut(600));
+    let (_, (_, attempt, _)) = next_fetch(&p.take_effects()).expect("next");
+    p.on_fetch_result(Time(3_000), t, attempt, FetchResult::Unverified { len: 1000 });
+    let (_, (_, _, from)) = next_fetch(&p.take_effects()).expect("next");
+    assert_eq!(from, 0, "which bytes were bad is unknown: all of it again");
+}
