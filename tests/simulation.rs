@@ -803,7 +803,10 @@ fn downloads_cut_again_and_again_resume_and_never_ask_for_a_byte_twice() {
                 get(sim, i, &file);
                 gets += u64::from(sim.downloads_of(i, &file));
                 sim.run_for(Duration::from_secs(60));
-                assert!(!sim.downloads_of(i, &file), "seed {seed}: p{i}'s get never ended");
+                assert!(
+                    !sim.downloads_of(i, &file),
+                    "seed {seed}: p{i}'s get never ended"
+                );
             }
             gets
         };
@@ -817,8 +820,14 @@ fn downloads_cut_again_and_again_resume_and_never_ask_for_a_byte_twice() {
         let cuts = stats.transfer_faults - before.transfer_faults;
         let sent = stats.fetched_bytes - before.fetched_bytes;
         let holders = (7..12).filter(|&i| holds(&sim, i, &file)).count() as u64;
-        assert!(cuts >= 3, "seed {seed}: too few cuts to show anything: {stats:?}");
-        assert!(holders >= 3, "seed {seed}: only {holders} of 5 gets completed");
+        assert!(
+            cuts >= 3,
+            "seed {seed}: too few cuts to show anything: {stats:?}"
+        );
+        assert!(
+            holders >= 3,
+            "seed {seed}: only {holders} of 5 gets completed"
+        );
         // Every cut kept its bytes and the next source sent only the rest:
         // no byte was sent twice to the same get.
         assert!(

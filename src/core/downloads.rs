@@ -159,7 +159,10 @@ impl fmt::Display for BadReply {
                 write!(f, "sent {sent} bytes, not the advertised {advertised}")
             }
             BadReply::WrongRange { asked, got } => {
-                write!(f, "sent bytes from {got} on, not from the {asked} asked for")
+                write!(
+                    f,
+                    "sent bytes from {got} on, not from the {asked} asked for"
+                )
             }
             BadReply::BeyondRounding { sent, advertised } => write!(
                 f,
@@ -550,7 +553,12 @@ mod tests {
 
     #[test]
     fn a_reply_of_the_wrong_size_fails_that_source() {
-        let long = judge_reply(&wanted(), reply(Some("abc")), DataField::Bytes { len: 4 }, 0);
+        let long = judge_reply(
+            &wanted(),
+            reply(Some("abc")),
+            DataField::Bytes { len: 4 },
+            0,
+        );
         let long = long.unwrap_err();
         assert_eq!(
             long,
@@ -560,14 +568,24 @@ mod tests {
             }
         );
         assert_eq!(long.to_string(), "sent 4 bytes, not the advertised 3");
-        let short = judge_reply(&wanted(), reply(Some("abc")), DataField::Bytes { len: 2 }, 0);
+        let short = judge_reply(
+            &wanted(),
+            reply(Some("abc")),
+            DataField::Bytes { len: 2 },
+            0,
+        );
         assert_eq!(
             short.unwrap_err().to_string(),
             "sent 2 bytes, not the advertised 3"
         );
         let mut mb = wanted();
         mb.file_size = reported("0.0");
-        let far = judge_reply(&mb, reply(Some("abc")), DataField::Bytes { len: 1 << 20 }, 0);
+        let far = judge_reply(
+            &mb,
+            reply(Some("abc")),
+            DataField::Bytes { len: 1 << 20 },
+            0,
+        );
         let far = far.unwrap_err();
         assert!(matches!(
             far,

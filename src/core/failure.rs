@@ -131,9 +131,7 @@ impl From<BadReply> for SourceFailure {
             other @ (BadReply::NotFileData(_)
             | BadReply::OtherFile(_)
             | BadReply::NoData
-            | BadReply::WrongRange { .. }) => {
-                SourceFailure::Malformed(other.to_string())
-            }
+            | BadReply::WrongRange { .. }) => SourceFailure::Malformed(other.to_string()),
         }
     }
 }

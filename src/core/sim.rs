@@ -1340,10 +1340,7 @@ impl Sim {
                         attempt,
                         name: record.file_name,
                         file: record.file_id,
-                        result: kept(
-                            SourceFailure::Connect("connection refused".into()),
-                            from,
-                        ),
+                        result: kept(SourceFailure::Connect("connection refused".into()), from),
                         source: None,
                         from,
                     }),

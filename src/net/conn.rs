@@ -291,18 +291,26 @@ impl DataSink for PartialSink {
 
     /// A resumed download's reply must be the range asked for, or the
     /// whole file (a peer that ignores ranges), whose prefix we skip.
-    fn begin_data(&mut self, header: &serde_json::Map<String, serde_json::Value>) -> Result<(), String> {
+    fn begin_data(
+        &mut self,
+        header: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), String> {
         let Some(asked) = self.resumed_at else {
             return Ok(());
         };
         match crate::protocol::ByteRange::from_members(header) {
-            None if header.contains_key("offset") => Err("the reply's offset is not a byte count".into()),
+            None if header.contains_key("offset") => {
+                Err("the reply's offset is not a byte count".into())
+            }
             None => {
                 self.skip = asked;
                 Ok(())
             }
             Some(r) if r.offset == asked => Ok(()),
-            Some(r) => Err(format!("the reply starts at byte {}, not the {asked} asked for", r.offset)),
+            Some(r) => Err(format!(
+                "the reply starts at byte {}, not the {asked} asked for",
+                r.offset
+            )),
         }
     }
 
@@ -899,5 +907,90 @@ mod tests {
         ));
         assert!(sink.partial.is_none());
         assert!(names_in(empty.path()).is_empty());
+    }
+
+    /// Waits (bounded) for a sink's writer thread to end, then settles it.
+    fn settled(mut sink: PartialSink) -> PartialSink {
+        let start = std::time::Instant::now();
+        while sink.must_wait_for_writer() {
+            assert!(start.elapsed().as_secs() < 20, "the writer never ended");
+            thread::sleep(std::time::Duration::from_millis(2));
+        }
+        sink.settle().unwrap();
+        sink
+    }
+
+    /// Feeds `msg` to a new decoder writing into `sink`: done, or the error.
+    fn decode_into(sink: &mut PartialSink, msg: &[u8]) -> Result<bool, DecodeError> {
+        let mut decoder = MessageDecoder::new(DecoderLimits::default());
+        let mut done = false;
+        for piece in msg.chunks(65_536) {
+            done |= matches!(decoder.feed(piece, sink)?, Feed::Done { .. });
+        }
+        Ok(done)
+    }
+
+    #[test]
+    fn a_cut_download_keeps_its_bytes_and_the_resumed_one_completes_file_and_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let poll = mio::Poll::new().unwrap();
+        let waker = Arc::new(Waker::new(poll.registry(), mio::Token(7)).unwrap());
+        let payload: Vec<u8> = (0..3_000_000u32)
+            .map(|i| (i * 31 + i / 977) as u8)
+            .collect();
+        let hex = faster_hex::hex_string(&payload);
+        // A whole-file reply cut after about 60% of its data.
+        let head = r#"{"type":"FILE_DATA","file_id":"x","data":""#;
+        let cut_msg = format!("{head}{}", &hex[..3_600_001]);
+        let mut first = PartialSink::for_download(dir.path().to_path_buf(), waker.clone());
+        assert!(!decode_into(&mut first, cut_msg.as_bytes()).unwrap());
+        first.end_data().unwrap();
+        let kept = settled(first).into_kept().expect("bytes were written");
+        let k = kept.prefix.len;
+        assert!(k > 1_000_000 && k <= 1_800_000, "kept {k}");
+        assert_eq!(std::fs::metadata(kept.partial.path()).unwrap().len(), k);
+
+        // Each answer a resumed download may get, on a copy of the prefix.
+        let copy = |kept: &KeptPrefix| {
+            let mut partial = PartialFile::create(dir.path()).unwrap();
+            std::io::Write::write_all(partial.file(), &payload[..k as usize]).unwrap();
+            let hasher = kept.prefix.hasher.clone();
+            KeptPrefix {
+                partial,
+                prefix: Prefix { hasher, len: k },
+            }
+        };
+        let rest = &hex[2 * k as usize..];
+        let ranged = format!(
+            r#"{{"type":"FILE_DATA","file_id":"x","offset":{k},"length":{},"data":"{rest}"}}"#,
+            payload.len() as u64 - k
+        );
+        let whole = format!(r#"{{"type":"FILE_DATA","file_id":"x","data":"{hex}"}}"#);
+        for (what, msg) in [("the range asked for", ranged), ("the whole file", whole)] {
+            let resumed =
+                PartialSink::resuming(dir.path().to_path_buf(), waker.clone(), copy(&kept));
+            let mut resumed = resumed.unwrap();
+            assert_eq!(resumed.resumed_at(), Some(k));
+            assert!(decode_into(&mut resumed, msg.as_bytes()).unwrap(), "{what}");
+            let mut resumed = settled(resumed);
+            assert_eq!(resumed.len, payload.len() as u64, "{what}");
+            let partial = resumed.partial.take().expect("the file");
+            assert!(std::fs::read(partial.path()).unwrap() == payload, "{what}");
+            assert_eq!(
+                resumed.hasher.clone().finish("9"),
+                file_id_for(&payload, "9")
+            );
+        }
+
+        // A range from elsewhere is refused before a byte is written.
+        let mut resumed =
+            PartialSink::resuming(dir.path().to_path_buf(), waker.clone(), kept).unwrap();
+        let wrong = format!(r#"{{"type":"FILE_DATA","offset":{},"data":"00"}}"#, k - 1);
+        let err = decode_into(&mut resumed, wrong.as_bytes()).unwrap_err();
+        assert!(
+            err.to_string().contains(&format!("not the {k} asked for")),
+            "{err}"
+        );
+        assert_eq!(resumed.len, k);
     }
 }

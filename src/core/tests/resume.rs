@@ -70,7 +70,11 @@ fn a_cut_is_continued_by_the_next_source_that_serves_ranges() {
     // Seen last, `z` is tried first; `q` serves ranges, `py` does not.
     let (mut p, t, (first, attempt, from)) =
         fetching(&[("q", 9001, true), ("py", 9002, false), ("z", 9003, true)]);
-    assert_eq!((first.0.as_str(), from), ("z", 0), "a new download asks for it all");
+    assert_eq!(
+        (first.0.as_str(), from),
+        ("z", 0),
+        "a new download asks for it all"
+    );
     p.on_fetch_result(Time(2_000), t, attempt, cut(600));
     let effects = p.take_effects();
     let (_, (second, attempt, from)) = next_fetch(&effects).expect("the next source is tried");
@@ -78,7 +82,9 @@ fn a_cut_is_continued_by_the_next_source_that_serves_ranges() {
     assert_eq!((second.0.as_str(), from), ("q", 600));
     let lines = printed(&effects);
     assert!(
-        lines.iter().any(|l| l.contains("resuming f.txt (1000 B) at 600 B from q")),
+        lines
+            .iter()
+            .any(|l| l.contains("resuming f.txt (1000 B) at 600 B from q")),
         "{lines:?}"
     );
     // The progress counts the kept bytes; the rate only this source's.
@@ -109,13 +115,19 @@ fn a_source_without_ranges_starts_over_and_the_prefix_is_dropped() {
     p.on_fetch_result(Time(2_000), t, attempt, cut(600));
     let (_, (second, attempt, from)) =
         next_fetch(&p.take_effects()).expect("the Python peer is tried");
-    assert_eq!((second.0.as_str(), from), ("py", 0), "it can only send it all");
+    assert_eq!(
+        (second.0.as_str(), from),
+        ("py", 0),
+        "it can only send it all"
+    );
     assert_eq!(p.view(Time(2_000)).transfers[0].bytes_done, 0);
     // Cut again: its bytes are kept, but no source is left to continue them.
     p.on_fetch_result(Time(3_000), t, attempt, cut(100));
     let lines = printed(&p.take_effects());
     assert!(
-        lines.iter().any(|l| l.starts_with("get: no source left for f.txt")),
+        lines
+            .iter()
+            .any(|l| l.starts_with("get: no source left for f.txt")),
         "{lines:?}"
     );
     // Whatever ended it, the driver drops what it kept.
@@ -146,7 +158,12 @@ fn a_resumed_copy_that_does_not_verify_is_the_fallback_and_the_next_starts_over(
         fetching(&[("q", 9001, true), ("r", 9002, true), ("z", 9003, true)]);
     p.on_fetch_result(Time(2_000), t, attempt, cut(600));
     let (_, (_, attempt, _)) = next_fetch(&p.take_effects()).expect("next");
-    p.on_fetch_result(Time(3_000), t, attempt, FetchResult::Unverified { len: 1000 });
+    p.on_fetch_result(
+        Time(3_000),
+        t,
+        attempt,
+        FetchResult::Unverified { len: 1000 },
+    );
     let (_, (_, _, from)) = next_fetch(&p.take_effects()).expect("next");
     assert_eq!(from, 0, "which bytes were bad is unknown: all of it again");
 }

@@ -366,7 +366,9 @@ impl Driver {
         if let Some(kept) = kept.filter(|k| resume_from > 0 && k.prefix.len == resume_from) {
             match PartialSink::resuming(dir.clone(), self.waker.clone(), kept) {
                 Ok(sink) => return (sink, resume_from),
-                Err(e) => warn!("{transfer}: cannot continue its kept bytes ({e}); fetching it whole"),
+                Err(e) => {
+                    warn!("{transfer}: cannot continue its kept bytes ({e}); fetching it whole")
+                }
             }
         }
         (PartialSink::for_download(dir, self.waker.clone()), 0)
