@@ -145,7 +145,10 @@ fn python_fake(id: &str, bytes: &[u8], newline: bool) -> (FakeHolder, Value) {
     let fake = FakeHolder::start(
         id,
         vec![record.clone()],
-        FakeStyle { newline },
+        FakeStyle {
+            newline,
+            ..FakeStyle::default()
+        },
         move |_, conn, _| reply_and_close(conn, &reply),
     );
     (fake, record)

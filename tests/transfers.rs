@@ -1028,7 +1028,10 @@ fn a_python_style_fake_peer_exchanges_files_both_ways() {
     let fake = FakeHolder::start(
         "pyfake",
         vec![record],
-        FakeStyle { newline: true },
+        FakeStyle {
+            newline: true,
+            ..FakeStyle::default()
+        },
         move |_, mut conn, stop| {
             use std::io::Write;
             conn.write_all(reply.as_bytes()).unwrap();

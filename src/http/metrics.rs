@@ -126,7 +126,7 @@ pub fn render(s: &Snapshot<'_>) -> String {
         o,
         "peershare_file_data_bytes_total",
         "counter",
-        "File bytes carried by FILE_DATA: stored from downloads (down), sent whole to peers (up).",
+        "File bytes carried by FILE_DATA: stored from downloads (down), sent to peers, a range as its length (up).",
     );
     f.sample(&[("direction", "down")], core.downloaded_bytes);
     f.sample(&[("direction", "up")], net.file_bytes_served);

@@ -64,8 +64,9 @@ pub struct PartialSink {
     direct: bool,
     /// A writer thread was started (or refused, and the work is inline).
     started: bool,
-    /// A resumed download: the offset its ranged GET_FILE asked for.
-    resumed_at: Option<u64>,
+    /// A resumed download: the offset its ranged GET_FILE asked for (its
+    /// kept prefix's length, never 0); 0 for a new file.
+    resumed_at: u64,
     /// Leading data bytes to drop: the prefix we have, when a source
     /// answered a ranged request with the whole file.
     skip: u64,
@@ -96,7 +97,7 @@ impl PartialSink {
             waker: None,
             direct: false,
             started: false,
-            resumed_at: None,
+            resumed_at: 0,
             skip: 0,
         }
     }
@@ -114,7 +115,7 @@ impl PartialSink {
             partial: Some(partial),
             hasher: prefix.hasher,
             len: prefix.len,
-            resumed_at: Some(prefix.len),
+            resumed_at: prefix.len,
             ..Self::for_download(dir, waker)
         })
     }
@@ -122,7 +123,7 @@ impl PartialSink {
     /// The offset a resumed download's request asked from (its kept
     /// prefix's length); `None` for a new file.
     pub fn resumed_at(&self) -> Option<u64> {
-        self.resumed_at
+        (self.resumed_at > 0).then_some(self.resumed_at)
     }
 
     /// After [`settle`](PartialSink::settle): the temp file and what it
@@ -286,7 +287,7 @@ impl DataSink for PartialSink {
     }
 
     fn wants_header(&self) -> bool {
-        self.resumed_at.is_some()
+        self.resumed_at > 0
     }
 
     /// A resumed download's reply must be the range asked for, or the
@@ -295,9 +296,10 @@ impl DataSink for PartialSink {
         &mut self,
         header: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<(), String> {
-        let Some(asked) = self.resumed_at else {
+        let asked = self.resumed_at;
+        if asked == 0 {
             return Ok(());
-        };
+        }
         match crate::protocol::ByteRange::from_members(header) {
             None if header.contains_key("offset") => {
                 Err("the reply's offset is not a byte count".into())
@@ -414,8 +416,8 @@ pub enum Role {
     Read {
         /// Decoder (boxed: it is the largest state of any role).
         decoder: Box<MessageDecoder>,
-        /// Where pushed data goes.
-        sink: PartialSink,
+        /// Where pushed data goes (boxed: the hash state is large).
+        sink: Box<PartialSink>,
         /// Bytes received.
         received: u64,
     },

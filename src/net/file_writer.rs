@@ -6,7 +6,8 @@
 //! from costing the loop:
 //!
 //! - **Flow control, not a blocking queue.** At most [`WRITER_DEPTH`]
-//!   buffers are in flight. The loop reads a connection only while one more
+//!   buffers are in flight (one more when a cut download hands over the
+//!   decoder's last, partly filled one). The loop reads a connection only while one more
 //!   read's worth fits ([`Writer::has_room`]); otherwise it parks the
 //!   connection ([`Writer::park`]) and the thread wakes the loop when it has
 //!   written one. A slow disk slows the socket (TCP flow control), never
@@ -185,7 +186,8 @@ impl Writer {
             return Started::Busy(partial);
         };
         // The hard bound: `send` would wait only if the gate let more in.
-        let (full, queued) = mpsc::sync_channel::<Vec<u8>>(WRITER_DEPTH);
+        // One more than reads can fill: the tail a cut message flushes.
+        let (full, queued) = mpsc::sync_channel::<Vec<u8>>(WRITER_DEPTH + 1);
         let (done, empty) = mpsc::channel::<Vec<u8>>();
         let cancel = Arc::new(AtomicBool::new(false));
         let stop = cancel.clone();

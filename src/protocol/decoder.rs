@@ -774,6 +774,16 @@ impl MessageDecoder {
         Ok(())
     }
 
+    /// The connection ended inside the data: hands the bytes decoded so
+    /// far to the sink, so a download keeps every byte that arrived. A
+    /// no-op outside the data (or after an error).
+    pub fn flush_cut_data(&mut self, sink: &mut dyn DataSink) -> Result<(), DecodeError> {
+        if self.state == State::DataHex {
+            self.flush(sink)?;
+        }
+        Ok(())
+    }
+
     /// Flushes a full buffer and sizes the next one, so there is room.
     fn make_room(&mut self, sink: &mut dyn DataSink) -> Result<(), DecodeError> {
         if self.fill > 0 && self.fill == self.buf.len() {

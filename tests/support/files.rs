@@ -157,6 +157,16 @@ pub fn file_data(record: &Value, data: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The FILE_DATA a peershare peer sends for a ranged GET_FILE: the fields
+/// of `record`, `offset` and `length`, then the hex of `data[offset..]`.
+pub fn ranged_file_data(record: &Value, data: &[u8], offset: usize) -> Vec<u8> {
+    let offset = offset.min(data.len());
+    let mut head = record.clone();
+    head["offset"] = offset.into();
+    head["length"] = (data.len() - offset).into();
+    file_data(&head, &data[offset..])
+}
+
 /// The not-found reply to GET_FILE (every field null, `file_size` 0).
 pub fn file_not_found() -> Vec<u8> {
     br#"{"type":"FILE_DATA","file_id":null,"file_name":null,"file_owner":null,"file_timestamp":null,"file_size":0,"data":null}"#.to_vec()
@@ -290,6 +300,9 @@ pub type OnGetFile = dyn Fn(&Value, TcpStream, &AtomicBool) + Send + Sync;
 pub struct FakeStyle {
     /// Append `"\n"` after each message it sends (A-style peers do).
     pub newline: bool,
+    /// Advertise the range extension (`"ranges": 1`) in its GOSSIP_REPLY,
+    /// as a peershare peer does.
+    pub ranges: bool,
 }
 
 struct FakeShared {
@@ -311,13 +324,17 @@ impl FakeShared {
         send_raw(port, &bytes)
     }
     fn gossip_reply(&self) -> Value {
-        serde_json::json!({
+        let mut reply = serde_json::json!({
             "type": "GOSSIP_REPLY",
             "host": "127.0.0.1",
             "port": self.port,
             "peerId": self.id,
             "files": *self.files.lock().unwrap(),
-        })
+        });
+        if self.style.ranges {
+            reply["ranges"] = 1.into();
+        }
+        reply
     }
 }
 

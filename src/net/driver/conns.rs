@@ -225,7 +225,10 @@ impl Driver {
         } else {
             Role::Read {
                 decoder: Box::new(MessageDecoder::new(self.limits())),
-                sink: PartialSink::with_waker(self.settings.dir.clone(), self.waker.clone()),
+                sink: Box::new(PartialSink::with_waker(
+                    self.settings.dir.clone(),
+                    self.waker.clone(),
+                )),
                 received: 0,
             }
         };

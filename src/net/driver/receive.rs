@@ -384,11 +384,17 @@ impl Driver {
             attempt,
             source,
             mut sink,
+            mut decoder,
             ..
         } = f;
         if !self.core.is_current(transfer, attempt) {
             debug!("{transfer} from {source} ended meanwhile; bytes discarded");
             return;
+        }
+        // Every byte that arrived is kept, the decoder's last buffer too
+        // (the writer's queue has room for it whatever the gate allowed).
+        if let Err(e) = decoder.flush_cut_data(&mut sink) {
+            debug!("{transfer}: the last bytes from {source} are lost: {e}");
         }
         if sink.len == 0 || matches!(why, SourceFailure::Disk(_)) {
             self.report_fetch(transfer, attempt, &source, FetchResult::Failed(why));

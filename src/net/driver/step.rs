@@ -419,7 +419,7 @@ impl Driver {
                     if received >= trim::TRIM_AFTER_BYTES as u64 {
                         self.arm_trim();
                     }
-                    self.on_inbound_message(key, decoded, sink, origin)
+                    self.on_inbound_message(key, decoded, *sink, origin)
                 }
                 Err(e) => {
                     self.net.message_in("malformed");
