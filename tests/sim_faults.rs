@@ -162,8 +162,25 @@ fn gaps_of(sim: &Sim, max: usize, members: bool, files: bool) -> Vec<String> {
 struct PendingGet {
     peer: usize,
     file: FileId,
+    /// When it began.
+    started: Time,
+    /// The longest one source may take.
+    per_source: Duration,
     deadline: Time,
     bound: Duration,
+}
+
+impl PendingGet {
+    /// Its bound once it has tried `tried` sources: a holder learnt while
+    /// it ran is tried too, within the same per-source bound.
+    fn stretched(&self, tried: usize) -> (Time, Duration) {
+        let bound = self.per_source * tried.max(1) as u32 + ms(1000);
+        if bound > self.bound {
+            (self.started.plus(bound), bound)
+        } else {
+            (self.deadline, self.bound)
+        }
+    }
 }
 
 /// A run under a random fault schedule, with its checks.
@@ -241,13 +258,20 @@ impl Run {
                 done += 1;
                 return false;
             }
+            let p = sim.peer(g.peer);
+            let tried = p
+                .downloads()
+                .by_file(&g.file)
+                .and_then(|t| p.downloads().get(t))
+                .map_or(0, |d| d.failures.len() + usize::from(d.current.is_some()));
+            let (deadline, bound) = g.stretched(tried);
             assert!(
-                now <= g.deadline,
+                now <= deadline,
                 "p{}'s get of {} has not ended {} ms after its bound of {} ms",
                 g.peer,
                 g.file.short(),
-                now.since(g.deadline).as_millis(),
-                g.bound.as_millis()
+                now.since(deadline).as_millis(),
+                bound.as_millis()
             );
             true
         });
@@ -297,7 +321,8 @@ impl Run {
         }
         let sources = e.holders.iter().filter(|h| p.members().contains(h)).count();
         let len = self.sim.file_size(file).unwrap_or(0);
-        let bound = per_source_timeout(&self.sim, len) * sources.max(1) as u32 + ms(1000);
+        let per_source = per_source_timeout(&self.sim, len);
+        let bound = per_source * sources.max(1) as u32 + ms(1000);
         self.sim.command(
             peer,
             Command::Get {
@@ -310,6 +335,8 @@ impl Run {
             self.gets.push(PendingGet {
                 peer,
                 file: file.clone(),
+                started: self.sim.now(),
+                per_source,
                 deadline: self.sim.now().plus(bound),
                 bound,
             });

@@ -71,12 +71,26 @@ pub struct Download {
     pub kept_took: Option<Duration>,
     /// Whether it is waiting for a free slot.
     pub queued: bool,
+    /// Resumed from the last run: since when it waits for a holder to be
+    /// known (none are right after a start).
+    pub waiting_since: Option<Time>,
 }
 
 impl Download {
     /// Whether this download was started by auto-fetch only.
     pub fn is_auto(&self) -> bool {
         self.origins.iter().all(|o| *o == Origin::Auto)
+    }
+
+    /// Who asked, as the metadata keeps it for a resume: whether a `get`
+    /// did, and the first destination one named.
+    pub fn stored_origin(&self) -> (bool, Option<Dest>) {
+        let by_user = self.origins.iter().any(|o| matches!(o, Origin::Menu(_)));
+        let dest = self.origins.iter().find_map(|o| match o {
+            Origin::Menu(Some(d)) => Some(d.clone()),
+            _ => None,
+        });
+        (by_user, dest)
     }
 
     /// One phrase per failed source and why: "alice timed out before the
@@ -400,7 +414,7 @@ impl Downloads {
         let auto_room = self.running_auto() < AUTO_FETCH_PARALLEL;
         self.active
             .values()
-            .find(|d| d.queued && (auto_room || !d.is_auto()))
+            .find(|d| d.queued && d.waiting_since.is_none() && (auto_room || !d.is_auto()))
             .map(|d| d.id)
     }
 

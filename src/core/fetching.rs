@@ -13,6 +13,7 @@
 
 use super::catalog::LocalCopy;
 use super::downloads::{save_figures, Dest, Download, Origin};
+use super::membership::Membership;
 use super::view::EventKind;
 use super::{Effect, FetchResult, Peer, SourceFailure, Time};
 use crate::ids::{FileId, PeerAddr, PeerId, TransferId};
@@ -60,6 +61,14 @@ pub(super) enum DownloadEnd {
     Saved(String),
     /// Given up, with the reasons.
     Failed(String),
+}
+
+/// Puts the holders that serve ranges first (they continue a kept prefix
+/// instead of starting over), keeping the order within each group.
+pub(super) fn ranged_first(members: &Membership, queue: &mut VecDeque<PeerId>) {
+    queue
+        .make_contiguous()
+        .sort_by_key(|p| !members.get(p).is_some_and(|m| m.ranges));
 }
 
 impl Peer {
@@ -148,6 +157,7 @@ impl Peer {
             unverified_fallback: None,
             kept_took: None,
             queued: true,
+            waiting_since: None,
         });
         self.pump_queue(now);
     }
@@ -166,6 +176,24 @@ impl Peer {
     /// ends the download as failed.
     pub(super) fn try_next_source(&mut self, now: Time, id: TransferId) {
         loop {
+            let Some(d) = self.downloads.get_mut(id) else {
+                return;
+            };
+            if d.remaining.is_empty() {
+                // Holders learnt since the download began, never tried.
+                let file = d.record.file_id.clone();
+                let tried: Vec<PeerId> = d.failures.iter().map(|(p, _)| p.clone()).collect();
+                let fresh: Vec<PeerId> = self
+                    .sources(&file)
+                    .into_iter()
+                    .filter(|p| !tried.contains(p))
+                    .collect();
+                let Some(d) = self.downloads.get_mut(id) else {
+                    return;
+                };
+                d.remaining.extend(fresh);
+                ranged_first(&self.members, &mut d.remaining);
+            }
             let Some(d) = self.downloads.get_mut(id) else {
                 return;
             };
@@ -371,10 +399,7 @@ impl Peer {
                 d.bytes_done = kept;
                 // Sources that serve ranges go first: they continue the
                 // prefix instead of starting over.
-                let members = &self.members;
-                d.remaining
-                    .make_contiguous()
-                    .sort_by_key(|p| !members.get(p).is_some_and(|m| m.ranges));
+                ranged_first(&self.members, &mut d.remaining);
                 let name = d.record.file_name.clone();
                 d.failures.push((peer.clone(), why.clone()));
                 let text = format!("{} {why} (fetching {name})", self.name_peer(&peer));

@@ -26,6 +26,7 @@ pub mod gossip;
 mod inbound;
 pub mod membership;
 pub mod push_quota;
+mod resume;
 mod rounds;
 #[cfg(feature = "testkit")]
 pub mod sim;
@@ -182,6 +183,9 @@ pub enum Timer {
     },
     /// Time to hash again the changed copies that could not be read.
     Recheck,
+    /// Time to start the downloads resumed from the last run whose holders
+    /// are known now (and to give up those still without one).
+    ResumeWaiting,
 }
 
 /// Menu commands that change state (read-only ones are served from
@@ -504,6 +508,7 @@ impl Peer {
             Timer::CatchUp => self.catch_up(now),
             Timer::Retransmit { round, pass } => self.retransmit(now, round, pass),
             Timer::Recheck => self.recheck(),
+            Timer::ResumeWaiting => self.start_resumed(now),
         }
     }
 }

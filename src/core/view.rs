@@ -516,6 +516,7 @@ mod tests {
             unverified_fallback: None,
             kept_took: None,
             queued: false,
+            waiting_since: None,
         });
         assert!(changed(&p), "a download started");
         if let Some(d) = p.downloads.get_mut(id) {

@@ -102,6 +102,15 @@ impl PartialSink {
         }
     }
 
+    /// A sink for a download writing into `partial`, a new temp file made
+    /// beforehand (so its name is known, and recorded, from the start).
+    pub fn for_download_into(dir: PathBuf, waker: Arc<Waker>, partial: PartialFile) -> Self {
+        Self {
+            partial: Some(partial),
+            ..Self::for_download(dir, waker)
+        }
+    }
+
     /// A sink that continues a download after its kept prefix: the ranged
     /// reply's bytes are appended and hashed after it.
     pub fn resuming(dir: PathBuf, waker: Arc<Waker>, kept: KeptPrefix) -> io::Result<Self> {

@@ -72,6 +72,52 @@ impl PartialFile {
         Err(last_err.unwrap_or_else(|| io::Error::other("could not create a temp file")))
     }
 
+    /// Opens the temp file `name` an earlier run kept in `dir` for a
+    /// download to resume: a `.partial-` name, a regular file (never
+    /// through a symlink, a FIFO or a device).
+    pub fn reopen(dir: &Path, name: &str) -> io::Result<PartialFile> {
+        use std::os::unix::fs::OpenOptionsExt;
+        if !name.starts_with(PARTIAL_PREFIX) || name.contains('/') || name.contains('\0') {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("not a temp file name: {name:?}"),
+            ));
+        }
+        let path = dir.join(name);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&path)?;
+        if !file.metadata()?.is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{name} is not a regular file"),
+            ));
+        }
+        Ok(PartialFile {
+            file,
+            path,
+            dir: dir.to_path_buf(),
+            committed: false,
+        })
+    }
+
+    /// The temp file's name in its folder.
+    pub fn name(&self) -> String {
+        self.path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
+    /// Keeps the temp file when this handle is dropped (a download in
+    /// flight at exit, resumed at the next start); its bytes are fsynced.
+    pub fn keep_for_resume(mut self) -> io::Result<()> {
+        self.committed = true;
+        self.file.sync_all()
+    }
+
     /// The open temp file, for writing (and reading back).
     pub fn file(&mut self) -> &mut File {
         &mut self.file
@@ -232,6 +278,12 @@ pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
 /// many were removed. A missing folder has none (`Ok(0)`). A temp file that
 /// can't be removed is logged and skipped.
 pub fn remove_partials(dir: &Path) -> io::Result<usize> {
+    remove_partials_except(dir, &[])
+}
+
+/// [`remove_partials`], sparing the temp files named in `keep` (downloads
+/// to resume).
+pub fn remove_partials_except(dir: &Path, keep: &[&str]) -> io::Result<usize> {
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
@@ -240,11 +292,9 @@ pub fn remove_partials(dir: &Path) -> io::Result<usize> {
     let mut removed = 0;
     for entry in entries {
         let entry = entry?;
-        if !entry
-            .file_name()
-            .to_string_lossy()
-            .starts_with(PARTIAL_PREFIX)
-        {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if !name.starts_with(PARTIAL_PREFIX) || keep.contains(&name.as_ref()) {
             continue;
         }
         match entry.file_type() {

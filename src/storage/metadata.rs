@@ -44,6 +44,67 @@ pub struct StoredEntry {
     /// not known, e.g. written by an older peer); a copy found otherwise is
     /// hashed again before it is served.
     pub local_stamp: Option<FileStamp>,
+    /// Our download of it was in flight when this was written: resumed at
+    /// the next start from the temp file named here.
+    pub resume: Option<StoredResume>,
+}
+
+/// A download in flight when the metadata was written, to resume at the
+/// next start (`"resume"` in its entry; the Python peers ignore it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredResume {
+    /// The temp file holding its first bytes (a `.partial-` name in the
+    /// storage folder).
+    pub partial: String,
+    /// The menu's `get` asked for it (else only start-up auto-fetch did).
+    pub by_user: bool,
+    /// Where that `get` copies the file once stored, and whether it may
+    /// replace a file there (`--force`).
+    pub dest: Option<(String, bool)>,
+}
+
+impl StoredResume {
+    /// Its JSON object.
+    pub fn to_value(&self) -> Value {
+        let mut obj = Map::new();
+        if let Some((path, force)) = &self.dest {
+            obj.insert("dest".into(), Value::String(path.clone()));
+            obj.insert("force".into(), Value::Bool(*force));
+        }
+        obj.insert("partial".into(), Value::String(self.partial.clone()));
+        obj.insert(
+            "requested_by".into(),
+            Value::String(if self.by_user { "get" } else { "auto" }.into()),
+        );
+        Value::Object(obj)
+    }
+
+    /// Reads one back; `None` for anything but a safe temp file name.
+    pub fn from_value(v: &Value) -> Option<StoredResume> {
+        let partial = v.get("partial")?.as_str()?;
+        // A temp file's name: reserved for us, one plain component.
+        let plain = !partial.contains(['/', '\\', '\0'])
+            && partial.len() <= 255
+            && !matches!(partial, "." | "..");
+        if !partial.starts_with(crate::storage::PARTIAL_PREFIX) || !plain {
+            return None;
+        }
+        let dest = v
+            .get("dest")
+            .and_then(Value::as_str)
+            .filter(|d| !d.is_empty())
+            .map(|d| {
+                (
+                    d.to_string(),
+                    v.get("force").and_then(yes_no).unwrap_or(false),
+                )
+            });
+        Some(StoredResume {
+            partial: partial.to_string(),
+            by_user: v.get("requested_by").and_then(Value::as_str) == Some("get"),
+            dest,
+        })
+    }
 }
 
 /// Why a metadata file could not be read at all.
@@ -109,6 +170,9 @@ pub fn to_json(entries: &[StoredEntry]) -> Vec<u8> {
         if let Some(stamp) = &entry.local_stamp {
             obj.insert("local_stamp".into(), stamp.to_value());
         }
+        if let Some(resume) = &entry.resume {
+            obj.insert("resume".into(), resume.to_value());
+        }
         top.insert(entry.record.file_id.0.clone(), Value::Object(obj));
     }
     // Four-space indent, like the Python peers' `json.dump(..., indent=4)`.
@@ -138,6 +202,8 @@ pub struct EntryRef<'a, H> {
     pub local_stamp: Option<&'a FileStamp>,
     /// Whether the copy's bytes hashed to `file_id`.
     pub verified: bool,
+    /// Our download of it in flight, to resume at the next start.
+    pub resume: Option<StoredResume>,
 }
 
 impl<'a, H> Serialize for EntryRef<'a, H>
@@ -168,6 +234,9 @@ where
             m.serialize_entry("local_stamp", &stamp.to_value())?;
         }
         m.serialize_entry("peers_with_file", &Holders(self.peers_with_file))?;
+        if let Some(resume) = &self.resume {
+            m.serialize_entry("resume", &resume.to_value())?;
+        }
         m.serialize_entry("verified", &self.verified)?;
         m.end()
     }
@@ -402,6 +471,7 @@ fn parse_entry(key: &str, value: &Value) -> Result<(StoredEntry, Vec<String>), S
             local_name,
             verified,
             local_stamp: obj.get("local_stamp").and_then(FileStamp::from_value),
+            resume: obj.get("resume").and_then(StoredResume::from_value),
         },
         notes,
     ))
@@ -523,6 +593,7 @@ mod tests {
             has_copy,
             local_name: has_copy.then(|| format!("{name}-local")),
             verified: true,
+            resume: None,
             local_stamp: None,
         }
     }
@@ -737,6 +808,11 @@ mod tests {
                 dev: 7,
             }),
             verified: false,
+            resume: Some(StoredResume {
+                partial: ".partial-00ab".into(),
+                by_user: true,
+                dest: Some(("/tmp/x \" y".into(), true)),
+            }),
         });
         entries.sort_by(|a, b| a.record.file_id.cmp(&b.record.file_id));
         let borrowed = write_json(entries.iter().map(|e| EntryRef {
@@ -746,10 +822,40 @@ mod tests {
             local_name: e.local_name.as_deref(),
             local_stamp: e.local_stamp.as_ref(),
             verified: e.verified,
+            resume: e.resume.clone(),
         }));
         assert_eq!(
             String::from_utf8(borrowed).unwrap(),
             String::from_utf8(to_json(&entries)).unwrap()
         );
+        // And read back as written.
+        let back = parse(&to_json(&entries)).unwrap();
+        let zz = back.iter().find(|e| e.record.file_id.0 == "zz").unwrap();
+        assert_eq!(
+            zz.resume,
+            entries
+                .iter()
+                .find(|e| e.record.file_id.0 == "zz")
+                .unwrap()
+                .resume
+        );
+    }
+
+    #[test]
+    fn a_resume_record_names_a_temp_file_or_is_ignored() {
+        let read = |v: serde_json::Value| StoredResume::from_value(&v);
+        let ok = read(serde_json::json!({"partial": ".partial-1f", "requested_by": "auto"}));
+        assert_eq!(
+            ok,
+            Some(StoredResume {
+                partial: ".partial-1f".into(),
+                by_user: false,
+                dest: None
+            })
+        );
+        for bad in ["../.partial-1f", "notes.txt", ".partial-a/b", ""] {
+            assert_eq!(read(serde_json::json!({ "partial": bad })), None, "{bad}");
+        }
+        assert_eq!(read(serde_json::json!({"partial": 7})), None);
     }
 }

@@ -32,7 +32,9 @@ pub mod stamps;
 pub mod token;
 pub mod user_dir;
 
-pub use atomic::{fsync_dir, remove_partials, write_atomic, PartialFile, PARTIAL_PREFIX};
+pub use atomic::{
+    fsync_dir, remove_partials, remove_partials_except, write_atomic, PartialFile, PARTIAL_PREFIX,
+};
 pub use export::{check_dest, export, export_name, ExportOutcome, Refusal};
 pub use hashing::{file_id_for, hash_file, FileHasher};
 pub use metadata::{LoadOutcome, MetadataError, StoredEntry, METADATA_FILE};

@@ -9,9 +9,12 @@ use crate::core::catalog::{
     holder_cost, record_cost, Entry, LocalCopy, ENTRY_OVERHEAD, MAX_CATALOG_BYTES, MAX_FILES,
 };
 use crate::ids::{FileId, PeerId};
+use crate::protocol::FileRecord;
+use crate::storage::metadata::StoredResume;
 use crate::storage::serving::FileStamp;
 use crate::storage::{
-    hash_file, metadata, remove_partials, sanitize_file_name, scan_folder, Stamps, StoredEntry,
+    hash_file, metadata, remove_partials_except, sanitize_file_name, scan_folder, Stamps,
+    StoredEntry,
 };
 use std::collections::HashSet;
 use std::fmt;
@@ -29,6 +32,9 @@ pub struct Loaded {
     pub stamps: Stamps,
     /// Held files that changed since they were last verified.
     pub changed: Vec<FileId>,
+    /// Downloads in flight at the last exit whose temp file is still
+    /// there: kept (every other temp file is removed), to resume.
+    pub resumes: Vec<(FileRecord, StoredResume)>,
     /// What happened, in order, for the log.
     pub notes: Vec<Note>,
 }
@@ -130,28 +136,46 @@ fn load_budget() -> metadata::Keep<'static> {
 }
 
 /// Reconciles the folder `dir` of peer `me` with its metadata at
-/// `now_unix`: removes temp files of an earlier run, reads the metadata,
-/// and adds the files found in the folder.
+/// `now_unix`: reads the metadata, removes temp files of an earlier run
+/// (but those of downloads to resume), and adds the files found in the
+/// folder.
 pub fn reconcile(dir: &Path, me: &PeerId, now_unix: u64) -> Loaded {
     let mut r = Loaded {
         entries: Vec::new(),
         not_read: 0,
         stamps: Stamps::new(),
         changed: Vec::new(),
+        resumes: Vec::new(),
         notes: Vec::new(),
     };
-    match remove_partials(dir) {
-        Ok(0) => {}
-        Ok(n) => r.notes.push(Note::PartialsRemoved(n)),
-        Err(e) => r.notes.push(Note::PartialsNotCleaned(dir.to_path_buf(), e)),
-    }
     let loaded = metadata::load(dir, now_unix, &load_budget());
     r.notes
         .extend(loaded.warnings.into_iter().map(Note::Metadata));
     r.not_read = loaded.dropped;
     let mut known = HashSet::new();
-    for s in loaded.entries {
+    for mut s in loaded.entries {
+        if let Some(resume) = s.resume.take().filter(|_| !s.has_copy) {
+            r.resumes.push((s.record.clone(), resume));
+        }
         r.take_stored(dir, me, s, &mut known);
+    }
+    // Only regular files are resumed (never through a symlink), at most one
+    // per temp file.
+    let mut kept = HashSet::new();
+    r.resumes.retain(|(_, res)| {
+        let regular = std::fs::symlink_metadata(dir.join(&res.partial))
+            .is_ok_and(|m| m.file_type().is_file() && m.len() > 0);
+        regular && kept.insert(res.partial.clone())
+    });
+    let keep: Vec<&str> = r
+        .resumes
+        .iter()
+        .map(|(_, res)| res.partial.as_str())
+        .collect();
+    match remove_partials_except(dir, &keep) {
+        Ok(0) => {}
+        Ok(n) => r.notes.push(Note::PartialsRemoved(n)),
+        Err(e) => r.notes.push(Note::PartialsNotCleaned(dir.to_path_buf(), e)),
     }
     match scan_folder(dir, &known, me) {
         Ok(found) => r.take_found(dir, found),
@@ -319,6 +343,7 @@ mod tests {
             has_copy: local_name.is_some(),
             local_name: local_name.map(String::from),
             verified: true,
+            resume: None,
             local_stamp: None,
         }
     }

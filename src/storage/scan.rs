@@ -108,6 +108,7 @@ fn adopt(path: &Path, name: &str, owner: &PeerId) -> io::Result<StoredEntry> {
         local_name: Some(name.to_string()),
         verified: true,
         local_stamp: Some(stamp),
+        resume: None,
     })
 }
 
@@ -228,6 +229,7 @@ pub fn import_file(
         local_stamp: FileStamp::read(&dir.join(&local_name)).ok(),
         local_name: Some(local_name),
         verified: true,
+        resume: None,
     })
 }
 

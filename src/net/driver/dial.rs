@@ -172,6 +172,9 @@ impl Driver {
     ) {
         let limits = self.fetch_limits(&record.file_size);
         let (sink, from) = self.download_sink(transfer, resume_from);
+        // The metadata names the download's temp file: a crash resumes it.
+        let now = self.now();
+        self.schedule_persist(now);
         let range = (from > 0).then_some(ByteRange {
             offset: from,
             length: None,

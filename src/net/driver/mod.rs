@@ -33,7 +33,7 @@ use crate::core::downloads::size_upper_bound;
 use crate::core::push_quota::PushQuota;
 use crate::core::{Effect, Peer, Time, Timer};
 use crate::http;
-use crate::ids::{PeerAddr, TransferId};
+use crate::ids::{FileId, PeerAddr, TransferId};
 use crate::net::conn::{Conn, KeptPrefix};
 use crate::net::resolver::Resolver;
 use crate::net::stdin::LineReader;
@@ -172,6 +172,9 @@ struct Driver {
     /// The prefix each download kept from a source that was cut, until its
     /// next attempt continues it (at most one per download).
     resumable: HashMap<TransferId, KeptPrefix>,
+    /// The temp file holding each download's bytes (its current attempt's,
+    /// or its kept prefix), named in the metadata so a restart resumes it.
+    temps: HashMap<TransferId, String>,
     /// Unsolicited pushes admitted lately, by source address.
     push_quota: PushQuota,
     /// A `Due::Trim` is scheduled.
@@ -206,14 +209,31 @@ fn now_unix() -> u64 {
 
 /// The catalog as metadata.json bytes, written from borrowed entries (no
 /// copy of a catalog that may be 16 MiB), with each held file's stamp.
-fn catalog_json(core: &Peer, stamps: &storage::Stamps) -> Vec<u8> {
-    metadata::write_json(core.catalog().iter().map(|(_, e)| metadata::EntryRef {
+/// The metadata file's bytes: the catalog, and for each download whose
+/// bytes are in a temp file (`temps`), what resumes it at the next start.
+fn catalog_json(
+    core: &Peer,
+    stamps: &storage::Stamps,
+    temps: &HashMap<TransferId, String>,
+) -> Vec<u8> {
+    let resume = |file: &FileId| {
+        let d = core.downloads().get(core.downloads().by_file(file)?)?;
+        let partial = temps.get(&d.id)?.clone();
+        let (by_user, dest) = d.stored_origin();
+        Some(metadata::StoredResume {
+            partial,
+            by_user,
+            dest: dest.and_then(|d| Some((d.path.to_str()?.to_string(), d.force))),
+        })
+    };
+    metadata::write_json(core.catalog().iter().map(|(id, e)| metadata::EntryRef {
         record: &e.record,
         peers_with_file: &e.holders,
         has_copy: e.local.is_some(),
         local_name: e.local.as_ref().map(|l| l.name.as_str()),
         local_stamp: e.local.as_ref().and_then(|l| stamps.get(&l.name)),
         verified: e.local.as_ref().is_none_or(|l| l.verified),
+        resume: if e.local.is_none() { resume(id) } else { None },
     }))
 }
 
@@ -334,7 +354,7 @@ impl Driver {
     /// Hands the catalog to the metadata writer now.
     fn persist_now(&mut self) {
         self.last_persist = Some(self.now());
-        let bytes = catalog_json(&self.core, &self.stamps);
+        let bytes = catalog_json(&self.core, &self.stamps, &self.temps);
         let catalog_bytes = self.core.catalog().bytes();
         let dropped = self.saved_catalog_bytes.saturating_sub(catalog_bytes);
         self.saved_catalog_bytes = catalog_bytes;
@@ -393,6 +413,7 @@ impl Driver {
             Effect::DiscardUnverified { transfer } => {
                 drop(self.unverified.remove(&transfer));
                 drop(self.resumable.remove(&transfer));
+                self.temps.remove(&transfer);
             }
             Effect::KeepUnverified { transfer, attempt } => {
                 self.keep_unverified(now, transfer, attempt)
@@ -412,7 +433,7 @@ impl Driver {
     }
 
     /// Writes the catalog soon, at most once per [`PERSIST_MIN_INTERVAL`].
-    fn schedule_persist(&mut self, now: Time) {
+    pub(super) fn schedule_persist(&mut self, now: Time) {
         if !self.persist_armed {
             self.persist_armed = true;
             let at = match self.last_persist {

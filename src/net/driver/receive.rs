@@ -355,7 +355,8 @@ impl Driver {
     /// The sink for a download's next attempt, and the offset its request
     /// asks from: the prefix the download kept, continued, when the core
     /// resumes from its end; otherwise a new temp file (a kept prefix not
-    /// continued is dropped, which removes its file).
+    /// continued is dropped, which removes its file). The temp file's name
+    /// is recorded for the metadata, so a restart can resume it.
     pub(super) fn download_sink(
         &mut self,
         transfer: TransferId,
@@ -364,14 +365,30 @@ impl Driver {
         let dir = self.settings.dir.clone();
         let kept = self.resumable.remove(&transfer);
         if let Some(kept) = kept.filter(|k| resume_from > 0 && k.prefix.len == resume_from) {
+            let name = kept.partial.name();
             match PartialSink::resuming(dir.clone(), self.waker.clone(), kept) {
-                Ok(sink) => return (sink, resume_from),
+                Ok(sink) => {
+                    self.temps.insert(transfer, name);
+                    return (sink, resume_from);
+                }
                 Err(e) => {
                     warn!("{transfer}: cannot continue its kept bytes ({e}); fetching it whole")
                 }
             }
         }
-        (PartialSink::for_download(dir, self.waker.clone()), 0)
+        match PartialFile::create(&dir) {
+            Ok(partial) => {
+                self.temps.insert(transfer, partial.name());
+                let sink = PartialSink::for_download_into(dir, self.waker.clone(), partial);
+                (sink, 0)
+            }
+            Err(e) => {
+                // The sink tries again at the first byte (and fails then).
+                debug!("{transfer}: cannot create its temp file yet: {e}");
+                self.temps.remove(&transfer);
+                (PartialSink::for_download(dir, self.waker.clone()), 0)
+            }
+        }
     }
 
     /// A download's attempt failed. Bytes written are kept for the next

@@ -1,8 +1,11 @@
 //! The exit: received files land, then the final catalog is written.
 
 use super::{catalog_json, Driver};
+use crate::net::conn::{FetchConn, Role};
+use crate::protocol::decoder::DataSink;
 use crate::storage::{self, metadata};
 use log::{error, info, warn};
+use std::collections::HashMap;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -32,6 +35,7 @@ impl Driver {
             None => Instant::now() + EXIT_DRAIN,
         };
         self.drain_finishing(drain_until);
+        self.keep_downloads_for_resume(drain_until);
         if self.end_metadata_writer() {
             self.save_final_catalog();
         } else {
@@ -63,12 +67,17 @@ impl Driver {
         }
     }
 
-    /// Writes the catalog atomically and removes every temp file left (no
-    /// temp file outlives a clean exit, whatever was still running).
+    /// Writes the catalog atomically and removes every temp file left but
+    /// those of the downloads it names for resuming.
     fn save_final_catalog(&mut self) {
-        let bytes = catalog_json(&self.core, &self.stamps);
+        let bytes = catalog_json(&self.core, &self.stamps, &self.temps);
         let saved = storage::write_atomic(&self.settings.dir, metadata::METADATA_FILE, &bytes);
-        if let Err(e) = storage::remove_partials(&self.settings.dir) {
+        let keep: Vec<&str> = match saved {
+            Ok(()) => self.temps.values().map(String::as_str).collect(),
+            // Not named anywhere: nothing would resume them.
+            Err(_) => Vec::new(),
+        };
+        if let Err(e) = storage::remove_partials_except(&self.settings.dir, &keep) {
             warn!("cannot remove temp files on exit: {e}");
         }
         match saved {
@@ -78,6 +87,65 @@ impl Driver {
                 self.settings.dir.join(metadata::METADATA_FILE).display()
             ),
         }
+    }
+
+    /// At exit: the bytes of every download in flight are kept for the next
+    /// start. A running attempt is cut (its writer writes what arrived,
+    /// until `deadline`); each kept temp file is fsynced and left in the
+    /// folder, named in the final metadata. Downloads with no byte kept
+    /// name none.
+    fn keep_downloads_for_resume(&mut self, deadline: Instant) {
+        let fetching: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| matches!(c.role, Role::Fetch(_)))
+            .map(|(key, _)| key)
+            .collect();
+        let mut cut = Vec::new();
+        for key in fetching {
+            let Some(c) = self.conns.try_remove(key) else {
+                continue;
+            };
+            if let Role::Fetch(f) = c.role {
+                let FetchConn {
+                    transfer,
+                    mut decoder,
+                    mut sink,
+                    ..
+                } = *f;
+                let _ = decoder.flush_cut_data(&mut sink);
+                let _ = sink.end_data();
+                cut.push((transfer, sink));
+            }
+        }
+        while cut.iter().any(|(_, s)| s.must_wait_for_writer()) && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(10));
+        }
+        for (transfer, mut sink) in cut {
+            if sink.must_wait_for_writer() || sink.settle().is_err() {
+                continue;
+            }
+            if let Some(kept) = sink.into_kept() {
+                self.resumable.insert(transfer, kept);
+            }
+        }
+        let mut kept_names = HashMap::new();
+        for (transfer, kept) in self.resumable.drain() {
+            let name = kept.partial.name();
+            match kept.partial.keep_for_resume() {
+                Ok(()) => {
+                    kept_names.insert(transfer, name);
+                }
+                Err(e) => warn!("cannot keep {name} to resume a download: {e}"),
+            }
+        }
+        if !kept_names.is_empty() {
+            info!(
+                "{} download(s) in flight kept to resume at the next start",
+                kept_names.len()
+            );
+        }
+        self.temps = kept_names;
     }
 
     /// At exit: received FILE_DATAs whose writer is still at work (every

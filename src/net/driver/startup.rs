@@ -18,8 +18,9 @@ use crate::net::sockopt;
 use crate::net::stdin::{self, LineReader};
 use crate::net::timer::TimerWheel;
 use crate::net::trim;
+use crate::protocol::FileRecord;
 use crate::storage::reconcile::{reconcile, Loaded};
-use crate::storage::{self};
+use crate::storage::{self, metadata};
 use log::{info, warn};
 use mio::net::TcpListener;
 use mio::unix::SourceFd;
@@ -96,9 +97,12 @@ pub fn run(args: Args) -> Result<(), StartError> {
     };
 
     let advertised_port = args.advertised_port(p2p_addr.port());
-    let (core, stamps, n_files) = load_core(&args, &dir, advertised_port);
+    let (core, stamps, n_files, resumes) = load_core(&args, &dir, advertised_port);
     let mut driver = Driver::new(&args, dir, fd_limit, core, stamps, listeners)?;
     driver.register_sources()?;
+    for (record, resume) in resumes {
+        driver.hash_kept_prefix(record, resume);
+    }
     println!(
         "{}",
         crate::cli::banner::start_line(&args, p2p_addr, http_addr, n_files, &driver.settings.dir)
@@ -147,16 +151,26 @@ struct Listeners {
     p2p_ip: Option<IpAddr>,
 }
 
+/// What [`load_core`] gives: the core, the held files' stamps, how many
+/// files were loaded, and the downloads to resume.
+type LoadedCore = (
+    Peer,
+    storage::Stamps,
+    usize,
+    Vec<(FileRecord, metadata::StoredResume)>,
+);
+
 /// The core, built from the arguments and loaded with the catalog the
-/// folder and its metadata agree on; with the held files' stamps and how
-/// many files were loaded.
-fn load_core(args: &Args, dir: &Path, p2p_port: u16) -> (Peer, storage::Stamps, usize) {
+/// folder and its metadata agree on; with the held files' stamps, how many
+/// files were loaded and the downloads to resume.
+fn load_core(args: &Args, dir: &Path, p2p_port: u16) -> LoadedCore {
     let me = PeerId(args.peer_id.clone());
     let Loaded {
         entries,
         stamps,
         changed,
         not_read,
+        resumes,
         notes,
     } = reconcile(dir, &me, now_unix());
     for note in &notes {
@@ -175,7 +189,7 @@ fn load_core(args: &Args, dir: &Path, p2p_port: u16) -> (Peer, storage::Stamps, 
     for id in &changed {
         core.on_local_changed(id);
     }
-    (core, stamps, n_files)
+    (core, stamps, n_files, resumes)
 }
 
 /// The core's settings from the arguments.
@@ -297,6 +311,7 @@ impl Driver {
             last_persist: None,
             unverified: HashMap::new(),
             resumable: HashMap::new(),
+            temps: HashMap::new(),
             push_quota: PushQuota::new(),
             trim_armed: false,
             saved_catalog_bytes: 0,

@@ -5,9 +5,11 @@ use crate::cli::escape;
 use crate::core::Dest;
 use crate::core::{Command, ReverifyOutcome, StampUpdate};
 use crate::ids::FileId;
+use crate::net::conn::KeptPrefix;
+use crate::net::file_writer::Prefix;
 use crate::protocol::FileRecord;
 use crate::storage::serving::{self, FileStamp};
-use crate::storage::{self, metadata, StoredEntry};
+use crate::storage::{self, metadata, FileHasher, PartialFile, StoredEntry};
 use log::{debug, info, warn};
 use mio::Waker;
 use std::io;
@@ -43,6 +45,34 @@ pub(super) enum WorkerMsg {
     /// A `get` with a destination, its destination checked before the
     /// download starts.
     DestChecked(Command, Result<(), storage::Refusal>),
+    /// A download to resume: its kept temp file opened and hashed.
+    PrefixHashed {
+        record: FileRecord,
+        resume: metadata::StoredResume,
+        result: io::Result<(PartialFile, FileHasher, u64)>,
+    },
+}
+
+/// Opens the temp file `name` kept in `dir` and hashes its bytes (the
+/// prefix a resumed download continues).
+fn hash_prefix(dir: &Path, name: &str) -> io::Result<(PartialFile, FileHasher, u64)> {
+    use std::io::Read;
+    let mut partial = PartialFile::reopen(dir, name)?;
+    let mut hasher = FileHasher::new();
+    let mut len = 0u64;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match partial.file().read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                hasher.update(&buf[..n]);
+                len += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((partial, hasher, len))
 }
 
 /// The worker thread: runs jobs in order, wakes the loop after each.
@@ -232,7 +262,61 @@ impl Driver {
                 name,
                 result,
             } => self.on_reverified(file_id, name, result),
+            WorkerMsg::PrefixHashed {
+                record,
+                resume,
+                result,
+            } => self.on_prefix_hashed(record, resume, result),
         }
+    }
+
+    /// Hashes, off the loop, the temp file a download in flight at the last
+    /// exit kept, to resume it.
+    pub(super) fn hash_kept_prefix(&mut self, record: FileRecord, resume: metadata::StoredResume) {
+        let dir = self.settings.dir.clone();
+        let _ = self.worker_tx.send(Box::new(move || {
+            let result = hash_prefix(&dir, &resume.partial);
+            WorkerMsg::PrefixHashed {
+                record,
+                resume,
+                result,
+            }
+        }));
+    }
+
+    /// A kept temp file is hashed: the core resumes its download (the bytes
+    /// are kept for its next attempt), or does not want it (dropped).
+    fn on_prefix_hashed(
+        &mut self,
+        record: FileRecord,
+        resume: metadata::StoredResume,
+        result: io::Result<(PartialFile, FileHasher, u64)>,
+    ) {
+        let (partial, hasher, len) = match result {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(
+                    "cannot resume {}: its kept bytes ({}) cannot be read: {e}",
+                    record.file_name, resume.partial
+                );
+                return;
+            }
+        };
+        let dest = resume.dest.map(|(path, force)| Dest {
+            path: PathBuf::from(path),
+            force,
+        });
+        let now = self.now();
+        let Some(t) = self
+            .core
+            .resume_download(now, record, resume.by_user, dest, len)
+        else {
+            // Dropping it removes the temp file.
+            return;
+        };
+        self.temps.insert(t, partial.name());
+        let prefix = Prefix { hasher, len };
+        self.resumable.insert(t, KeptPrefix { partial, prefix });
     }
 
     /// A changed file hashed again: the core says whether the result
