@@ -269,3 +269,232 @@ fn a_real_peershare_holder_sends_the_rest_after_a_fake_holder_cut_the_transfer()
         "the holder sent {sent} B of a {LEN} B file cut at half"
     );
 }
+
+/// A holder that sends the first request half the file and then stalls
+/// (the connection open, silent), and answers later requests' ranges.
+fn stalling_holder(id: &str, record: &Value, bytes: &Arc<Vec<u8>>) -> FakeHolder {
+    let (record, bytes) = (record.clone(), bytes.clone());
+    let first = AtomicBool::new(true);
+    FakeHolder::start(
+        id,
+        vec![record.clone()],
+        FakeStyle {
+            ranges: true,
+            ..FakeStyle::default()
+        },
+        move |req, mut conn, stop| {
+            let _ = conn.set_write_timeout(Some(Duration::from_secs(10)));
+            if first.swap(false, Ordering::SeqCst) {
+                let msg = file_data(&record, &bytes);
+                let half = msg.len() - 2 * bytes.len() - 2 + bytes.len();
+                if conn.write_all(&msg[..half]).is_ok() {
+                    hold_silent(conn, stop, Duration::from_secs(60));
+                }
+                return;
+            }
+            let offset = req["offset"].as_u64().unwrap_or(0) as usize;
+            let msg = if offset > 0 {
+                ranged_file_data(&record, &bytes, offset)
+            } else {
+                file_data(&record, &bytes)
+            };
+            reply_and_close(conn, &msg);
+        },
+    )
+}
+
+/// The bytes the download of `id` has, from `/api/state`.
+fn bytes_done(down: &PeerProc, id: &str) -> u64 {
+    down.state()
+        .and_then(|s| {
+            s["transfers"]
+                .as_array()?
+                .iter()
+                .find(|t| t["file_id"] == id)
+                .and_then(|t| t["bytes_done"].as_u64())
+        })
+        .unwrap_or(0)
+}
+
+/// The `resume` record of file `id` in the folder's metadata, if any.
+fn resume_record(dir: &std::path::Path, id: &str) -> Option<Value> {
+    let text = std::fs::read(dir.join("metadata.json")).ok()?;
+    let meta: Value = serde_json::from_slice(&text).ok()?;
+    meta.get(id)?.get("resume").cloned()
+}
+
+/// A download stopped half-way by `stop` (a clean exit or kill -9) goes on
+/// at the next start from the bytes it kept: the temp file named in the
+/// metadata is the only one left, and the holder is asked only for the
+/// rest.
+fn resumes_after(stop: impl FnOnce(&mut PeerProc), how: &str) {
+    let bytes = Arc::new(pattern(75, LEN));
+    let record = file_record("later.bin", &bytes, "owner", 1_744_169_352);
+    let id = record["file_id"].as_str().unwrap().to_string();
+    let holder = stalling_holder("staller", &record, &bytes);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("storage");
+    let mut down = PeerBuilder::new("down")
+        .storage(&dir)
+        .well_known(holder.port)
+        .spawn();
+    assert!(
+        wait_until(WAIT, || down.file_with_id(&id).is_some()),
+        "{}",
+        log_tail(&down)
+    );
+    // A temp file from some other, earlier run: removed at the next start.
+    std::fs::write(dir.join(".partial-0123456789abcdef"), b"stale").unwrap();
+    down.send_line(&format!("get {id}"));
+    let half_way = wait_until(WAIT, || {
+        bytes_done(&down, &id) >= (LEN / 4) as u64 && resume_record(&dir, &id).is_some()
+    });
+    assert!(
+        half_way,
+        "{how}: the download never got going\n{}",
+        log_tail(&down)
+    );
+    stop(&mut down);
+    let record_left = resume_record(&dir, &id).expect("the metadata names the download");
+    let partial = record_left["partial"].as_str().unwrap().to_string();
+    let kept = std::fs::metadata(dir.join(&partial))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    assert!(kept > 0, "{how}: its temp file {partial} is gone or empty");
+    drop(down);
+
+    let mut again = PeerBuilder::new("down")
+        .storage(&dir)
+        .well_known(holder.port)
+        .spawn();
+    let saved = wait_until(WAIT, || {
+        again.file_with_id(&id).is_some_and(|f| f["local"] == true)
+    });
+    assert!(saved, "{how}: not resumed\n{}", log_tail(&again));
+    assert_saved(&again, &record, &bytes);
+    let asked: Vec<u64> = holder
+        .received()
+        .iter()
+        .filter(|m| m["type"] == "GET_FILE")
+        .map(|m| m["offset"].as_u64().unwrap_or(0))
+        .collect();
+    assert_eq!(asked.len(), 2, "{how}: {asked:?}");
+    assert_eq!(
+        asked[1], kept,
+        "{how}: asked from {} with {kept} B kept",
+        asked[1]
+    );
+    let lines = again.lines().join("\n");
+    assert!(lines.contains("resuming later.bin"), "{how}: {lines}");
+    again.send_line("exit");
+    eprintln!("{how}: {kept} B kept, the rest fetched after the restart");
+}
+
+#[test]
+fn a_download_in_flight_at_a_clean_exit_resumes_at_the_next_start() {
+    resumes_after(
+        |down| {
+            down.signal(libc::SIGTERM);
+            assert!(down.wait_exit(WAIT).is_some(), "no exit on SIGTERM");
+        },
+        "SIGTERM",
+    );
+}
+
+#[test]
+fn a_download_in_flight_at_a_kill_9_resumes_at_the_next_start() {
+    resumes_after(PeerProc::kill, "kill -9");
+}
+
+/// A storage folder holding `name` = `bytes` with a fixed mtime, so two
+/// holders started from two such folders hold the same file id.
+fn folder_with(tmp: &std::path::Path, sub: &str, name: &str, bytes: &[u8]) -> std::path::PathBuf {
+    let dir = tmp.join(sub);
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = std::fs::File::create(dir.join(name)).unwrap();
+    (&f).write_all(bytes).unwrap();
+    let when = std::time::UNIX_EPOCH + Duration::from_secs(1_744_169_352);
+    f.set_modified(when).unwrap();
+    dir
+}
+
+#[test]
+fn a_source_killed_mid_transfer_is_continued_by_another_real_holder() {
+    use support::chaos::{ChaosProxy, Mode};
+    let bytes = Arc::new(pattern(76, LEN));
+    let tmp = tempfile::tempdir().unwrap();
+    // The first holder listens privately and advertises a proxy capped at
+    // 2 MB/s, so the transfer is still running when it is killed.
+    let private = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let private_port = private.local_addr().unwrap().port();
+    drop(private);
+    let proxy = ChaosProxy::start(private_port, Mode::Bandwidth(2_000_000));
+    let mut slow = PeerBuilder::new("slow")
+        .storage(&folder_with(tmp.path(), "slow", "shared.bin", &bytes))
+        .p2p_port(proxy.port)
+        .args(&["--bind", &format!("127.0.0.1:{private_port}")])
+        .spawn();
+    let mut down = PeerBuilder::new("down").well_known(proxy.port).spawn();
+    let id = wait_for_file(&down, "shared.bin");
+    down.send_line(&format!("get {id}"));
+    assert!(
+        wait_until(WAIT, || bytes_done(&down, &id) >= (LEN / 4) as u64),
+        "{}",
+        log_tail(&down)
+    );
+    // A second holder of the same file joins, then the first dies.
+    let fast = PeerBuilder::new("fast")
+        .storage(&folder_with(tmp.path(), "fast", "shared.bin", &bytes))
+        .well_known(down.p2p_port)
+        .spawn();
+    let known = wait_until(WAIT, || {
+        down.file_with_id(&id).is_some_and(|f| {
+            f["peers_with_file"]
+                .as_array()
+                .is_some_and(|h| h.iter().any(|p| p == "fast"))
+        })
+    });
+    assert!(
+        known,
+        "the second holder's file is not known\n{}",
+        log_tail(&down)
+    );
+    let at_kill = bytes_done(&down, &id);
+    slow.kill();
+    let saved = wait_until(WAIT, || {
+        down.file_with_id(&id).is_some_and(|f| f["local"] == true)
+    });
+    assert!(saved, "not completed after the kill\n{}", log_tail(&down));
+    let entry = down.file_with_id(&id).unwrap();
+    assert_eq!(entry["verified"], true);
+    assert!(std::fs::read(down.dir.join("shared.bin")).unwrap() == *bytes);
+    let lines = down.lines().join("\n");
+    assert!(lines.contains("resuming shared.bin"), "{lines}");
+    // The second holder sent only what the first had not.
+    let metrics = http_get(fast.http_port, "/metrics").expect("metrics");
+    let metrics = String::from_utf8_lossy(&metrics);
+    let sent: u64 = metrics
+        .lines()
+        .find(|l| l.starts_with(r#"peershare_file_data_bytes_total{direction="up"}"#))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .unwrap_or(u64::MAX);
+    assert!(
+        sent <= LEN as u64 - at_kill,
+        "the second holder sent {sent} B; {at_kill} B had arrived before the kill"
+    );
+}
+
+/// Waits until `down` knows a file named `name`; its id.
+fn wait_for_file(down: &PeerProc, name: &str) -> String {
+    let mut id = String::new();
+    let known = wait_until(WAIT, || {
+        down.file_named(name).is_some_and(|f| {
+            id = f["file_id"].as_str().unwrap_or_default().to_string();
+            true
+        })
+    });
+    assert!(known, "{name} is not known\n{}", log_tail(down));
+    id
+}

@@ -167,3 +167,105 @@ fn a_resumed_copy_that_does_not_verify_is_the_fallback_and_the_next_starts_over(
     let (_, (_, _, from)) = next_fetch(&p.take_effects()).expect("next");
     assert_eq!(from, 0, "which bytes were bad is unknown: all of it again");
 }
+
+#[test]
+fn a_holder_learnt_during_the_download_is_tried_when_the_others_failed() {
+    let (mut p, t, (first, attempt, _)) = fetching(&[("z", 9003, true)]);
+    assert_eq!(first.0, "z");
+    // A new holder appears while `z` sends.
+    p.on_message(
+        Time(1_500),
+        Message::GossipReply {
+            host: "127.0.0.1".into(),
+            port: 9004,
+            peer_id: "late".into(),
+            files: vec![big("f")],
+            ranges: true,
+        },
+    );
+    p.take_effects();
+    p.on_fetch_result(Time(2_000), t, attempt, cut(400));
+    let (_, (next, attempt, from)) = next_fetch(&p.take_effects()).expect("the new holder");
+    assert_eq!((next.0.as_str(), from), ("late", 400));
+    // Each holder is tried once: with both failed, the download ends.
+    p.on_fetch_result(Time(3_000), t, attempt, cut(500));
+    let lines = printed(&p.take_effects());
+    assert!(
+        lines.iter().any(|l| l.starts_with(
+            "get: no source left for f.txt: z closed mid-transfer at 400 B, late closed"
+        )),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn a_download_resumed_at_start_waits_for_a_holder_then_continues_its_bytes() {
+    let mut p = peer();
+    p.load_entry(crate::core::catalog::Entry {
+        record: big("f"),
+        holders: ["q".into()].into_iter().collect(),
+        local: None,
+    });
+    p.start(Time(0));
+    p.take_effects();
+    let t = p
+        .resume_download(Time(10), big("f"), true, None, 300)
+        .expect("resumed");
+    let effects = p.take_effects();
+    assert!(
+        printed(&effects)
+            .iter()
+            .any(|l| l == "get: resuming f.txt (1000 B): 300 B kept from the last run; waiting for its holders"),
+        "{effects:?}"
+    );
+    assert!(next_fetch(&effects).is_none(), "no holder is known yet");
+    // The same file again (a second record, auto-fetch): not twice.
+    assert_eq!(
+        p.resume_download(Time(10), big("f"), false, None, 300),
+        None
+    );
+    p.on_message(
+        Time(500),
+        Message::GossipReply {
+            host: "127.0.0.1".into(),
+            port: 9001,
+            peer_id: "q".into(),
+            files: vec![big("f")],
+            ranges: true,
+        },
+    );
+    p.on_timer(Time(1_010), Timer::ResumeWaiting);
+    let (tt, (src, _, from)) = next_fetch(&p.take_effects()).expect("it starts");
+    assert_eq!((tt, src.0.as_str(), from), (t, "q", 300));
+}
+
+#[test]
+fn a_resumed_download_without_a_holder_gives_up_after_the_peer_timeout() {
+    let mut p = peer();
+    p.load_entry(crate::core::catalog::Entry {
+        record: big("f"),
+        holders: Default::default(),
+        local: None,
+    });
+    p.start(Time(0));
+    p.resume_download(Time(0), big("f"), true, None, 300)
+        .expect("resumed");
+    p.on_timer(Time(1_000), Timer::ResumeWaiting);
+    assert!(p.downloads().len() == 1, "still waiting");
+    let later = Time(1_000 + p.cfg.peer_timeout.as_millis() as u64);
+    p.on_timer(later, Timer::ResumeWaiting);
+    let effects = p.take_effects();
+    assert!(p.downloads().is_empty());
+    assert!(
+        effects
+            .iter()
+            .any(|e| matches!(e, Effect::DiscardUnverified { .. })),
+        "its kept bytes are dropped"
+    );
+    assert!(
+        printed(&effects)
+            .iter()
+            .any(|l| l.starts_with("get: no source left for f.txt")),
+        "{effects:?}"
+    );
+}
