@@ -36,6 +36,12 @@ impl Peer {
         {
             return None;
         }
+        // More bytes than the file can have: not a prefix of it (the driver
+        // drops them at the first attempt, which starts over).
+        let kept = match super::downloads::size_upper_bound(&record.file_size) {
+            Some(max) if kept > max => 0,
+            _ => kept,
+        };
         let id = self.downloads.next_id();
         let origin = if by_user {
             Origin::Menu(dest)

@@ -269,3 +269,29 @@ fn a_resumed_download_without_a_holder_gives_up_after_the_peer_timeout() {
         "{effects:?}"
     );
 }
+
+#[test]
+fn kept_bytes_beyond_the_files_size_are_not_resumed_from() {
+    let mut p = peer();
+    p.load_entry(crate::core::catalog::Entry {
+        record: big("f"),
+        holders: Default::default(),
+        local: None,
+    });
+    p.start(Time(0));
+    p.resume_download(Time(0), big("f"), true, None, 5_000)
+        .expect("still fetched");
+    p.on_message(
+        Time(500),
+        Message::GossipReply {
+            host: "127.0.0.1".into(),
+            port: 9001,
+            peer_id: "q".into(),
+            files: vec![big("f")],
+            ranges: true,
+        },
+    );
+    p.on_timer(Time(1_000), Timer::ResumeWaiting);
+    let (_, (_, _, from)) = next_fetch(&p.take_effects()).expect("it starts");
+    assert_eq!(from, 0, "5000 B can't be a prefix of a 1000 B file");
+}
