@@ -395,6 +395,11 @@ impl Peer {
             FetchResult::Cut { why, kept } => {
                 debug!("{transfer}: {peer} failed after {kept} bytes: {why}");
                 self.counters.download_failed(&why);
+                // More than the file can have is no prefix of it: dropped.
+                let kept = match super::downloads::size_upper_bound(&d.record.file_size) {
+                    Some(max) if kept > max => 0,
+                    _ => kept,
+                };
                 d.kept = kept;
                 d.bytes_done = kept;
                 // Sources that serve ranges go first: they continue the

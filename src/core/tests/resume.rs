@@ -295,3 +295,11 @@ fn kept_bytes_beyond_the_files_size_are_not_resumed_from() {
     let (_, (_, _, from)) = next_fetch(&p.take_effects()).expect("it starts");
     assert_eq!(from, 0, "5000 B can't be a prefix of a 1000 B file");
 }
+
+#[test]
+fn a_cut_that_kept_more_than_the_file_is_started_over() {
+    let (mut p, t, (_, attempt, _)) = fetching(&[("q", 9001, true), ("z", 9003, true)]);
+    p.on_fetch_result(Time(2_000), t, attempt, cut(1_500));
+    let (_, (_, _, from)) = next_fetch(&p.take_effects()).expect("next");
+    assert_eq!(from, 0, "1500 B kept of a 1000 B file are no prefix of it");
+}
