@@ -101,9 +101,11 @@ fn advertise(down: &PeerProc, alias: &str, port: u16, record: &Value) {
         "file_id": record["file_id"], "file_owner": record["file_owner"],
         "file_timestamp": record["file_timestamp"],
     });
+    // The proxy fronts a peershare peer: it serves ranges, as the holder
+    // says of itself (so the alias, seen last, is tried first).
     let reply = serde_json::json!({
         "type": "GOSSIP_REPLY", "host": "127.0.0.1", "port": port, "peerId": alias,
-        "files": [file],
+        "files": [file], "ranges": 1,
     });
     send_raw(down.p2p_port, reply.to_string().as_bytes()).expect("send GOSSIP_REPLY");
     let id = record["file_id"].as_str().unwrap();
@@ -163,7 +165,7 @@ fn finish_get(down: &PeerProc, g: Get, timeout: Duration) -> Got {
         .lines()
         .into_iter()
         .skip(g.skip)
-        .filter(|l| l.starts_with("get: fetching"))
+        .filter(|l| l.starts_with("get: fetching") || l.starts_with("get: resuming"))
         .filter_map(|l| l.rsplit_once(" from ").map(|(_, p)| p.to_string()))
         .collect();
     Got {

@@ -393,7 +393,7 @@ impl Peer {
         d.current = None;
         match result {
             FetchResult::Cut { why, kept } => {
-                debug!("{transfer}: {peer} failed after {kept} bytes: {why}");
+                debug!("{transfer}: {peer} failed: {why} (its first {kept} bytes kept)");
                 self.counters.download_failed(&why);
                 // More than the file can have is no prefix of it: dropped.
                 let kept = match super::downloads::size_upper_bound(&d.record.file_size) {
