@@ -451,3 +451,118 @@ fn an_upload_in_flight_is_listed_going_up_and_its_end_is_an_event() {
     });
     assert!(!listed_after, "the ended upload is still listed");
 }
+
+#[test]
+fn a_push_we_receive_is_listed_going_down_while_it_runs_and_its_end_is_an_event() {
+    let data = pattern(8, 256 * 1024);
+    let record = file_record("pushed.bin", &data, "pusher", 1_700_000_008);
+    let mut p = PeerBuilder::new("receiver").args(&QUIET).spawn();
+    // About 4 s: 40 pieces 100 ms apart.
+    let pusher = push_slowly(
+        p.p2p_port,
+        file_data(&record, &data),
+        40,
+        Duration::from_millis(100),
+    );
+    let mut down = None;
+    let listed = wait_until(WAIT, || {
+        down = p.state().and_then(|s| {
+            s["transfers"]
+                .as_array()
+                .and_then(|t| t.iter().find(|t| t["direction"] == "down").cloned())
+        });
+        down.as_ref()
+            .is_some_and(|t| t["bytes_done"].as_u64().is_some_and(|b| b > 0))
+    });
+    assert!(listed, "no inbound push listed\n{}", log_tail(&p));
+    let down = down.unwrap_or_default();
+    assert_eq!(down["file_name"], "(pushed file)", "{down}");
+    assert!(
+        down["peer"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("127.0.0.1:")),
+        "named by the sender's address: {down}"
+    );
+    let bytes_then = down["bytes_done"].as_u64().unwrap_or_default();
+    assert!(bytes_then < data.len() as u64, "{down}");
+
+    let skip = p.line_count();
+    p.send_line("transfers");
+    let row = p
+        .wait_line(skip, "(pushed file)", WAIT)
+        .unwrap_or_else(|| panic!("not in `transfers`\n{:?}", p.lines()));
+    assert!(
+        row.starts_with("down") && row.contains("127.0.0.1:"),
+        "{row}"
+    );
+
+    assert_eq!(pusher.join().ok(), Some(file_data(&record, &data).len()));
+    let mut events = Vec::new();
+    let ended = wait_until(WAIT, || {
+        events = p
+            .state()
+            .and_then(|s| s["events"].as_array().cloned())
+            .unwrap_or_default();
+        events.iter().any(|e| e["kind"] == "push_in_done")
+    });
+    assert!(ended, "no push_in_done event: {events:?}\n{}", log_tail(&p));
+    let done = events
+        .iter()
+        .find(|e| e["kind"] == "push_in_done")
+        .and_then(|e| e["text"].as_str())
+        .unwrap_or_default();
+    assert!(
+        done.starts_with("push of pushed.bin from 127.0.0.1:") && done.ends_with("(256.0 KiB)"),
+        "{done}"
+    );
+    let still_listed = p.state().is_some_and(|s| {
+        s["transfers"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|t| t["direction"] == "down"))
+    });
+    assert!(!still_listed, "the ended push is still listed");
+    assert!(
+        wait_until(WAIT, || p.file_named("pushed.bin").is_some()),
+        "the push was not stored\n{}",
+        log_tail(&p)
+    );
+}
+
+#[test]
+fn a_push_cut_short_is_listed_then_ends_with_a_failure_event() {
+    let data = pattern(9, 64 * 1024);
+    let record = file_record("cut.bin", &data, "pusher", 1_700_000_009);
+    let p = PeerBuilder::new("receiver").args(&QUIET).spawn();
+    let mut msg = file_data(&record, &data);
+    msg.truncate(msg.len() / 2);
+    let pusher = push_slowly(p.p2p_port, msg, 10, Duration::from_millis(100));
+    let listed = wait_until(WAIT, || {
+        p.state().is_some_and(|s| {
+            s["transfers"]
+                .as_array()
+                .is_some_and(|t| t.iter().any(|t| t["direction"] == "down"))
+        })
+    });
+    assert!(listed, "no inbound push listed\n{}", log_tail(&p));
+    let _ = pusher.join();
+    let mut events = Vec::new();
+    let ended = wait_until(WAIT, || {
+        events = p
+            .state()
+            .and_then(|s| s["events"].as_array().cloned())
+            .unwrap_or_default();
+        events.iter().any(|e| e["kind"] == "push_in_failed")
+    });
+    assert!(
+        ended,
+        "no push_in_failed event: {events:?}\n{}",
+        log_tail(&p)
+    );
+    let text = events
+        .iter()
+        .find(|e| e["kind"] == "push_in_failed")
+        .and_then(|e| e["text"].as_str())
+        .unwrap_or_default();
+    assert!(text.starts_with("push from 127.0.0.1:"), "{text}");
+    assert!(p.file_named("cut.bin").is_none());
+}

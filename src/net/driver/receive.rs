@@ -3,7 +3,7 @@
 use super::{Driver, Due};
 use crate::core::downloads::{judge_reply, verifying_timestamps};
 use crate::core::push_quota::PushTicket;
-use crate::core::{FetchResult, SourceFailure, Time};
+use crate::core::{FetchResult, SourceFailure, Time, UploadEnd};
 use crate::ids::TransferId;
 use crate::net::conn::{PartialSink, Role};
 use crate::protocol::decoder::{DataField, Decoded};
@@ -187,7 +187,8 @@ impl Driver {
             Ok(m) => m,
             Err(e) => {
                 self.net.message_in("malformed");
-                debug!("message dropped: {e}");
+                debug!("message from {} dropped: {e}", push.0);
+                self.upload_ended(key, UploadEnd::Failed(format!("not a valid message: {e}")));
                 self.finish_conn(key);
                 return;
             }
@@ -197,6 +198,11 @@ impl Driver {
         match msg {
             Message::GetFile { file_id, range } => self.answer_get_file(key, file_id, range),
             Message::FileData(header) => {
+                let len = match data {
+                    DataField::Bytes { len } => len,
+                    DataField::Absent | DataField::Null => 0,
+                };
+                self.push_in_received(key, &header, len);
                 self.finish_conn(key);
                 // A push without data bytes (an empty file) was not counted
                 // at its first byte: it counts now.
