@@ -210,8 +210,10 @@ impl Peer {
             }
         }
         let what = format!(
-            "fetching {} ({}) from {peer}",
-            record.file_name, record.file_size
+            "fetching {} ({}) from {}",
+            record.file_name,
+            record.file_size,
+            self.name_peer(&peer)
         );
         if auto {
             info!("auto-fetch: {what}");
@@ -346,7 +348,10 @@ impl Peer {
         d.current = None;
         match result {
             FetchResult::Failed(why) => {
-                debug!("{transfer}: {peer} failed: {why}");
+                debug!(
+                    "{transfer}: {} failed: {why}",
+                    super::view::peer_name(&self.members, &peer)
+                );
                 self.counters.download_failed(&why);
                 let name = d.record.file_name.clone();
                 d.failures.push((peer.clone(), why.clone()));
@@ -462,7 +467,8 @@ impl Peer {
         self.local_copy(file).is_none() && (verified || self.downloads.by_file(file).is_none())
     }
 
-    /// A peer pushed us a file (unsolicited FILE_DATA) and the driver
+    /// A peer (`from`, as the driver names it: "peer_id (host:port)" or the
+    /// address) pushed us a file (unsolicited FILE_DATA) and the driver
     /// stored it under `local_name` (after [`Peer::wants_push`] said so).
     /// A download of the same file still running ends with this copy: its
     /// bytes, arriving later, are discarded (its attempt is no longer
@@ -470,12 +476,13 @@ impl Peer {
     pub fn on_file_received(
         &mut self,
         now: Time,
+        from: &str,
         record: FileRecord,
         local_name: String,
         verified: bool,
     ) {
         info!(
-            "received pushed file {} ({}){}",
+            "received pushed file {} ({}) from {from}{}",
             record.file_name,
             record.file_id,
             if verified { "" } else { ", UNVERIFIED" }

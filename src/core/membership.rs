@@ -111,8 +111,14 @@ impl Membership {
     }
 
     /// Records that `id` is alive at `addr` now. Returns what changed, and
-    /// the peer evicted to make room, if any.
-    pub fn track(&mut self, now: Time, id: &PeerId, addr: PeerAddr) -> (Tracked, Option<PeerId>) {
+    /// the peer evicted to make room (with its address, for the log), if
+    /// any.
+    pub fn track(
+        &mut self,
+        now: Time,
+        id: &PeerId,
+        addr: PeerAddr,
+    ) -> (Tracked, Option<(PeerId, PeerAddr)>) {
         let answered_here = self.answered_at.get(id).is_some_and(|(a, _)| *a == addr);
         if let Some(p) = self.peers.get_mut(id) {
             p.last_seen = now;
@@ -129,9 +135,10 @@ impl Membership {
         self.changes += 1;
         if self.peers.len() >= MAX_PEERS {
             if let Some(oldest) = self.eviction_candidate() {
-                self.peers.remove(&oldest);
+                if let Some(gone) = self.peers.remove(&oldest) {
+                    evicted = Some((oldest.clone(), gone.addr));
+                }
                 self.forget_id(&oldest);
-                evicted = Some(oldest);
             }
         }
         if let Err(at) = self.ids.binary_search(id) {
@@ -260,15 +267,16 @@ impl Membership {
         self.peers.is_empty()
     }
 
-    /// Drops every peer silent for longer than `timeout`; returns them.
-    pub fn expire(&mut self, now: Time, timeout: std::time::Duration) -> Vec<PeerId> {
-        let dead: Vec<PeerId> = self
+    /// Drops every peer silent for longer than `timeout`; returns them with
+    /// their addresses (for the log).
+    pub fn expire(&mut self, now: Time, timeout: std::time::Duration) -> Vec<(PeerId, PeerAddr)> {
+        let dead: Vec<(PeerId, PeerAddr)> = self
             .peers
             .iter()
             .filter(|(_, p)| now.since(p.last_seen) > timeout)
-            .map(|(id, _)| id.clone())
+            .map(|(id, p)| (id.clone(), p.addr.clone()))
             .collect();
-        for id in &dead {
+        for (id, _) in &dead {
             self.peers.remove(id);
             self.forget_id(id);
         }
@@ -373,7 +381,7 @@ mod tests {
         m.track(Time(0), &"old".into(), PeerAddr::new("h", 1));
         m.track(Time(50_000), &"new".into(), PeerAddr::new("h", 2));
         let dead = m.expire(Time(61_000), Duration::from_secs(60));
-        assert_eq!(dead, vec![PeerId::from("old")]);
+        assert_eq!(dead, vec![(PeerId::from("old"), PeerAddr::new("h", 1))]);
         assert!(m.contains(&"new".into()));
     }
 
@@ -407,7 +415,9 @@ mod tests {
             let id = PeerId(format!("fake{i}"));
             let (_, evicted) = m.track(Time(1 + i), &id, PeerAddr::new("h", 2));
             assert!(
-                evicted.as_ref().is_none_or(|e| e.0.starts_with("fake")),
+                evicted
+                    .as_ref()
+                    .is_none_or(|(e, _)| e.0.starts_with("fake")),
                 "{evicted:?} evicted"
             );
         }
@@ -428,7 +438,7 @@ mod tests {
             }
         }
         let (_, evicted) = full.track(Time(5_000), &"late".into(), PeerAddr::new("h", 3));
-        assert_eq!(evicted, Some(PeerId::from("q0")));
+        assert_eq!(evicted, Some((PeerId::from("q0"), PeerAddr::new("h", 1))));
     }
 
     #[test]

@@ -196,6 +196,17 @@ impl Peer {
         }
     }
 
+    /// "peer_id (host:port)" for the tracked peer listening at `addr`
+    /// exactly, else `addr`: how logs name an address we dial (its port is
+    /// a listening port, so unlike [`Peer::name_addr`] the host alone never
+    /// names a peer).
+    pub fn name_listener(&self, addr: &crate::ids::PeerAddr) -> String {
+        match self.members.all().iter().find(|(_, p)| p.addr == *addr) {
+            Some((id, _)) => format!("{id} ({addr})"),
+            None => addr.to_string(),
+        }
+    }
+
     /// Every transfer of the registry as the view lists them.
     pub(crate) fn upload_views(&self, now: Time) -> Vec<TransferView> {
         self.views_where(now, |_| true)

@@ -437,10 +437,17 @@ impl Peer {
 
     /// "peer_id (host:port)" for a tracked peer, else its id.
     pub(crate) fn name_peer(&self, p: &crate::ids::PeerId) -> String {
-        match self.members.get(p) {
-            Some(m) => format!("{p} ({})", m.addr),
-            None => p.0.clone(),
-        }
+        peer_name(&self.members, p)
+    }
+}
+
+/// "peer_id (host:port)" for a peer tracked in `members`, else its id: how
+/// logs, events and views name a peer (for use while another field of the
+/// Peer is borrowed).
+pub(crate) fn peer_name(members: &super::membership::Membership, p: &crate::ids::PeerId) -> String {
+    match members.get(p) {
+        Some(m) => format!("{p} ({})", m.addr),
+        None => p.0.clone(),
     }
 }
 

@@ -273,7 +273,7 @@ pub struct FetchConn {
     pub attempt: u64,
     /// The file as the catalog knows it.
     pub record: FileRecord,
-    /// The source's peerId (for logs).
+    /// The source as logs name it: "peer_id (host:port)".
     pub source: String,
     /// GET_FILE bytes and how many are written.
     pub request: Vec<u8>,

@@ -4,6 +4,7 @@
 //! are decoded; their bytes are reported after each step, and
 //! their end once.
 
+use super::conns::conn_addr;
 use super::Driver;
 use crate::core::UploadEnd;
 use crate::net::conn::{Payload, Role, WriteKind};
@@ -28,13 +29,7 @@ impl Driver {
         if c.upload.is_some() {
             return;
         }
-        let peer = match &c.target {
-            Some(to) => to.to_string(),
-            None => c
-                .stream
-                .peer_addr()
-                .map_or_else(|_| "an unknown address".into(), |a| a.to_string()),
-        };
+        let peer = conn_addr(c);
         let push = *kind == WriteKind::Push;
         c.upload = self
             .core
@@ -61,11 +56,7 @@ impl Driver {
             } => enc.file_bytes_sent(),
             Role::Read { decoder, .. } if decoder.data_len() > 0 => {
                 if c.upload.is_none() {
-                    let from = c
-                        .stream
-                        .peer_addr()
-                        .map_or_else(|_| "an unknown address".into(), |a| a.to_string());
-                    c.upload = self.core.on_push_in_started(now, &from);
+                    c.upload = self.core.on_push_in_started(now, &conn_addr(c));
                 }
                 decoder.data_len()
             }
