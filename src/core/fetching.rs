@@ -209,16 +209,13 @@ impl Peer {
                 self.print(format!("get: {line}"));
             }
         }
-        let what = format!(
-            "fetching {} ({}) from {}",
-            record.file_name,
-            record.file_size,
-            self.name_peer(&peer)
-        );
+        let what = format!("fetching {} ({})", record.file_name, record.file_size);
+        // The menu's line names the source as its `saved` line will (by
+        // id); the log names it with its address, as every log line does.
         if auto {
-            info!("auto-fetch: {what}");
+            info!("auto-fetch: {what} from {}", self.name_peer(&peer));
         } else {
-            self.print(format!("get: {what}"));
+            self.print(format!("get: {what} from {peer}"));
         }
         self.counters.downloads_started += 1;
         self.effects.push(Effect::Fetch {
