@@ -102,6 +102,11 @@ pub struct Membership {
     /// real. At most `MAX_PEERS` entries, the oldest answer forgotten
     /// first.
     answered_at: HashMap<PeerId, (PeerAddr, Time)>,
+    /// The peerId last tracked at each address, so a log line can name an
+    /// address in O(1) (a flood names thousands). Several ids may claim one
+    /// address: the latest wins, and the address goes unnamed once that
+    /// one is dropped. At most one entry per tracked peer.
+    by_addr: HashMap<PeerAddr, PeerId>,
 }
 
 impl Membership {
@@ -123,7 +128,11 @@ impl Membership {
         if let Some(p) = self.peers.get_mut(id) {
             p.last_seen = now;
             if p.addr != addr {
-                p.addr = addr;
+                let old = std::mem::replace(&mut p.addr, addr.clone());
+                if self.by_addr.get(&old) == Some(id) {
+                    self.by_addr.remove(&old);
+                }
+                self.by_addr.insert(addr, id.clone());
                 self.changes += 1;
                 p.answered = answered_here;
                 p.asked = None;
@@ -136,6 +145,7 @@ impl Membership {
         if self.peers.len() >= MAX_PEERS {
             if let Some(oldest) = self.eviction_candidate() {
                 if let Some(gone) = self.peers.remove(&oldest) {
+                    self.unindex(&gone.addr, &oldest);
                     evicted = Some((oldest.clone(), gone.addr));
                 }
                 self.forget_id(&oldest);
@@ -144,6 +154,7 @@ impl Membership {
         if let Err(at) = self.ids.binary_search(id) {
             self.ids.insert(at, id.clone());
         }
+        self.by_addr.insert(addr.clone(), id.clone());
         self.peers.insert(
             id.clone(),
             PeerState {
@@ -267,6 +278,22 @@ impl Membership {
         self.peers.is_empty()
     }
 
+    /// The tracked peer listening at `addr`, if the address index names
+    /// one (the latest to claim it).
+    pub fn id_at(&self, addr: &PeerAddr) -> Option<&PeerId> {
+        self.by_addr
+            .get(addr)
+            .filter(|id| self.peers.get(*id).is_some_and(|p| p.addr == *addr))
+    }
+
+    /// Forgets that `id` was at `addr` (it left), unless a later peer
+    /// claimed the address since.
+    fn unindex(&mut self, addr: &PeerAddr, id: &PeerId) {
+        if self.by_addr.get(addr) == Some(id) {
+            self.by_addr.remove(addr);
+        }
+    }
+
     /// Drops every peer silent for longer than `timeout`; returns them with
     /// their addresses (for the log).
     pub fn expire(&mut self, now: Time, timeout: std::time::Duration) -> Vec<(PeerId, PeerAddr)> {
@@ -276,8 +303,9 @@ impl Membership {
             .filter(|(_, p)| now.since(p.last_seen) > timeout)
             .map(|(id, p)| (id.clone(), p.addr.clone()))
             .collect();
-        for (id, _) in &dead {
+        for (id, addr) in &dead {
             self.peers.remove(id);
+            self.unindex(addr, id);
             self.forget_id(id);
         }
         self.changes += u64::from(!dead.is_empty());
@@ -373,6 +401,26 @@ mod tests {
             Tracked::Moved
         );
         assert_eq!(m.get(&id).map(|p| p.addr.port), Some(2));
+    }
+
+    #[test]
+    fn an_address_names_the_peer_last_tracked_there_while_it_stays() {
+        let mut m = Membership::new();
+        let (a, b) = (PeerAddr::new("h", 1), PeerAddr::new("h", 2));
+        m.track(Time(0), &"p".into(), a.clone());
+        assert_eq!(m.id_at(&a), Some(&PeerId::from("p")));
+        // p moves: its old address names no one.
+        m.track(Time(1), &"p".into(), b.clone());
+        assert_eq!(m.id_at(&a), None);
+        assert_eq!(m.id_at(&b), Some(&PeerId::from("p")));
+        // q claims the same address: the latest wins; p's expiry leaves it.
+        m.track(Time(50_000), &"q".into(), b.clone());
+        assert_eq!(m.id_at(&b), Some(&PeerId::from("q")));
+        m.expire(Time(61_000), Duration::from_secs(60));
+        assert_eq!(m.id_at(&b), Some(&PeerId::from("q")));
+        m.expire(Time(200_000), Duration::from_secs(60));
+        assert_eq!(m.id_at(&b), None);
+        assert!(m.by_addr.is_empty());
     }
 
     #[test]

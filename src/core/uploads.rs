@@ -199,10 +199,10 @@ impl Peer {
     /// "peer_id (host:port)" for the tracked peer listening at `addr`
     /// exactly, else `addr`: how logs name an address we dial (its port is
     /// a listening port, so unlike [`Peer::name_addr`] the host alone never
-    /// names a peer).
+    /// names a peer). O(1): it runs for every debug line of a flood.
     pub fn name_listener(&self, addr: &crate::ids::PeerAddr) -> String {
-        match self.members.all().iter().find(|(_, p)| p.addr == *addr) {
-            Some((id, _)) => format!("{id} ({addr})"),
+        match self.members.id_at(addr) {
+            Some(id) => format!("{id} ({addr})"),
             None => addr.to_string(),
         }
     }

@@ -452,13 +452,14 @@ pub(super) fn conn_addr(c: &Conn) -> String {
 
 impl Driver {
     /// The other side of connection `c` as logs name it: "peer_id
-    /// (host:port)" when a tracked peer listens at the address dialled
-    /// (outbound) or is the only one at the remote host (inbound: its
-    /// port is ephemeral), else the address.
+    /// (host:port)" when a tracked peer listens at the address dialled,
+    /// else the address (an inbound connection comes from an ephemeral
+    /// port: its address alone; looking further would cost a scan of the
+    /// table per line under a flood).
     pub(super) fn conn_name(&self, c: &Conn) -> String {
         match &c.target {
             Some(to) => self.core.name_listener(to),
-            None => self.core.name_addr(&conn_addr(c)),
+            None => conn_addr(c),
         }
     }
 }
