@@ -7,11 +7,19 @@
 use super::view::{Direction, EventKind, TransferView};
 use super::{Peer, Time};
 use crate::ids::FileId;
+use log::debug;
 use std::collections::BTreeMap;
 
 /// Uploads listed at most (the driver's own stream cap is lower; this bounds
 /// the registry whatever the driver does).
 pub const MAX_UPLOADS: usize = 256;
+
+/// `push_in_failed` events at most per [`PUSH_IN_FAILED_WINDOW`]: a sender
+/// can cut pushes short (or have them refused by the quota) as fast as it
+/// connects, and the events ring would hold nothing else.
+pub const PUSH_IN_FAILED_EVENTS: u32 = 10;
+/// The window of [`PUSH_IN_FAILED_EVENTS`].
+pub const PUSH_IN_FAILED_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// An upload's number in the registry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -61,6 +69,9 @@ const PUSH_IN_NAME: &str = "(pushed file)";
 pub(crate) struct Uploads {
     next: u64,
     live: BTreeMap<UploadId, Upload>,
+    /// When the current window of `push_in_failed` events began, and how
+    /// many it holds.
+    failed_window: Option<(Time, u32)>,
 }
 
 impl Peer {
@@ -154,10 +165,14 @@ impl Peer {
                 EventKind::PushInDone,
                 format!("push of {} from {} received ({size})", u.file_name, u.peer),
             ),
-            (UploadKind::PushIn, UploadEnd::Failed(why)) => (
-                EventKind::PushInFailed,
-                format!("push from {} stopped at {at}: {why}", u.peer),
-            ),
+            (UploadKind::PushIn, UploadEnd::Failed(why)) => {
+                let text = format!("push from {} stopped at {at}: {why}", u.peer);
+                if !self.uploads.may_say_push_in_failed(now) {
+                    debug!("{text} (not an event: too many lately)");
+                    return;
+                }
+                (EventKind::PushInFailed, text)
+            }
             (out, UploadEnd::Done) => (
                 EventKind::UploadDone,
                 format!("{} {} to {} done ({size})", what(out), u.file_name, u.peer),
@@ -225,9 +240,10 @@ impl Peer {
             .filter(|(_, u)| keep(u.kind))
             .map(|(id, u)| {
                 let rate = mean_rate(u.done, now.since(u.started));
-                let direction = match u.kind {
-                    UploadKind::PushIn => Direction::Down,
-                    UploadKind::Serve | UploadKind::PushOut => Direction::Up,
+                // A push we receive reads as a download from its sender.
+                let (direction, source) = match u.kind {
+                    UploadKind::PushIn => (Direction::Down, u.peer.clone()),
+                    UploadKind::Serve | UploadKind::PushOut => (Direction::Up, String::new()),
                 };
                 TransferView {
                     id: id.0,
@@ -237,13 +253,26 @@ impl Peer {
                     started_unix: self.events.unix(u.started),
                     file_id: u.file_id.0.clone(),
                     file_name: u.file_name.clone(),
-                    source: String::new(),
+                    source,
                     bytes_done: u.done,
                     bytes_total: u.total,
                     rate_bytes_per_sec: rate,
                 }
             })
             .collect()
+    }
+}
+
+impl Uploads {
+    /// Whether one more `push_in_failed` event fits the current window.
+    fn may_say_push_in_failed(&mut self, now: Time) -> bool {
+        let (start, said) = match self.failed_window {
+            Some((start, said)) if now.since(start) < PUSH_IN_FAILED_WINDOW => (start, said),
+            _ => (now, 0),
+        };
+        let fits = said < PUSH_IN_FAILED_EVENTS;
+        self.failed_window = Some((start, said + u32::from(fits)));
+        fits
     }
 }
 
@@ -315,6 +344,7 @@ mod tests {
         let t = &v.transfers[0];
         assert_eq!(t.direction, Direction::Down);
         assert_eq!(t.peer, "10.0.0.7:40123");
+        assert_eq!(t.source, "10.0.0.7:40123");
         assert_eq!((t.bytes_done, t.bytes_total), (3_000, None));
         assert_eq!(t.rate_bytes_per_sec, 3_000);
         assert!(p.progress_transfers(Time(1_000)).is_empty());
@@ -344,6 +374,34 @@ mod tests {
         assert_eq!(
             last.text,
             "push from 10.0.0.7:40123 stopped at 2.0 KiB: the peer closed"
+        );
+    }
+
+    #[test]
+    fn pushes_we_receive_cut_short_in_a_burst_fill_only_part_of_the_events() {
+        let cfg = Config::for_tests("me", PeerAddr::new("127.0.0.1", 9000));
+        let mut p = Peer::for_tests(cfg, 1);
+        let failed_events = |p: &Peer, now| {
+            p.view(now)
+                .events
+                .iter()
+                .filter(|e| e.kind == EventKind::PushInFailed)
+                .count()
+        };
+        for i in 0..25 {
+            let id = p.on_push_in_started(Time(i), "10.0.0.9:1").expect("room");
+            p.on_upload_ended(Time(i), id, UploadEnd::Failed("cut".into()));
+        }
+        assert_eq!(failed_events(&p, Time(100)), PUSH_IN_FAILED_EVENTS as usize);
+        assert_eq!(p.uploads_len(), 0, "each left the list all the same");
+        // A new window: said again.
+        let id = p
+            .on_push_in_started(Time(61_000), "10.0.0.9:1")
+            .expect("room");
+        p.on_upload_ended(Time(61_000), id, UploadEnd::Failed("cut".into()));
+        assert_eq!(
+            failed_events(&p, Time(61_000)),
+            PUSH_IN_FAILED_EVENTS as usize + 1
         );
     }
 
