@@ -21,7 +21,8 @@ pub const TTY_PERIOD: Duration = Duration::from_millis(250);
 /// Each transfer's plain progress line is this far apart (not a terminal).
 pub const PLAIN_PERIOD: Duration = Duration::from_secs(5);
 /// The terminal line is cut to this many characters, so it never wraps on
-/// an 80-column terminal (a wrapped line can't be redrawn with `\r`).
+/// an 80-column terminal (the status row is cut again to the terminal's
+/// own width: a wrapped line would scroll the screen).
 pub const TTY_WIDTH: usize = 79;
 /// Plain lines remembered at most (one per transfer in flight).
 const PLAIN_MAX: usize = 1024;
