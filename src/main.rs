@@ -4,7 +4,7 @@
 use peershare::cli::args::Args;
 use peershare::cli::escape::EscapingWriter;
 use simplelog::{ConfigBuilder, WriteLogger};
-use std::io::LineWriter;
+use std::io::{IsTerminal, LineWriter};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -34,12 +34,15 @@ fn main() -> ExitCode {
                 return ExitCode::from(1);
             }
         },
-        None => WriteLogger::init(
-            args.log_level,
-            config,
-            EscapingWriter::on_terminal(LineWriter::new(std::io::stderr())),
-        )
-        .is_ok(),
+        None => {
+            let stderr = LineWriter::new(std::io::stderr());
+            let sink = if std::io::stderr().is_terminal() {
+                EscapingWriter::on_terminal(stderr)
+            } else {
+                EscapingWriter::new(stderr)
+            };
+            WriteLogger::init(args.log_level, config, sink).is_ok()
+        }
     };
     if !logger_ok {
         eprintln!("peershare: logging could not be set up");

@@ -137,6 +137,8 @@ fn every_event_kind_and_query_parameter_is_documented() {
         EventKind::Pushed,
         EventKind::UploadDone,
         EventKind::UploadFailed,
+        EventKind::PushInDone,
+        EventKind::PushInFailed,
     ];
     let names: BTreeSet<String> = all
         .iter()

@@ -274,9 +274,11 @@ fn benign(tag: &str, mode: Mode, len: usize) -> Got {
 
 /// A mode that breaks the transfer: the get falls back to the holder
 /// itself, within the time two sources may take; `reason` is what the
-/// downloader logs for the proxied source.
+/// downloader logs for the proxied source (its log names [`ALIAS`] with
+/// the proxy's address).
 fn falls_back(tag: &str, mode: Mode, len: usize, reason: &str) -> Got {
     let (mut net, proxy) = proxied(tag, mode, len);
+    let reason = reason.replace(ALIAS, &format!("{ALIAS} (127.0.0.1:{})", proxy.port));
     let g = start_get(&mut net.down, &net.id);
     let bound = 2 * PER_SOURCE + MARGIN;
     let got = finish_get(&net.down, g, bound + WAIT);
@@ -299,7 +301,7 @@ fn falls_back(tag: &str, mode: Mode, len: usize, reason: &str) -> Got {
     }
     let log = net.down.log();
     assert!(
-        log.contains(reason),
+        log.contains(&reason),
         "no {reason:?} in the log:\n{}",
         tail(&log)
     );
@@ -435,7 +437,10 @@ fn a_stall_fails_at_the_idle_timeout_while_the_peer_keeps_serving() {
         since_stall < IDLE + MARGIN,
         "{since_stall:?} after the stall"
     );
-    assert!(net.down.log().contains("via-proxy failed: went silent at "));
+    assert!(net.down.log().contains(&format!(
+        "{ALIAS} (127.0.0.1:{}) failed: went silent at ",
+        proxy.port
+    )));
     assert!(
         proxy.wait_idle(MARGIN),
         "the stalled connection is still open"
@@ -829,7 +834,7 @@ fn a_python_peer_that_cuts_file_data_at_4_mib_and_stays_silent() {
     );
     let log = down.log();
     assert!(
-        log.contains("py-cutter failed: went silent at "),
+        log.contains("py-cutter (127.0.0.1:") && log.contains(") failed: went silent at "),
         "{}",
         tail(&log)
     );
@@ -923,7 +928,7 @@ fn a_python_peer_flooding_gossip_with_fresh_ids() {
         thread::sleep(Duration::from_millis(100));
     }
     let sent = flood.join().unwrap();
-    let received = || down.log().matches("received GOSSIP\n").count();
+    let received = || down.log().matches("received GOSSIP from ").count();
     assert!(
         wait_until(Duration::from_secs(5), || received() as u64 > sent),
         "read {} of {sent} GOSSIPs",

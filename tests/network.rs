@@ -450,11 +450,11 @@ fn gossip_flood_with_fresh_ids_gets_few_replies() {
     assert!(
         wait_until(Duration::from_secs(5), || p
             .log()
-            .matches("received GOSSIP\n")
+            .matches("received GOSSIP from ")
             .count()
             >= 500),
         "the peer read only {} GOSSIPs",
-        p.log().matches("received GOSSIP\n").count()
+        p.log().matches("received GOSSIP from ").count()
     );
     // A negative check needs a window: any late reply has a second to arrive.
     std::thread::sleep(Duration::from_secs(1));

@@ -508,9 +508,7 @@ fn a_push_of_the_file_being_downloaded_ends_as_one_copy() {
     // The download's own connection is closed at once: its bytes would
     // only be discarded (a large file pulled a second time).
     assert!(
-        wait_until(WAIT, || d
-            .log()
-            .contains("closing a fetch whose download ended meanwhile")),
+        wait_until(WAIT, || d.log().contains(" whose download ended meanwhile")),
         "the superseded fetch was left running\n{}",
         log_tail(&d)
     );

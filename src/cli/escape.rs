@@ -49,8 +49,8 @@ pub fn escape(s: &str) -> Cow<'_, str> {
 /// Prints one menu line, escaped: the menu's only way to stdout for text
 /// that may hold strings from the network.
 pub fn say(line: &str) {
+    super::console::leave_prompt_row();
     let mut out = io::stdout().lock();
-    super::progress::clear_if_drawn(&mut out);
     let _ = writeln!(out, "{}", escape(line));
 }
 
@@ -59,7 +59,8 @@ pub fn say(line: &str) {
 /// `"\n"` passes, every other control character is escaped.
 pub struct EscapingWriter<W: Write> {
     inner: W,
-    /// The log shares the terminal with the progress line: wipe it first.
+    /// The log shares the terminal with the menu: it starts below the
+    /// prompt's row.
     on_terminal: bool,
 }
 
@@ -72,8 +73,9 @@ impl<W: Write> EscapingWriter<W> {
         }
     }
 
-    /// Wraps `inner`, a terminal the progress line is drawn on too: each
-    /// record wipes the line first (it is redrawn at its next tick).
+    /// Wraps `inner`, the terminal the menu is on too: each record starts
+    /// below the prompt's row, so what the user typed stays in view (the
+    /// prompt comes again after it).
     pub fn on_terminal(inner: W) -> Self {
         EscapingWriter {
             inner,
@@ -87,10 +89,10 @@ impl<W: Write> Write for EscapingWriter<W> {
         if buf == b"\n" {
             self.inner.write_all(buf)?;
         } else {
-            // A log line on the terminal wipes the progress line first
-            // (redrawn at its next tick), so the two never share a row.
+            // A log line never lands after the prompt and what the user
+            // typed there.
             if self.on_terminal {
-                super::progress::clear_if_drawn(&mut io::stdout().lock());
+                super::console::leave_prompt_row();
             }
             let text = String::from_utf8_lossy(buf);
             self.inner.write_all(escape(&text).as_bytes())?;

@@ -2,6 +2,7 @@
 
 pub mod args;
 pub mod banner;
+pub mod console;
 pub mod escape;
 pub mod menu;
 pub mod progress;

@@ -1,19 +1,19 @@
 //! The live progress line of the `get`s and `push`es in flight.
 //!
-//! On a terminal one combined line is redrawn in place (`\r` + `ESC[K`) at
-//! most [`TTY_PERIOD`] apart, and wiped before any other menu output (see
-//! [`clear_if_drawn`], called by [`super::escape::say`]); otherwise each
+//! On a terminal one combined line is redrawn in place at most
+//! [`TTY_PERIOD`] apart, on the terminal's last row (see
+//! [`super::console`]: never on the row the user types on); otherwise each
 //! transfer gets a plain line every [`PLAIN_PERIOD`]. [`Progress::tick`] is
 //! a pure function of the transfers and the times of the last renders: it
-//! returns the text to write, the caller writes it.
+//! returns what to draw, [`write`] draws it.
 
+use super::console;
 use super::escape::escape;
 use crate::core::view::{Direction, TransferView};
 use crate::core::Time;
 use crate::units;
 use std::collections::HashMap;
 use std::io::{self, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// Redraws of the terminal line are at least this far apart.
@@ -21,23 +21,20 @@ pub const TTY_PERIOD: Duration = Duration::from_millis(250);
 /// Each transfer's plain progress line is this far apart (not a terminal).
 pub const PLAIN_PERIOD: Duration = Duration::from_secs(5);
 /// The terminal line is cut to this many characters, so it never wraps on
-/// an 80-column terminal (a wrapped line can't be redrawn with `\r`).
+/// an 80-column terminal (the status row is cut again to the terminal's
+/// own width: a wrapped line would scroll the screen).
 pub const TTY_WIDTH: usize = 79;
 /// Plain lines remembered at most (one per transfer in flight).
 const PLAIN_MAX: usize = 1024;
 
-/// `\r` then erase to the end of the line.
-const WIPE: &str = "\r\x1b[K";
-
-/// Whether a progress line is on the terminal now (shared with `say`).
-static DRAWN: AtomicBool = AtomicBool::new(false);
-
-/// Wipes the progress line, if one is drawn, before other output on `out`.
-pub fn clear_if_drawn(out: &mut impl Write) {
-    if DRAWN.swap(false, Ordering::SeqCst) {
-        let _ = out.write_all(WIPE.as_bytes());
-        let _ = out.flush();
-    }
+/// What a tick asks to be drawn.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Draw {
+    /// A terminal: the status row's new text (escaped, one line; empty:
+    /// clear the row).
+    Status(String),
+    /// Not a terminal: whole lines, each ending in a newline.
+    Lines(String),
 }
 
 /// The renderer's memory: how it writes and when it last did.
@@ -52,7 +49,7 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// A renderer for a terminal (`tty`) or for plain lines.
+    /// A renderer for a terminal's status row (`tty`) or for plain lines.
     pub fn new(tty: bool) -> Self {
         Progress {
             tty,
@@ -67,10 +64,9 @@ impl Progress {
         self.tty
     }
 
-    /// What to write at `now` for `transfers` (the `get`s and `push`es in
-    /// flight): None when nothing is due. On a terminal the text starts
-    /// with `\r` + `ESC[K` and has no newline; plain lines end with one.
-    pub fn tick(&mut self, now: Time, transfers: &[TransferView]) -> Option<String> {
+    /// What to draw at `now` for `transfers` (the `get`s and `push`es in
+    /// flight): None when nothing is due.
+    pub fn tick(&mut self, now: Time, transfers: &[TransferView]) -> Option<Draw> {
         let live: Vec<&TransferView> = transfers.iter().filter(|t| shown(t)).collect();
         if self.tty {
             self.tick_tty(now, &live)
@@ -79,16 +75,10 @@ impl Progress {
         }
     }
 
-    /// Some other output wiped the terminal line: redraw it at the next tick.
-    pub fn wiped(&mut self) {
-        self.drawn = false;
-        self.last_draw = None;
-    }
-
-    fn tick_tty(&mut self, now: Time, live: &[&TransferView]) -> Option<String> {
+    fn tick_tty(&mut self, now: Time, live: &[&TransferView]) -> Option<Draw> {
         if live.is_empty() {
             let was = std::mem::replace(&mut self.drawn, false);
-            return was.then(|| WIPE.to_string());
+            return was.then(|| Draw::Status(String::new()));
         }
         if self
             .last_draw
@@ -106,11 +96,10 @@ impl Progress {
                 .collect::<Vec<_>>()
                 .join(" | "),
         };
-        let cut: String = line.chars().take(TTY_WIDTH).collect();
-        Some(format!("{WIPE}{cut}"))
+        Some(Draw::Status(line.chars().take(TTY_WIDTH).collect()))
     }
 
-    fn tick_plain(&mut self, now: Time, live: &[&TransferView]) -> Option<String> {
+    fn tick_plain(&mut self, now: Time, live: &[&TransferView]) -> Option<Draw> {
         self.plain
             .retain(|k, _| live.iter().any(|t| (t.direction, t.id) == *k));
         let mut out = String::new();
@@ -130,7 +119,7 @@ impl Progress {
                 _ => {}
             }
         }
-        (!out.is_empty()).then_some(out)
+        (!out.is_empty()).then_some(Draw::Lines(out))
     }
 }
 
@@ -183,15 +172,18 @@ fn short_line(t: &TransferView) -> String {
     escape(&s).into_owned()
 }
 
-/// Writes what [`Progress::tick`] returned to stdout, recording that a
-/// terminal line is up.
-pub fn write(text: &str, tty: bool) {
-    let mut out = io::stdout().lock();
-    if tty {
-        DRAWN.store(!text.ends_with(WIPE), Ordering::SeqCst);
+/// Draws what [`Progress::tick`] returned: the terminal's status row, or
+/// plain lines on stdout (below the prompt's row, if one is up).
+pub fn write(draw: &Draw) {
+    match draw {
+        Draw::Status(text) => console::draw_status(text),
+        Draw::Lines(lines) => {
+            console::leave_prompt_row();
+            let mut out = io::stdout().lock();
+            let _ = out.write_all(lines.as_bytes());
+            let _ = out.flush();
+        }
     }
-    let _ = out.write_all(text.as_bytes());
-    let _ = out.flush();
 }
 
 #[cfg(test)]
@@ -239,7 +231,9 @@ mod tests {
         let v = [down(1, 10, Some(100))];
         assert_eq!(p.tick(Time(0), &v), None, "its start was already said");
         assert_eq!(p.tick(Time(4_999), &v), None);
-        let line = p.tick(Time(5_000), &v).expect("due after 5 s");
+        let Some(Draw::Lines(line)) = p.tick(Time(5_000), &v) else {
+            panic!("due after 5 s");
+        };
         assert!(line.starts_with("get: big.iso 10% ") && line.ends_with('\n'));
         assert_eq!(p.tick(Time(6_000), &v), None);
         assert!(p.tick(Time(10_000), &v).is_some());
@@ -252,16 +246,15 @@ mod tests {
     fn the_terminal_line_is_redrawn_in_place_at_most_four_times_a_second() {
         let mut p = Progress::new(true);
         let v = [down(1, 50, Some(100))];
-        let first = p.tick(Time(0), &v).expect("drawn at once");
-        assert!(first.starts_with("\r\x1b[Kget: big.iso 50% "), "{first:?}");
+        let Some(Draw::Status(first)) = p.tick(Time(0), &v) else {
+            panic!("drawn at once");
+        };
+        assert!(first.starts_with("get: big.iso 50% "), "{first:?}");
         assert!(!first.contains('\n'));
         assert_eq!(p.tick(Time(249), &v), None);
         assert!(p.tick(Time(250), &v).is_some());
-        // Wiped by other output: drawn again at the next tick.
-        p.wiped();
-        assert!(p.tick(Time(260), &v).is_some());
-        // Nothing left in flight: the line is wiped once.
-        assert_eq!(p.tick(Time(600), &[]), Some(WIPE.to_string()));
+        // Nothing left in flight: the row is cleared once.
+        assert_eq!(p.tick(Time(600), &[]), Some(Draw::Status(String::new())));
         assert_eq!(p.tick(Time(900), &[]), None);
     }
 
@@ -269,9 +262,11 @@ mod tests {
     fn several_transfers_share_one_line_that_never_wraps() {
         let mut p = Progress::new(true);
         let v: Vec<TransferView> = (0..10).map(|i| down(i, 10, Some(100))).collect();
-        let line = p.tick(Time(0), &v).expect("drawn");
+        let Some(Draw::Status(line)) = p.tick(Time(0), &v) else {
+            panic!("drawn");
+        };
         assert!(line.contains(" | "));
-        assert!(line.trim_start_matches(WIPE).chars().count() <= TTY_WIDTH);
+        assert!(line.chars().count() <= TTY_WIDTH);
     }
 
     #[test]
@@ -286,7 +281,9 @@ mod tests {
             file_name: "a\x1b[2Jb".into(),
             ..down(2, 0, Some(10))
         };
-        let line = p.tick(Time(0), &[evil]).expect("drawn");
+        let Some(Draw::Status(line)) = p.tick(Time(0), &[evil]) else {
+            panic!("drawn");
+        };
         assert!(line.contains("a\\x1b[2Jb"), "{line:?}");
     }
 }

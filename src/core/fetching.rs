@@ -247,21 +247,20 @@ impl Peer {
         }
         let what = if resume_from > 0 {
             format!(
-                "resuming {} ({}) at {} from {peer}",
+                "resuming {} ({}) at {}",
                 record.file_name,
                 record.file_size,
                 crate::units::bytes(resume_from)
             )
         } else {
-            format!(
-                "fetching {} ({}) from {peer}",
-                record.file_name, record.file_size
-            )
+            format!("fetching {} ({})", record.file_name, record.file_size)
         };
+        // The menu's line names the source as its `saved` line will (by
+        // id); the log names it with its address, as every log line does.
         if auto {
-            info!("auto-fetch: {what}");
+            info!("auto-fetch: {what} from {}", self.name_peer(&peer));
         } else {
-            self.print(format!("get: {what}"));
+            self.print(format!("get: {what} from {peer}"));
         }
         self.counters.downloads_started += 1;
         self.effects.push(Effect::Fetch {
@@ -393,7 +392,10 @@ impl Peer {
         d.current = None;
         match result {
             FetchResult::Cut { why, kept } => {
-                debug!("{transfer}: {peer} failed: {why} (its first {kept} bytes kept)");
+                debug!(
+                    "{transfer}: {} failed: {why} (its first {kept} bytes kept)",
+                    super::view::peer_name(&self.members, &peer)
+                );
                 self.counters.download_failed(&why);
                 // More than the file can have is no prefix of it: dropped.
                 let kept = match super::downloads::size_upper_bound(&d.record.file_size) {
@@ -413,7 +415,10 @@ impl Peer {
             }
             FetchResult::Failed(why) => {
                 d.kept = 0;
-                debug!("{transfer}: {peer} failed: {why}");
+                debug!(
+                    "{transfer}: {} failed: {why}",
+                    super::view::peer_name(&self.members, &peer)
+                );
                 self.counters.download_failed(&why);
                 let name = d.record.file_name.clone();
                 d.failures.push((peer.clone(), why.clone()));
@@ -531,7 +536,8 @@ impl Peer {
         self.local_copy(file).is_none() && (verified || self.downloads.by_file(file).is_none())
     }
 
-    /// A peer pushed us a file (unsolicited FILE_DATA) and the driver
+    /// A peer (`from`, as the driver names it: "peer_id (host:port)" or the
+    /// address) pushed us a file (unsolicited FILE_DATA) and the driver
     /// stored it under `local_name` (after [`Peer::wants_push`] said so).
     /// A download of the same file still running ends with this copy: its
     /// bytes, arriving later, are discarded (its attempt is no longer
@@ -539,12 +545,13 @@ impl Peer {
     pub fn on_file_received(
         &mut self,
         now: Time,
+        from: &str,
         record: FileRecord,
         local_name: String,
         verified: bool,
     ) {
         info!(
-            "received pushed file {} ({}){}",
+            "received pushed file {} ({}) from {from}{}",
             record.file_name,
             record.file_id,
             if verified { "" } else { ", UNVERIFIED" }

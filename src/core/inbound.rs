@@ -19,15 +19,15 @@ impl Peer {
         let (what, evicted) = self.members.track(now, id, PeerAddr::new(host, port));
         match &what {
             Tracked::New => {
-                info!("peer {id} joined at {host}:{port}");
                 let text = format!("peer {id} ({host}:{port}) joined");
+                info!("{text}");
                 self.event(now, EventKind::PeerJoined, text);
             }
-            Tracked::Moved => info!("peer {id} moved to {host}:{port}"),
+            Tracked::Moved => info!("peer {id} ({host}:{port}) moved to this address"),
             Tracked::Refreshed => {}
         }
-        if let Some(old) = evicted {
-            info!("peer {old} dropped to make room (peer table full)");
+        if let Some((old, addr)) = evicted {
+            info!("peer {old} ({addr}) dropped to make room (peer table full)");
             self.catalog.forget_holder(&old);
         }
         what
@@ -131,7 +131,7 @@ impl Peer {
             return;
         }
         if self.catalog.merge(file, Some(from)) {
-            debug!("{from} announced {}", file.file_name);
+            debug!("{} announced {}", self.name_peer(from), file.file_name);
             self.effects.push(Effect::Persist);
         }
     }
@@ -308,22 +308,29 @@ impl Peer {
             None => match download.and_then(|t| self.downloads.get(t)) {
                 Some(d) => &d.record,
                 None => {
-                    debug!("DELETE of unknown file {file_id} from {from}");
+                    debug!(
+                        "DELETE of unknown file {file_id} from {}",
+                        self.name_peer(&from)
+                    );
                     return;
                 }
             },
         };
         if record.file_owner != from {
             warn!(
-                "DELETE of {} ({}) from {from} ignored: the owner is {}",
-                record.file_name, file_id, record.file_owner
+                "DELETE of {} ({}) from {} ignored: the owner is {}",
+                record.file_name,
+                file_id,
+                self.name_peer(&from),
+                self.name_peer(&record.file_owner)
             );
             return;
         }
         if let Some(e) = self.catalog.remove(&file_id) {
             let line = format!(
-                "file {} ({file_id}) deleted by its owner {from}",
-                e.record.file_name
+                "file {} ({file_id}) deleted by its owner {}",
+                e.record.file_name,
+                self.name_peer(&from)
             );
             info!("{line}");
             self.event(now, EventKind::Deleted, line);

@@ -102,6 +102,11 @@ pub struct Membership {
     /// real. At most `MAX_PEERS` entries, the oldest answer forgotten
     /// first.
     answered_at: HashMap<PeerId, (PeerAddr, Time)>,
+    /// The peerId last tracked at each address, so a log line can name an
+    /// address in O(1) (a flood names thousands). Several ids may claim one
+    /// address: the latest wins, and the address goes unnamed once that
+    /// one is dropped. At most one entry per tracked peer.
+    by_addr: HashMap<PeerAddr, PeerId>,
 }
 
 impl Membership {
@@ -111,13 +116,23 @@ impl Membership {
     }
 
     /// Records that `id` is alive at `addr` now. Returns what changed, and
-    /// the peer evicted to make room, if any.
-    pub fn track(&mut self, now: Time, id: &PeerId, addr: PeerAddr) -> (Tracked, Option<PeerId>) {
+    /// the peer evicted to make room (with its address, for the log), if
+    /// any.
+    pub fn track(
+        &mut self,
+        now: Time,
+        id: &PeerId,
+        addr: PeerAddr,
+    ) -> (Tracked, Option<(PeerId, PeerAddr)>) {
         let answered_here = self.answered_at.get(id).is_some_and(|(a, _)| *a == addr);
         if let Some(p) = self.peers.get_mut(id) {
             p.last_seen = now;
             if p.addr != addr {
-                p.addr = addr;
+                let old = std::mem::replace(&mut p.addr, addr.clone());
+                if self.by_addr.get(&old) == Some(id) {
+                    self.by_addr.remove(&old);
+                }
+                self.by_addr.insert(addr, id.clone());
                 self.changes += 1;
                 p.answered = answered_here;
                 p.asked = None;
@@ -129,14 +144,17 @@ impl Membership {
         self.changes += 1;
         if self.peers.len() >= MAX_PEERS {
             if let Some(oldest) = self.eviction_candidate() {
-                self.peers.remove(&oldest);
+                if let Some(gone) = self.peers.remove(&oldest) {
+                    self.unindex(&gone.addr, &oldest);
+                    evicted = Some((oldest.clone(), gone.addr));
+                }
                 self.forget_id(&oldest);
-                evicted = Some(oldest);
             }
         }
         if let Err(at) = self.ids.binary_search(id) {
             self.ids.insert(at, id.clone());
         }
+        self.by_addr.insert(addr.clone(), id.clone());
         self.peers.insert(
             id.clone(),
             PeerState {
@@ -260,16 +278,34 @@ impl Membership {
         self.peers.is_empty()
     }
 
-    /// Drops every peer silent for longer than `timeout`; returns them.
-    pub fn expire(&mut self, now: Time, timeout: std::time::Duration) -> Vec<PeerId> {
-        let dead: Vec<PeerId> = self
+    /// The tracked peer listening at `addr`, if the address index names
+    /// one (the latest to claim it).
+    pub fn id_at(&self, addr: &PeerAddr) -> Option<&PeerId> {
+        self.by_addr
+            .get(addr)
+            .filter(|id| self.peers.get(*id).is_some_and(|p| p.addr == *addr))
+    }
+
+    /// Forgets that `id` was at `addr` (it left), unless a later peer
+    /// claimed the address since.
+    fn unindex(&mut self, addr: &PeerAddr, id: &PeerId) {
+        if self.by_addr.get(addr) == Some(id) {
+            self.by_addr.remove(addr);
+        }
+    }
+
+    /// Drops every peer silent for longer than `timeout`; returns them with
+    /// their addresses (for the log).
+    pub fn expire(&mut self, now: Time, timeout: std::time::Duration) -> Vec<(PeerId, PeerAddr)> {
+        let dead: Vec<(PeerId, PeerAddr)> = self
             .peers
             .iter()
             .filter(|(_, p)| now.since(p.last_seen) > timeout)
-            .map(|(id, _)| id.clone())
+            .map(|(id, p)| (id.clone(), p.addr.clone()))
             .collect();
-        for id in &dead {
+        for (id, addr) in &dead {
             self.peers.remove(id);
+            self.unindex(addr, id);
             self.forget_id(id);
         }
         self.changes += u64::from(!dead.is_empty());
@@ -368,12 +404,32 @@ mod tests {
     }
 
     #[test]
+    fn an_address_names_the_peer_last_tracked_there_while_it_stays() {
+        let mut m = Membership::new();
+        let (a, b) = (PeerAddr::new("h", 1), PeerAddr::new("h", 2));
+        m.track(Time(0), &"p".into(), a.clone());
+        assert_eq!(m.id_at(&a), Some(&PeerId::from("p")));
+        // p moves: its old address names no one.
+        m.track(Time(1), &"p".into(), b.clone());
+        assert_eq!(m.id_at(&a), None);
+        assert_eq!(m.id_at(&b), Some(&PeerId::from("p")));
+        // q claims the same address: the latest wins; p's expiry leaves it.
+        m.track(Time(50_000), &"q".into(), b.clone());
+        assert_eq!(m.id_at(&b), Some(&PeerId::from("q")));
+        m.expire(Time(61_000), Duration::from_secs(60));
+        assert_eq!(m.id_at(&b), Some(&PeerId::from("q")));
+        m.expire(Time(200_000), Duration::from_secs(60));
+        assert_eq!(m.id_at(&b), None);
+        assert!(m.by_addr.is_empty());
+    }
+
+    #[test]
     fn silent_peers_expire_and_fresh_ones_stay() {
         let mut m = Membership::new();
         m.track(Time(0), &"old".into(), PeerAddr::new("h", 1));
         m.track(Time(50_000), &"new".into(), PeerAddr::new("h", 2));
         let dead = m.expire(Time(61_000), Duration::from_secs(60));
-        assert_eq!(dead, vec![PeerId::from("old")]);
+        assert_eq!(dead, vec![(PeerId::from("old"), PeerAddr::new("h", 1))]);
         assert!(m.contains(&"new".into()));
     }
 
@@ -407,7 +463,9 @@ mod tests {
             let id = PeerId(format!("fake{i}"));
             let (_, evicted) = m.track(Time(1 + i), &id, PeerAddr::new("h", 2));
             assert!(
-                evicted.as_ref().is_none_or(|e| e.0.starts_with("fake")),
+                evicted
+                    .as_ref()
+                    .is_none_or(|(e, _)| e.0.starts_with("fake")),
                 "{evicted:?} evicted"
             );
         }
@@ -428,7 +486,7 @@ mod tests {
             }
         }
         let (_, evicted) = full.track(Time(5_000), &"late".into(), PeerAddr::new("h", 3));
-        assert_eq!(evicted, Some(PeerId::from("q0")));
+        assert_eq!(evicted, Some((PeerId::from("q0"), PeerAddr::new("h", 1))));
     }
 
     #[test]

@@ -340,9 +340,9 @@ impl Peer {
         self.seen
             .expire(now, self.cfg.gossip_interval * SEEN_ID_INTERVALS);
         let dead = self.members.expire(now, self.cfg.peer_timeout);
-        for p in &dead {
+        for (p, addr) in &dead {
             let line = format!(
-                "peer {p} dropped: silent for more than {:.1} s",
+                "peer {p} ({addr}) dropped: silent for more than {:.1} s",
                 self.cfg.peer_timeout.as_secs_f64()
             );
             info!("{line}");

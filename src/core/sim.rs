@@ -1148,7 +1148,7 @@ impl Sim {
         let now = self.now;
         self.nodes[to]
             .peer
-            .on_file_received(now, record, name, verified);
+            .on_file_received(now, &format!("p{from}"), record, name, verified);
         self.flush(to);
     }
 

@@ -87,6 +87,10 @@ pub enum EventKind {
     UploadDone,
     /// An upload ended early.
     UploadFailed,
+    /// A push we receive arrived whole.
+    PushInDone,
+    /// A push we receive stopped early (the sender closed, a quota).
+    PushInFailed,
 }
 
 /// How the files of a view are chosen and ordered: a search and a sort.
@@ -380,18 +384,23 @@ impl Peer {
     }
 
     /// What the progress line shows: the downloads in flight and the pushes
-    /// we send (not the GET_FILE replies we serve).
+    /// we send (not the GET_FILE replies we serve, nor pushes we receive).
     pub fn progress_transfers(&self, now: Time) -> Vec<TransferView> {
-        let mut v = self.transfer_views(now);
-        v.retain(|t| t.direction == Direction::Down || self.is_push_upload(t.id));
+        let mut v = self.download_views(now);
+        v.extend(self.push_out_views(now));
         v
     }
 
-    /// Every download in flight, with its current source's mean rate,
-    /// then every upload.
+    /// Every download in flight, then every upload and push we receive.
     fn transfer_views(&self, now: Time) -> Vec<TransferView> {
-        let mut v: Vec<TransferView> = self
-            .downloads
+        let mut v = self.download_views(now);
+        v.extend(self.upload_views(now));
+        v
+    }
+
+    /// Every download in flight, with its current source's mean rate.
+    fn download_views(&self, now: Time) -> Vec<TransferView> {
+        self.downloads
             .iter()
             .map(|d| {
                 let bytes_total = match d.record.file_size {
@@ -425,17 +434,22 @@ impl Peer {
                     rate_bytes_per_sec: rate,
                 }
             })
-            .collect();
-        v.extend(self.upload_views(now));
-        v
+            .collect()
     }
 
     /// "peer_id (host:port)" for a tracked peer, else its id.
     pub(crate) fn name_peer(&self, p: &crate::ids::PeerId) -> String {
-        match self.members.get(p) {
-            Some(m) => format!("{p} ({})", m.addr),
-            None => p.0.clone(),
-        }
+        peer_name(&self.members, p)
+    }
+}
+
+/// "peer_id (host:port)" for a peer tracked in `members`, else its id: how
+/// logs, events and views name a peer (for use while another field of the
+/// Peer is borrowed).
+pub(crate) fn peer_name(members: &super::membership::Membership, p: &crate::ids::PeerId) -> String {
+    match members.get(p) {
+        Some(m) => format!("{p} ({})", m.addr),
+        None => p.0.clone(),
     }
 }
 

@@ -45,6 +45,15 @@ pub enum Refusal {
     BadOrigin,
 }
 
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Refusal::BadToken => "no token, or a wrong one",
+            Refusal::BadOrigin => "its Origin is not this page's",
+        })
+    }
+}
+
 /// Checks an action's token (in constant time) and its `Origin` (when
 /// present it must be `http://<Host>`, so another site's script cannot
 /// act even if it learnt the token).

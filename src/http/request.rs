@@ -22,6 +22,17 @@ pub enum Route {
     Metrics,
 }
 
+impl Route {
+    /// The path it answers, for logs.
+    pub fn path(self) -> &'static str {
+        match self {
+            Route::Page => "/",
+            Route::ApiState => "/api/state",
+            Route::Metrics => "/metrics",
+        }
+    }
+}
+
 /// The result of looking at the bytes received so far on a connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ParseOutcome {

@@ -402,7 +402,7 @@ pub struct FetchConn {
     pub attempt: u64,
     /// The file as the catalog knows it.
     pub record: FileRecord,
-    /// The source's peerId (for logs).
+    /// The source as logs name it: "peer_id (host:port)".
     pub source: String,
     /// The offset the request asked from (0: the whole file): the bytes
     /// before it are the sink's kept prefix.

@@ -70,7 +70,8 @@ pub fn respond(
         let view = core.view_query_within(now, page, &query, |f| budget.fits(f));
         let bytes = http::render_bounded(route, view);
         log::debug!(
-            "http: rendered {route:?} from file {} ({} bytes)",
+            "http: rendered {} from file {} ({} bytes)",
+            route.path(),
             page.offset,
             bytes.len()
         );

@@ -510,3 +510,28 @@ pub fn write_catalog(
     out.push('}');
     std::fs::write(dir.join("metadata.json"), out).expect("write metadata.json");
 }
+
+/// A fake pusher: connects to `port` and sends `msg` (an unsolicited
+/// FILE_DATA) in `pieces` pieces `gap` apart, then closes. The thread ends
+/// early when a write fails (the peer closed); it returns the bytes sent.
+pub fn push_slowly(
+    port: u16,
+    msg: Vec<u8>,
+    pieces: usize,
+    gap: Duration,
+) -> std::thread::JoinHandle<usize> {
+    std::thread::spawn(move || {
+        let Ok(mut conn) = TcpStream::connect(("127.0.0.1", port)) else {
+            return 0;
+        };
+        let mut sent = 0;
+        for chunk in msg.chunks(msg.len().div_ceil(pieces.max(1))) {
+            if conn.write_all(chunk).is_err() {
+                return sent;
+            }
+            sent += chunk.len();
+            std::thread::sleep(gap);
+        }
+        sent
+    })
+}

@@ -65,7 +65,13 @@ fn a_verified_push_during_a_download_ends_it_with_one_copy() {
         "an unverified push waits"
     );
     assert!(p.wants_push(&"f".into(), true));
-    p.on_file_received(Time(1_500), record("f", "owner"), "f.txt".into(), true);
+    p.on_file_received(
+        Time(1_500),
+        "127.0.0.1:5000",
+        record("f", "owner"),
+        "f.txt".into(),
+        true,
+    );
     let effects = p.take_effects();
     let lines = printed(&effects);
     assert!(
@@ -197,7 +203,13 @@ fn a_download_ended_by_a_verified_push_drops_the_unverified_copy_held_for_it() {
     let (mut p, t, first, _) = fetching_f(None);
     p.on_fetch_result(Time(1_400), t, first, FetchResult::Unverified { len: 3 });
     p.take_effects();
-    p.on_file_received(Time(1_500), record("f", "owner"), "f.txt".into(), true);
+    p.on_file_received(
+        Time(1_500),
+        "127.0.0.1:5000",
+        record("f", "owner"),
+        "f.txt".into(),
+        true,
+    );
     let effects = p.take_effects();
     assert!(
         effects.contains(&Effect::DiscardUnverified { transfer: t }),

@@ -245,3 +245,47 @@ fn gossip_left_unanswered_is_counted_by_the_limit_that_held_it() {
     p.on_message(Time(300), gossip_from("q", 9001, &long_id));
     assert_eq!(p.counters().gossip_dropped(GossipLimit::Oversized), 1);
 }
+
+#[test]
+fn a_delete_from_someone_not_the_owner_names_both_with_their_addresses() {
+    let mut p = peer();
+    p.start(Time(0));
+    p.on_message(Time(100), reply_from("q", 9001));
+    p.on_message(Time(100), reply_from("owner", 9002));
+    p.load_entry(Entry {
+        record: record("f", "owner"),
+        holders: Default::default(),
+        local: None,
+    });
+    let lines = logged(|| {
+        p.on_message(
+            Time(200),
+            Message::Delete {
+                from: "q".into(),
+                file_id: "f".into(),
+            },
+        )
+    });
+    assert!(
+        lines.contains(
+            &"WARN DELETE of f.txt (f) from q (127.0.0.1:9001) ignored: the owner is \
+              owner (127.0.0.1:9002)"
+                .to_string()
+        ),
+        "{lines:?}"
+    );
+    // An untracked sender is named by its id: its address is unknown.
+    let lines = logged(|| {
+        p.on_message(
+            Time(300),
+            Message::Delete {
+                from: "stranger".into(),
+                file_id: "f".into(),
+            },
+        )
+    });
+    assert!(
+        lines.iter().any(|l| l.contains("from stranger ignored")),
+        "{lines:?}"
+    );
+}

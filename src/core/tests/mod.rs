@@ -90,3 +90,44 @@ fn printed(effects: &[Effect]) -> Vec<String> {
         })
         .collect()
 }
+
+/// The log lines (level and text) the core wrote on this thread while `f`
+/// ran: a process-wide logger that keeps records only for threads that
+/// asked, so tests running in parallel don't see each other's lines.
+fn logged(f: impl FnOnce()) -> Vec<String> {
+    use std::cell::RefCell;
+    use std::sync::Once;
+
+    /// Lines kept per capture at most (a test logs a handful).
+    const MAX_LINES: usize = 1_000;
+
+    thread_local! {
+        static LINES: RefCell<Option<Vec<String>>> = const { RefCell::new(None) };
+    }
+    struct Capture;
+    impl log::Log for Capture {
+        fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+            true
+        }
+        fn log(&self, record: &log::Record<'_>) {
+            LINES.with(|l| {
+                if let Some(lines) = l.borrow_mut().as_mut() {
+                    if lines.len() < MAX_LINES {
+                        lines.push(format!("{} {}", record.level(), record.args()));
+                    }
+                }
+            });
+        }
+        fn flush(&self) {}
+    }
+    static CAPTURE: Capture = Capture;
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        if log::set_logger(&CAPTURE).is_ok() {
+            log::set_max_level(log::LevelFilter::Debug);
+        }
+    });
+    LINES.with(|l| *l.borrow_mut() = Some(Vec::new()));
+    f();
+    LINES.with(|l| l.borrow_mut().take().unwrap_or_default())
+}

@@ -279,3 +279,24 @@ fn the_round_goes_first_to_a_peer_silent_for_a_gossip_interval() {
         assert!(to.contains(&9107), "seed {seed}: {to:?}");
     }
 }
+
+#[test]
+fn a_silent_peer_dropped_is_named_by_its_id_and_address() {
+    let mut p = peer();
+    p.start(Time(0));
+    p.on_message(Time(100), reply_from("q", 9001));
+    let lines = logged(|| p.on_timer(Time(70_000), Timer::Sweep));
+    let dropped: Vec<&String> = lines.iter().filter(|l| l.contains("dropped")).collect();
+    assert_eq!(
+        dropped,
+        vec!["INFO peer q (127.0.0.1:9001) dropped: silent for more than 60.0 s"],
+        "{lines:?}"
+    );
+    let v = p.view(Time(70_000));
+    let event = v.events.last().expect("an event");
+    assert_eq!(event.kind, crate::core::view::EventKind::PeerDropped);
+    assert_eq!(
+        event.text,
+        "peer q (127.0.0.1:9001) dropped: silent for more than 60.0 s"
+    );
+}

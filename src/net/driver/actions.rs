@@ -18,7 +18,7 @@ impl Driver {
             ActionKind::Delete => "delete",
         };
         if let Err(refusal) = http::authorize(req, &self.http_token) {
-            info!("http: refused a {verb} from the page: {refusal:?}");
+            info!("http: refused a {verb} from the page: {refusal}");
             return http::refusal_response(refusal);
         }
         let id = match self.core.catalog().lookup(&req.file_id) {

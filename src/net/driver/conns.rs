@@ -167,7 +167,12 @@ impl Driver {
             .map(|(k, _)| k);
         match victim {
             Some(k) => {
-                debug!("connection cap reached; closing the longest-idle connection");
+                debug!(
+                    "connection cap reached; closing the longest-idle connection, from {}",
+                    self.conns
+                        .get(k)
+                        .map_or_else(String::new, |c| self.conn_name(c))
+                );
                 self.close(k, None);
                 true
             }
@@ -276,24 +281,29 @@ impl Driver {
             if self.unreachable_logged.len() < RESOLVE_CACHE_MAX
                 && self.unreachable_logged.insert(to.clone())
             {
-                info!("cannot reach {to}: {why} (will retry)");
+                info!(
+                    "cannot reach {}: {why} (will retry)",
+                    self.core.name_listener(to)
+                );
             }
         }
         match c.role {
             Role::Fetch(ref f) => {
                 let at = f.from + f.decoder.data_len();
                 let failure = failure.unwrap_or(SourceFailure::Closed { at });
-                self.outbound_failed(c.role, failure);
+                let to = c.target.clone();
+                self.outbound_failed(c.role, failure, to.as_ref());
             }
             Role::Connecting(_) => {
                 let failure = failure.unwrap_or_else(|| {
                     SourceFailure::Connect(why.unwrap_or_else(|| "connection closed".into()))
                 });
-                self.outbound_failed(c.role, failure);
+                let to = c.target.clone();
+                self.outbound_failed(c.role, failure, to.as_ref());
             }
             _ => {
                 if let Some(why) = why {
-                    debug!("connection closed: {why}");
+                    debug!("connection with {} closed: {why}", self.conn_name(&c));
                 }
             }
         }
@@ -429,3 +439,30 @@ const MOVING_WITHIN: Duration = Duration::from_secs(1);
 /// The average rate, in bytes a second since the connection opened, below
 /// which a moving file is not protected by [`moving_a_file`].
 const MOVING_RATE: u64 = 64 * 1024;
+
+/// The other side of connection `c` as "host:port": the address dialled,
+/// or the remote address of an inbound connection (for logs and the
+/// transfers list; `Peer::name_addr` adds the peer id when known).
+pub(super) fn conn_addr(c: &Conn) -> String {
+    match &c.target {
+        Some(to) => to.to_string(),
+        None => c
+            .stream
+            .peer_addr()
+            .map_or_else(|_| "an unknown address".into(), |a| a.to_string()),
+    }
+}
+
+impl Driver {
+    /// The other side of connection `c` as logs name it: "peer_id
+    /// (host:port)" when a tracked peer listens at the address dialled,
+    /// else the address (an inbound connection comes from an ephemeral
+    /// port: its address alone; looking further would cost a scan of the
+    /// table per line under a flood).
+    pub(super) fn conn_name(&self, c: &Conn) -> String {
+        match &c.target {
+            Some(to) => self.core.name_listener(to),
+            None => conn_addr(c),
+        }
+    }
+}

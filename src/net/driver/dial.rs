@@ -41,12 +41,16 @@ impl Driver {
         match verdict {
             Verdict::Allowed => true,
             Verdict::OverRate => {
-                debug!("{kind} to {to} dropped: over its dial limit");
+                debug!(
+                    "{kind} to {} dropped: over its dial limit",
+                    self.core.name_listener(to)
+                );
                 false
             }
             Verdict::BackingOff { until } => {
                 debug!(
-                    "{kind} to {to} dropped: backing off after a failed connect for {} ms",
+                    "{kind} to {} dropped: backing off after a failed connect for {} ms",
+                    self.core.name_listener(to),
                     until.0.saturating_sub(now.0)
                 );
                 false
@@ -73,7 +77,7 @@ impl Driver {
                     Ok(sa) => self.open_outbound(SocketAddr::new(sa.ip(), to.port), to, role),
                     Err(e) => {
                         let why = format!("cannot resolve {}: {e}", to.host);
-                        self.outbound_failed(role, SourceFailure::Connect(why))
+                        self.outbound_failed(role, SourceFailure::Connect(why), Some(&to))
                     }
                 }
                 return;
@@ -83,6 +87,7 @@ impl Driver {
             self.outbound_failed(
                 role,
                 SourceFailure::Connect("too many names waiting to be resolved".into()),
+                Some(&to),
             );
             return;
         }
@@ -96,6 +101,7 @@ impl Driver {
             self.outbound_failed(
                 role,
                 SourceFailure::Connect("too many names waiting to be resolved".into()),
+                Some(&to),
             );
             return;
         }
@@ -111,6 +117,7 @@ impl Driver {
             self.outbound_failed(
                 role,
                 SourceFailure::Connect("too many open connections here".into()),
+                Some(&to),
             );
             return;
         }
@@ -130,18 +137,29 @@ impl Driver {
             Err(e) => {
                 let now = self.now();
                 self.dials.connect_failed(now, &to);
-                self.outbound_failed(role, SourceFailure::Connect(e.to_string()))
+                self.outbound_failed(role, SourceFailure::Connect(e.to_string()), Some(&to))
             }
         }
     }
 
-    /// An outbound connection that never carried its role: a download
-    /// attempt fails, anything else is a debug line.
-    pub(super) fn outbound_failed(&mut self, role: Role, why: SourceFailure) {
+    /// An outbound connection (to `to`) that never carried its role: a
+    /// download attempt fails, anything else is a debug line.
+    pub(super) fn outbound_failed(
+        &mut self,
+        role: Role,
+        why: SourceFailure,
+        to: Option<&PeerAddr>,
+    ) {
         match role {
             Role::Fetch(f) => self.fetch_failed(*f, why),
-            Role::Connecting(inner) => self.outbound_failed(*inner, why),
-            _ => debug!("outbound connection failed: {why}"),
+            Role::Connecting(inner) => self.outbound_failed(*inner, why, to),
+            _ => debug!(
+                "outbound connection to {} failed: {why}",
+                to.map_or_else(
+                    || "an unknown address".into(),
+                    |t| self.core.name_listener(t)
+                )
+            ),
         }
     }
 
@@ -150,7 +168,7 @@ impl Driver {
         if !self.may_dial(now, &to, msg.kind()) {
             return;
         }
-        debug!("send {} to {to}", msg.kind());
+        debug!("send {} to {}", msg.kind(), self.core.name_listener(&to));
         self.net.message_out(msg.kind());
         let role = Role::Write {
             payload: Payload::bytes(msg.to_bytes()),
@@ -189,7 +207,7 @@ impl Driver {
             }
             .to_bytes(),
             record,
-            source,
+            source: format!("{source} ({to})"),
             from,
             request_pos: 0,
             decoder: MessageDecoder::new(limits),
@@ -223,6 +241,7 @@ impl Driver {
                 Err(e) => self.outbound_failed(
                     p.role,
                     SourceFailure::Connect(format!("cannot resolve {}: {e}", p.addr.host)),
+                    Some(&p.addr),
                 ),
             }
         }

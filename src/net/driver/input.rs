@@ -2,8 +2,8 @@
 
 use super::workers::WorkerMsg;
 use super::Driver;
-use crate::cli::escape;
 use crate::cli::menu::{self, MenuCommand};
+use crate::cli::{console, escape};
 use crate::core::view::FilePage;
 use crate::core::Command;
 use crate::net::stdin::{self};
@@ -19,8 +19,14 @@ impl Driver {
             return;
         };
         let got = reader.drain(io::stdin().lock(), menu::MAX_LINE);
+        if !got.lines.is_empty() || got.too_long > 0 {
+            console::line_entered();
+        }
         if got.too_long > 0 {
-            println!("line too long (over {} bytes); ignored", menu::MAX_LINE);
+            escape::say(&format!(
+                "line too long (over {} bytes); ignored",
+                menu::MAX_LINE
+            ));
         }
         for line in got.lines {
             self.on_menu_line(&line);
@@ -29,12 +35,13 @@ impl Driver {
             }
         }
         if got.eof && self.exit_asked {
-            println!("saving and exiting");
+            escape::say("saving and exiting");
             self.exit = true;
             return;
         }
         if got.eof {
             info!("stdin closed; running without a menu");
+            console::stop_prompting();
             let _ = self
                 .poll
                 .registry()
@@ -86,16 +93,15 @@ impl Driver {
             MenuCommand::Nothing => {}
             MenuCommand::Invalid(hint) => escape::say(&hint),
         }
-        self.progress.wiped();
         self.apply_effects();
     }
 }
 
-/// Prints a table the menu built (its cells already escaped), wiping the
-/// progress line first.
+/// Prints a table the menu built (its cells already escaped), below the
+/// prompt's row.
 fn say_table(text: &str) {
     use std::io::Write;
+    console::leave_prompt_row();
     let mut out = io::stdout().lock();
-    crate::cli::progress::clear_if_drawn(&mut out);
     let _ = writeln!(out, "{text}");
 }

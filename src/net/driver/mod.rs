@@ -250,6 +250,9 @@ impl Driver {
         self.core.start(now);
         self.apply_effects();
         let mut events = Events::with_capacity(1024);
+        if self.stdin.is_some() {
+            crate::cli::console::show_prompt();
+        }
         while !self.exit {
             if let Err(e) = self.poll.poll(&mut events, self.poll_timeout()) {
                 if e.kind() != io::ErrorKind::Interrupted {
@@ -271,6 +274,11 @@ impl Driver {
             for due in self.wheel.poll(now) {
                 self.on_due(due);
                 self.apply_effects();
+            }
+            // After whatever this turn printed, the prompt is the last
+            // thing on the screen again.
+            if self.stdin.is_some() {
+                crate::cli::console::show_prompt();
             }
         }
     }
@@ -425,10 +433,7 @@ impl Driver {
             Effect::RemoveLocal { name } => self.remove_local(name),
             Effect::CopyOut { name, record, dest } => self.copy_out(name, record, dest),
             Effect::Import { path } => self.import(path),
-            Effect::Print(line) => {
-                escape::say(&line);
-                self.progress.wiped();
-            }
+            Effect::Print(line) => escape::say(&line),
         }
     }
 

@@ -32,8 +32,8 @@ impl Driver {
     pub(super) fn tick_progress(&mut self, now: Time) {
         self.progress_armed = false;
         let transfers = self.core.progress_transfers(now);
-        if let Some(text) = self.progress.tick(now, &transfers) {
-            progress::write(&text, self.progress.is_tty());
+        if let Some(draw) = self.progress.tick(now, &transfers) {
+            progress::write(&draw);
         }
         if !transfers.is_empty() {
             self.arm_progress();

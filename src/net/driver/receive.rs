@@ -3,7 +3,7 @@
 use super::{Driver, Due};
 use crate::core::downloads::{judge_reply, verifying_timestamps};
 use crate::core::push_quota::PushTicket;
-use crate::core::{FetchResult, SourceFailure, Time};
+use crate::core::{FetchResult, SourceFailure, Time, UploadEnd};
 use crate::ids::TransferId;
 use crate::net::conn::{FetchConn, PartialSink, Role};
 use crate::protocol::decoder::{DataField, DataSink, Decoded};
@@ -47,6 +47,8 @@ pub(super) enum Finishing {
     },
     /// An unsolicited FILE_DATA.
     Push {
+        /// The sender as logs name it ("peer_id (host:port)" or the address).
+        from: String,
         header: crate::protocol::FileDataHeader,
         data: DataField,
         sink: PartialSink,
@@ -127,12 +129,13 @@ impl Driver {
                 self.report_fetch(transfer, attempt, &source, result);
             }
             Finishing::Push {
+                from,
                 header,
                 data,
                 mut sink,
             } => match sink.settle() {
-                Ok(()) => self.on_pushed(header, data, sink),
-                Err(e) => warn!("cannot store pushed file: {e}"),
+                Ok(()) => self.on_pushed(&from, header, data, sink),
+                Err(e) => warn!("cannot store the file {from} pushed: {e}"),
             },
         }
     }
@@ -196,9 +199,10 @@ impl Driver {
                         debug!("{transfer} from {source} ended meanwhile; {why}");
                     }
                 }
-                Finishing::Push { header, .. } => {
-                    warn!("pushed file {:?} not stored: {why}", header.file_name)
-                }
+                Finishing::Push { from, header, .. } => warn!(
+                    "file {} pushed by {from} not stored: {why}",
+                    header.file_name.as_deref().unwrap_or("(unnamed)")
+                ),
             }
         }
         if let Some(at) = next {
@@ -224,16 +228,30 @@ impl Driver {
             Ok(m) => m,
             Err(e) => {
                 self.net.message_in("malformed");
-                debug!("message dropped: {e}");
+                debug!(
+                    "message from {} dropped: {e}",
+                    self.sender_name(key, push.0)
+                );
+                self.upload_ended(key, UploadEnd::Failed(format!("not a valid message: {e}")));
                 self.finish_conn(key);
                 return;
             }
         };
-        debug!("received {}", msg.kind());
+        debug!(
+            "received {} from {}",
+            msg.kind(),
+            self.sender_name(key, push.0)
+        );
         self.net.message_in(msg.kind());
         match msg {
             Message::GetFile { file_id, range } => self.answer_get_file(key, file_id, range),
             Message::FileData(header) => {
+                let len = match data {
+                    DataField::Bytes { len } => len,
+                    DataField::Absent | DataField::Null => 0,
+                };
+                self.push_in_received(key, &header, len);
+                let sender = self.sender_name(key, push.0);
                 self.finish_conn(key);
                 // A push without data bytes (an empty file) was not counted
                 // at its first byte: it counts now.
@@ -242,7 +260,12 @@ impl Driver {
                     self.log_push_refusals(self.now());
                     return;
                 }
-                self.finish_received(Finishing::Push { header, data, sink });
+                self.finish_received(Finishing::Push {
+                    from: sender,
+                    header,
+                    data,
+                    sink,
+                });
             }
             other => {
                 self.finish_conn(key);
@@ -250,6 +273,15 @@ impl Driver {
                 self.core.on_message(now, other);
             }
         }
+    }
+
+    /// The sender on inbound connection `key` as logs name it: "peer_id
+    /// (host:port)" when its address is a tracked peer's, else the address
+    /// (`ip` alone when the connection is gone).
+    fn sender_name(&self, key: usize, ip: IpAddr) -> String {
+        self.conns
+            .get(key)
+            .map_or_else(|| ip.to_string(), |c| self.conn_name(c))
     }
 
     /// One line for the pushes refused lately (at most one a minute).
@@ -261,16 +293,18 @@ impl Driver {
         }
     }
 
-    /// An unsolicited FILE_DATA, its sink settled: stored like a download
-    /// (limits, safe name, integrity) and handed to the core.
+    /// An unsolicited FILE_DATA from `from` (as logs name it), its sink
+    /// settled: stored like a download (limits, safe name, integrity) and
+    /// handed to the core.
     pub(super) fn on_pushed(
         &mut self,
+        from: &str,
         header: crate::protocol::FileDataHeader,
         data: DataField,
         sink: PartialSink,
     ) {
         let Some(mut record) = header.to_record() else {
-            debug!("pushed FILE_DATA without a complete header dropped");
+            debug!("FILE_DATA pushed by {from} without a complete header dropped");
             return;
         };
         let (DataField::Bytes { len }, Some(partial)) = (data, sink.partial) else {
@@ -279,23 +313,25 @@ impl Driver {
                 match PartialFile::create(&self.settings.dir) {
                     Ok(p) => {
                         let verified = sink.hasher.matches(&record.file_id, &record.file_timestamp);
-                        self.store_pushed(record, p, 0, verified);
+                        self.store_pushed(from, record, p, 0, verified);
                     }
-                    Err(e) => warn!("cannot store pushed file: {e}"),
+                    Err(e) => warn!("cannot store the file {from} pushed: {e}"),
                 }
             } else {
-                debug!("pushed FILE_DATA without data dropped");
+                debug!("FILE_DATA pushed by {from} without data dropped");
             }
             return;
         };
         record.file_size = FileSize::Bytes(len);
         let verified = sink.hasher.matches(&record.file_id, &record.file_timestamp);
-        self.store_pushed(record, partial, len, verified);
+        self.store_pushed(from, record, partial, len, verified);
     }
 
-    /// Commits a pushed file the core wants (one copy per file).
+    /// Commits a file pushed by `from` if the core wants it (one copy per
+    /// file).
     pub(super) fn store_pushed(
         &mut self,
+        from: &str,
         record: FileRecord,
         partial: PartialFile,
         len: u64,
@@ -303,11 +339,14 @@ impl Driver {
     ) {
         if !self.core.wants_push(&record.file_id, verified) {
             // Dropping the temp file: one copy per file.
-            debug!("pushed {} already held or being fetched", record.file_id);
+            debug!(
+                "{} pushed by {from} already held or being fetched",
+                record.file_id
+            );
             if !verified {
                 let now = self.now();
                 let line = format!(
-                    "refused a pushed copy of {} ({}): its bytes don't match the id",
+                    "refused a copy of {} ({}) pushed by {from}: its bytes don't match the id",
                     record.file_name, record.file_id
                 );
                 self.core.on_refused(now, line);
@@ -316,7 +355,7 @@ impl Driver {
         }
         if !verified {
             warn!(
-                "pushed file {} ({}) does not match its id; kept as UNVERIFIED",
+                "file {} ({}) pushed by {from} does not match its id; kept as UNVERIFIED",
                 record.file_name, record.file_id
             );
         }
@@ -324,11 +363,14 @@ impl Driver {
             FetchResult::Saved { local_name, .. } => {
                 let now = self.now();
                 self.core
-                    .on_file_received(now, record, local_name, verified);
+                    .on_file_received(now, from, record, local_name, verified);
                 self.close_superseded_fetches();
             }
             FetchResult::Failed(why) => {
-                warn!("cannot store pushed file {}: {why}", record.file_name)
+                warn!(
+                    "cannot store file {} pushed by {from}: {why}",
+                    record.file_name
+                )
             }
             FetchResult::Unverified { .. } | FetchResult::Cut { .. } => {}
         }
@@ -338,16 +380,18 @@ impl Driver {
     /// ended their download): their bytes would be discarded anyway, and a
     /// large file would be pulled to the disk a second time.
     pub(super) fn close_superseded_fetches(&mut self) {
-        let stale: Vec<usize> = self
+        let stale: Vec<(usize, String)> = self
             .conns
             .iter()
             .filter_map(|(key, c)| match &c.role {
-                Role::Fetch(f) if !self.core.is_current(f.transfer, f.attempt) => Some(key),
+                Role::Fetch(f) if !self.core.is_current(f.transfer, f.attempt) => {
+                    Some((key, f.source.clone()))
+                }
                 _ => None,
             })
             .collect();
-        for key in stale {
-            debug!("closing a fetch whose download ended meanwhile");
+        for (key, source) in stale {
+            debug!("closing a fetch from {source} whose download ended meanwhile");
             self.close(key, None);
         }
     }

@@ -106,9 +106,17 @@ impl Driver {
         range: Option<ByteRange>,
     ) {
         let streams = self.file_streams();
+        // Who asked, for the log lines: "peer_id (host:port)" when the
+        // address is a tracked peer's, else the address.
+        let asker = self
+            .conns
+            .get(key)
+            .map_or_else(|| "a peer".to_string(), |c| self.conn_name(c));
         let opened = match self.core.answer_ranged_get_file(&file_id, range, streams) {
             GetFileAnswer::Busy { streams } => {
-                info!("GET_FILE {file_id}: already sending {streams} files; closing unanswered");
+                info!(
+                    "GET_FILE {file_id} from {asker}: already sending {streams} files; closing unanswered"
+                );
                 self.close(key, None);
                 return;
             }
@@ -123,22 +131,17 @@ impl Driver {
         let payload = match opened {
             Ok(enc) => {
                 self.net.uploads_started += 1;
-                let to = self
-                    .conns
-                    .get(key)
-                    .and_then(|c| c.stream.peer_addr().ok())
-                    .map_or_else(
-                        || "a peer".to_string(),
-                        |a| self.core.name_addr(&a.to_string()),
-                    );
                 match range {
-                    Some(r) => info!("serving {file_id} to {to} from byte {} (range)", r.offset),
-                    None => info!("serving {file_id} to {to}"),
+                    Some(r) => info!(
+                        "serving {file_id} to {asker} from byte {} (range)",
+                        r.offset
+                    ),
+                    None => info!("serving {file_id} to {asker}"),
                 }
                 Payload::File(Box::new(enc))
             }
             Err(e) => {
-                debug!("GET_FILE {file_id}: {e}; replying not found");
+                debug!("GET_FILE {file_id} from {asker}: {e}; replying not found");
                 let mut bytes = Message::file_not_found().to_bytes();
                 bytes.push(b'\n');
                 Payload::bytes(bytes)
@@ -154,7 +157,10 @@ impl Driver {
     /// Pushes our copy of `file_id` to `to`, within its dial limit.
     pub(super) fn push_file(&mut self, now: Time, to: PeerAddr, file_id: FileId) {
         if !self.may_dial(now, &to, "FILE_DATA push") {
-            debug!("push of {file_id} to {to} not sent");
+            debug!(
+                "push of {file_id} to {} not sent",
+                self.core.name_listener(&to)
+            );
             return;
         }
         match self.open_for_push(&file_id) {
@@ -167,7 +173,10 @@ impl Driver {
                 };
                 self.connect_to(to, role);
             }
-            Err(e) => warn!("cannot push {file_id}: {e}"),
+            Err(e) => warn!(
+                "cannot push {file_id} to {}: {e}",
+                self.core.name_listener(&to)
+            ),
         }
     }
 

@@ -24,6 +24,9 @@ impl Driver {
     /// Stops accepting, lets received files land, then writes the final
     /// catalog synchronously.
     pub(super) fn shutdown(&mut self) {
+        // The terminal scrolls whole again; nothing more is drawn.
+        crate::cli::console::stop_prompting();
+        crate::cli::console::release_status_row();
         self.p2p = None;
         self.http = None;
         // After a signal the whole exit fits in SIGNAL_EXIT_LIMIT (the

@@ -29,7 +29,6 @@ use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use slab::Slab;
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::io::IsTerminal;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -318,7 +317,7 @@ impl Driver {
             stdin: None,
             exit: false,
             exit_asked: false,
-            progress: crate::cli::progress::Progress::new(std::io::stdout().is_terminal()),
+            progress: crate::cli::progress::Progress::new(crate::cli::console::has_status_row()),
             progress_armed: false,
             stamps,
             lease_signals: None,
@@ -367,6 +366,7 @@ impl Driver {
                     let _ = reg.deregister(&mut SourceFd(&stdin::STDIN_FD));
                 } else {
                     self.stdin = Some(LineReader::default());
+                    crate::cli::console::start_prompting();
                     // Input typed before we registered is read right away.
                     self.read_stdin();
                 }

@@ -199,7 +199,14 @@ fn write_step(stream: &mut TcpStream, payload: &mut Payload, core: &mut Peer) ->
             // was left unfinished; have the file checked.
             let source_changed = encoder::is_source_changed(&e);
             if let (true, Payload::File(enc)) = (source_changed, &*payload) {
-                info!("stopped sending {}: {e}", enc.file_id());
+                let to = stream
+                    .peer_addr()
+                    .map_or_else(|_| "an unknown address".into(), |a| a.to_string());
+                info!(
+                    "stopped sending {} to {}: {e}",
+                    enc.file_id(),
+                    core.name_addr(&to)
+                );
                 core.on_local_changed(enc.file_id());
             }
             Stepped {
@@ -345,7 +352,12 @@ impl Driver {
             }
             match largest {
                 Some((k, b)) if total > INBOUND_BUFFER_BUDGET => {
-                    debug!("inbound messages hold {total} bytes; closing one holding {b}");
+                    debug!(
+                        "inbound messages hold {total} bytes; closing the one from {} holding {b}",
+                        self.conns
+                            .get(k)
+                            .map_or_else(String::new, |c| self.conn_name(c))
+                    );
                     self.net.dropped_by(NetLimit::InboundBudget);
                     self.close(k, Some(CloseReason::InboundBudget));
                 }

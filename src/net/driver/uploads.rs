@@ -1,10 +1,14 @@
-//! Reporting uploads to the core: a FILE_DATA streamed to a peer (a GET_FILE
-//! reply, a push we send) is registered when its connection takes the
-//! role, its bytes are reported after each step, and its end once.
+//! Reporting the network's transfers to the core: a FILE_DATA streamed to a
+//! peer (a GET_FILE reply, a push we send) is registered when its
+//! connection takes the role, a push we receive once its first data bytes
+//! are decoded; their bytes are reported after each step, and
+//! their end once.
 
+use super::conns::conn_addr;
 use super::Driver;
 use crate::core::UploadEnd;
 use crate::net::conn::{Payload, Role, WriteKind};
+use crate::protocol::FileDataHeader;
 
 impl Driver {
     /// Connection `key` just took its role: a file stream is registered
@@ -25,13 +29,7 @@ impl Driver {
         if c.upload.is_some() {
             return;
         }
-        let peer = match &c.target {
-            Some(to) => to.to_string(),
-            None => c
-                .stream
-                .peer_addr()
-                .map_or_else(|_| "an unknown address".into(), |a| a.to_string()),
-        };
+        let peer = conn_addr(c);
         let push = *kind == WriteKind::Push;
         c.upload = self
             .core
@@ -41,20 +39,41 @@ impl Driver {
         }
     }
 
-    /// Tells the core how far the upload on connection `key` got.
+    /// Tells the core how far the transfer on connection `key` got; an
+    /// inbound message whose `data` has started (only a FILE_DATA has one)
+    /// is a push we receive, registered at its first report. Its first
+    /// bytes may still be in the decoder's buffer, before the push quota
+    /// is asked: a push refused there is listed, then ends as failed.
     pub(super) fn upload_progress(&mut self, key: usize) {
-        let Some(c) = self.conns.get(key) else {
+        let now = self.now();
+        let Some(c) = self.conns.get_mut(key) else {
             return;
         };
-        if let (
-            Some(id),
+        let done = match &c.role {
             Role::Write {
                 payload: Payload::File(enc),
                 ..
-            },
-        ) = (c.upload, &c.role)
-        {
-            self.core.on_upload_progress(id, enc.file_bytes_sent());
+            } => enc.file_bytes_sent(),
+            Role::Read { decoder, .. } if decoder.data_len() > 0 => {
+                if c.upload.is_none() {
+                    c.upload = self.core.on_push_in_started(now, &conn_addr(c));
+                }
+                decoder.data_len()
+            }
+            _ => return,
+        };
+        if let Some(id) = c.upload {
+            self.core.on_upload_progress(id, done);
+        }
+    }
+
+    /// The push we receive on connection `key` (if listed) arrived whole as
+    /// `header` says, `len` data bytes.
+    pub(super) fn push_in_received(&mut self, key: usize, header: &FileDataHeader, len: u64) {
+        let now = self.now();
+        if let Some(id) = self.conns.get_mut(key).and_then(|c| c.upload.take()) {
+            let name = header.file_name.as_deref().unwrap_or("(unnamed file)");
+            self.core.on_push_in_received(now, id, name, len);
         }
     }
 
