@@ -268,6 +268,19 @@ fn a_real_peershare_holder_sends_the_rest_after_a_fake_holder_cut_the_transfer()
         sent <= (LEN / 2 + LEN / 100) as f64,
         "the holder sent {sent} B of a {LEN} B file cut at half"
     );
+    // The downloader counts what it did not ask for again.
+    let metrics = http_get(down.http_port, "/metrics").expect("metrics");
+    let metrics = String::from_utf8_lossy(&metrics);
+    let resumed: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("peershare_resumed_bytes_total "))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no resumed bytes counter:\n{metrics}"));
+    assert!(
+        resumed >= (LEN / 2 - LEN / 100) as f64 && resumed <= (LEN / 2) as f64,
+        "{resumed} B counted as resumed"
+    );
 }
 
 /// A holder that sends the first request half the file and then stalls

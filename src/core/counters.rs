@@ -54,6 +54,9 @@ pub struct Counters {
     pub downloads_failed: BTreeMap<&'static str, u64>,
     /// FILE_DATA payload bytes of the downloads stored.
     pub downloaded_bytes: u64,
+    /// File bytes not asked for again because a download resumed from the
+    /// bytes it kept (a cut, or a restart).
+    pub resumed_bytes: u64,
 }
 
 impl Counters {

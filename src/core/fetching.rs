@@ -263,6 +263,7 @@ impl Peer {
             self.print(format!("get: {what} from {peer}"));
         }
         self.counters.downloads_started += 1;
+        self.counters.resumed_bytes += resume_from;
         self.effects.push(Effect::Fetch {
             transfer: id,
             attempt,

@@ -163,6 +163,14 @@ pub fn render(s: &Snapshot<'_>) -> String {
 
     let mut f = family(
         o,
+        "peershare_resumed_bytes_total",
+        "counter",
+        "File bytes not fetched again: a download resumed from the bytes it kept after a cut or a restart.",
+    );
+    f.sample(&[], core.resumed_bytes);
+
+    let mut f = family(
+        o,
         "peershare_messages_total",
         "counter",
         "Peer messages received whole (in) and set out to send (out), by type.",
