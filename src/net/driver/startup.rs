@@ -102,25 +102,31 @@ pub fn run(args: Args) -> Result<(), StartError> {
     for (record, resume) in resumes {
         driver.hash_kept_prefix(record, resume);
     }
-    println!(
-        "{}",
-        crate::cli::banner::start_line(&args, p2p_addr, http_addr, n_files, &driver.settings.dir)
-    );
+    // stdin is non-blocking now, and on a terminal so is stdout (one open
+    // file): these lines go out like the menu's, never panicking on EAGAIN.
+    let say = crate::cli::escape::say;
+    say(&crate::cli::banner::start_line(
+        &args,
+        p2p_addr,
+        http_addr,
+        n_files,
+        &driver.settings.dir,
+    ));
     // Without a token the page still shows everything; only its actions
     // are refused (an empty token never matches).
     match storage::token::load_or_create(&driver.settings.dir) {
         Ok(token) => {
-            println!("{}", crate::cli::banner::page_line(http_addr, &token));
+            say(&crate::cli::banner::page_line(http_addr, &token));
             driver.http_token = token;
         }
-        Err(e) => println!(
+        Err(e) => say(&format!(
             "page actions are off: cannot store {} in {}: {e}",
             storage::token::TOKEN_FILE,
             driver.settings.dir.display()
-        ),
+        )),
     }
     if driver.stdin.is_some() {
-        println!("type `help` for commands");
+        say("type `help` for commands");
     }
     driver.run_loop();
     driver.shutdown();
