@@ -317,6 +317,19 @@ fn a_whole_file_answer_shorter_than_the_bytes_kept_keeps_them_for_the_next_holde
 }
 
 #[test]
+fn range_fields_sent_after_the_data_are_refused() {
+    // The data streams before `offset` is read: taken for a whole-file
+    // answer, its first bytes would be skipped as ours.
+    a_hostile_answer_to_the_resumed_request_is_survived("fieldslast", |rec, bytes, from| {
+        let rest = &bytes[from as usize..];
+        let mut msg = file_data(rec, rest);
+        msg.truncate(msg.len() - 1); // the closing brace
+        msg.extend_from_slice(format!(",\"offset\":{from},\"length\":{}}}", rest.len()).as_bytes());
+        msg
+    });
+}
+
+#[test]
 fn a_range_past_the_end_of_the_file_is_refused() {
     a_hostile_answer_to_the_resumed_request_is_survived("pastend", |rec, bytes, _| {
         reply_with(rec, json!({"offset": bytes.len() + 10, "length": 0}), b"")
