@@ -255,9 +255,9 @@ fn a_hostile_answer_to_the_resumed_request_is_survived(
     let hostile_holder = &script.holders_asked()[1];
     let lines = down.lines().join("\n");
     assert!(
-        lines
-            .lines()
-            .any(|l| l.contains(&format!("get: {hostile_holder} ")) && l.contains("trying")),
+        lines.lines().any(|l| l.starts_with("get: ")
+            && l.contains(&format!("{hostile_holder} "))
+            && (l.contains("trying") || l.contains("asking"))),
         "{what}: no refusal of {hostile_holder} on the menu\n{lines}"
     );
     assert_eq!(
@@ -407,7 +407,6 @@ fn a_range_with_more_bytes_than_the_whole_file_is_survived() {
 }
 
 #[test]
-#[ignore = "BUG: bad bytes from a holder that then cuts are kept as the prefix; the honest holder that completes it is blamed for the mismatch and never asked for the whole file, so the file is stored UNVERIFIED (core/fetching.rs on_fetch_result Unverified after a resumed attempt)"]
 fn bad_bytes_before_a_cut_do_not_stop_an_honest_holder_from_completing_the_file() {
     let bytes = Arc::new(pattern(81, LEN));
     let record = file_record("poisoned.bin", &bytes, "owner", TS);
@@ -580,7 +579,6 @@ fn a_temp_file_that_is_a_symlink_out_of_the_folder_is_never_followed() {
 }
 
 #[test]
-#[ignore = "BUG: a temp file that is a hard link to a file outside the folder is resumed: the rest is written into the outside file's inode (storage/atomic.rs PartialFile::reopen checks is_file, not st_nlink == 1)"]
 fn a_temp_file_hard_linked_to_a_file_outside_the_folder_is_not_written() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("storage");
@@ -689,7 +687,6 @@ fn a_temp_file_longer_than_the_file_is_not_resumed_past_its_end() {
 }
 
 #[test]
-#[ignore = "BUG: of two entries naming one temp file the first in id order resumes it, whoever's bytes they are; its download then ends UNVERIFIED as in bad_bytes_before_a_cut_... (storage/reconcile.rs keeps the first; core/fetching.rs never retries whole)"]
 fn two_entries_naming_one_temp_file_both_end_verified() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("storage");
@@ -873,7 +870,6 @@ fn the_owners_delete_of_a_file_whose_resumed_download_waits_removes_its_temp_fil
 }
 
 #[test]
-#[ignore = "BUG: the user's delete of their own file leaves its download running and its temp file kept (core/commands.rs cmd_delete removes the catalog entry but, unlike on_delete, never ends the download)"]
 fn the_users_delete_of_their_own_file_whose_resumed_download_waits_removes_its_temp_file() {
     // The user's own file, whose copy is gone from the folder while its
     // download was in flight: resumed at the start, it waits for a holder.
@@ -902,7 +898,6 @@ fn the_users_delete_of_their_own_file_whose_resumed_download_waits_removes_its_t
 }
 
 #[test]
-#[ignore = "BUG: a download in flight of a file the user deleted completes, and the file is stored and listed again (core/commands.rs cmd_delete never ends the download, as on_delete does for the owner's DELETE)"]
 fn a_file_the_user_deleted_is_not_stored_again_by_its_download_in_flight() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("storage");

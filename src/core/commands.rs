@@ -60,6 +60,16 @@ impl Peer {
         if let Some(local) = entry.local {
             self.effects.push(Effect::RemoveLocal { name: local.name });
         }
+        // A download of it (a copy of ours we lost, say) would bring the
+        // file back: it ends here, and its bytes go.
+        if let Some(d) = self
+            .downloads
+            .by_file(&id)
+            .and_then(|t| self.downloads.remove(t))
+        {
+            let line = format!("stopped fetching {}: you deleted it", d.record.file_name);
+            self.finish(now, d, super::fetching::DownloadEnd::Failed(line));
+        }
         let msg = Message::Delete {
             from: self.cfg.peer_id.clone(),
             file_id: id.clone(),

@@ -51,6 +51,8 @@ pub struct Download {
     pub current: Option<(PeerId, u64, Time)>,
     /// Each failed source and why.
     pub failures: Vec<(PeerId, super::SourceFailure)>,
+    /// How many of `failures` the menu or log has said.
+    pub failures_said: usize,
     /// Who is waiting.
     pub origins: Vec<Origin>,
     /// Bytes of the file we have: the kept prefix and what the current
@@ -74,23 +76,17 @@ pub struct Download {
     /// Resumed from the last run: since when it waits for a holder to be
     /// known (none are right after a start).
     pub waiting_since: Option<Time>,
+    /// Resumed from the last run, its kept bytes not hashed again yet: it
+    /// waits (and holds the file, so nothing else starts it).
+    pub prefix_unchecked: bool,
+    /// Resumed from the last run (not part of this run's auto-fetch batch).
+    pub resumed: bool,
 }
 
 impl Download {
     /// Whether this download was started by auto-fetch only.
     pub fn is_auto(&self) -> bool {
         self.origins.iter().all(|o| *o == Origin::Auto)
-    }
-
-    /// Who asked, as the metadata keeps it for a resume: whether a `get`
-    /// did, and the first destination one named.
-    pub fn stored_origin(&self) -> (bool, Option<Dest>) {
-        let by_user = self.origins.iter().any(|o| matches!(o, Origin::Menu(_)));
-        let dest = self.origins.iter().find_map(|o| match o {
-            Origin::Menu(Some(d)) => Some(d.clone()),
-            _ => None,
-        });
-        (by_user, dest)
     }
 
     /// One phrase per failed source and why: "alice timed out before the

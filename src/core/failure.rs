@@ -106,6 +106,21 @@ impl fmt::Display for SourceFailure {
     }
 }
 
+impl SourceFailure {
+    /// Whether bytes a source sent before failing so are as good as any:
+    /// the transfer broke (closed, stalled, timed out, unreachable), not
+    /// the source's reply (which makes everything it sent suspect).
+    pub fn is_transport(&self) -> bool {
+        matches!(
+            self,
+            SourceFailure::Connect(_)
+                | SourceFailure::Timeout
+                | SourceFailure::Stalled { .. }
+                | SourceFailure::Closed { .. }
+        )
+    }
+}
+
 impl From<BadReply> for SourceFailure {
     fn from(bad: BadReply) -> Self {
         match bad {

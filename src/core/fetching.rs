@@ -150,6 +150,7 @@ impl Peer {
             remaining: VecDeque::from(sources),
             current: None,
             failures: Vec::new(),
+            failures_said: 0,
             origins: vec![origin],
             bytes_done: 0,
             kept: 0,
@@ -158,6 +159,8 @@ impl Peer {
             kept_took: None,
             queued: true,
             waiting_since: None,
+            prefix_unchecked: false,
+            resumed: false,
         });
         self.pump_queue(now);
     }
@@ -231,7 +234,13 @@ impl Peer {
         // The source before this one failed: say why, and which try this is.
         let tried = d.failures.len();
         let total = tried + 1 + d.remaining.len();
-        let last_failure = d.failures.last().cloned().filter(|_| tried > 0);
+        // Said once: a source asked again (whole) is no new failure.
+        let last_failure = d
+            .failures
+            .last()
+            .cloned()
+            .filter(|_| tried > d.failures_said);
+        d.failures_said = tried;
         if let Some((failed, why)) = last_failure {
             let line = format!(
                 "{} {why}; trying {} ({} of {total})",
@@ -263,7 +272,6 @@ impl Peer {
             self.print(format!("get: {what} from {peer}"));
         }
         self.counters.downloads_started += 1;
-        self.counters.resumed_bytes += resume_from;
         self.effects.push(Effect::Fetch {
             transfer: id,
             attempt,
@@ -316,7 +324,8 @@ impl Peer {
                 (Origin::Auto, DownloadEnd::Failed(what)) => warn!("auto-fetch: {what}"),
             }
         }
-        if d.origins.contains(&Origin::Auto) {
+        // A resumed download was never in this run's batch.
+        if d.origins.contains(&Origin::Auto) && !d.resumed {
             self.auto_fetch_ended(&d.record.file_name, &outcome);
         }
         self.pump_queue(now);
@@ -398,11 +407,13 @@ impl Peer {
                     super::view::peer_name(&self.members, &peer)
                 );
                 self.counters.download_failed(&why);
-                // More than the file can have is no prefix of it: dropped.
-                let kept = match super::downloads::size_upper_bound(&d.record.file_size) {
-                    Some(max) if kept > max => 0,
-                    _ => kept,
-                };
+                // Bytes after a broken transfer are kept; after a bad reply
+                // only those from before this attempt (if it added none).
+                // More than the file can have is no prefix of it either.
+                let too_long = super::downloads::size_upper_bound(&d.record.file_size)
+                    .is_some_and(|max| kept > max);
+                let trusted = why.is_transport() || kept == d.current_from;
+                let kept = if trusted && !too_long { kept } else { 0 };
                 d.kept = kept;
                 d.bytes_done = kept;
                 // Sources that serve ranges go first: they continue the
@@ -424,6 +435,28 @@ impl Peer {
                 let name = d.record.file_name.clone();
                 d.failures.push((peer.clone(), why.clone()));
                 let text = format!("{} {why} (fetching {name})", self.name_peer(&peer));
+                self.event(now, EventKind::SourceFailed, text);
+                self.try_next_source(now, transfer);
+            }
+            FetchResult::Unverified { .. } if d.current_from > 0 => {
+                // The copy joins bytes from two sources or more: which sent
+                // the bad ones can't be told. This one is asked for the
+                // whole file (once: that attempt starts at 0), and the
+                // joined copy stays the fallback meanwhile.
+                d.kept = 0;
+                d.unverified_fallback = Some((peer.clone(), now.since(started)));
+                d.remaining.push_front(peer.clone());
+                let (name, auto) = (d.record.file_name.clone(), d.is_auto());
+                let text = format!(
+                    "the copy of {name} resumed at {} doesn't match its id; asking {} for all of it",
+                    crate::units::bytes(d.current_from),
+                    self.name_peer(&peer)
+                );
+                if auto {
+                    info!("auto-fetch: {text}");
+                } else {
+                    self.print(format!("get: {text}"));
+                }
                 self.event(now, EventKind::SourceFailed, text);
                 self.try_next_source(now, transfer);
             }
@@ -454,6 +487,10 @@ impl Peer {
                 // mismatch already.
                 self.counters.downloads_succeeded += u64::from(verified);
                 self.counters.downloaded_bytes += len;
+                if verified {
+                    // Counted once the bytes kept proved part of the file.
+                    self.counters.resumed_bytes += d.current_from;
+                }
                 // The attempt whose bytes are kept: this one, or the
                 // unverified fallback's (not the time spent on others).
                 let took = d.kept_took.unwrap_or_else(|| now.since(started));

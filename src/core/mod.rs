@@ -354,6 +354,8 @@ pub struct Peer {
     auto_fetch_started: bool,
     auto_fetch_early: bool,
     auto_batch: Option<AutoBatch>,
+    /// A `Timer::ResumeWaiting` is scheduled.
+    resume_timer_armed: bool,
     started_at: Option<Time>,
     /// When our last periodic gossip round went out, and its GOSSIP.
     last_round: Option<Time>,
@@ -391,6 +393,7 @@ impl Peer {
             auto_fetch_started: false,
             auto_fetch_early: false,
             auto_batch: None,
+            resume_timer_armed: false,
             started_at: None,
             last_round: None,
             round_gossip: None,

@@ -1,10 +1,11 @@
 //! Downloads resumed at start: a download in flight at the last exit (or
-//! crash) whose temp file is still there comes back with its bytes kept,
-//! waits for a holder to be known (none is right after a start), and goes
-//! on like any download, from the offset it reached when a holder serves
-//! ranges.
+//! crash) whose temp file is still there comes back at load, before its
+//! bytes are hashed again (so nothing else starts the same file meanwhile);
+//! once they are, it waits for a holder to be known (none is right after a
+//! start) and goes on like any download, from the offset it reached when
+//! a holder serves ranges.
 
-use super::downloads::{Dest, Download, Origin};
+use super::downloads::{size_upper_bound, Download, Origin};
 use super::{Peer, Time, Timer};
 use crate::ids::TransferId;
 use crate::protocol::FileRecord;
@@ -16,35 +17,30 @@ use std::time::Duration;
 const RESUME_RETRY: Duration = Duration::from_secs(1);
 
 impl Peer {
-    /// A download of `record` was in flight at the last exit and the driver
-    /// kept its first `kept` bytes: it is resumed (the id to keep them
-    /// under), unless the file is held or being fetched already, or no
-    /// longer in the catalog (then the driver drops them). `by_user`: a
-    /// `get` asked for it (with `dest`), else auto-fetch did.
+    /// A download of `record` was in flight at the last exit and its temp
+    /// file holds `len` bytes, to be hashed again: it is resumed (the id its
+    /// bytes are kept under), unless the file is held or being fetched
+    /// already, no longer in the catalog, or only auto-fetch wanted it and
+    /// auto-fetch is off now (then the driver drops them). `by_user`: a
+    /// `get` asked for it, else auto-fetch did.
     pub fn resume_download(
         &mut self,
         now: Time,
         record: FileRecord,
         by_user: bool,
-        dest: Option<Dest>,
-        kept: u64,
+        len: u64,
     ) -> Option<TransferId> {
         let file = &record.file_id;
         if self.local_copy(file).is_some()
             || self.downloads.by_file(file).is_some()
             || self.catalog.get(file).is_none()
+            || (!by_user && self.cfg.auto_fetch == 0)
         {
             return None;
         }
-        // More bytes than the file can have: not a prefix of it (the driver
-        // drops them at the first attempt, which starts over).
-        let kept = match super::downloads::size_upper_bound(&record.file_size) {
-            Some(max) if kept > max => 0,
-            _ => kept,
-        };
         let id = self.downloads.next_id();
         let origin = if by_user {
-            Origin::Menu(dest)
+            Origin::Menu(None)
         } else {
             Origin::Auto
         };
@@ -52,7 +48,7 @@ impl Peer {
             "resuming {} ({}): {} kept from the last run; waiting for its holders",
             record.file_name,
             record.file_size,
-            crate::units::bytes(kept)
+            crate::units::bytes(len)
         );
         if by_user {
             self.print(format!("get: {line}"));
@@ -65,26 +61,54 @@ impl Peer {
             remaining: VecDeque::new(),
             current: None,
             failures: Vec::new(),
+            failures_said: 0,
             origins: vec![origin],
-            bytes_done: kept,
-            kept,
+            bytes_done: len,
+            kept: len,
             current_from: 0,
             unverified_fallback: None,
             kept_took: None,
             queued: true,
             waiting_since: Some(now),
+            prefix_unchecked: true,
+            resumed: true,
         });
-        self.schedule(now.plus(RESUME_RETRY), Timer::ResumeWaiting);
         Some(id)
+    }
+
+    /// The driver hashed the bytes download `id` kept: `Some(len)`, they
+    /// are its prefix; `None`, they could not be read (it starts over).
+    /// Bytes beyond what the file can hold are no prefix of it either.
+    pub fn on_prefix_hashed(&mut self, now: Time, id: TransferId, len: Option<u64>) {
+        let Some(d) = self.downloads.get_mut(id) else {
+            return;
+        };
+        let too_long = |n: u64| size_upper_bound(&d.record.file_size).is_some_and(|max| n > max);
+        let kept = len.filter(|&n| !too_long(n)).unwrap_or(0);
+        d.kept = kept;
+        d.bytes_done = kept;
+        d.prefix_unchecked = false;
+        // The wait for a holder starts now (a large prefix takes a while).
+        d.waiting_since = Some(now);
+        self.arm_resume_timer(now);
+    }
+
+    fn arm_resume_timer(&mut self, now: Time) {
+        if !self.resume_timer_armed {
+            self.resume_timer_armed = true;
+            self.schedule(now.plus(RESUME_RETRY), Timer::ResumeWaiting);
+        }
     }
 
     /// Starts the resumed downloads whose holders are known now; those
     /// still without one after the peer timeout fail (the driver drops
     /// their bytes), the others look again soon.
     pub(super) fn start_resumed(&mut self, now: Time) {
+        self.resume_timer_armed = false;
         let waiting: Vec<(TransferId, Time)> = self
             .downloads
             .iter()
+            .filter(|d| !d.prefix_unchecked)
             .filter_map(|d| Some((d.id, d.waiting_since?)))
             .collect();
         let mut still = false;
@@ -106,7 +130,7 @@ impl Peer {
         }
         self.pump_queue(now);
         if still {
-            self.schedule(now.plus(RESUME_RETRY), Timer::ResumeWaiting);
+            self.arm_resume_timer(now);
         }
     }
 }

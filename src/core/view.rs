@@ -523,6 +523,7 @@ mod tests {
             remaining: Default::default(),
             current: None,
             failures: vec![],
+            failures_said: 0,
             origins: vec![],
             bytes_done: 0,
             kept: 0,
@@ -531,6 +532,8 @@ mod tests {
             kept_took: None,
             queued: false,
             waiting_since: None,
+            prefix_unchecked: false,
+            resumed: false,
         });
         assert!(changed(&p), "a download started");
         if let Some(d) = p.downloads.get_mut(id) {

@@ -70,6 +70,12 @@ pub struct PartialSink {
     /// Leading data bytes to drop: the prefix we have, when a source
     /// answered a ranged request with the whole file.
     skip: u64,
+    /// One of our downloads: the file id its reply must name before any
+    /// byte is written (a reply cut mid-data leaves bytes we may keep).
+    expect: Option<Box<str>>,
+    /// The reply's range fields came before its data (how its bytes were
+    /// written: as a range, or as the whole file).
+    range_before_data: bool,
 }
 
 /// The bytes a download kept from a source that was cut: the temp file
@@ -99,6 +105,8 @@ impl PartialSink {
             started: false,
             resumed_at: 0,
             skip: 0,
+            expect: None,
+            range_before_data: false,
         }
     }
 
@@ -127,6 +135,18 @@ impl PartialSink {
             resumed_at: prefix.len,
             ..Self::for_download(dir, waker)
         })
+    }
+
+    /// The same sink, for a reply that must name file `id` before its data.
+    pub fn expecting(mut self, id: &str) -> Self {
+        self.expect = Some(id.into());
+        self
+    }
+
+    /// Whether the reply's range fields came before its data (its bytes
+    /// were written as that range).
+    pub fn range_before_data(&self) -> bool {
+        self.range_before_data
     }
 
     /// The offset a resumed download's request asked from (its kept
@@ -296,22 +316,28 @@ impl DataSink for PartialSink {
     }
 
     fn wants_header(&self) -> bool {
-        self.resumed_at > 0
+        self.expect.is_some() || self.resumed_at > 0
     }
 
-    /// A resumed download's reply must be the range asked for, or the
+    /// Before a byte is written, a download's reply must name its file and
+    /// be the range asked for (from `resumed_at`, 0 for a new file), or the
     /// whole file (a peer that ignores ranges), whose prefix we skip.
     fn begin_data(
         &mut self,
         header: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<(), String> {
-        let asked = self.resumed_at;
-        if asked == 0 {
-            return Ok(());
+        if let Some(want) = &self.expect {
+            let id = header.get("file_id").and_then(serde_json::Value::as_str);
+            if !id.is_some_and(|id| id.eq_ignore_ascii_case(want)) {
+                return Err("the reply names another file".into());
+            }
         }
-        match crate::protocol::ByteRange::from_members(header) {
-            None if header.contains_key("offset") => {
-                Err("the reply's offset is not a byte count".into())
+        let asked = self.resumed_at;
+        let range = crate::protocol::ByteRange::from_members(header);
+        self.range_before_data = range.is_some();
+        match range {
+            None if header.contains_key("offset") || header.contains_key("length") => {
+                Err("the reply's range is not in byte counts".into())
             }
             None => {
                 self.skip = asked;
@@ -417,6 +443,15 @@ pub struct FetchConn {
     pub sink: PartialSink,
     /// Bytes received from the socket.
     pub received: u64,
+}
+
+impl FetchConn {
+    /// Bytes of the file this attempt's temp file holds: a kept prefix and
+    /// what was written after it (a whole-file answer's skipped bytes are
+    /// not counted twice).
+    pub fn file_bytes(&self) -> u64 {
+        self.sink.len
+    }
 }
 
 /// What a connection does.

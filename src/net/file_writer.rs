@@ -149,16 +149,6 @@ pub struct Prefix {
     pub len: u64,
 }
 
-impl Prefix {
-    /// A new file: nothing written yet.
-    pub fn empty() -> Prefix {
-        Prefix {
-            hasher: FileHasher::new(),
-            len: 0,
-        }
-    }
-}
-
 /// What [`Writer::start`] made of a temp file.
 pub enum Started {
     /// A thread hashes and writes it.
@@ -235,8 +225,9 @@ impl Writer {
     }
 
     /// A buffer the thread is done with, or a new empty one. At most
-    /// [`WRITER_DEPTH`] + 2 exist: the queue's, the thread's and the
-    /// decoder's (a new one is made only while none is back).
+    /// [`WRITER_DEPTH`] + 3 exist: the queue's (one more for a cut
+    /// message's tail), the thread's and the decoder's (a new one is made
+    /// only while none is back).
     pub fn recycled(&mut self) -> Vec<u8> {
         self.empty.try_recv().unwrap_or_default()
     }

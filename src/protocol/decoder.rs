@@ -630,8 +630,6 @@ impl MessageDecoder {
         Ok(Step::At(i + 1))
     }
 
-    /// Appends envelope text, refusing to grow past `max_envelope` (the
-    /// allocation itself never exceeds the cap either).
     /// The members seen before `data`: the envelope so far, closed.
     fn header_so_far(&self) -> Result<Map<String, Value>, DecodeError> {
         let end = self
@@ -644,6 +642,8 @@ impl MessageDecoder {
         parse_envelope(&closed)
     }
 
+    /// Appends envelope text, refusing to grow past `max_envelope` (the
+    /// allocation itself never exceeds the cap either).
     fn push_env(&mut self, bytes: &[u8]) -> Result<(), DecodeError> {
         let needed = self.env.len() + bytes.len();
         if needed > self.limits.max_envelope {

@@ -89,10 +89,13 @@ impl PartialFile {
             .write(true)
             .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(&path)?;
-        if !file.metadata()?.is_file() {
+        use std::os::unix::fs::MetadataExt;
+        let meta = file.metadata()?;
+        // A hard link would have us write into a file outside the folder.
+        if !meta.is_file() || meta.nlink() != 1 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("{name} is not a regular file"),
+                format!("{name} is not a regular file with one name"),
             ));
         }
         Ok(PartialFile {

@@ -57,20 +57,15 @@ pub struct StoredResume {
     /// storage folder).
     pub partial: String,
     /// The menu's `get` asked for it (else only start-up auto-fetch did).
+    /// A `get`'s destination is not kept: a path read back from a file
+    /// others may write must never choose where we write.
     pub by_user: bool,
-    /// Where that `get` copies the file once stored, and whether it may
-    /// replace a file there (`--force`).
-    pub dest: Option<(String, bool)>,
 }
 
 impl StoredResume {
     /// Its JSON object.
     pub fn to_value(&self) -> Value {
         let mut obj = Map::new();
-        if let Some((path, force)) = &self.dest {
-            obj.insert("dest".into(), Value::String(path.clone()));
-            obj.insert("force".into(), Value::Bool(*force));
-        }
         obj.insert("partial".into(), Value::String(self.partial.clone()));
         obj.insert(
             "requested_by".into(),
@@ -89,20 +84,9 @@ impl StoredResume {
         if !partial.starts_with(crate::storage::PARTIAL_PREFIX) || !plain {
             return None;
         }
-        let dest = v
-            .get("dest")
-            .and_then(Value::as_str)
-            .filter(|d| !d.is_empty())
-            .map(|d| {
-                (
-                    d.to_string(),
-                    v.get("force").and_then(yes_no).unwrap_or(false),
-                )
-            });
         Some(StoredResume {
             partial: partial.to_string(),
             by_user: v.get("requested_by").and_then(Value::as_str) == Some("get"),
-            dest,
         })
     }
 }
@@ -811,7 +795,6 @@ mod tests {
             resume: Some(StoredResume {
                 partial: ".partial-00ab".into(),
                 by_user: true,
-                dest: Some(("/tmp/x \" y".into(), true)),
             }),
         });
         entries.sort_by(|a, b| a.record.file_id.cmp(&b.record.file_id));
@@ -850,7 +833,6 @@ mod tests {
             Some(StoredResume {
                 partial: ".partial-1f".into(),
                 by_user: false,
-                dest: None
             })
         );
         for bad in ["../.partial-1f", "notes.txt", ".partial-a/b", ""] {

@@ -159,13 +159,17 @@ pub fn reconcile(dir: &Path, me: &PeerId, now_unix: u64) -> Loaded {
         }
         r.take_stored(dir, me, s, &mut known);
     }
-    // Only regular files are resumed (never through a symlink), at most one
-    // per temp file.
-    let mut kept = HashSet::new();
+    // Only regular files with one name are resumed (never through a
+    // symlink or a hard link); a temp file two entries claim is neither's.
+    let mut claims: std::collections::HashMap<String, usize> = Default::default();
+    for (_, res) in &r.resumes {
+        *claims.entry(res.partial.clone()).or_default() += 1;
+    }
     r.resumes.retain(|(_, res)| {
+        use std::os::unix::fs::MetadataExt;
         let regular = std::fs::symlink_metadata(dir.join(&res.partial))
-            .is_ok_and(|m| m.file_type().is_file() && m.len() > 0);
-        regular && kept.insert(res.partial.clone())
+            .is_ok_and(|m| m.file_type().is_file() && m.nlink() == 1 && m.len() > 0);
+        regular && claims.get(&res.partial) == Some(&1)
     });
     let keep: Vec<&str> = r
         .resumes

@@ -209,8 +209,9 @@ fn a_download_resumed_at_start_waits_for_a_holder_then_continues_its_bytes() {
     p.start(Time(0));
     p.take_effects();
     let t = p
-        .resume_download(Time(10), big("f"), true, None, 300)
+        .resume_download(Time(10), big("f"), true, 300)
         .expect("resumed");
+    p.on_prefix_hashed(Time(20), t, Some(300));
     let effects = p.take_effects();
     assert!(
         printed(&effects)
@@ -220,10 +221,7 @@ fn a_download_resumed_at_start_waits_for_a_holder_then_continues_its_bytes() {
     );
     assert!(next_fetch(&effects).is_none(), "no holder is known yet");
     // The same file again (a second record, auto-fetch): not twice.
-    assert_eq!(
-        p.resume_download(Time(10), big("f"), false, None, 300),
-        None
-    );
+    assert_eq!(p.resume_download(Time(10), big("f"), false, 300), None);
     p.on_message(
         Time(500),
         Message::GossipReply {
@@ -248,8 +246,10 @@ fn a_resumed_download_without_a_holder_gives_up_after_the_peer_timeout() {
         local: None,
     });
     p.start(Time(0));
-    p.resume_download(Time(0), big("f"), true, None, 300)
+    let t = p
+        .resume_download(Time(0), big("f"), true, 300)
         .expect("resumed");
+    p.on_prefix_hashed(Time(0), t, Some(300));
     p.on_timer(Time(1_000), Timer::ResumeWaiting);
     assert!(p.downloads().len() == 1, "still waiting");
     let later = Time(1_000 + p.cfg.peer_timeout.as_millis() as u64);
@@ -279,8 +279,10 @@ fn kept_bytes_beyond_the_files_size_are_not_resumed_from() {
         local: None,
     });
     p.start(Time(0));
-    p.resume_download(Time(0), big("f"), true, None, 5_000)
+    let t = p
+        .resume_download(Time(0), big("f"), true, 5_000)
         .expect("still fetched");
+    p.on_prefix_hashed(Time(0), t, Some(5_000));
     p.on_message(
         Time(500),
         Message::GossipReply {
@@ -302,4 +304,96 @@ fn a_cut_that_kept_more_than_the_file_is_started_over() {
     p.on_fetch_result(Time(2_000), t, attempt, cut(1_500));
     let (_, (_, _, from)) = next_fetch(&p.take_effects()).expect("next");
     assert_eq!(from, 0, "1500 B kept of a 1000 B file are no prefix of it");
+}
+
+#[test]
+fn a_resumed_download_waits_for_its_bytes_to_be_hashed_and_holds_the_file_meanwhile() {
+    let mut p = peer();
+    p.load_entry(crate::core::catalog::Entry {
+        record: big("f"),
+        holders: Default::default(),
+        local: None,
+    });
+    p.start(Time(0));
+    let t = p
+        .resume_download(Time(0), big("f"), true, 300)
+        .expect("resumed");
+    p.on_message(
+        Time(500),
+        Message::GossipReply {
+            host: "127.0.0.1".into(),
+            port: 9001,
+            peer_id: "q".into(),
+            files: vec![big("f")],
+            ranges: true,
+        },
+    );
+    // A `get` of the same file joins it instead of starting another.
+    p.on_command(
+        Time(600),
+        Command::Get {
+            file: "f".into(),
+            dest: None,
+            force: false,
+        },
+    );
+    p.on_timer(Time(1_000), Timer::ResumeWaiting);
+    assert!(
+        next_fetch(&p.take_effects()).is_none(),
+        "not before its bytes are hashed"
+    );
+    assert_eq!(p.downloads().len(), 1);
+    // The bytes could not be read: it starts over, at once.
+    p.on_prefix_hashed(Time(2_000), t, None);
+    p.on_timer(Time(3_000), Timer::ResumeWaiting);
+    let (tt, (_, _, from)) = next_fetch(&p.take_effects()).expect("it starts");
+    assert_eq!((tt, from), (t, 0));
+}
+
+#[test]
+fn bytes_sent_before_a_bad_reply_are_dropped_but_a_refusal_keeps_the_prefix() {
+    let (mut p, t, (_, attempt, _)) = fetching(&[
+        ("p", 9000, true),
+        ("q", 9001, true),
+        ("r", 9002, true),
+        ("z", 9003, true),
+    ]);
+    // Cut by a broken transfer: kept.
+    p.on_fetch_result(Time(2_000), t, attempt, cut(600));
+    let (_, (_, attempt, from)) = next_fetch(&p.take_effects()).expect("next");
+    assert_eq!(from, 600);
+    // This one refused before adding a byte (a range from elsewhere): kept.
+    let refused = FetchResult::Cut {
+        why: SourceFailure::Malformed("the reply starts at byte 1".into()),
+        kept: 600,
+    };
+    p.on_fetch_result(Time(3_000), t, attempt, refused);
+    let (_, (_, attempt, from)) = next_fetch(&p.take_effects()).expect("next");
+    assert_eq!(from, 600);
+    // This one wrote bytes, then its reply went bad: all of it is suspect.
+    let bad = FetchResult::Cut {
+        why: SourceFailure::Malformed("data is not hex".into()),
+        kept: 800,
+    };
+    p.on_fetch_result(Time(4_000), t, attempt, bad);
+    let (_, (_, _, from)) = next_fetch(&p.take_effects()).expect("next");
+    assert_eq!(from, 0);
+}
+
+#[test]
+fn a_resumed_copy_that_does_not_verify_has_its_last_source_asked_for_all_of_it() {
+    // Two holders only: the one that sent the end is asked again, whole.
+    let (mut p, t, (first, attempt, _)) = fetching(&[("q", 9001, true), ("z", 9003, true)]);
+    p.on_fetch_result(Time(2_000), t, attempt, cut(600));
+    let (_, (second, attempt, from)) = next_fetch(&p.take_effects()).expect("next");
+    assert_ne!(first, second);
+    assert_eq!(from, 600);
+    p.on_fetch_result(
+        Time(3_000),
+        t,
+        attempt,
+        FetchResult::Unverified { len: 1000 },
+    );
+    let (_, (again, _, from)) = next_fetch(&p.take_effects()).expect("asked again");
+    assert_eq!((again, from), (second, 0));
 }

@@ -41,7 +41,7 @@ fn due_failure(role: &Role) -> Option<SourceFailure> {
     match role {
         Role::Fetch(f) => Some(match f.decoder.data_len() {
             0 => SourceFailure::Timeout,
-            at => SourceFailure::Stalled { at },
+            _ => SourceFailure::Stalled { at: f.file_bytes() },
         }),
         Role::Connecting(inner) if matches!(**inner, Role::Fetch(_)) => {
             Some(SourceFailure::Connect("connect timed out".into()))
@@ -289,7 +289,7 @@ impl Driver {
         }
         match c.role {
             Role::Fetch(ref f) => {
-                let at = f.from + f.decoder.data_len();
+                let at = f.file_bytes();
                 let failure = failure.unwrap_or(SourceFailure::Closed { at });
                 let to = c.target.clone();
                 self.outbound_failed(c.role, failure, to.as_ref());

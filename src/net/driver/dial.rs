@@ -189,7 +189,7 @@ impl Driver {
         resume_from: u64,
     ) {
         let limits = self.fetch_limits(&record.file_size);
-        let (sink, from) = self.download_sink(transfer, resume_from);
+        let (sink, from) = self.download_sink(transfer, &record.file_id.0, resume_from);
         // The metadata names the download's temp file: a crash resumes it.
         let now = self.now();
         self.schedule_persist(now);

@@ -29,7 +29,7 @@ use self::receive::Finishing;
 use self::workers::{Job, MetaJob, WorkerMsg};
 use crate::cli::escape;
 use crate::core::dial_limit::DialLimiter;
-use crate::core::downloads::size_upper_bound;
+use crate::core::downloads::{size_upper_bound, Origin};
 use crate::core::push_quota::PushQuota;
 use crate::core::{Effect, Peer, Time, Timer};
 use crate::http;
@@ -208,24 +208,27 @@ fn now_unix() -> u64 {
 }
 
 /// The catalog as metadata.json bytes, written from borrowed entries (no
-/// copy of a catalog that may be 16 MiB), with each held file's stamp.
-/// The metadata file's bytes: the catalog, and for each download whose
-/// bytes are in a temp file (`temps`), what resumes it at the next start.
+/// copy of a catalog that may be 16 MiB), with each held file's stamp and,
+/// for each download whose bytes are in a temp file (`temps`), what
+/// resumes it at the next start.
 fn catalog_json(
     core: &Peer,
     stamps: &storage::Stamps,
     temps: &HashMap<TransferId, String>,
 ) -> Vec<u8> {
-    let resume = |file: &FileId| {
-        let d = core.downloads().get(core.downloads().by_file(file)?)?;
-        let partial = temps.get(&d.id)?.clone();
-        let (by_user, dest) = d.stored_origin();
-        Some(metadata::StoredResume {
-            partial,
-            by_user,
-            dest: dest.and_then(|d| Some((d.path.to_str()?.to_string(), d.force))),
+    // A few downloads at most: looked up by file below, not scanned per entry.
+    let resumes: HashMap<&FileId, metadata::StoredResume> = core
+        .downloads()
+        .iter()
+        .filter_map(|d| {
+            let partial = temps.get(&d.id)?.clone();
+            let by_user = d.origins.iter().any(|o| matches!(o, Origin::Menu(_)));
+            Some((
+                &d.record.file_id,
+                metadata::StoredResume { partial, by_user },
+            ))
         })
-    };
+        .collect();
     metadata::write_json(core.catalog().iter().map(|(id, e)| metadata::EntryRef {
         record: &e.record,
         peers_with_file: &e.holders,
@@ -233,7 +236,11 @@ fn catalog_json(
         local_name: e.local.as_ref().map(|l| l.name.as_str()),
         local_stamp: e.local.as_ref().and_then(|l| stamps.get(&l.name)),
         verified: e.local.as_ref().is_none_or(|l| l.verified),
-        resume: if e.local.is_none() { resume(id) } else { None },
+        resume: if e.local.is_none() {
+            resumes.get(id).cloned()
+        } else {
+            None
+        },
     }))
 }
 

@@ -404,6 +404,7 @@ impl Driver {
     pub(super) fn download_sink(
         &mut self,
         transfer: TransferId,
+        file: &str,
         resume_from: u64,
     ) -> (PartialSink, u64) {
         let dir = self.settings.dir.clone();
@@ -413,7 +414,7 @@ impl Driver {
             match PartialSink::resuming(dir.clone(), self.waker.clone(), kept) {
                 Ok(sink) => {
                     self.temps.insert(transfer, name);
-                    return (sink, resume_from);
+                    return (sink.expecting(file), resume_from);
                 }
                 Err(e) => {
                     warn!("{transfer}: cannot continue its kept bytes ({e}); fetching it whole")
@@ -424,13 +425,14 @@ impl Driver {
             Ok(partial) => {
                 self.temps.insert(transfer, partial.name());
                 let sink = PartialSink::for_download_into(dir, self.waker.clone(), partial);
-                (sink, 0)
+                (sink.expecting(file), 0)
             }
             Err(e) => {
                 // The sink tries again at the first byte (and fails then).
                 debug!("{transfer}: cannot create its temp file yet: {e}");
                 self.temps.remove(&transfer);
-                (PartialSink::for_download(dir, self.waker.clone()), 0)
+                let sink = PartialSink::for_download(dir, self.waker.clone());
+                (sink.expecting(file), 0)
             }
         }
     }
@@ -505,22 +507,27 @@ impl Driver {
     ) -> FetchResult {
         let (decoded, from) = reply;
         let parsed = Message::from_object(&decoded.fields);
-        let (len, reply_ts) = match judge_reply(record, parsed, decoded.data, from) {
-            Ok(ok) => ok,
-            // A refused reply that added nothing to a kept prefix (a
-            // not-found answer, say) leaves it for the next source.
-            Err(why) if sink.resumed_at() == Some(sink.len) => {
-                return self.keep_prefix(transfer, why.into(), sink)
-            }
-            Err(why) => return FetchResult::Failed(why.into()),
-        };
-        if len != sink.len {
+        let ranged = matches!(&parsed, Ok(Message::FileData(h)) if h.range.is_some());
+        let judged = match judge_reply(record, parsed, decoded.data, from) {
+            // Its bytes were written as the whole file: a range named after
+            // them can't be trusted to say where they go.
+            Ok(_) if ranged && !sink.range_before_data() => Err(SourceFailure::Malformed(
+                "its range fields come after its data".into(),
+            )),
             // The file on disk is what we verify: it must be all of it.
-            return FetchResult::Failed(SourceFailure::Malformed(format!(
+            Ok((len, _)) if len != sink.len => Err(SourceFailure::Malformed(format!(
                 "the reply completes {len} bytes but {} were written",
                 sink.len
-            )));
-        }
+            ))),
+            Ok(ok) => Ok(ok),
+            Err(why) => Err(why.into()),
+        };
+        let (len, reply_ts) = match judged {
+            Ok(ok) => ok,
+            // The core decides whether what was written is worth keeping.
+            Err(why) if sink.len > 0 => return self.keep_prefix(transfer, why, sink),
+            Err(why) => return FetchResult::Failed(why),
+        };
         let verified = verifying_timestamps(record, reply_ts.as_ref())
             .any(|ts| sink.hasher.clone().matches(&record.file_id, ts));
         let partial = match sink.partial {

@@ -1,5 +1,6 @@
 //! The exit: received files land, then the final catalog is written.
 
+use super::receive::Finishing;
 use super::{catalog_json, Driver};
 use crate::net::conn::{FetchConn, Role};
 use crate::protocol::decoder::DataSink;
@@ -98,18 +99,28 @@ impl Driver {
     /// folder, named in the final metadata. Downloads with no byte kept
     /// name none.
     fn keep_downloads_for_resume(&mut self, deadline: Instant) {
+        // Attempts reading, connecting, or waiting for a name lookup: the
+        // last two hold a resumed download's bytes in their sink too.
         let fetching: Vec<usize> = self
             .conns
             .iter()
-            .filter(|(_, c)| matches!(c.role, Role::Fetch(_)))
+            .filter(|(_, c)| is_fetch(&c.role))
             .map(|(key, _)| key)
             .collect();
+        let mut roles: Vec<Role> = fetching
+            .into_iter()
+            .filter_map(|key| self.conns.try_remove(key).map(|c| c.role))
+            .collect();
+        for (_, waiting) in self.pending.drain() {
+            roles.extend(waiting.into_iter().map(|p| p.role));
+        }
         let mut cut = Vec::new();
-        for key in fetching {
-            let Some(c) = self.conns.try_remove(key) else {
-                continue;
+        for role in roles {
+            let role = match role {
+                Role::Connecting(inner) => *inner,
+                other => other,
             };
-            if let Role::Fetch(f) = c.role {
+            if let Role::Fetch(f) = role {
                 let FetchConn {
                     transfer,
                     mut decoder,
@@ -118,6 +129,12 @@ impl Driver {
                 } = *f;
                 let _ = decoder.flush_cut_data(&mut sink);
                 let _ = sink.end_data();
+                cut.push((transfer, sink));
+            }
+        }
+        // A cut whose writer was still at work when the loop stopped.
+        for (_, f) in std::mem::take(&mut self.finishing) {
+            if let Finishing::Cut { transfer, sink, .. } = f {
                 cut.push((transfer, sink));
             }
         }
@@ -170,5 +187,15 @@ impl Driver {
             }
             thread::sleep(Duration::from_millis(10));
         }
+    }
+}
+
+/// Whether a connection's role is a download attempt (reading, or still
+/// connecting).
+fn is_fetch(role: &Role) -> bool {
+    match role {
+        Role::Fetch(_) => true,
+        Role::Connecting(inner) => is_fetch(inner),
+        _ => false,
     }
 }

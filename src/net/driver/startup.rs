@@ -100,7 +100,7 @@ pub fn run(args: Args) -> Result<(), StartError> {
     let mut driver = Driver::new(&args, dir, fd_limit, core, stamps, listeners)?;
     driver.register_sources()?;
     for (record, resume) in resumes {
-        driver.hash_kept_prefix(record, resume);
+        driver.resume_kept(record, resume);
     }
     // stdin is non-blocking now, and on a terminal so is stdout (one open
     // file): these lines go out like the menu's, never panicking on EAGAIN.

@@ -266,13 +266,11 @@ fn fetch_step(stream: &mut TcpStream, f: &mut FetchConn, ctx: &mut StepCtx<'_>) 
     );
     // An end of file or a read error: the source closed mid-transfer.
     let outcome = match outcome {
-        Outcome::Close(_) => Outcome::Fail(SourceFailure::Closed {
-            at: f.from + f.decoder.data_len(),
-        }),
+        Outcome::Close(_) => Outcome::Fail(SourceFailure::Closed { at: f.file_bytes() }),
         other => other,
     };
     ctx.core
-        .on_fetch_progress(f.transfer, f.attempt, f.from + f.decoder.data_len());
+        .on_fetch_progress(f.transfer, f.attempt, f.file_bytes());
     Stepped { outcome, active }
 }
 

@@ -4,7 +4,7 @@ use super::{now_unix, Driver};
 use crate::cli::escape;
 use crate::core::Dest;
 use crate::core::{Command, ReverifyOutcome, StampUpdate};
-use crate::ids::FileId;
+use crate::ids::{FileId, TransferId};
 use crate::net::conn::KeptPrefix;
 use crate::net::file_writer::Prefix;
 use crate::protocol::FileRecord;
@@ -47,8 +47,7 @@ pub(super) enum WorkerMsg {
     DestChecked(Command, Result<(), storage::Refusal>),
     /// A download to resume: its kept temp file opened and hashed.
     PrefixHashed {
-        record: FileRecord,
-        resume: metadata::StoredResume,
+        transfer: TransferId,
         result: io::Result<(PartialFile, FileHasher, u64)>,
     },
 }
@@ -262,61 +261,61 @@ impl Driver {
                 name,
                 result,
             } => self.on_reverified(file_id, name, result),
-            WorkerMsg::PrefixHashed {
-                record,
-                resume,
-                result,
-            } => self.on_prefix_hashed(record, resume, result),
+            WorkerMsg::PrefixHashed { transfer, result } => self.on_prefix_hashed(transfer, result),
         }
     }
 
-    /// Hashes, off the loop, the temp file a download in flight at the last
-    /// exit kept, to resume it.
-    pub(super) fn hash_kept_prefix(&mut self, record: FileRecord, resume: metadata::StoredResume) {
-        let dir = self.settings.dir.clone();
-        let _ = self.worker_tx.send(Box::new(move || {
-            let result = hash_prefix(&dir, &resume.partial);
-            WorkerMsg::PrefixHashed {
-                record,
-                resume,
-                result,
-            }
-        }));
-    }
-
-    /// A kept temp file is hashed: the core resumes its download (the bytes
-    /// are kept for its next attempt), or does not want it (dropped).
-    fn on_prefix_hashed(
-        &mut self,
-        record: FileRecord,
-        resume: metadata::StoredResume,
-        result: io::Result<(PartialFile, FileHasher, u64)>,
-    ) {
-        let (partial, hasher, len) = match result {
-            Ok(r) => r,
-            Err(e) => {
-                warn!(
-                    "cannot resume {}: its kept bytes ({}) cannot be read: {e}",
-                    record.file_name, resume.partial
-                );
-                return;
-            }
-        };
-        let dest = resume.dest.map(|(path, force)| Dest {
-            path: PathBuf::from(path),
-            force,
-        });
+    /// A download in flight at the last exit: the core takes it back at
+    /// once (so nothing else starts the same file), and the temp file it
+    /// kept is hashed off the loop; one the core does not want is removed.
+    pub(super) fn resume_kept(&mut self, record: FileRecord, resume: metadata::StoredResume) {
+        let path = self.settings.dir.join(&resume.partial);
+        let len = std::fs::symlink_metadata(&path).map_or(0, |m| m.len());
         let now = self.now();
-        let Some(t) = self
-            .core
-            .resume_download(now, record, resume.by_user, dest, len)
-        else {
-            // Dropping it removes the temp file.
+        let Some(transfer) = self.core.resume_download(now, record, resume.by_user, len) else {
+            // Only a `.partial-` regular file of ours (checked at load).
+            if let Err(e) = std::fs::remove_file(&path) {
+                debug!("cannot remove {}: {e}", path.display());
+            }
             return;
         };
-        self.temps.insert(t, partial.name());
-        let prefix = Prefix { hasher, len };
-        self.resumable.insert(t, KeptPrefix { partial, prefix });
+        self.temps.insert(transfer, resume.partial.clone());
+        let dir = self.settings.dir.clone();
+        let _ = self
+            .worker_tx
+            .send(Box::new(move || WorkerMsg::PrefixHashed {
+                transfer,
+                result: hash_prefix(&dir, &resume.partial),
+            }));
+    }
+
+    /// A kept temp file is hashed: its download goes on from its bytes, or
+    /// from the start if they could not be read. Dropped (and removed) if
+    /// the download ended meanwhile.
+    fn on_prefix_hashed(
+        &mut self,
+        transfer: TransferId,
+        result: io::Result<(PartialFile, FileHasher, u64)>,
+    ) {
+        let now = self.now();
+        if self.core.downloads().get(transfer).is_none() {
+            return;
+        }
+        match result {
+            Ok((partial, hasher, len)) => {
+                self.core.on_prefix_hashed(now, transfer, Some(len));
+                let prefix = Prefix { hasher, len };
+                self.resumable
+                    .insert(transfer, KeptPrefix { partial, prefix });
+            }
+            Err(e) => {
+                warn!(
+                    "{transfer}: its kept bytes cannot be read ({e}); fetching it from the start"
+                );
+                self.temps.remove(&transfer);
+                self.core.on_prefix_hashed(now, transfer, None);
+            }
+        }
     }
 
     /// A changed file hashed again: the core says whether the result
