@@ -126,10 +126,12 @@ fn set_mtime(path: &Path, secs: u64) {
         .expect("set mtime");
 }
 
+/// Seconds from `from` to `to` (0 if `to` came first).
 fn secs_between(from: Instant, to: Instant) -> f64 {
     to.saturating_duration_since(from).as_secs_f64()
 }
 
+/// One line of what went through a proxy.
 fn describe(name: &str, traffic: &Traffic) -> String {
     let asked: Vec<String> = traffic
         .get_files()
