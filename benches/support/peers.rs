@@ -85,7 +85,7 @@ pub struct Peer {
     pub child: Child,
     stdin: ChildStdin,
     lines: Receiver<String>,
-    /// P2P port.
+    /// P2P port it listens on.
     pub p2p_port: u16,
     /// Stats page port.
     pub http_port: u16,
@@ -98,6 +98,14 @@ impl Peer {
     /// (log to `<dir>/../<id>.log` at warn level, so logging costs nothing)
     /// and waits for its banner.
     pub fn spawn(id: &str, dir: &Path, extra: &[String]) -> Peer {
+        Peer::spawn_advertising(id, dir, 0, extra)
+    }
+
+    /// As [`Peer::spawn`], but advertising P2P port `advertised` (0: the
+    /// bound one). With `--bind 127.0.0.1:0` in `extra` the peer listens on
+    /// a free port of its own and tells the network `advertised` (a proxy's
+    /// port); [`Peer::p2p_port`] is where it really listens.
+    pub fn spawn_advertising(id: &str, dir: &Path, advertised: u16, extra: &[String]) -> Peer {
         std::fs::create_dir_all(dir).expect("storage dir");
         let log = dir
             .parent()
@@ -106,7 +114,13 @@ impl Peer {
             .display()
             .to_string();
         let mut child = Command::new(peershare_bin())
-            .args([id, "127.0.0.1", "0", "0", "--storage-dir"])
+            .args([
+                id,
+                "127.0.0.1",
+                &advertised.to_string(),
+                "0",
+                "--storage-dir",
+            ])
             .arg(dir)
             .args(["--log-file", &log, "--log-level", "warn"])
             .args(extra)
@@ -183,6 +197,57 @@ impl Peer {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// The entry of `file_id` in `/api/state`, if listed.
+    pub fn file_entry(&self, file_id: &str) -> Option<serde_json::Value> {
+        let body = http_get(self.http_port, "/api/state")?;
+        let state = serde_json::from_slice::<serde_json::Value>(&body).ok()?;
+        state["files"]
+            .as_array()?
+            .iter()
+            .find(|f| f["file_id"] == file_id)
+            .cloned()
+    }
+
+    /// Waits until `/api/state` lists `file_id` with at least `holders`
+    /// peers holding it.
+    pub fn wait_holders(&self, file_id: &str, holders: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            let known = self.file_entry(file_id).map_or(0, |f| {
+                f["peers_with_file"]
+                    .as_array()
+                    .map_or(0, |holders| holders.len())
+            });
+            if known >= holders {
+                return true;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+
+    /// Types `get <file_id>` and collects its `get:` lines until the
+    /// download ends (`get: saved`, or `get: no source left`) or `timeout`
+    /// passes; the lines, and the time from typing to the last one.
+    pub fn get_lines(&mut self, file_id: &str, timeout: Duration) -> (Vec<String>, Duration) {
+        let start = Instant::now();
+        let deadline = start + timeout;
+        self.send_line(&format!("get {file_id}"));
+        let mut lines = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Some(line) = self.wait_line("get: ", left) else {
+                break;
+            };
+            let ended = line.contains("get: saved") || line.contains("get: no source left");
+            lines.push(line);
+            if ended {
+                break;
+            }
+        }
+        (lines, start.elapsed())
     }
 
     /// Waits until the catalog lists `file_id`.
