@@ -516,12 +516,24 @@ impl Peer {
             took,
             peer,
         } = kept;
-        let mut line = format!(
-            "saved {}, {} {} from {peer}",
-            d.record.file_name,
-            human_bytes(len),
-            save_figures(len, took),
-        );
+        // A resumed copy's figures are those of the bytes this source sent.
+        let resumed = d.current_from.min(len);
+        let mut line = if resumed > 0 && d.kept_took.is_none() {
+            format!(
+                "saved {}, {}: {} kept, the rest {} from {peer}",
+                d.record.file_name,
+                human_bytes(len),
+                human_bytes(resumed),
+                save_figures(len - resumed, took),
+            )
+        } else {
+            format!(
+                "saved {}, {} {} from {peer}",
+                d.record.file_name,
+                human_bytes(len),
+                save_figures(len, took),
+            )
+        };
         if !verified {
             line.push_str(" -- UNVERIFIED: no source sent bytes matching the file id");
             warn!(

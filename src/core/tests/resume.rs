@@ -106,6 +106,14 @@ fn a_cut_is_continued_by_the_next_source_that_serves_ranges() {
     );
     assert!(p.downloads().is_empty());
     assert!(p.local_copy(&"f".into()).is_some());
+    // Its figures are those of the bytes this source sent.
+    let lines = printed(&p.take_effects());
+    assert!(
+        lines.iter().any(|l| l
+            .starts_with("get: saved f.txt, 1000 B: 600 B kept, the rest in 2.0 s (")
+            && l.ends_with("from q")),
+        "{lines:?}"
+    );
 }
 
 #[test]
