@@ -76,6 +76,8 @@ pub struct PartialSink {
     /// The reply's range fields came before its data (how its bytes were
     /// written: as a range, or as the whole file).
     range_before_data: bool,
+    /// A resumed download got the whole file: its data starts at byte 0.
+    whole_answer: bool,
 }
 
 /// The bytes a download kept from a source that was cut: the temp file
@@ -107,6 +109,7 @@ impl PartialSink {
             skip: 0,
             expect: None,
             range_before_data: false,
+            whole_answer: false,
         }
     }
 
@@ -141,6 +144,16 @@ impl PartialSink {
     pub fn expecting(mut self, id: &str) -> Self {
         self.expect = Some(id.into());
         self
+    }
+
+    /// Where in the file the reply's data starts: the offset asked for,
+    /// or 0 when a whole-file answer came instead.
+    pub fn data_starts_at(&self) -> u64 {
+        if self.whole_answer {
+            0
+        } else {
+            self.resumed_at
+        }
     }
 
     /// Whether the reply's range fields came before its data (its bytes
@@ -341,6 +354,7 @@ impl DataSink for PartialSink {
             }
             None => {
                 self.skip = asked;
+                self.whole_answer = asked > 0;
                 Ok(())
             }
             Some(r) if r.offset == asked => Ok(()),
@@ -446,11 +460,11 @@ pub struct FetchConn {
 }
 
 impl FetchConn {
-    /// Bytes of the file this attempt's temp file holds: a kept prefix and
-    /// what was written after it (a whole-file answer's skipped bytes are
-    /// not counted twice).
+    /// Bytes of the file this attempt has: a kept prefix and what arrived
+    /// after it, decoded (a whole-file answer's skipped bytes are not
+    /// counted twice).
     pub fn file_bytes(&self) -> u64 {
-        self.sink.len
+        self.sink.data_starts_at() + self.decoder.data_len()
     }
 }
 
