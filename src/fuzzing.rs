@@ -977,6 +977,7 @@ fn state_from(data: &[u8]) -> StateView {
             } else {
                 Direction::Up
             },
+            state: crate::core::view::TransferState::Moving,
             peer: source.clone(),
             file_id: next(),
             file_name: next(),

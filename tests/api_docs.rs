@@ -81,6 +81,7 @@ fn full_state() -> StateView {
         transfers: vec![TransferView {
             id: 1,
             direction: Direction::Down,
+            state: peershare::core::view::TransferState::Moving,
             peer: "carol (127.0.0.1:9002)".into(),
             file_id: "ab".repeat(32),
             file_name: "a.txt".into(),

@@ -419,6 +419,7 @@ mod tests {
         TransferView {
             id: 1,
             direction,
+            state: crate::core::view::TransferState::Moving,
             peer: "bob (127.0.0.1:9002)".into(),
             eta_secs: Some(7),
             started_unix: 0,

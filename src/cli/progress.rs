@@ -9,7 +9,7 @@
 
 use super::console;
 use super::escape::escape;
-use crate::core::view::{Direction, TransferView};
+use crate::core::view::{Direction, TransferState, TransferView};
 use crate::core::Time;
 use crate::units;
 use std::collections::HashMap;
@@ -123,9 +123,9 @@ impl Progress {
     }
 }
 
-/// A transfer worth a progress line: moving, with a peer.
+/// A transfer worth a progress line: its bytes are moving.
 fn shown(t: &TransferView) -> bool {
-    t.direction == Direction::Up || !(t.source == "-" || t.source == "(queued)")
+    t.state == TransferState::Moving
 }
 
 /// `45%` when the size is known.
@@ -194,6 +194,7 @@ mod tests {
         TransferView {
             id,
             direction: Direction::Down,
+            state: crate::core::view::TransferState::Moving,
             peer: "carol (127.0.0.1:9001)".into(),
             eta_secs: total.map(|t| (t - done) / 1000),
             started_unix: 0,
@@ -272,11 +273,14 @@ mod tests {
     #[test]
     fn queued_downloads_get_no_line_and_names_are_escaped() {
         let mut p = Progress::new(true);
-        let queued = TransferView {
-            source: "(queued)".into(),
-            ..down(1, 0, Some(10))
-        };
-        assert_eq!(p.tick(Time(0), &[queued]), None);
+        for state in [TransferState::Queued, TransferState::Waiting] {
+            let waiting = TransferView {
+                state,
+                source: "(queued)".into(),
+                ..down(1, 0, Some(10))
+            };
+            assert_eq!(p.tick(Time(0), &[waiting]), None, "{state:?}");
+        }
         let evil = TransferView {
             file_name: "a\x1b[2Jb".into(),
             ..down(2, 0, Some(10))

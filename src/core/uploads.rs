@@ -248,6 +248,7 @@ impl Peer {
                 TransferView {
                     id: id.0,
                     direction,
+                    state: super::view::TransferState::Moving,
                     peer: u.peer.clone(),
                     eta_secs: eta(u.done, u.total, rate),
                     started_unix: self.events.unix(u.started),

@@ -51,6 +51,18 @@ pub enum Direction {
     Up,
 }
 
+/// Whether a transfer's bytes are moving.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum TransferState {
+    /// Bytes are moving (or about to, the connection being opened).
+    Moving,
+    /// Waiting for a free download slot.
+    Queued,
+    /// Waiting for a holder to be known, or between two sources.
+    Waiting,
+}
+
 /// One thing that happened, as the events panel shows it.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct EventView {
@@ -258,6 +270,8 @@ pub struct TransferView {
     pub id: u64,
     /// Which way the bytes go.
     pub direction: Direction,
+    /// Whether its bytes are moving.
+    pub state: TransferState,
     /// The other side: "peer_id (host:port)" when known, else "host:port".
     pub peer: String,
     /// Seconds left at the current rate; None when the size or the rate is
@@ -273,7 +287,8 @@ pub struct TransferView {
     /// Peer we are fetching from now (for downloads; kept for
     /// compatibility, `peer` says the same with its address).
     pub source: String,
-    /// File bytes received so far from this source.
+    /// File bytes we have so far (a download's kept prefix included) or
+    /// have sent.
     pub bytes_done: u64,
     /// Expected size in bytes, when the peer reported integer bytes.
     pub bytes_total: Option<u64>,
@@ -407,6 +422,12 @@ impl Peer {
                     FileSize::Bytes(b) => Some(b),
                     FileSize::Reported(_) => None,
                 };
+                let state = match (&d.current, d.queued) {
+                    (Some(_), _) => TransferState::Moving,
+                    _ if d.waiting_since.is_some() || d.prefix_unchecked => TransferState::Waiting,
+                    (None, true) => TransferState::Queued,
+                    (None, false) => TransferState::Waiting,
+                };
                 let (source, peer, rate, started) = match &d.current {
                     Some((p, _, started)) => {
                         // This source's own rate: a kept prefix came before.
@@ -423,6 +444,7 @@ impl Peer {
                 TransferView {
                     id: d.id.0,
                     direction: Direction::Down,
+                    state,
                     peer,
                     eta_secs: eta(d.bytes_done, bytes_total, rate),
                     started_unix: self.events.unix(started),

@@ -213,6 +213,7 @@ mod tests {
         heavy.transfers = vec![TransferView {
             id: u64::MAX,
             direction: crate::core::view::Direction::Up,
+            state: crate::core::view::TransferState::Moving,
             peer: nasty(256),
             file_id: nasty(1024),
             file_name: nasty(16 * 1024),

@@ -35,6 +35,7 @@ pub(crate) fn sample_state() -> StateView {
         transfers: vec![TransferView {
             id: 1,
             direction: Direction::Down,
+            state: crate::core::view::TransferState::Moving,
             peer: "Silicon (silicon.cs.umanitoba.ca:8999)".into(),
             file_id: "abc".into(),
             file_name: "big.bin".into(),
