@@ -169,6 +169,8 @@ pub struct SimStats {
     /// File bytes sources sent, to the end or to where a fault cut them
     /// (a resumed attempt asks only for what its download lacks).
     pub fetched_bytes: u64,
+    /// Resumed attempts that continued bytes a corrupt source had sent.
+    pub tainted_resumes: u64,
     /// Events processed.
     pub events: u64,
 }
@@ -220,6 +222,9 @@ struct Node {
     /// Complete copies that failed verification, held "by the driver" until
     /// the core says `KeepUnverified`: transfer -> (file, local name, length).
     kept: BTreeMap<TransferId, (FileId, String, u64)>,
+    /// Downloads whose kept bytes include some a corrupt source sent before
+    /// it was cut: a copy they complete does not verify.
+    tainted: BTreeSet<TransferId>,
     /// The metadata file: the entries of the files held at the last
     /// `Effect::Persist` (or at start). A restart reloads these.
     snapshot: Vec<Entry>,
@@ -437,6 +442,7 @@ impl Sim {
             sent: Vec::new(),
             forwards: Vec::new(),
             kept: BTreeMap::new(),
+            tainted: BTreeSet::new(),
             snapshot: Vec::new(),
             disk: BTreeMap::new(),
             forwarded_ids: HashSet::new(),
@@ -636,6 +642,7 @@ impl Sim {
         n.state = NodeState::Crashed;
         n.incarnation += 1;
         n.kept.clear();
+        n.tainted.clear();
         note!(self, "p{i} crash");
     }
 
@@ -973,7 +980,7 @@ impl Sim {
             from,
         } = f;
         let name = record.file_name.clone();
-        let (result, at, source) = if self.reachable(peer, source) {
+        let (mut result, at, source) = if self.reachable(peer, source) {
             self.serve(now, source, &record, &name, from)
         } else {
             let at = started.plus(self.cfg.connect_timeout);
@@ -983,6 +990,16 @@ impl Sim {
                 None,
             )
         };
+        // Bytes kept from a corrupt source spoil the copy this completes;
+        // an attempt from byte 0 starts clean.
+        if from == 0 {
+            self.nodes[peer].tainted.remove(&transfer);
+        } else if self.nodes[peer].tainted.contains(&transfer) {
+            self.stats.tainted_resumes += 1;
+            if let FetchResult::Saved { len, .. } = result {
+                result = FetchResult::Unverified { len };
+            }
+        }
         self.push(
             at,
             Event::FetchDone(FetchDone {
@@ -1097,6 +1114,10 @@ impl Sim {
         }
         if let FetchResult::Failed(why) = &result {
             result = kept(why.clone(), from);
+        }
+        let corrupt_source = source.is_some_and(|(src, _)| self.nodes[src].corrupt);
+        if wanted && corrupt_source && matches!(result, FetchResult::Cut { .. }) {
+            self.nodes[peer].tainted.insert(transfer);
         }
         match &result {
             FetchResult::Unverified { len } => {
