@@ -935,15 +935,23 @@ fn sigterm_under_a_flood_of_gossip_and_pushes_exits_0_within_2_s_and_leaves_no_p
                 1_700_000_000,
                 pattern(60 + i, 4 << 20),
             );
-            let _ = support::procfs::push_file(
-                port,
-                &f,
-                Pace {
-                    chunk: 64 * 1024,
-                    pause: Duration::from_millis(20),
-                },
-                &st,
-            );
+            // The flood can fill the connection cap before our first bytes
+            // are read, and a connection not yet moving a file may be the
+            // one closed to make room: push again until stopped.
+            while !st.load(Ordering::SeqCst) {
+                let pushed = support::procfs::push_file(
+                    port,
+                    &f,
+                    Pace {
+                        chunk: 64 * 1024,
+                        pause: Duration::from_millis(20),
+                    },
+                    &st,
+                );
+                if pushed.is_err() {
+                    thread::sleep(Duration::from_millis(50));
+                }
+            }
         }));
     }
     for t in 0..2u64 {
