@@ -424,10 +424,11 @@ impl Driver {
                 let source = from.0;
                 self.open_fetch(transfer, attempt, source, to, record, resume_from)
             }
-            // Dropping the temp files' handles removes them.
+            // Dropping the temp files' handles removes them (on the worker).
             Effect::DiscardUnverified { transfer } => {
-                drop(self.unverified.remove(&transfer));
-                drop(self.resumable.remove(&transfer));
+                let unverified = self.unverified.remove(&transfer).map(|(p, _)| p);
+                let kept = self.resumable.remove(&transfer).map(|k| k.partial);
+                self.discard(unverified.into_iter().chain(kept).collect());
                 self.temps.remove(&transfer);
             }
             Effect::KeepUnverified { transfer, attempt } => {

@@ -408,8 +408,16 @@ impl Driver {
         resume_from: u64,
     ) -> (PartialSink, u64) {
         let dir = self.settings.dir.clone();
-        let kept = self.resumable.remove(&transfer);
-        if let Some(kept) = kept.filter(|k| resume_from > 0 && k.prefix.len == resume_from) {
+        let kept = match self.resumable.remove(&transfer) {
+            Some(k) if resume_from > 0 && k.prefix.len == resume_from => Some(k),
+            Some(k) => {
+                // Not continued: the next source sends the whole file.
+                self.discard(vec![k.partial]);
+                None
+            }
+            None => None,
+        };
+        if let Some(kept) = kept {
             let name = kept.partial.name();
             match PartialSink::resuming(dir.clone(), self.waker.clone(), kept) {
                 Ok(sink) => {

@@ -45,6 +45,8 @@ pub(super) enum WorkerMsg {
     /// A `get` with a destination, its destination checked before the
     /// download starts.
     DestChecked(Command, Result<(), storage::Refusal>),
+    /// Temp files dropped (unlinked) off the loop.
+    Discarded,
     /// A download to resume: its kept temp file opened and hashed.
     PrefixHashed {
         transfer: TransferId,
@@ -254,6 +256,7 @@ impl Driver {
                 self.core.on_imported_dir(now, &dir, results, skipped)
             }
             WorkerMsg::Copied(outcome) => escape::say(&outcome.to_string()),
+            WorkerMsg::Discarded => {}
             WorkerMsg::DestChecked(cmd, Ok(())) => self.core.on_command(self.now(), cmd),
             WorkerMsg::DestChecked(_, Err(refusal)) => escape::say(&refusal.to_string()),
             WorkerMsg::Reverified {
@@ -263,6 +266,19 @@ impl Driver {
             } => self.on_reverified(file_id, name, result),
             WorkerMsg::PrefixHashed { transfer, result } => self.on_prefix_hashed(transfer, result),
         }
+    }
+
+    /// Removes temp files a download no longer needs on the worker: a
+    /// large file's unlink can take a while, and the loop never waits.
+    pub(super) fn discard(&self, files: Vec<PartialFile>) {
+        if files.is_empty() {
+            return;
+        }
+        // Should the worker be gone, the files go here, when the job drops.
+        let _ = self.worker_tx.send(Box::new(move || {
+            drop(files);
+            WorkerMsg::Discarded
+        }));
     }
 
     /// A download in flight at the last exit: the core takes it back at
@@ -299,6 +315,10 @@ impl Driver {
     ) {
         let now = self.now();
         if self.core.downloads().get(transfer).is_none() {
+            // Ended meanwhile (its file deleted, say): its bytes go.
+            if let Ok((partial, ..)) = result {
+                self.discard(vec![partial]);
+            }
             return;
         }
         match result {
