@@ -89,6 +89,12 @@ impl Download {
         self.origins.iter().all(|o| *o == Origin::Auto)
     }
 
+    /// Whether `n` bytes can be the start of the file: no more than its
+    /// advertised size allows.
+    pub fn can_be_prefix(&self, n: u64) -> bool {
+        size_upper_bound(&self.record.file_size).is_none_or(|max| n <= max)
+    }
+
     /// One phrase per failed source and why: "alice timed out before the
     /// first byte, bob sent bytes that don't match the id".
     pub fn failure_summary(&self) -> String {

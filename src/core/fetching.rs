@@ -410,10 +410,12 @@ impl Peer {
                 // Bytes after a broken transfer are kept; after a bad reply
                 // only those from before this attempt (if it added none).
                 // More than the file can have is no prefix of it either.
-                let too_long = super::downloads::size_upper_bound(&d.record.file_size)
-                    .is_some_and(|max| kept > max);
                 let trusted = why.is_transport() || kept == d.current_from;
-                let kept = if trusted && !too_long { kept } else { 0 };
+                let kept = if trusted && d.can_be_prefix(kept) {
+                    kept
+                } else {
+                    0
+                };
                 d.kept = kept;
                 d.bytes_done = kept;
                 // Sources that serve ranges go first: they continue the

@@ -5,7 +5,7 @@
 //! start) and goes on like any download, from the offset it reached when
 //! a holder serves ranges.
 
-use super::downloads::{size_upper_bound, Download, Origin};
+use super::downloads::{Download, Origin};
 use super::{Peer, Time, Timer};
 use crate::ids::TransferId;
 use crate::protocol::FileRecord;
@@ -83,8 +83,7 @@ impl Peer {
         let Some(d) = self.downloads.get_mut(id) else {
             return;
         };
-        let too_long = |n: u64| size_upper_bound(&d.record.file_size).is_some_and(|max| n > max);
-        let kept = len.filter(|&n| !too_long(n)).unwrap_or(0);
+        let kept = len.filter(|&n| d.can_be_prefix(n)).unwrap_or(0);
         d.kept = kept;
         d.bytes_done = kept;
         d.prefix_unchecked = false;

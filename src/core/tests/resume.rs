@@ -58,6 +58,30 @@ fn next_fetch(effects: &[Effect]) -> Option<(TransferId, (PeerId, u64, u64))> {
     })
 }
 
+/// A started peer whose catalog (as loaded at start) lists `f`, held by
+/// `holders` (none of them tracked yet).
+fn knowing_f(holders: &[&str]) -> Peer {
+    let mut p = peer();
+    p.load_entry(crate::core::catalog::Entry {
+        record: big("f"),
+        holders: holders.iter().map(|h| (*h).into()).collect(),
+        local: None,
+    });
+    p.start(Time(0));
+    p
+}
+
+/// `q`, which serves ranges, says it holds `f`.
+fn q_holding_f() -> Message {
+    Message::GossipReply {
+        host: "127.0.0.1".into(),
+        port: 9001,
+        peer_id: "q".into(),
+        files: vec![big("f")],
+        ranges: true,
+    }
+}
+
 fn cut(at: u64) -> FetchResult {
     FetchResult::Cut {
         why: SourceFailure::Closed { at },
@@ -208,13 +232,7 @@ fn a_holder_learnt_during_the_download_is_tried_when_the_others_failed() {
 
 #[test]
 fn a_download_resumed_at_start_waits_for_a_holder_then_continues_its_bytes() {
-    let mut p = peer();
-    p.load_entry(crate::core::catalog::Entry {
-        record: big("f"),
-        holders: ["q".into()].into_iter().collect(),
-        local: None,
-    });
-    p.start(Time(0));
+    let mut p = knowing_f(&["q"]);
     p.take_effects();
     let t = p
         .resume_download(Time(10), big("f"), true, 300)
@@ -230,16 +248,7 @@ fn a_download_resumed_at_start_waits_for_a_holder_then_continues_its_bytes() {
     assert!(next_fetch(&effects).is_none(), "no holder is known yet");
     // The same file again (a second record, auto-fetch): not twice.
     assert_eq!(p.resume_download(Time(10), big("f"), false, 300), None);
-    p.on_message(
-        Time(500),
-        Message::GossipReply {
-            host: "127.0.0.1".into(),
-            port: 9001,
-            peer_id: "q".into(),
-            files: vec![big("f")],
-            ranges: true,
-        },
-    );
+    p.on_message(Time(500), q_holding_f());
     p.on_timer(Time(1_010), Timer::ResumeWaiting);
     let (tt, (src, _, from)) = next_fetch(&p.take_effects()).expect("it starts");
     assert_eq!((tt, src.0.as_str(), from), (t, "q", 300));
@@ -247,13 +256,7 @@ fn a_download_resumed_at_start_waits_for_a_holder_then_continues_its_bytes() {
 
 #[test]
 fn a_resumed_download_without_a_holder_gives_up_after_the_peer_timeout() {
-    let mut p = peer();
-    p.load_entry(crate::core::catalog::Entry {
-        record: big("f"),
-        holders: Default::default(),
-        local: None,
-    });
-    p.start(Time(0));
+    let mut p = knowing_f(&[]);
     let t = p
         .resume_download(Time(0), big("f"), true, 300)
         .expect("resumed");
@@ -280,27 +283,12 @@ fn a_resumed_download_without_a_holder_gives_up_after_the_peer_timeout() {
 
 #[test]
 fn kept_bytes_beyond_the_files_size_are_not_resumed_from() {
-    let mut p = peer();
-    p.load_entry(crate::core::catalog::Entry {
-        record: big("f"),
-        holders: Default::default(),
-        local: None,
-    });
-    p.start(Time(0));
+    let mut p = knowing_f(&[]);
     let t = p
         .resume_download(Time(0), big("f"), true, 5_000)
         .expect("still fetched");
     p.on_prefix_hashed(Time(0), t, Some(5_000));
-    p.on_message(
-        Time(500),
-        Message::GossipReply {
-            host: "127.0.0.1".into(),
-            port: 9001,
-            peer_id: "q".into(),
-            files: vec![big("f")],
-            ranges: true,
-        },
-    );
+    p.on_message(Time(500), q_holding_f());
     p.on_timer(Time(1_000), Timer::ResumeWaiting);
     let (_, (_, _, from)) = next_fetch(&p.take_effects()).expect("it starts");
     assert_eq!(from, 0, "5000 B can't be a prefix of a 1000 B file");
@@ -316,26 +304,11 @@ fn a_cut_that_kept_more_than_the_file_is_started_over() {
 
 #[test]
 fn a_resumed_download_waits_for_its_bytes_to_be_hashed_and_holds_the_file_meanwhile() {
-    let mut p = peer();
-    p.load_entry(crate::core::catalog::Entry {
-        record: big("f"),
-        holders: Default::default(),
-        local: None,
-    });
-    p.start(Time(0));
+    let mut p = knowing_f(&[]);
     let t = p
         .resume_download(Time(0), big("f"), true, 300)
         .expect("resumed");
-    p.on_message(
-        Time(500),
-        Message::GossipReply {
-            host: "127.0.0.1".into(),
-            port: 9001,
-            peer_id: "q".into(),
-            files: vec![big("f")],
-            ranges: true,
-        },
-    );
+    p.on_message(Time(500), q_holding_f());
     // A `get` of the same file joins it instead of starting another.
     p.on_command(
         Time(600),
