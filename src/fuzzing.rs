@@ -985,6 +985,7 @@ fn state_from(data: &[u8]) -> StateView {
             bytes_done: i as u64 * 1000,
             bytes_total: (i % 2 == 0).then_some(i as u64 * 3000),
             rate_bytes_per_sec: 1536,
+            sources: Vec::new(),
             eta_secs: (i % 2 == 0).then_some(i as u64),
             started_unix: 1_744_169_352,
         });

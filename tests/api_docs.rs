@@ -91,6 +91,13 @@ fn full_state() -> StateView {
             rate_bytes_per_sec: 1,
             eta_secs: Some(2),
             started_unix: 1_750_000_000,
+            sources: vec![peershare::core::view::SourceView {
+                peer: "carol (127.0.0.1:9002)".into(),
+                bytes: 1,
+                rate_bytes_per_sec: 1,
+                in_flight: 1,
+                state: "active",
+            }],
         }],
         events: vec![EventView {
             at_unix: 1_750_000_001,

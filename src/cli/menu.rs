@@ -429,6 +429,7 @@ mod tests {
             bytes_done: done,
             bytes_total: Some(100),
             rate_bytes_per_sec: 1024,
+            sources: Vec::new(),
         }
     }
 

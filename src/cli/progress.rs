@@ -204,6 +204,7 @@ mod tests {
             bytes_done: done,
             bytes_total: total,
             rate_bytes_per_sec: 1000,
+            sources: Vec::new(),
         }
     }
 

@@ -81,6 +81,20 @@ pub struct Download {
     pub prefix_unchecked: bool,
     /// Resumed from the last run (not part of this run's auto-fetch batch).
     pub resumed: bool,
+    /// Fetched from several holders at once (see [`super::swarm`]).
+    pub swarm: Option<SwarmRun>,
+}
+
+/// A download's pieces in flight from several holders, and its whole-file
+/// check.
+#[derive(Debug)]
+pub struct SwarmRun {
+    /// The piece planner.
+    pub plan: super::swarm::Swarm,
+    /// The attempt number of the whole-file check in progress.
+    pub verify: Option<u64>,
+    /// When the swarm began (for the saved line's figures).
+    pub started: Time,
 }
 
 impl Download {
@@ -154,6 +168,14 @@ pub enum BadReply {
         /// The reply's offset.
         got: u64,
     },
+    /// A piece was asked for and the reply is not that range (a whole
+    /// file, or another length).
+    NotThePiece {
+        /// The piece's offset and length.
+        asked: (u64, u64),
+        /// The reply's range, if it has one, and its data bytes.
+        got: (Option<u64>, u64),
+    },
     /// `sent` bytes, beyond any rounding of the size a peer reported.
     BeyondRounding {
         /// Bytes in the reply.
@@ -180,6 +202,18 @@ impl fmt::Display for BadReply {
                     "sent bytes from {got} on, not from the {asked} asked for"
                 )
             }
+            BadReply::NotThePiece { asked, got } => match got.0 {
+                Some(offset) => write!(
+                    f,
+                    "sent {} bytes from {offset}, not the {} from {} asked for",
+                    got.1, asked.1, asked.0
+                ),
+                None => write!(
+                    f,
+                    "sent the whole file ({} bytes), not the {} from {} asked for",
+                    got.1, asked.1, asked.0
+                ),
+            },
             BadReply::BeyondRounding { sent, advertised } => write!(
                 f,
                 "sent {sent} bytes, beyond the rounding of the advertised {advertised}"
@@ -250,6 +284,39 @@ pub fn judge_reply(
         });
     }
     Ok((len, header.file_timestamp))
+}
+
+/// Judges a complete reply to a piece's GET_FILE (`piece`: its offset and
+/// length): a FILE_DATA for the file, carrying exactly that range.
+pub fn judge_piece(
+    requested: &FileRecord,
+    reply: Result<Message, ParseError>,
+    data: DataField,
+    piece: (u64, u64),
+) -> Result<(), BadReply> {
+    let header = match reply {
+        Ok(Message::FileData(h)) => h,
+        Ok(other) => return Err(BadReply::NotFileData(other.kind())),
+        Err(e) => return Err(BadReply::Malformed(e)),
+    };
+    let Some(id) = header.file_id.as_ref() else {
+        return Err(BadReply::NotFound);
+    };
+    if !id.0.eq_ignore_ascii_case(&requested.file_id.0) {
+        return Err(BadReply::OtherFile(id.clone()));
+    }
+    let sent = match data {
+        DataField::Bytes { len } => len,
+        DataField::Null | DataField::Absent => return Err(BadReply::NoData),
+    };
+    let offset = header.range.map(|r| r.offset);
+    if offset != Some(piece.0) || sent != piece.1 {
+        return Err(BadReply::NotThePiece {
+            asked: piece,
+            got: (offset, sent),
+        });
+    }
+    Ok(())
 }
 
 /// Megabytes a float size may be counted in (Python peers divide by one

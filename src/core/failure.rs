@@ -146,7 +146,8 @@ impl From<BadReply> for SourceFailure {
             other @ (BadReply::NotFileData(_)
             | BadReply::OtherFile(_)
             | BadReply::NoData
-            | BadReply::WrongRange { .. }) => SourceFailure::Malformed(other.to_string()),
+            | BadReply::WrongRange { .. }
+            | BadReply::NotThePiece { .. }) => SourceFailure::Malformed(other.to_string()),
         }
     }
 }

@@ -161,6 +161,7 @@ impl Peer {
             waiting_since: None,
             prefix_unchecked: false,
             resumed: false,
+            swarm: None,
         });
         self.pump_queue(now);
     }
@@ -170,7 +171,9 @@ impl Peer {
             if let Some(d) = self.downloads.get_mut(id) {
                 d.queued = false;
             }
-            self.try_next_source(now, id);
+            if !self.try_start_swarm(now, id) {
+                self.try_next_source(now, id);
+            }
         }
     }
 
@@ -368,10 +371,12 @@ impl Peer {
     /// asks before storing a download: a download ended meanwhile (by its
     /// owner's DELETE, say) must leave no file behind.
     pub fn is_current(&self, transfer: TransferId, attempt: u64) -> bool {
-        self.downloads
-            .get(transfer)
-            .and_then(|d| d.current.as_ref())
-            .is_some_and(|c| c.1 == attempt)
+        self.downloads.get(transfer).is_some_and(|d| {
+            d.current.as_ref().is_some_and(|c| c.1 == attempt)
+                || d.swarm
+                    .as_ref()
+                    .is_some_and(|r| Self::swarm_owns(r, attempt))
+        })
     }
 
     /// Progress of a running attempt (for `transfers` and the stats page).
@@ -380,6 +385,8 @@ impl Peer {
         if let Some(d) = self.downloads.get_mut(transfer) {
             if d.current.as_ref().map(|c| c.1) == Some(attempt) {
                 d.bytes_done = bytes_done;
+            } else if d.swarm.is_some() {
+                self.on_swarm_progress(transfer, attempt, bytes_done);
             }
         }
     }
@@ -395,12 +402,23 @@ impl Peer {
         let Some(d) = self.downloads.get_mut(transfer) else {
             return;
         };
+        if d.swarm.is_some() {
+            self.on_swarm_result(now, transfer, attempt, result);
+            return;
+        }
         let Some((peer, _, started)) = d.current.clone().filter(|c| c.1 == attempt) else {
             debug!("stale result for {transfer} attempt {attempt}");
             return;
         };
         d.current = None;
+        let result = match result {
+            FetchResult::Piece { .. } => FetchResult::Failed(SourceFailure::Malformed(
+                "a piece came for a whole-file request".into(),
+            )),
+            r => r,
+        };
         match result {
+            FetchResult::Piece { .. } => {}
             FetchResult::Cut { why, kept } => {
                 debug!(
                     "{transfer}: {} failed: {why} (its first {kept} bytes kept)",
@@ -543,6 +561,20 @@ impl Peer {
                 d.record.file_name, d.record.file_id
             );
         }
+        self.record_saved(now, d, local_name, verified, line);
+    }
+
+    /// Download `d` ended with our copy `local_name` (its end said by
+    /// `line`): recorded, announced, copied out to the `get`s'
+    /// destinations, reported.
+    pub(super) fn record_saved(
+        &mut self,
+        now: Time,
+        d: Download,
+        local_name: String,
+        verified: bool,
+        line: String,
+    ) {
         self.catalog.set_local(
             d.record.clone(),
             LocalCopy {

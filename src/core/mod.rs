@@ -30,6 +30,8 @@ mod resume;
 mod rounds;
 #[cfg(feature = "testkit")]
 pub mod sim;
+pub mod swarm;
+mod swarming;
 #[cfg(test)]
 mod tests;
 pub mod time;
@@ -245,6 +247,12 @@ pub enum FetchResult {
         /// Bytes kept from the start of the file.
         kept: u64,
     },
+    /// One piece of a download from several holders arrived whole, its
+    /// range as asked, written at its offset.
+    Piece {
+        /// The SHA-256 of its bytes.
+        digest: swarm::PieceDigest,
+    },
 }
 
 /// What the core asks the driver to do.
@@ -280,6 +288,43 @@ pub enum Effect {
         /// continuing the prefix the driver kept); 0 asks for the whole
         /// file, and any kept prefix is discarded.
         resume_from: u64,
+    },
+    /// Fetch one piece of a file (a ranged GET_FILE with `offset` and
+    /// `length`), written at its offset in the download's one temp file.
+    FetchPiece {
+        /// The download.
+        transfer: TransferId,
+        /// The attempt; results for other attempts are ignored.
+        attempt: u64,
+        /// The source.
+        from: PeerId,
+        /// Its address.
+        to: PeerAddr,
+        /// The file as the catalog knows it (its size is exact).
+        record: FileRecord,
+        /// The piece's first byte.
+        offset: u64,
+        /// Its length.
+        len: u64,
+    },
+    /// Every piece is in: hash the download's temp file against the id and
+    /// report `Saved` (stored) or `Unverified` (kept for the audit) for
+    /// `attempt`.
+    VerifyPieces {
+        /// The download.
+        transfer: TransferId,
+        /// The attempt the result must carry.
+        attempt: u64,
+        /// The file.
+        record: FileRecord,
+    },
+    /// A piece attempt is no longer wanted (another copy came, or its
+    /// source was excluded): close its connection.
+    CancelFetch {
+        /// The download.
+        transfer: TransferId,
+        /// The attempt.
+        attempt: u64,
     },
     /// No verifying copy came from any source: store the kept unverified
     /// copy and report it as `Saved { verified: false }` for `attempt`.

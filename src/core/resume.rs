@@ -72,6 +72,7 @@ impl Peer {
             waiting_since: Some(now),
             prefix_unchecked: true,
             resumed: true,
+            swarm: None,
         });
         Some(id)
     }

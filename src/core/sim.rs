@@ -27,6 +27,7 @@
 use super::catalog::{Entry, LocalCopy, MAX_FILES, MAX_HOLDERS};
 use super::gossip::SEEN_CAPACITY;
 use super::membership::MAX_PEERS;
+use super::swarm::PieceDigest;
 use super::view::StateView;
 use super::{
     Command, Config, Effect, FetchResult, GetFileAnswer, Imported, Peer, SourceFailure, Time, Timer,
@@ -225,6 +226,11 @@ struct Node {
     /// Downloads whose kept bytes include some a corrupt source sent before
     /// it was cut: a copy they complete does not verify.
     tainted: BTreeSet<TransferId>,
+    /// Downloads from several holders: each piece written (by offset) and
+    /// whether the last copy written there is the file's bytes.
+    pieces: BTreeMap<TransferId, BTreeMap<u64, bool>>,
+    /// Its uplink, bytes per second, when slower than the network's.
+    bandwidth: Option<u64>,
     /// The metadata file: the entries of the files held at the last
     /// `Effect::Persist` (or at start). A restart reloads these.
     snapshot: Vec<Entry>,
@@ -265,6 +271,8 @@ struct FetchArrive {
     started: Time,
     /// The offset asked from (a resumed download's kept prefix).
     from: u64,
+    /// A piece of a download from several holders: its length.
+    piece: Option<u64>,
 }
 
 /// A fetch attempt's result reaches the fetching peer.
@@ -282,6 +290,8 @@ struct FetchDone {
     /// The offset asked from: a failed attempt keeps at least these bytes
     /// (the driver keeps a resumed download's prefix whatever fails).
     from: u64,
+    /// A piece: its offset and whether its bytes are the file's.
+    piece: Option<(u64, bool)>,
 }
 
 enum Event {
@@ -371,6 +381,17 @@ pub struct Sim {
 
 /// How a failed attempt ends when `kept` bytes were written (the driver
 /// keeps them for the next source): a cut, or, with none, a failure.
+/// The digest the simulator gives the piece of `file` at `offset`: the
+/// file's own, or (`corrupt_by`) one only that corrupt source sends.
+fn sim_piece_digest(file: &FileId, offset: u64, corrupt_by: Option<usize>) -> PieceDigest {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (file, offset, corrupt_by).hash(&mut h);
+    let mut d = [0u8; 32];
+    d[..8].copy_from_slice(&h.finish().to_le_bytes());
+    PieceDigest(d)
+}
+
 fn kept(why: SourceFailure, kept: u64) -> FetchResult {
     if kept > 0 {
         FetchResult::Cut { why, kept }
@@ -443,6 +464,8 @@ impl Sim {
             forwards: Vec::new(),
             kept: BTreeMap::new(),
             tainted: BTreeSet::new(),
+            pieces: BTreeMap::new(),
+            bandwidth: None,
             snapshot: Vec::new(),
             disk: BTreeMap::new(),
             forwarded_ids: HashSet::new(),
@@ -573,6 +596,19 @@ impl Sim {
     fn transfer_time(&self, len: u64) -> Duration {
         let bw = self.cfg.bandwidth.max(1);
         Duration::from_millis(len.saturating_mul(1000) / bw)
+    }
+
+    /// Time for peer `source` to send `len` bytes on its own uplink.
+    fn send_time(&self, source: usize, len: u64) -> Duration {
+        match self.nodes[source].bandwidth {
+            Some(bw) => Duration::from_millis(len.saturating_mul(1000) / bw.max(1)),
+            None => self.transfer_time(len),
+        }
+    }
+
+    /// Gives peer `i` an uplink of `bytes_per_sec` (a slow holder).
+    pub fn set_uplink(&mut self, i: usize, bytes_per_sec: u64) {
+        self.nodes[i].bandwidth = Some(bytes_per_sec);
     }
 
     fn note(&mut self, line: String) {
@@ -978,8 +1014,20 @@ impl Sim {
             record,
             started,
             from,
+            piece,
         } = f;
         let name = record.file_name.clone();
+        if let Some(len) = piece {
+            self.piece_arrive(
+                peer,
+                incarnation,
+                (transfer, attempt),
+                source,
+                record,
+                (from, len),
+            );
+            return;
+        }
         let (mut result, at, source) = if self.reachable(peer, source) {
             self.serve(now, source, &record, &name, from)
         } else {
@@ -1012,6 +1060,130 @@ impl Sim {
                 result,
                 source,
                 from,
+                piece: None,
+            }),
+        );
+    }
+
+    /// A piece request reaches its source: the piece, a fault (the
+    /// configured stall, reset and corrupt rates) or a refusal arrives
+    /// after its time on the source's uplink. A corrupt source's pieces
+    /// hash to another digest (each corrupt source its own).
+    fn piece_arrive(
+        &mut self,
+        peer: usize,
+        incarnation: u64,
+        (transfer, attempt): (TransferId, u64),
+        source: usize,
+        record: FileRecord,
+        (offset, len): (u64, u64),
+    ) {
+        let now = self.now;
+        let back = self.latency();
+        let fail = |why| FetchResult::Failed(why);
+        let holds = !matches!(
+            self.nodes[source].peer.answer_get_file(&record.file_id, 0),
+            GetFileAnswer::NotHeld | GetFileAnswer::Busy { .. }
+        );
+        let (mut result, mut at, mut intact) = if !self.reachable(peer, source) {
+            let why = SourceFailure::Connect("connection refused".into());
+            (fail(why), now.plus(self.cfg.connect_timeout), false)
+        } else if !holds {
+            (fail(SourceFailure::NotFound), now.plus(back), false)
+        } else {
+            let intact = !self.nodes[source].corrupt;
+            let digest = sim_piece_digest(&record.file_id, offset, (!intact).then_some(source));
+            let at = now.plus(back + self.send_time(source, len));
+            (FetchResult::Piece { digest }, at, intact)
+        };
+        let mut sent = if matches!(result, FetchResult::Piece { .. }) {
+            len
+        } else {
+            0
+        };
+        let (stall, reset, corrupt) = (self.cfg.stall, self.cfg.reset, self.cfg.corrupt);
+        if sent > 0 && stall + reset + corrupt > 0.0 {
+            let r = self.rng.gen::<f64>();
+            let k = self.rng.gen_range(0..=len);
+            let partial = now.plus(back + self.send_time(source, k));
+            if r < stall {
+                (result, at, sent) = (
+                    fail(SourceFailure::Stalled { at: k }),
+                    partial.plus(self.cfg.idle_timeout),
+                    k,
+                );
+            } else if r < stall + reset {
+                (result, at, sent) = (fail(SourceFailure::Closed { at: k }), partial, k);
+            } else if r < stall + reset + corrupt {
+                intact = false;
+                let digest = sim_piece_digest(&record.file_id, offset, Some(usize::MAX));
+                result = FetchResult::Piece { digest };
+            }
+            if r < stall + reset + corrupt {
+                self.stats.transfer_faults += 1;
+            }
+        }
+        self.stats.fetched_bytes += sent;
+        let streaming = matches!(result, FetchResult::Piece { .. })
+            .then(|| (source, self.nodes[source].incarnation));
+        self.push(
+            at,
+            Event::FetchDone(FetchDone {
+                peer,
+                incarnation,
+                transfer,
+                attempt,
+                name: record.file_name,
+                file: record.file_id,
+                result,
+                source: streaming,
+                from: offset,
+                piece: Some((offset, intact)),
+            }),
+        );
+    }
+
+    /// Peer `i` checks the pieces its download `transfer` wrote: the copy
+    /// verifies when every piece is there and the file's.
+    fn verify_pieces(&mut self, i: usize, transfer: TransferId, attempt: u64, record: FileRecord) {
+        let len = record.file_size.bytes().unwrap_or(0);
+        let pieces = self.nodes[i].peer.downloads().get(transfer).and_then(|d| {
+            d.swarm
+                .as_ref()
+                .map(|r| (r.plan.piece_len(), r.plan.piece_count()))
+        });
+        let written = self.nodes[i].pieces.get(&transfer);
+        let whole = match (pieces, written) {
+            (Some((plen, count)), Some(w)) => {
+                (0..count as u64).all(|k| w.get(&(k * plen)) == Some(&true))
+            }
+            _ => false,
+        };
+        let result = if whole {
+            FetchResult::Saved {
+                local_name: record.file_name.clone(),
+                len,
+                verified: true,
+            }
+        } else {
+            FetchResult::Unverified { len }
+        };
+        let incarnation = self.nodes[i].incarnation;
+        // Hashing the file takes a while.
+        let at = self.now.plus(self.transfer_time(len) / 10);
+        self.push(
+            at,
+            Event::FetchDone(FetchDone {
+                peer: i,
+                incarnation,
+                transfer,
+                attempt,
+                name: record.file_name,
+                file: record.file_id,
+                result,
+                source: None,
+                from: 0,
+                piece: None,
             }),
         );
     }
@@ -1100,6 +1272,7 @@ impl Sim {
             mut result,
             source,
             from,
+            piece,
         } = f;
         if !self.current(peer, incarnation) {
             return;
@@ -1112,8 +1285,16 @@ impl Sim {
                 result = FetchResult::Failed(SourceFailure::Closed { at: 0 });
             }
         }
-        if let FetchResult::Failed(why) = &result {
+        if let (FetchResult::Failed(why), None) = (&result, piece) {
             result = kept(why.clone(), from);
+        }
+        if let (true, Some((offset, intact)), FetchResult::Piece { .. }) = (wanted, piece, &result)
+        {
+            self.nodes[peer]
+                .pieces
+                .entry(transfer)
+                .or_default()
+                .insert(offset, intact);
         }
         let corrupt_source = source.is_some_and(|(src, _)| self.nodes[src].corrupt);
         if wanted && corrupt_source && matches!(result, FetchResult::Cut { .. }) {
@@ -1124,6 +1305,7 @@ impl Sim {
                 self.nodes[peer].kept.insert(transfer, (file, name, *len));
             }
             FetchResult::Failed(_) | FetchResult::Cut { .. } => self.stats.fetches_failed += 1,
+            FetchResult::Piece { .. } => {}
             FetchResult::Saved {
                 local_name,
                 len,
@@ -1239,12 +1421,29 @@ impl Sim {
                     to,
                     record,
                     resume_from,
-                } => self.fetch(i, transfer, attempt, to, record, resume_from),
+                } => self.fetch(i, transfer, attempt, to, record, (resume_from, None)),
+                Effect::FetchPiece {
+                    transfer,
+                    attempt,
+                    from: _,
+                    to,
+                    record,
+                    offset,
+                    len,
+                } => self.fetch(i, transfer, attempt, to, record, (offset, Some(len))),
+                Effect::VerifyPieces {
+                    transfer,
+                    attempt,
+                    record,
+                } => self.verify_pieces(i, transfer, attempt, record),
+                // Its result, should it come, is stale.
+                Effect::CancelFetch { .. } => {}
                 Effect::KeepUnverified { transfer, attempt } => {
                     self.keep_unverified(i, transfer, attempt)
                 }
                 Effect::DiscardUnverified { transfer } => {
                     self.nodes[i].kept.remove(&transfer);
+                    self.nodes[i].pieces.remove(&transfer);
                 }
                 Effect::PushFile { to, file_id } => self.push_file(i, to, file_id),
                 Effect::Import { path } => self.import(i, path),
@@ -1328,7 +1527,7 @@ impl Sim {
         attempt: u64,
         to: PeerAddr,
         record: FileRecord,
-        from: u64,
+        (from, piece): (u64, Option<u64>),
     ) {
         let now = self.now;
         let incarnation = self.nodes[i].incarnation;
@@ -1347,6 +1546,7 @@ impl Sim {
                         record,
                         started: now,
                         from,
+                        piece,
                     }),
                 );
             }
@@ -1361,9 +1561,15 @@ impl Sim {
                         attempt,
                         name: record.file_name,
                         file: record.file_id,
-                        result: kept(SourceFailure::Connect("connection refused".into()), from),
+                        result: match piece {
+                            Some(_) => FetchResult::Failed(SourceFailure::Connect(
+                                "connection refused".into(),
+                            )),
+                            None => kept(SourceFailure::Connect("connection refused".into()), from),
+                        },
                         source: None,
                         from,
+                        piece: None,
                     }),
                 );
             }
@@ -1401,6 +1607,7 @@ impl Sim {
                 result,
                 source: None,
                 from: 0,
+                piece: None,
             }),
         );
     }

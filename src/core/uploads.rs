@@ -258,6 +258,7 @@ impl Peer {
                     bytes_done: u.done,
                     bytes_total: u.total,
                     rate_bytes_per_sec: rate,
+                    sources: Vec::new(),
                 }
             })
             .collect()

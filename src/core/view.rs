@@ -294,6 +294,24 @@ pub struct TransferView {
     pub bytes_total: Option<u64>,
     /// Average rate from this source, bytes per second.
     pub rate_bytes_per_sec: u64,
+    /// A download from several holders at once: each one's share (empty
+    /// otherwise).
+    pub sources: Vec<SourceView>,
+}
+
+/// One holder's part in a download from several holders at once.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct SourceView {
+    /// "peer_id (host:port)" when tracked, else its id.
+    pub peer: String,
+    /// Bytes of the pieces it sent that we kept.
+    pub bytes: u64,
+    /// Its rate while it had pieces in flight, bytes per second.
+    pub rate_bytes_per_sec: u64,
+    /// Pieces in flight from it now.
+    pub in_flight: usize,
+    /// `active`, `dropped` (it failed) or `excluded` (it sent bad bytes).
+    pub state: &'static str,
 }
 
 impl Peer {
@@ -424,22 +442,50 @@ impl Peer {
                 };
                 let state = match (&d.current, d.queued) {
                     (Some(_), _) => TransferState::Moving,
+                    _ if d.swarm.is_some() => TransferState::Moving,
                     _ if d.waiting_since.is_some() || d.prefix_unchecked => TransferState::Waiting,
                     (None, true) => TransferState::Queued,
                     (None, false) => TransferState::Waiting,
                 };
-                let (source, peer, rate, started) = match &d.current {
-                    Some((p, _, started)) => {
-                        // This source's own rate: a kept prefix came before.
-                        let sent = d.bytes_done.saturating_sub(d.current_from);
-                        let rate = mean_rate(sent, now.since(*started));
-                        let peer = self.name_peer(p);
-                        (p.0.clone(), peer, rate, *started)
+                let sources: Vec<SourceView> = d
+                    .swarm
+                    .iter()
+                    .flat_map(|r| r.plan.shares(now))
+                    .map(|s| SourceView {
+                        peer: self.name_peer(&s.peer),
+                        bytes: s.bytes,
+                        rate_bytes_per_sec: s.rate,
+                        in_flight: s.in_flight,
+                        state: s.state.label(),
+                    })
+                    .collect();
+                let (source, peer, rate, started) = match (&d.current, &d.swarm) {
+                    (None, Some(run)) => {
+                        let active = sources.iter().filter(|s| s.state == "active").count();
+                        let rate = mean_rate(d.bytes_done, now.since(run.started));
+                        let ids: Vec<String> = run
+                            .plan
+                            .shares(now)
+                            .into_iter()
+                            .filter(|s| s.state == super::swarm::SourceState::Active)
+                            .map(|s| s.peer.0)
+                            .collect();
+                        let peer = format!("{active} holders at once");
+                        (ids.join(", "), peer, rate, run.started)
                     }
-                    None => {
-                        let s = if d.queued { "(queued)" } else { "-" }.to_string();
-                        (s.clone(), s, 0, now)
-                    }
+                    _ => match &d.current {
+                        Some((p, _, started)) => {
+                            // This source's own rate: a kept prefix came before.
+                            let sent = d.bytes_done.saturating_sub(d.current_from);
+                            let rate = mean_rate(sent, now.since(*started));
+                            let peer = self.name_peer(p);
+                            (p.0.clone(), peer, rate, *started)
+                        }
+                        None => {
+                            let s = if d.queued { "(queued)" } else { "-" }.to_string();
+                            (s.clone(), s, 0, now)
+                        }
+                    },
                 };
                 TransferView {
                     id: d.id.0,
@@ -454,6 +500,7 @@ impl Peer {
                     bytes_done: d.bytes_done,
                     bytes_total,
                     rate_bytes_per_sec: rate,
+                    sources,
                 }
             })
             .collect()
@@ -556,6 +603,7 @@ mod tests {
             waiting_since: None,
             prefix_unchecked: false,
             resumed: false,
+            swarm: None,
         });
         assert!(changed(&p), "a download started");
         if let Some(d) = p.downloads.get_mut(id) {

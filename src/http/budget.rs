@@ -221,6 +221,7 @@ mod tests {
             bytes_done: u64::MAX,
             bytes_total: Some(u64::MAX),
             rate_bytes_per_sec: u64::MAX,
+            sources: Vec::new(),
             eta_secs: Some(u64::MAX),
             started_unix: u64::MAX,
         }];

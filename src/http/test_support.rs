@@ -43,6 +43,7 @@ pub(crate) fn sample_state() -> StateView {
             bytes_done: 768,
             bytes_total: Some(1024),
             rate_bytes_per_sec: 1536,
+            sources: Vec::new(),
             eta_secs: Some(1),
             started_unix: 1_744_169_350,
         }],

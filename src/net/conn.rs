@@ -78,6 +78,9 @@ pub struct PartialSink {
     range_before_data: bool,
     /// A resumed download got the whole file: its data starts at byte 0.
     whole_answer: bool,
+    /// A piece of a download from several holders: its reply must be the
+    /// range asked for (a whole-file answer is refused, not skipped).
+    piece: bool,
 }
 
 /// The bytes a download kept from a source that was cut: the temp file
@@ -110,7 +113,28 @@ impl PartialSink {
             expect: None,
             range_before_data: false,
             whole_answer: false,
+            piece: false,
         }
+    }
+
+    /// A sink for one piece of a download from several holders: its bytes
+    /// go at `offset` in the download's temp file (through `alias`, a
+    /// handle that never removes it), hashed alone (the piece's digest).
+    pub fn piece(
+        dir: PathBuf,
+        waker: Arc<Waker>,
+        mut alias: PartialFile,
+        offset: u64,
+    ) -> io::Result<Self> {
+        // Inline writes (no thread free) go through the file's cursor.
+        io::Seek::seek(alias.file(), io::SeekFrom::Start(offset))?;
+        Ok(Self {
+            partial: Some(alias),
+            len: offset,
+            resumed_at: offset,
+            piece: true,
+            ..Self::for_download(dir, waker)
+        })
     }
 
     /// A sink for a download writing into `partial`, a new temp file made
@@ -352,6 +376,9 @@ impl DataSink for PartialSink {
             None if header.contains_key("offset") || header.contains_key("length") => {
                 Err("the reply's range is not in byte counts".into())
             }
+            None if self.piece => {
+                Err("the reply is the whole file, not the piece asked for".into())
+            }
             None => {
                 self.skip = asked;
                 self.whole_answer = asked > 0;
@@ -457,6 +484,9 @@ pub struct FetchConn {
     pub sink: PartialSink,
     /// Bytes received from the socket.
     pub received: u64,
+    /// A piece of a download from several holders: its length (`from` is
+    /// its offset).
+    pub piece: Option<u64>,
 }
 
 impl FetchConn {

@@ -106,6 +106,25 @@ impl PartialFile {
         })
     }
 
+    /// A second handle on the same temp file (its own open file, so its
+    /// flags are its own) that never removes it: each piece of a download
+    /// from several holders is written through one, while the download's
+    /// own handle owns the file.
+    pub fn alias(&self) -> io::Result<PartialFile> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&self.path)?;
+        Ok(PartialFile {
+            file,
+            path: self.path.clone(),
+            dir: self.dir.clone(),
+            committed: true,
+        })
+    }
+
     /// The temp file's name in its folder.
     pub fn name(&self) -> String {
         self.path

@@ -32,6 +32,11 @@ impl FileHasher {
         self.inner.update(bytes);
     }
 
+    /// The SHA-256 of the bytes seen so far (a piece's digest).
+    pub fn digest(self) -> [u8; 32] {
+        self.inner.finalize().into()
+    }
+
     /// The id of the bytes seen so far with `timestamp_text` appended.
     pub fn finish(self, timestamp_text: &str) -> FileId {
         let mut h = self.inner;

@@ -189,6 +189,10 @@ impl Driver {
         resume_from: u64,
     ) {
         let limits = self.fetch_limits(&record.file_size);
+        // Pieces from several holders are dropped when it goes on whole.
+        if let Some(pieces) = self.piece_files.remove(&transfer) {
+            self.discard(vec![pieces]);
+        }
         let (sink, from) = self.download_sink(transfer, &record.file_id.0, resume_from);
         // The metadata names the download's temp file: a crash resumes it.
         let now = self.now();
@@ -213,6 +217,7 @@ impl Driver {
             decoder: MessageDecoder::new(limits),
             sink,
             received: 0,
+            piece: None,
         }));
         self.connect_to(to, role);
     }

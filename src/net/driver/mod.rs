@@ -12,6 +12,7 @@ mod actions;
 mod conns;
 mod dial;
 mod input;
+mod pieces;
 mod progress;
 mod receive;
 mod serve;
@@ -175,6 +176,9 @@ struct Driver {
     /// The temp file holding each download's bytes (its current attempt's,
     /// or its kept prefix), named in the metadata so a restart resumes it.
     temps: HashMap<TransferId, String>,
+    /// The temp file of each download from several holders, its pieces
+    /// written at their offsets (through aliases; this handle owns it).
+    piece_files: HashMap<TransferId, PartialFile>,
     /// Unsolicited pushes admitted lately, by source address.
     push_quota: PushQuota,
     /// A `Due::Trim` is scheduled.
@@ -428,9 +432,36 @@ impl Driver {
             Effect::DiscardUnverified { transfer } => {
                 let unverified = self.unverified.remove(&transfer).map(|(p, _)| p);
                 let kept = self.resumable.remove(&transfer).map(|k| k.partial);
-                self.discard(unverified.into_iter().chain(kept).collect());
+                let pieces = self.piece_files.remove(&transfer);
+                self.discard(unverified.into_iter().chain(kept).chain(pieces).collect());
                 self.temps.remove(&transfer);
+                // Pieces still in flight for it are no longer wanted.
+                self.close_superseded_fetches();
             }
+            Effect::FetchPiece {
+                transfer,
+                attempt,
+                from,
+                to,
+                record,
+                offset,
+                len,
+            } => {
+                self.arm_progress();
+                let piece = pieces::Piece {
+                    transfer,
+                    attempt,
+                    offset,
+                    len,
+                };
+                self.open_piece_fetch(piece, from.0, to, record)
+            }
+            Effect::VerifyPieces {
+                transfer,
+                attempt,
+                record,
+            } => self.verify_pieces(transfer, attempt, record),
+            Effect::CancelFetch { transfer, attempt } => self.cancel_fetch(transfer, attempt),
             Effect::KeepUnverified { transfer, attempt } => {
                 self.keep_unverified(now, transfer, attempt)
             }

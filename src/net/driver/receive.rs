@@ -1,8 +1,9 @@
 //! Received FILE_DATAs (downloads and pushes): checked, committed, handed to the core.
 
 use super::{Driver, Due};
-use crate::core::downloads::{judge_reply, verifying_timestamps};
+use crate::core::downloads::{judge_piece, judge_reply, verifying_timestamps};
 use crate::core::push_quota::PushTicket;
+use crate::core::swarm::PieceDigest;
 use crate::core::{FetchResult, SourceFailure, Time, UploadEnd};
 use crate::ids::TransferId;
 use crate::net::conn::{FetchConn, PartialSink, Role};
@@ -33,6 +34,8 @@ pub(super) enum Finishing {
         source: String,
         /// The offset its request asked from.
         from: u64,
+        /// A piece's length (`from` is its offset).
+        piece: Option<u64>,
         decoded: Decoded,
         sink: PartialSink,
     },
@@ -99,6 +102,7 @@ impl Driver {
                 record,
                 source,
                 from,
+                piece,
                 decoded,
                 mut sink,
             } => {
@@ -106,9 +110,10 @@ impl Driver {
                     debug!("{transfer} from {source} ended meanwhile; bytes discarded");
                     return;
                 }
-                let result = match sink.settle() {
-                    Ok(()) => self.check_fetched(transfer, &record, (decoded, from), sink),
-                    Err(e) => FetchResult::Failed(SourceFailure::Disk(format!(
+                let result = match (sink.settle(), piece) {
+                    (Ok(()), Some(len)) => check_piece(&record, decoded, (from, len), sink),
+                    (Ok(()), None) => self.check_fetched(transfer, &record, (decoded, from), sink),
+                    (Err(e), _) => FetchResult::Failed(SourceFailure::Disk(format!(
                         "cannot write the file: {e}"
                     ))),
                 };
@@ -159,6 +164,7 @@ impl Driver {
             FetchResult::Cut { why, kept } => {
                 debug!("{transfer} from {source}: {why}; kept its first {kept} bytes")
             }
+            FetchResult::Piece { .. } => debug!("{transfer} from {source}: a piece"),
         }
         let now = self.now();
         self.core.on_fetch_result(now, transfer, attempt, r);
@@ -372,7 +378,9 @@ impl Driver {
                     record.file_name
                 )
             }
-            FetchResult::Unverified { .. } | FetchResult::Cut { .. } => {}
+            FetchResult::Unverified { .. }
+            | FetchResult::Cut { .. }
+            | FetchResult::Piece { .. } => {}
         }
     }
 
@@ -456,10 +464,16 @@ impl Driver {
             source,
             mut sink,
             mut decoder,
+            piece,
             ..
         } = f;
         if !self.core.is_current(transfer, attempt) {
             debug!("{transfer} from {source} ended meanwhile; bytes discarded");
+            return;
+        }
+        if piece.is_some() {
+            // A piece is asked again whole: at most one piece is re-sent.
+            self.report_fetch(transfer, attempt, &source, FetchResult::Failed(why));
             return;
         }
         // Every byte that arrived is kept, the decoder's last buffer too
@@ -603,5 +617,27 @@ impl Driver {
                 FetchResult::Failed(SourceFailure::Disk(format!("cannot store the file: {e}")))
             }
         }
+    }
+}
+
+/// Checks a piece's complete reply (`piece`: its offset and length): the
+/// range asked for, written as that range; its digest goes to the core.
+fn check_piece(
+    record: &FileRecord,
+    decoded: Decoded,
+    piece: (u64, u64),
+    sink: PartialSink,
+) -> FetchResult {
+    let parsed = Message::from_object(&decoded.fields);
+    if let Err(why) = judge_piece(record, parsed, decoded.data, piece) {
+        return FetchResult::Failed(why.into());
+    }
+    if !sink.range_before_data() || sink.len != piece.0.saturating_add(piece.1) {
+        return FetchResult::Failed(SourceFailure::Malformed(
+            "its range fields come after its data".into(),
+        ));
+    }
+    FetchResult::Piece {
+        digest: PieceDigest(sink.hasher.digest()),
     }
 }

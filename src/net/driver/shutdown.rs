@@ -121,6 +121,10 @@ impl Driver {
                 other => other,
             };
             if let Role::Fetch(f) = role {
+                // A piece's bytes are no prefix: they go with their file.
+                if f.piece.is_some() {
+                    continue;
+                }
                 let FetchConn {
                     transfer,
                     mut decoder,

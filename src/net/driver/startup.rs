@@ -317,6 +317,7 @@ impl Driver {
             unverified: HashMap::new(),
             resumable: HashMap::new(),
             temps: HashMap::new(),
+            piece_files: HashMap::new(),
             push_quota: PushQuota::new(),
             trim_armed: false,
             saved_catalog_bytes: 0,

@@ -456,6 +456,7 @@ impl Driver {
             sink,
             source,
             from,
+            piece,
             ..
         } = f;
         // The client stops at the closing brace and closes.
@@ -479,6 +480,7 @@ impl Driver {
                 record,
                 source,
                 from,
+                piece,
                 decoded,
                 sink,
             }),

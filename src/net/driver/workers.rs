@@ -47,6 +47,14 @@ pub(super) enum WorkerMsg {
     DestChecked(Command, Result<(), storage::Refusal>),
     /// Temp files dropped (unlinked) off the loop.
     Discarded,
+    /// A download from several holders: its temp file hashed (and its
+    /// length), to check against the id.
+    PiecesHashed {
+        transfer: TransferId,
+        attempt: u64,
+        record: FileRecord,
+        result: io::Result<(FileHasher, u64)>,
+    },
     /// A download to resume: its kept temp file opened and hashed.
     PrefixHashed {
         transfer: TransferId,
@@ -265,6 +273,12 @@ impl Driver {
                 result,
             } => self.on_reverified(file_id, name, result),
             WorkerMsg::PrefixHashed { transfer, result } => self.on_prefix_hashed(transfer, result),
+            WorkerMsg::PiecesHashed {
+                transfer,
+                attempt,
+                record,
+                result,
+            } => self.on_pieces_hashed(transfer, attempt, record, result),
         }
     }
 

@@ -1,0 +1,332 @@
+//! A download from several holders at once: when it starts, what each
+//! piece's result does, and when it falls back to one holder at a time.
+//! The planning itself is [`super::swarm::Swarm`]'s.
+
+use super::downloads::{save_figures, SwarmRun};
+use super::swarm::{AfterMismatch, PieceOutcome, Swarm, MIN_SWARM_SIZE};
+use super::view::EventKind;
+use super::{Effect, FetchResult, Peer, SourceFailure, Time};
+use crate::ids::{PeerId, TransferId};
+use crate::protocol::message::human_bytes;
+use crate::protocol::FileSize;
+use log::{debug, info};
+
+impl Peer {
+    /// Starts download `id` from several holders at once if it can: an
+    /// exact size of at least [`MIN_SWARM_SIZE`], no bytes kept, no source
+    /// tried yet, and two holders or more that serve ranges (holders that
+    /// don't stay in its queue, for a fallback). Whether it did.
+    pub(super) fn try_start_swarm(&mut self, now: Time, id: TransferId) -> bool {
+        let Some(d) = self.downloads.get_mut(id) else {
+            return false;
+        };
+        let FileSize::Bytes(size) = d.record.file_size else {
+            return false;
+        };
+        if size < MIN_SWARM_SIZE
+            || d.kept > 0
+            || d.swarm.is_some()
+            || d.prefix_unchecked
+            || !d.failures.is_empty()
+            || d.unverified_fallback.is_some()
+        {
+            return false;
+        }
+        let ranged: Vec<PeerId> = d
+            .remaining
+            .iter()
+            .filter(|p| self.members.get(p).is_some_and(|m| m.ranges))
+            .cloned()
+            .collect();
+        if ranged.len() < 2 {
+            return false;
+        }
+        d.remaining.retain(|p| !ranged.contains(p));
+        let plan = Swarm::new(size, ranged);
+        let line = format!(
+            "fetching {} ({}) from {} holders at once, in {} pieces of {}",
+            d.record.file_name,
+            d.record.file_size,
+            plan.active_sources(),
+            plan.piece_count(),
+            human_bytes(plan.piece_len()),
+        );
+        let auto = d.is_auto();
+        d.swarm = Some(SwarmRun {
+            plan,
+            verify: None,
+            started: now,
+        });
+        if auto {
+            info!("auto-fetch: {line}");
+        } else {
+            self.print(format!("get: {line}"));
+        }
+        self.counters.downloads_started += 1;
+        self.pump_swarm(now, id);
+        true
+    }
+
+    /// Sends the requests the plan wants now, starts the whole-file check
+    /// once every piece is in, or falls back when no source is left.
+    pub(super) fn pump_swarm(&mut self, now: Time, id: TransferId) {
+        let Some(d) = self.downloads.get_mut(id) else {
+            return;
+        };
+        let Some(mut run) = d.swarm.take() else {
+            return;
+        };
+        let record = d.record.clone();
+        // Holders learnt since it began join in.
+        for p in self.sources(&record.file_id) {
+            if self.members.get(&p).is_some_and(|m| m.ranges) {
+                run.plan.add_source(p);
+            }
+        }
+        loop {
+            let downloads = &mut self.downloads;
+            let requests = run.plan.requests(now, || downloads.next_attempt());
+            if requests.is_empty() {
+                break;
+            }
+            for r in requests {
+                let Some(addr) = self.members.get(&r.peer).map(|m| m.addr.clone()) else {
+                    run.plan
+                        .on_piece_failed(now, r.attempt, &SourceFailure::Untracked);
+                    continue;
+                };
+                self.effects.push(Effect::FetchPiece {
+                    transfer: id,
+                    attempt: r.attempt,
+                    from: r.peer,
+                    to: addr,
+                    record: record.clone(),
+                    offset: r.offset,
+                    len: r.len,
+                });
+            }
+        }
+        if run.plan.wants_verify() {
+            let attempt = self.downloads.next_attempt();
+            run.plan.verifying();
+            run.verify = Some(attempt);
+            self.effects.push(Effect::VerifyPieces {
+                transfer: id,
+                attempt,
+                record,
+            });
+        }
+        let stuck = run.plan.is_stuck();
+        let bytes = run.plan.bytes_done();
+        if let Some(d) = self.downloads.get_mut(id) {
+            d.bytes_done = bytes;
+            d.swarm = Some(run);
+        }
+        if stuck {
+            self.swarm_falls_back(now, id, "no holder is left to send its pieces");
+        }
+    }
+
+    /// Whether `attempt` is one of download `d`'s pieces or its check.
+    pub(super) fn swarm_owns(run: &SwarmRun, attempt: u64) -> bool {
+        run.verify == Some(attempt) || run.plan.owns(attempt)
+    }
+
+    /// Progress of a piece: `file_bytes`, as the driver counts a ranged
+    /// attempt, is its offset plus the bytes received.
+    pub(super) fn on_swarm_progress(
+        &mut self,
+        transfer: TransferId,
+        attempt: u64,
+        file_bytes: u64,
+    ) {
+        if let Some(d) = self.downloads.get_mut(transfer) {
+            if let Some(run) = d.swarm.as_mut() {
+                run.plan.on_progress_at(attempt, file_bytes);
+                d.bytes_done = run.plan.bytes_done();
+            }
+        }
+    }
+
+    /// A result for download `transfer`, which fetches from several
+    /// holders: a piece, or the whole-file check.
+    pub(super) fn on_swarm_result(
+        &mut self,
+        now: Time,
+        transfer: TransferId,
+        attempt: u64,
+        result: FetchResult,
+    ) {
+        let Some(d) = self.downloads.get_mut(transfer) else {
+            return;
+        };
+        let Some(run) = d.swarm.as_mut() else {
+            return;
+        };
+        if run.verify == Some(attempt) {
+            run.verify = None;
+            self.on_swarm_checked(now, transfer, result);
+            return;
+        }
+        let Some(peer) = run.plan.source_of(attempt) else {
+            debug!("stale result for {transfer} attempt {attempt}");
+            return;
+        };
+        let name = d.record.file_name.clone();
+        match result {
+            FetchResult::Piece { digest } => {
+                let outcome = run.plan.on_piece_done(now, attempt, digest);
+                self.swarm_outcome(now, transfer, outcome);
+            }
+            FetchResult::Failed(why) | FetchResult::Cut { why, .. } => {
+                let dropped = run.plan.on_piece_failed(now, attempt, &why);
+                self.counters.download_failed(&why);
+                let text = format!("{} {why} (a piece of {name})", self.name_peer(&peer));
+                debug!("{transfer}: {text}");
+                if dropped {
+                    if let Some(d) = self.downloads.get_mut(transfer) {
+                        d.failures.push((peer, why));
+                    }
+                    self.event(now, EventKind::SourceFailed, text);
+                }
+            }
+            FetchResult::Saved { .. } | FetchResult::Unverified { .. } => {
+                // The driver reports pieces as pieces: this is a bug, and
+                // the piece is asked again.
+                let why = SourceFailure::Malformed("a piece came back as a whole file".into());
+                run.plan.on_piece_failed(now, attempt, &why);
+            }
+        }
+        self.pump_swarm(now, transfer);
+    }
+
+    /// What a finished piece did: copies elsewhere cancelled, sources
+    /// caught sending other bytes excluded (and said).
+    fn swarm_outcome(&mut self, now: Time, transfer: TransferId, outcome: PieceOutcome) {
+        for attempt in outcome.cancel {
+            self.effects.push(Effect::CancelFetch { transfer, attempt });
+        }
+        for peer in outcome.excluded {
+            let Some(d) = self.downloads.get_mut(transfer) else {
+                return;
+            };
+            d.failures.push((peer.clone(), SourceFailure::Mismatch));
+            let (name, auto) = (d.record.file_name.clone(), d.is_auto());
+            self.counters.download_failed(&SourceFailure::Mismatch);
+            let line = format!(
+                "{} sent pieces of {name} that other holders contradict; excluded, its pieces fetched again from the others",
+                self.name_peer(&peer)
+            );
+            if auto {
+                info!("auto-fetch: {line}");
+            } else {
+                self.print(format!("get: {line}"));
+            }
+            self.event(now, EventKind::SourceFailed, line);
+        }
+    }
+
+    /// The whole-file check of a download from several holders ended.
+    fn on_swarm_checked(&mut self, now: Time, transfer: TransferId, result: FetchResult) {
+        match result {
+            FetchResult::Saved {
+                local_name,
+                len,
+                verified: true,
+            } => {
+                let Some(mut d) = self.downloads.remove(transfer) else {
+                    return;
+                };
+                let Some(mut run) = d.swarm.take() else {
+                    return;
+                };
+                run.plan.on_verified();
+                self.counters.downloads_succeeded += 1;
+                self.counters.downloaded_bytes += len;
+                let shares: Vec<String> = run
+                    .plan
+                    .shares(now)
+                    .into_iter()
+                    .filter(|s| s.bytes > 0)
+                    .map(|s| format!("{} {}", s.peer, human_bytes(s.bytes)))
+                    .collect();
+                let line = format!(
+                    "saved {}, {} {} from {} holders ({})",
+                    d.record.file_name,
+                    human_bytes(len),
+                    save_figures(len, now.since(run.started)),
+                    shares.len(),
+                    shares.join(", ")
+                );
+                self.record_saved(now, d, local_name, true, line);
+            }
+            FetchResult::Unverified { .. } | FetchResult::Saved { .. } => {
+                let Some(d) = self.downloads.get_mut(transfer) else {
+                    return;
+                };
+                let (name, auto) = (d.record.file_name.clone(), d.is_auto());
+                let Some(run) = d.swarm.as_mut() else {
+                    return;
+                };
+                match run.plan.on_mismatch() {
+                    AfterMismatch::Auditing { pieces } => {
+                        let line = format!(
+                            "the copy of {name} from {} holders doesn't match its id; checking {pieces} of its pieces against other holders",
+                            run.plan.usable_peers().len()
+                        );
+                        if auto {
+                            info!("auto-fetch: {line}");
+                        } else {
+                            self.print(format!("get: {line}"));
+                        }
+                        self.event(now, EventKind::SourceFailed, line);
+                        self.pump_swarm(now, transfer);
+                    }
+                    AfterMismatch::GiveUp => self.swarm_falls_back(
+                        now,
+                        transfer,
+                        "its pieces from several holders don't make a copy that matches its id",
+                    ),
+                }
+            }
+            FetchResult::Failed(why) | FetchResult::Cut { why, .. } => {
+                let text = format!("cannot check the copy: {why}");
+                self.swarm_falls_back(now, transfer, &text);
+            }
+            FetchResult::Piece { .. } => {
+                self.swarm_falls_back(now, transfer, "its check came back as a piece");
+            }
+        }
+    }
+
+    /// The swarm can't finish (`why`): the download goes on from one holder
+    /// at a time, whole, from the sources not caught sending bad bytes
+    /// (its pieces are dropped with the temp file).
+    fn swarm_falls_back(&mut self, now: Time, id: TransferId, why: &str) {
+        let Some(d) = self.downloads.get_mut(id) else {
+            return;
+        };
+        let Some(run) = d.swarm.take() else {
+            return;
+        };
+        let mut queue: Vec<PeerId> = run.plan.usable_peers();
+        queue.extend(d.remaining.drain(..));
+        queue.dedup();
+        d.remaining = queue.into();
+        super::fetching::ranged_first(&self.members, &mut d.remaining);
+        d.bytes_done = 0;
+        // The failures said already stay said.
+        d.failures_said = d.failures.len();
+        let line = format!(
+            "{}: {why}; fetching it from one holder at a time",
+            d.record.file_name
+        );
+        if d.is_auto() {
+            info!("auto-fetch: {line}");
+        } else {
+            self.print(format!("get: {line}"));
+        }
+        self.event(now, EventKind::SourceFailed, line);
+        self.try_next_source(now, id);
+    }
+}
