@@ -759,9 +759,13 @@ fn delete_by_the_owner_wins_over_a_download_in_flight() {
 #[test]
 fn source_crashing_mid_transfer_falls_back_to_the_next() {
     for_each_seed(|seed| {
-        let mut sim = Sim::new(lossless(8, seed));
-        // 20 MB at 10 MB/s: a 2 s transfer.
-        let f = sim.add_local_file(2, "movie.mkv", 20_000_000);
+        // 8 MB at 4 MB/s: a 2 s transfer, from one holder at a time
+        // (under the 8 MiB fetched from several at once).
+        let mut sim = Sim::new(SimConfig {
+            bandwidth: 4_000_000,
+            ..lossless(8, seed)
+        });
+        let f = sim.add_local_file(2, "movie.mkv", 8_000_000);
         sim.start_all();
         converge(&mut sim, std::slice::from_ref(&f), CONVERGENCE_LIMIT);
         get(&mut sim, 4, &f);
@@ -789,9 +793,11 @@ fn source_crashing_mid_transfer_falls_back_to_the_next() {
 #[test]
 fn downloads_cut_again_and_again_resume_and_never_ask_for_a_byte_twice() {
     for seed in [3, 11, 29] {
-        let len = 20_000_000;
+        // Under 8 MiB: fetched from one holder at a time (several holders
+        // at once re-send a piece per cut instead; see the tests below).
+        let len = 8_000_000;
         let mut sim = Sim::new(SimConfig {
-            bandwidth: 10_000_000,
+            bandwidth: 4_000_000,
             ..lossless(12, seed)
         });
         let file = sim.add_local_file(1, "big.bin", len);
@@ -841,9 +847,11 @@ fn downloads_cut_again_and_again_resume_and_never_ask_for_a_byte_twice() {
 #[test]
 fn bytes_a_corrupt_holder_sent_before_a_cut_never_end_in_a_verified_copy() {
     for seed in [5, 17, 23] {
-        let len = 20_000_000;
+        // Under 8 MiB: fetched from one holder at a time, resumed after a
+        // cut (several holders at once audit pieces instead).
+        let len = 8_000_000;
         let mut sim = Sim::new(SimConfig {
-            bandwidth: 10_000_000,
+            bandwidth: 4_000_000,
             ..lossless(12, seed)
         });
         let file = sim.add_local_file(1, "big.bin", len);
@@ -890,6 +898,106 @@ fn bytes_a_corrupt_holder_sent_before_a_cut_never_end_in_a_verified_copy() {
         assert!(
             stats.tainted_resumes > 0,
             "seed {seed}: no bad prefix was continued"
+        );
+    }
+}
+
+/// Runs `sim` in steps of 100 ms until peer `i`'s download of `file` has
+/// ended (at most `limit`); how long it took.
+fn time_get(sim: &mut Sim, i: usize, file: &FileId, limit: Duration) -> Duration {
+    let start = sim.now();
+    get(sim, i, file);
+    while sim.downloads_of(i, file) && sim.now().since(start) < limit {
+        sim.run_for(Duration::from_millis(100));
+    }
+    sim.now().since(start)
+}
+
+#[test]
+fn a_file_held_by_four_comes_from_all_of_them_about_four_times_faster() {
+    let len = 200_000_000;
+    let mut sim = Sim::new(lossless(8, 3));
+    let file = sim.add_local_file(1, "big.bin", len);
+    sim.start_all();
+    sim.run_for(Duration::from_secs(10));
+    for i in 2..5 {
+        get(&mut sim, i, &file);
+        sim.run_for(Duration::from_secs(60));
+        assert!(holds(&sim, i, &file), "p{i}: {:?}", sim.prints(i));
+    }
+    // Every holder's uplink is 25 MB/s.
+    for i in 1..8 {
+        sim.set_uplink(i, 25_000_000);
+    }
+    let limit = Duration::from_secs(120);
+    // One holder left for p5: the others are cut off from it.
+    sim.partition(&[5], &[2, 3, 4]);
+    let one = time_get(&mut sim, 5, &file, limit);
+    sim.heal();
+    let four = time_get(&mut sim, 6, &file, limit);
+    assert!(holds(&sim, 5, &file) && holds(&sim, 6, &file));
+    let speedup = one.as_secs_f64() / four.as_secs_f64();
+    eprintln!("one holder: {one:?}, four: {four:?} ({speedup:.2}x)");
+    assert!(speedup >= 3.5, "one holder: {one:?}, four: {four:?}");
+    let saved = sim.prints(6).join("\n");
+    assert!(saved.contains("from 4 holders at once"), "{saved}");
+    if let Err(e) = sim.check_invariants() {
+        panic!("{e}");
+    }
+}
+
+#[test]
+fn slow_stalling_cutting_and_corrupting_holders_still_give_verified_copies() {
+    for seed in [2, 11, 29, 41] {
+        let len = 40_000_000;
+        let mut sim = Sim::new(SimConfig {
+            bandwidth: 20_000_000,
+            ..lossless(14, seed)
+        });
+        let file = sim.add_local_file(1, "big.bin", len);
+        sim.start_all();
+        sim.run_for(Duration::from_secs(10));
+        for i in 2..6 {
+            get(&mut sim, i, &file);
+            sim.run_for(Duration::from_secs(60));
+        }
+        assert!((1..6).all(|i| holds(&sim, i, &file)), "seed {seed}");
+        // One holder corrupts, one is slow; pieces stall and are cut.
+        sim.set_corrupt(3, true);
+        sim.set_uplink(4, 1_000_000);
+        sim.set_transfer_faults(0.1, 0.2, 0.0);
+        for i in 6..14 {
+            get(&mut sim, i, &file);
+        }
+        sim.run_for(Duration::from_secs(600));
+        for i in 6..14 {
+            assert!(
+                !sim.downloads_of(i, &file),
+                "seed {seed}: p{i}'s get never ended"
+            );
+        }
+        if let Err(e) = sim.check_invariants() {
+            panic!("seed {seed}: {e}");
+        }
+        let verified = (6..14)
+            .filter(|&i| {
+                sim.peer(i)
+                    .local_copy(&file)
+                    .is_some_and(|(_, l)| l.verified)
+            })
+            .count();
+        assert_eq!(verified, 8, "seed {seed}: {verified} of 8 verified");
+        let excluded = (6..14)
+            .filter(|&i| {
+                sim.prints(i)
+                    .iter()
+                    .any(|l| l.contains("p3") && l.contains("contradict"))
+            })
+            .count();
+        eprintln!("seed {seed}: 8 verified, the corrupt holder excluded by {excluded}");
+        assert!(
+            excluded > 0,
+            "seed {seed}: nobody excluded the corrupt holder"
         );
     }
 }

@@ -284,7 +284,26 @@ pub fn render_transfers(view: &StateView) -> String {
             ]
         })
         .collect();
-    table(&["DIR", "FILE", "PEER", "%", "DONE", "RATE", "LEFT"], &rows)
+    let mut out = table(&["DIR", "FILE", "PEER", "%", "DONE", "RATE", "LEFT"], &rows);
+    // A download from several holders: each one's share under the table.
+    for t in view.transfers.iter().filter(|t| !t.sources.is_empty()) {
+        out.push_str(&format!(
+            "\n{}, from {}:",
+            printable(&t.file_name),
+            printable(&t.peer)
+        ));
+        for s in &t.sources {
+            out.push_str(&format!(
+                "\n  {}  {} at {}  {} in flight  {}",
+                printable(&s.peer),
+                units::bytes(s.bytes),
+                units::rate(s.rate_bytes_per_sec),
+                s.in_flight,
+                s.state
+            ));
+        }
+    }
+    out
 }
 
 /// What `exit` would lose: "2 transfers in flight (big.iso 45% from
@@ -447,6 +466,33 @@ mod tests {
                 "2 transfers in flight (big.iso 45% from carol, up: a.txt 10% to bob (127.0.0.1:9002)); type exit again to quit"
             )
         );
+    }
+
+    #[test]
+    fn a_download_from_several_holders_lists_each_ones_share() {
+        let mut view = state();
+        let mut t = transfer(Direction::Down, "big.iso", 45);
+        t.peer = "2 holders at once".into();
+        let share = |peer: &str, bytes, state| crate::core::view::SourceView {
+            peer: peer.into(),
+            bytes,
+            rate_bytes_per_sec: 2048,
+            in_flight: 1,
+            state,
+        };
+        t.sources = vec![
+            share("carol (127.0.0.1:9003)", 4096, "active"),
+            share("eve\u{1b}[2J (127.0.0.1:9004)", 0, "excluded"),
+        ];
+        view.transfers = vec![t];
+        let out = render_transfers(&view);
+        assert!(out.contains("big.iso, from 2 holders at once:"), "{out}");
+        assert!(
+            out.contains("carol (127.0.0.1:9003)  4.0 KiB at 2.0 KiB/s  1 in flight  active"),
+            "{out}"
+        );
+        assert!(out.contains("excluded"), "{out}");
+        assert!(!out.contains('\u{1b}'), "network names are escaped: {out}");
     }
 
     #[test]

@@ -231,6 +231,9 @@ struct Node {
     pieces: BTreeMap<TransferId, BTreeMap<u64, bool>>,
     /// Its uplink, bytes per second, when slower than the network's.
     bandwidth: Option<u64>,
+    /// When its uplink is free again: pieces it sends share it, one after
+    /// the other.
+    uplink_free: Time,
     /// The metadata file: the entries of the files held at the last
     /// `Effect::Persist` (or at start). A restart reloads these.
     snapshot: Vec<Entry>,
@@ -466,6 +469,7 @@ impl Sim {
             tainted: BTreeSet::new(),
             pieces: BTreeMap::new(),
             bandwidth: None,
+            uplink_free: Time::ZERO,
             snapshot: Vec::new(),
             disk: BTreeMap::new(),
             forwarded_ids: HashSet::new(),
@@ -1093,7 +1097,10 @@ impl Sim {
         } else {
             let intact = !self.nodes[source].corrupt;
             let digest = sim_piece_digest(&record.file_id, offset, (!intact).then_some(source));
-            let at = now.plus(back + self.send_time(source, len));
+            // Pieces from one holder share its uplink.
+            let start = now.plus(back).max(self.nodes[source].uplink_free);
+            let at = start.plus(self.send_time(source, len));
+            self.nodes[source].uplink_free = at;
             (FetchResult::Piece { digest }, at, intact)
         };
         let mut sent = if matches!(result, FetchResult::Piece { .. }) {
@@ -1169,8 +1176,8 @@ impl Sim {
             FetchResult::Unverified { len }
         };
         let incarnation = self.nodes[i].incarnation;
-        // Hashing the file takes a while.
-        let at = self.now.plus(self.transfer_time(len) / 10);
+        // Hashing the file takes a while (about 1 GB/s).
+        let at = self.now.plus(Duration::from_millis(len / 1_000_000));
         self.push(
             at,
             Event::FetchDone(FetchDone {

@@ -96,6 +96,32 @@ pub(crate) fn rate_text(bytes_per_sec: u64) -> String {
     format!("{}/s", human_bytes(bytes_per_sec))
 }
 
+/// A transfer's other side; for a download from several holders, each
+/// one's share after it: "3 holders at once: a (…) 4.0 MiB at 2.0 MiB/s;
+/// b (…) 1.0 MiB at 0.5 MiB/s (dropped)" (as the page's script writes it).
+pub(crate) fn peer_text(t: &crate::core::view::TransferView) -> String {
+    if t.sources.is_empty() {
+        return t.peer.clone();
+    }
+    let shares: Vec<String> = t
+        .sources
+        .iter()
+        .map(|s| {
+            let mut one = format!(
+                "{} {} at {}",
+                s.peer,
+                human_bytes(s.bytes),
+                rate_text(s.rate_bytes_per_sec)
+            );
+            if s.state != "active" {
+                one.push_str(&format!(" ({})", s.state));
+            }
+            one
+        })
+        .collect();
+    format!("{}: {}", t.peer, shares.join("; "))
+}
+
 /// `"1 peer"`, `"2 peers"`.
 pub(crate) fn count(n: usize, singular: &str, plural: &str) -> String {
     format!("{n} {}", if n == 1 { singular } else { plural })

@@ -42,6 +42,15 @@
 
   // bytes() is humanBytes below.
   const unitRate = (n) => `${humanBytes(n)}/s`;
+  // A download from several holders names each one's share after its peer.
+  const peerText = (t) =>
+    !t.sources || t.sources.length === 0
+      ? t.peer
+      : `${t.peer}: ` +
+        t.sources
+          .map((s) => `${s.peer} ${humanBytes(s.bytes)} at ${unitRate(s.rate_bytes_per_sec)}` +
+            (s.state === "active" ? "" : ` (${s.state})`))
+          .join("; ");
   const unitEta = (secs) => {
     const pad = (n) => String(n).padStart(2, "0");
     if (secs < 60) return `${secs}s`;
@@ -281,7 +290,7 @@
     fillTable("transfers", s.transfers, (t) => [
       cell(t.direction === "up" ? "↑ up" : "↓ down"),
       cell(t.file_name, "", t.file_id),
-      cell(t.peer),
+      cell(peerText(t)),
       progressCell(t),
       cell(unitRate(t.rate_bytes_per_sec), "num"),
       cell(t.eta_secs === null || t.eta_secs === undefined ? "—" : unitEta(t.eta_secs), "num"),

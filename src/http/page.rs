@@ -262,7 +262,7 @@ fn transfer_row(html: &mut String, t: &TransferView) {
     };
     cell(html, "", None, dir);
     cell(html, "", Some(&t.file_id), &t.file_name);
-    cell(html, "", None, &t.peer);
+    cell(html, "", None, &super::format::peer_text(t));
     html.push_str("<td>");
     if let Some(total) = t.bytes_total.filter(|&n| n > 0) {
         html.push_str(&format!(
