@@ -343,3 +343,93 @@ fn real_peershare_holders_serve_the_pieces() {
         "ranges served by {served_ranges} holders"
     );
 }
+
+/// The `resume` record of file `id` in the folder's metadata, if any.
+fn resume_record(dir: &std::path::Path, id: &str) -> Option<Value> {
+    let text = std::fs::read(dir.join("metadata.json")).ok()?;
+    let meta: Value = serde_json::from_slice(&text).ok()?;
+    meta.get(id)?.get("resume").cloned()
+}
+
+/// A download from several holders stopped by `stop` (a clean exit or
+/// kill -9) goes on at the next start from the pieces it had from the
+/// file's start (the metadata's `valid`), and ends verified.
+fn swarm_resumes_after(stop: impl FnOnce(&mut PeerProc), how: &str) {
+    let bytes = Arc::new(pattern(86, LEN));
+    let record = record_for("later.bin", &bytes);
+    let id = record["file_id"].as_str().unwrap().to_string();
+    let pause = Duration::from_millis(60);
+    let fakes: Vec<Fake> = ["rA", "rB", "rC"]
+        .iter()
+        .map(|f| fake(f, &record, &bytes, Style::Honest, pause))
+        .collect();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("storage");
+    let mut down = PeerBuilder::new("down").storage(&dir).args(&QUIET).spawn();
+    let learn = |down: &PeerProc| {
+        for f in &fakes {
+            f.holder.send_gossip_reply(down.p2p_port).unwrap();
+        }
+        wait_until(WAIT, || {
+            down.file_with_id(&id)
+                .is_some_and(|f| f["peers_with_file"].as_array().map_or(0, Vec::len) == 3)
+        })
+    };
+    assert!(learn(&down), "{}", log_tail(&down));
+    down.send_line(&format!("get {id}"));
+    let some_in = wait_until(WAIT, || {
+        resume_record(&dir, &id)
+            .and_then(|r| r["valid"].as_u64())
+            .is_some_and(|v| v >= 2 << 20)
+    });
+    assert!(some_in, "{how}: no pieces recorded\n{}", log_tail(&down));
+    stop(&mut down);
+    let left = resume_record(&dir, &id).expect("the metadata names the download");
+    let valid = left["valid"].as_u64().expect("a byte count");
+    assert!(
+        valid >= 2 << 20 && valid < LEN as u64,
+        "{how}: valid {valid}"
+    );
+    drop(down);
+    let before: usize = fakes.iter().map(|f| f.get_files().len()).sum();
+
+    let mut again = PeerBuilder::new("down").storage(&dir).args(&QUIET).spawn();
+    assert!(learn(&again), "{}", log_tail(&again));
+    let saved = wait_until(WAIT * 3, || {
+        again.file_with_id(&id).is_some_and(|f| f["local"] == true)
+    });
+    assert!(saved, "{how}: not resumed\n{}", log_tail(&again));
+    assert_saved(&again, &record, &bytes);
+    // After the restart, one holder is asked for the rest, from `valid`.
+    let after: Vec<Value> = fakes
+        .iter()
+        .flat_map(|f| f.get_files())
+        .skip(before)
+        .collect();
+    let asked: Vec<Value> = fakes.iter().flat_map(|f| f.get_files()).collect();
+    assert!(
+        asked
+            .iter()
+            .any(|m| m["offset"].as_u64() == Some(valid) && m.get("length").is_none()),
+        "{how}: nobody asked from {valid}: {after:?}"
+    );
+    let lines = again.lines().join("\n");
+    assert!(lines.contains("resuming later.bin"), "{how}: {lines}");
+    again.send_line("exit");
+}
+
+#[test]
+fn a_download_from_several_holders_resumes_after_a_clean_exit() {
+    swarm_resumes_after(
+        |down| {
+            down.signal(libc::SIGTERM);
+            assert!(down.wait_exit(WAIT).is_some(), "no exit on SIGTERM");
+        },
+        "SIGTERM",
+    );
+}
+
+#[test]
+fn a_download_from_several_holders_resumes_after_a_kill_9() {
+    swarm_resumes_after(PeerProc::kill, "kill -9");
+}

@@ -332,6 +332,8 @@ impl Peer {
             self.auto_fetch_ended(&d.record.file_name, &outcome);
         }
         self.pump_queue(now);
+        // Its pieces in flight, if any, are free for the others.
+        self.pump_other_swarms(now, d.id);
     }
 
     /// One of the start-up auto-fetch's downloads (of `name`) ended; the

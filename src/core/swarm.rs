@@ -50,6 +50,23 @@ const ENDGAME_COPIES: usize = 2;
 /// is as fast as several).
 pub const MIN_SWARM_SIZE: u64 = 8 * PIECE_UNIT;
 
+/// Most pieces of one file: the largest file fetched from several holders
+/// is this many [`MAX_PIECE`]s (64 GiB); a larger one comes from one holder
+/// at a time (the plan's memory is bounded by it, whatever size a peer
+/// claims).
+pub const MAX_PIECES: u64 = 4096;
+
+/// Most holders asked at once for one file (more join as others drop).
+pub const MAX_SOURCES: usize = 8;
+
+/// Most pieces in flight for one file, all holders together (each is a
+/// connection and a writer thread).
+pub const MAX_IN_FLIGHT: usize = 8;
+
+/// Most pieces in flight for all downloads together: under the driver's
+/// writer threads (16), leaving room for pushes and whole-file downloads.
+pub const MAX_IN_FLIGHT_TOTAL: usize = 12;
+
 /// The piece length for a file of `size` bytes and `sources` holders: at
 /// least [`PIECES_PER_SOURCE`] pieces each, in whole [`PIECE_UNIT`]s, at
 /// most [`MAX_PIECE`].
@@ -223,6 +240,10 @@ pub struct Swarm {
     phase: Phase,
     /// Audit rounds begun (sampling first, then everything unconfirmed).
     audit_rounds: u32,
+    /// Pieces another copy may have written over after the kept one came
+    /// (a cancelled endgame copy, a failed attempt whose writer was still
+    /// flushing): audited first when the file does not verify.
+    raced: std::collections::BTreeSet<usize>,
     /// Two sources disagree on a piece and no third can say who is right:
     /// the swarm hands the download back (one holder at a time, whole,
     /// where the id settles it).
@@ -232,8 +253,10 @@ pub struct Swarm {
 impl Swarm {
     /// A swarm for `size` bytes from `peers` (at least one).
     pub fn new(size: u64, peers: Vec<PeerId>) -> Swarm {
-        let piece_len = piece_len_for(size, peers.len());
-        let count = usize::try_from(size.div_ceil(piece_len)).unwrap_or(usize::MAX);
+        // Never more than MAX_PIECES pieces, whatever size is claimed.
+        let piece_len = piece_len_for(size, peers.len().min(MAX_SOURCES))
+            .max(size.div_ceil(MAX_PIECES).next_multiple_of(PIECE_UNIT));
+        let count = usize::try_from(size.div_ceil(piece_len)).unwrap_or(0);
         let mut swarm = Swarm {
             size,
             piece_len,
@@ -242,6 +265,7 @@ impl Swarm {
             attempts: BTreeMap::new(),
             phase: Phase::Fetching,
             audit_rounds: 0,
+            raced: std::collections::BTreeSet::new(),
             undecidable: false,
         };
         for p in peers {
@@ -250,9 +274,10 @@ impl Swarm {
         swarm
     }
 
-    /// Adds a holder learnt during the download (no-op if known).
+    /// Adds a holder learnt during the download (no-op if known, or when
+    /// [`MAX_SOURCES`] are active).
     pub fn add_source(&mut self, peer: PeerId) {
-        if self.sources.iter().any(|s| s.peer == peer) {
+        if self.sources.iter().any(|s| s.peer == peer) || self.active_sources() >= MAX_SOURCES {
             return;
         }
         self.sources.push(Source {
@@ -284,6 +309,22 @@ impl Swarm {
     fn piece_range(&self, piece: usize) -> (u64, u64) {
         let offset = piece as u64 * self.piece_len;
         (offset, self.piece_len.min(self.size - offset))
+    }
+
+    /// Bytes from the file's start that are in (the pieces done from
+    /// offset 0 on, up to the first missing one): what a restart may keep.
+    pub fn done_prefix(&self) -> u64 {
+        let done = self
+            .pieces
+            .iter()
+            .take_while(|p| matches!(p, PieceState::Done { .. }))
+            .count();
+        (done as u64 * self.piece_len).min(self.size)
+    }
+
+    /// Pieces in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.attempts.len()
     }
 
     /// Whether `attempt` is one of this swarm's pieces in flight.
@@ -416,10 +457,12 @@ impl Swarm {
     /// The requests to send now: every active source is given pieces up to
     /// [`IN_FLIGHT_PER_SOURCE`], lowest offsets first; with none left
     /// unasked, the endgame duplicates pieces in flight elsewhere.
-    /// `next_attempt` numbers each request.
+    /// At most `budget` more are asked (the pieces all downloads may have
+    /// in flight); `next_attempt` numbers each request.
     pub fn requests(
         &mut self,
         now: Time,
+        budget: usize,
         mut next_attempt: impl FnMut() -> u64,
     ) -> Vec<PieceRequest> {
         let mut out = Vec::new();
@@ -435,6 +478,9 @@ impl Swarm {
             // One piece per source per pass, so a pass shares pieces out
             // evenly instead of filling the first source.
             for s in 0..self.sources.len() {
+                if self.attempts.len() >= MAX_IN_FLIGHT || out.len() >= budget {
+                    return out;
+                }
                 if self.sources[s].state != SourceState::Active
                     || self.sources[s].in_flight >= IN_FLIGHT_PER_SOURCE
                 {
@@ -577,10 +623,14 @@ impl Swarm {
                 })
             }
             PieceState::Wanted(Need::TieBreak { a, b }) => {
-                for (who, d) in [a, b] {
-                    if d != digest {
-                        self.exclude(now, who, &mut out);
-                    }
+                // Two of three agree: the third is out-voted. Three
+                // different answers out-vote nobody.
+                if digest == a.1 {
+                    self.exclude(now, b.0, &mut out);
+                } else if digest == b.1 {
+                    self.exclude(now, a.0, &mut out);
+                } else {
+                    self.undecidable = true;
                 }
                 PieceState::Done {
                     by: s,
@@ -600,6 +650,7 @@ impl Swarm {
             for k in others {
                 self.end(now, k);
                 out.cancel.push(k);
+                self.raced.insert(piece);
             }
         }
         out
@@ -651,13 +702,18 @@ impl Swarm {
     /// failing [`MAX_FAILURES_IN_ROW`] times in a row is dropped. Whether
     /// the source was dropped now.
     pub fn on_piece_failed(&mut self, now: Time, attempt: u64, why: &SourceFailure) -> bool {
-        let Some((_, s)) = self.end(now, attempt) else {
+        let Some((piece, s)) = self.end(now, attempt) else {
             return false;
         };
+        self.raced.insert(piece);
         let src = &mut self.sources[s];
         src.failures_in_row += 1;
-        // A source that does not hold the file won't next time either.
-        let hopeless = matches!(why, SourceFailure::NotFound | SourceFailure::Untracked);
+        // A source that does not hold the file won't next time either, nor
+        // will a piece past our size limit fit from another.
+        let hopeless = matches!(
+            why,
+            SourceFailure::NotFound | SourceFailure::Untracked | SourceFailure::TooLarge
+        );
         if src.state == SourceState::Active
             && (hopeless || src.failures_in_row >= MAX_FAILURES_IN_ROW)
         {
@@ -700,7 +756,7 @@ impl Swarm {
                 confirmed: false,
             } = p
             {
-                if round == 0 && seen_sources.contains(by) {
+                if round == 0 && seen_sources.contains(by) && !self.raced.contains(&i) {
                     continue;
                 }
                 seen_sources.push(*by);
@@ -795,7 +851,7 @@ mod tests {
         let mut file: BTreeMap<u64, bool> = BTreeMap::new();
         let mut requests = 0;
         for _ in 0..100_000 {
-            for r in swarm.requests(now, || {
+            for r in swarm.requests(now, usize::MAX, || {
                 n += 1;
                 n
             }) {
@@ -851,6 +907,19 @@ mod tests {
             excluded: swarm.excluded_peers(),
             requests,
         }
+    }
+
+    #[test]
+    fn holders_and_pieces_in_flight_are_bounded_whatever_the_holders() {
+        let huge = Swarm::new(u64::MAX / 2, peers(3));
+        assert!(huge.piece_count() as u64 <= MAX_PIECES);
+        let mut s = Swarm::new(1 << 30, peers(40));
+        assert_eq!(s.active_sources(), MAX_SOURCES);
+        s.add_source(PeerId("late".into()));
+        assert_eq!(s.active_sources(), MAX_SOURCES);
+        let reqs = s.requests(Time(0), usize::MAX, counter());
+        assert_eq!(reqs.len(), MAX_IN_FLIGHT);
+        assert!(s.requests(Time(0), usize::MAX, counter()).is_empty());
     }
 
     #[test]
@@ -935,7 +1004,7 @@ mod tests {
     fn a_duplicate_in_the_endgame_is_cancelled_when_the_first_copy_lands() {
         let mut s = Swarm::new(8 * MIB, peers(2));
         let mut n = counter();
-        let mut reqs = s.requests(Time(0), &mut n);
+        let mut reqs = s.requests(Time(0), usize::MAX, &mut n);
         let slow: Vec<u64> = reqs
             .iter()
             .filter(|r| r.peer.0 == "p1")
@@ -949,7 +1018,7 @@ mod tests {
             let out = s.on_piece_done(Time(1), r.attempt, digest_of(r.offset, None));
             reqs.retain(|x| !out.cancel.contains(&x.attempt));
             cancelled.extend(out.cancel);
-            reqs.extend(s.requests(Time(1), &mut n));
+            reqs.extend(s.requests(Time(1), usize::MAX, &mut n));
         }
         // p0 copied p1's pieces in the endgame; p1's copies were cancelled.
         cancelled.sort();
@@ -988,12 +1057,28 @@ mod tests {
     }
 
     #[test]
+    fn two_liars_who_disagree_never_get_the_honest_holder_excluded() {
+        for seed in 0..20 {
+            let mut links = [GOOD; 3];
+            links[1].corrupt = true;
+            links[2].corrupt = true;
+            let r = run(Swarm::new(24 * MIB, peers(3)), &links, seed);
+            assert!(!r.excluded.contains(&PeerId("p0".into())), "seed {seed}");
+            assert!(
+                matches!(r.end, End::Verified | End::Stuck),
+                "seed {seed}: {:?}",
+                r.end
+            );
+        }
+    }
+
+    #[test]
     fn a_mismatch_nobody_can_explain_gives_up_after_the_full_audit() {
         let mut s = Swarm::new(8 * MIB, peers(3));
         let mut n = counter();
         let mut rounds = 0;
         loop {
-            for r in s.requests(Time(0), &mut n) {
+            for r in s.requests(Time(0), usize::MAX, &mut n) {
                 s.on_piece_done(Time(0), r.attempt, digest_of(r.offset, None));
             }
             if s.wants_verify() {
@@ -1026,7 +1111,7 @@ mod tests {
     fn every_source_gets_pieces_and_the_file_is_covered_once() {
         let mut s = Swarm::new(40 * MIB, peers(4));
         let mut n = counter();
-        let reqs = s.requests(Time(0), &mut n);
+        let reqs = s.requests(Time(0), usize::MAX, &mut n);
         assert_eq!(reqs.len(), 4 * IN_FLIGHT_PER_SOURCE);
         for p in peers(4) {
             assert_eq!(reqs.iter().filter(|r| r.peer == p).count(), 2);

@@ -3,7 +3,9 @@
 //! The planning itself is [`super::swarm::Swarm`]'s.
 
 use super::downloads::{save_figures, SwarmRun};
-use super::swarm::{AfterMismatch, PieceOutcome, Swarm, MIN_SWARM_SIZE};
+use super::swarm::{
+    AfterMismatch, PieceOutcome, Swarm, MAX_IN_FLIGHT_TOTAL, MAX_PIECE, MAX_PIECES, MIN_SWARM_SIZE,
+};
 use super::view::EventKind;
 use super::{Effect, FetchResult, Peer, SourceFailure, Time};
 use crate::ids::{PeerId, TransferId};
@@ -23,7 +25,7 @@ impl Peer {
         let FileSize::Bytes(size) = d.record.file_size else {
             return false;
         };
-        if size < MIN_SWARM_SIZE
+        if !(MIN_SWARM_SIZE..=MAX_PIECE * MAX_PIECES).contains(&size)
             || d.kept > 0
             || d.swarm.is_some()
             || d.prefix_unchecked
@@ -84,8 +86,16 @@ impl Peer {
             }
         }
         loop {
+            // Pieces the other downloads have in flight count too.
+            let others: usize = self
+                .downloads
+                .iter()
+                .filter_map(|d| d.swarm.as_ref())
+                .map(|r| r.plan.in_flight())
+                .sum();
+            let budget = MAX_IN_FLIGHT_TOTAL.saturating_sub(others + run.plan.in_flight());
             let downloads = &mut self.downloads;
-            let requests = run.plan.requests(now, || downloads.next_attempt());
+            let requests = run.plan.requests(now, budget, || downloads.next_attempt());
             if requests.is_empty() {
                 break;
             }
@@ -198,6 +208,22 @@ impl Peer {
             }
         }
         self.pump_swarm(now, transfer);
+        // A piece slot freed here may be another download's to use.
+        self.pump_other_swarms(now, transfer);
+    }
+
+    /// Pumps every download from several holders but `except` (the pieces
+    /// in flight for all of them together are capped).
+    pub(super) fn pump_other_swarms(&mut self, now: Time, except: TransferId) {
+        let others: Vec<TransferId> = self
+            .downloads
+            .iter()
+            .filter(|d| d.id != except && d.swarm.is_some())
+            .map(|d| d.id)
+            .collect();
+        for id in others {
+            self.pump_swarm(now, id);
+        }
     }
 
     /// What a finished piece did: copies elsewhere cancelled, sources

@@ -287,7 +287,7 @@ impl PartialSink {
         match Writer::start(partial, self.waker.clone(), self.direct, prefix) {
             Started::Running(w) => self.writer = Some(Box::new(w)),
             Started::Busy(partial) => self.partial = Some(partial),
-            Started::Failed(e) if self.len > 0 => {
+            Started::Failed(e) if self.len > 0 || self.piece => {
                 // The kept prefix went with the thread: this attempt fails.
                 return Err(io::Error::other(format!(
                     "cannot start a file writer thread ({e})"

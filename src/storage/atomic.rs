@@ -39,6 +39,9 @@ pub struct PartialFile {
     path: PathBuf,
     dir: PathBuf,
     committed: bool,
+    /// An alias's share of its owner's count of open aliases (see
+    /// [`PartialFile::alias`]): held, never read; dropped with the handle.
+    _alias_of: Option<std::sync::Arc<()>>,
 }
 
 impl PartialFile {
@@ -63,6 +66,7 @@ impl PartialFile {
                         path,
                         dir: dir.to_path_buf(),
                         committed: false,
+                        _alias_of: None,
                     })
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last_err = Some(e),
@@ -103,14 +107,17 @@ impl PartialFile {
             path,
             dir: dir.to_path_buf(),
             committed: false,
+            _alias_of: None,
         })
     }
 
     /// A second handle on the same temp file (its own open file, so its
     /// flags are its own) that never removes it: each piece of a download
     /// from several holders is written through one, while the download's
-    /// own handle owns the file.
-    pub fn alias(&self) -> io::Result<PartialFile> {
+    /// own handle owns the file. `live` counts the aliases still open
+    /// (its strong count, less the caller's own): a cancelled piece's
+    /// writer thread may still hold one for a moment.
+    pub fn alias(&self, live: &std::sync::Arc<()>) -> io::Result<PartialFile> {
         use std::os::unix::fs::OpenOptionsExt;
         let file = OpenOptions::new()
             .read(true)
@@ -122,6 +129,7 @@ impl PartialFile {
             path: self.path.clone(),
             dir: self.dir.clone(),
             committed: true,
+            _alias_of: Some(live.clone()),
         })
     }
 

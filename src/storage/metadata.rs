@@ -60,6 +60,10 @@ pub struct StoredResume {
     /// A `get`'s destination is not kept: a path read back from a file
     /// others may write must never choose where we write.
     pub by_user: bool,
+    /// Only the first `valid` bytes of the temp file are the file's (a
+    /// download from several holders: its pieces past them may be
+    /// missing); `None`: all of them.
+    pub valid: Option<u64>,
 }
 
 impl StoredResume {
@@ -71,6 +75,9 @@ impl StoredResume {
             "requested_by".into(),
             Value::String(if self.by_user { "get" } else { "auto" }.into()),
         );
+        if let Some(n) = self.valid {
+            obj.insert("valid".into(), Value::from(n));
+        }
         Value::Object(obj)
     }
 
@@ -84,9 +91,15 @@ impl StoredResume {
         if !partial.starts_with(crate::storage::PARTIAL_PREFIX) || !plain {
             return None;
         }
+        // Present, it must be a byte count: a file of holes is no prefix.
+        let valid = match v.get("valid") {
+            None => None,
+            Some(n) => Some(n.as_u64()?),
+        };
         Some(StoredResume {
             partial: partial.to_string(),
             by_user: v.get("requested_by").and_then(Value::as_str) == Some("get"),
+            valid,
         })
     }
 }
@@ -795,6 +808,7 @@ mod tests {
             resume: Some(StoredResume {
                 partial: ".partial-00ab".into(),
                 by_user: true,
+                valid: Some(1 << 20),
             }),
         });
         entries.sort_by(|a, b| a.record.file_id.cmp(&b.record.file_id));
@@ -833,8 +847,19 @@ mod tests {
             Some(StoredResume {
                 partial: ".partial-1f".into(),
                 by_user: false,
+                valid: None,
             })
         );
+        let pieces = read(serde_json::json!({"partial": ".partial-1f", "valid": 8}));
+        assert_eq!(pieces.and_then(|r| r.valid), Some(8));
+        for bad in [
+            serde_json::json!(-1),
+            serde_json::json!("8"),
+            serde_json::json!(1.5),
+        ] {
+            let r = read(serde_json::json!({"partial": ".partial-1f", "valid": bad}));
+            assert_eq!(r, None, "valid: {bad}");
+        }
         for bad in ["../.partial-1f", "notes.txt", ".partial-a/b", ""] {
             assert_eq!(read(serde_json::json!({ "partial": bad })), None, "{bad}");
         }

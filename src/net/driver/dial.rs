@@ -191,7 +191,7 @@ impl Driver {
         let limits = self.fetch_limits(&record.file_size);
         // Pieces from several holders are dropped when it goes on whole.
         if let Some(pieces) = self.piece_files.remove(&transfer) {
-            self.discard(vec![pieces]);
+            self.discard(vec![pieces.file]);
         }
         let (sink, from) = self.download_sink(transfer, &record.file_id.0, resume_from);
         // The metadata names the download's temp file: a crash resumes it.

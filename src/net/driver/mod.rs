@@ -178,7 +178,7 @@ struct Driver {
     temps: HashMap<TransferId, String>,
     /// The temp file of each download from several holders, its pieces
     /// written at their offsets (through aliases; this handle owns it).
-    piece_files: HashMap<TransferId, PartialFile>,
+    piece_files: HashMap<TransferId, pieces::PieceFile>,
     /// Unsolicited pushes admitted lately, by source address.
     push_quota: PushQuota,
     /// A `Due::Trim` is scheduled.
@@ -227,9 +227,15 @@ fn catalog_json(
         .filter_map(|d| {
             let partial = temps.get(&d.id)?.clone();
             let by_user = d.origins.iter().any(|o| matches!(o, Origin::Menu(_)));
+            // Pieces past the first missing one are not kept.
+            let valid = d.swarm.as_ref().map(|r| r.plan.done_prefix());
             Some((
                 &d.record.file_id,
-                metadata::StoredResume { partial, by_user },
+                metadata::StoredResume {
+                    partial,
+                    by_user,
+                    valid,
+                },
             ))
         })
         .collect();
@@ -432,7 +438,7 @@ impl Driver {
             Effect::DiscardUnverified { transfer } => {
                 let unverified = self.unverified.remove(&transfer).map(|(p, _)| p);
                 let kept = self.resumable.remove(&transfer).map(|k| k.partial);
-                let pieces = self.piece_files.remove(&transfer);
+                let pieces = self.piece_files.remove(&transfer).map(|p| p.file);
                 self.discard(unverified.into_iter().chain(kept).chain(pieces).collect());
                 self.temps.remove(&transfer);
                 // Pieces still in flight for it are no longer wanted.

@@ -13,7 +13,21 @@ use crate::protocol::decoder::MessageDecoder;
 use crate::protocol::{ByteRange, FileRecord, Message};
 use crate::storage::{FileHasher, PartialFile};
 use log::debug;
-use std::io::{self, Read};
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Longest the check of a download's pieces waits for the writer threads
+/// of cancelled pieces to let go of the file (they stop at their next
+/// buffer; only a hung disk takes longer).
+const WRITERS_GONE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The temp file of a download from several holders, and the count of its
+/// aliases still open (pieces being written).
+pub(super) struct PieceFile {
+    pub(super) file: PartialFile,
+    pub(super) live: Arc<()>,
+}
 
 /// One piece to fetch.
 pub(super) struct Piece {
@@ -23,23 +37,19 @@ pub(super) struct Piece {
     pub(super) len: u64,
 }
 
-/// Hashes the temp file of a download from several holders from its
-/// start: its hash and its length.
-pub(super) fn hash_file(mut file: PartialFile) -> io::Result<(FileHasher, u64)> {
-    let mut hasher = FileHasher::new();
-    let mut len = 0u64;
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        match file.file().read(&mut buf) {
-            Ok(0) => return Ok((hasher, len)),
-            Ok(n) => {
-                hasher.update(&buf[..n]);
-                len += n as u64;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+/// On the worker: waits until no piece writer holds the file but `reader`
+/// (the writer threads of cancelled pieces stop at their next buffer), so
+/// the bytes hashed are the bytes stored; then hashes it.
+fn hash_when_written(mut reader: PartialFile, live: Arc<()>) -> io::Result<(FileHasher, u64)> {
+    let since = Instant::now();
+    // Ours (`live`), the driver's and the reader's.
+    while Arc::strong_count(&live) > 3 {
+        if since.elapsed() > WRITERS_GONE_TIMEOUT {
+            return Err(io::Error::other("a piece's writer did not finish"));
         }
+        std::thread::sleep(Duration::from_millis(5));
     }
+    super::workers::hash_file(&mut reader)
 }
 
 impl Driver {
@@ -58,6 +68,18 @@ impl Driver {
             offset,
             len,
         } = piece;
+        // The same bound as a whole-file download's, whatever size the
+        // catalog claims.
+        if offset.saturating_add(len) > self.settings.max_file_size {
+            let name = format!("{source} ({to})");
+            self.report_fetch(
+                transfer,
+                attempt,
+                &name,
+                FetchResult::Failed(SourceFailure::TooLarge),
+            );
+            return;
+        }
         let sink = match self.piece_sink(transfer, offset) {
             Ok(sink) => sink.expecting(&record.file_id.0),
             Err(e) => {
@@ -99,20 +121,32 @@ impl Driver {
         let file = match self.piece_files.entry(transfer) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(PartialFile::create(&self.settings.dir)?)
+                let file = PartialFile::create(&self.settings.dir)?;
+                // Named in the metadata (with the bytes from its start that
+                // are in), so a crash or an exit resumes it.
+                self.temps.insert(transfer, file.name());
+                e.insert(PieceFile {
+                    file,
+                    live: Arc::new(()),
+                })
             }
         };
-        let alias = file.alias()?;
+        let alias = file.file.alias(&file.live)?;
+        let now = self.now();
+        self.schedule_persist(now);
         PartialSink::piece(self.settings.dir.clone(), self.waker.clone(), alias, offset)
     }
 
     /// Every piece of download `transfer` is in: its temp file is hashed on
     /// the worker, then checked against the id.
     pub(super) fn verify_pieces(&mut self, transfer: TransferId, attempt: u64, record: FileRecord) {
-        let alias = self.piece_files.get(&transfer).map(PartialFile::alias);
-        let alias = match alias {
-            Some(Ok(alias)) => alias,
-            Some(Err(e)) => {
+        let alias = self
+            .piece_files
+            .get(&transfer)
+            .map(|p| (p.file.alias(&p.live), p.live.clone()));
+        let (alias, live) = match alias {
+            Some((Ok(alias), live)) => (alias, live),
+            Some((Err(e), _)) => {
                 let why = SourceFailure::Disk(format!("cannot read the file's pieces: {e}"));
                 self.report_fetch(transfer, attempt, "its pieces", FetchResult::Failed(why));
                 return;
@@ -129,7 +163,7 @@ impl Driver {
                 transfer,
                 attempt,
                 record,
-                result: hash_file(alias),
+                result: hash_when_written(alias, live),
             }));
     }
 
@@ -154,9 +188,9 @@ impl Driver {
                     && verifying_timestamps(&record, None)
                         .any(|ts| hasher.clone().matches(&record.file_id, ts));
                 match self.piece_files.remove(&transfer) {
-                    Some(file) if verified => self.commit(file, &record.file_name, len, true),
-                    Some(file) => {
-                        self.piece_files.insert(transfer, file);
+                    Some(p) if verified => self.commit(p.file, &record.file_name, len, true),
+                    Some(p) => {
+                        self.piece_files.insert(transfer, p);
                         FetchResult::Unverified { len }
                     }
                     None => FetchResult::Failed(SourceFailure::Disk(
@@ -187,6 +221,13 @@ impl Driver {
         if let Some(key) = key {
             debug!("{transfer}: closing piece attempt {attempt}, no longer wanted");
             self.close(key, None);
+        }
+        // Or it still waits for its host's address: it never connects.
+        let is_it = |role: &Role| matches!(role, Role::Fetch(f) if f.transfer == transfer && f.attempt == attempt);
+        for waiting in self.pending.values_mut() {
+            let before = waiting.len();
+            waiting.retain(|p| !is_it(&p.role));
+            self.pending_count -= before - waiting.len();
         }
     }
 }

@@ -7,6 +7,7 @@ use crate::protocol::decoder::DataSink;
 use crate::storage::{self, metadata};
 use log::{error, info, warn};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -154,6 +155,27 @@ impl Driver {
             }
         }
         let mut kept_names = HashMap::new();
+        // Downloads from several holders keep their temp file once no
+        // piece writer holds it; the metadata says how much of it is in.
+        let pieces: Vec<_> = self.piece_files.drain().collect();
+        while pieces.iter().any(|(_, p)| Arc::strong_count(&p.live) > 1)
+            && Instant::now() < deadline
+        {
+            thread::sleep(Duration::from_millis(10));
+        }
+        for (transfer, p) in pieces {
+            let name = p.file.name();
+            if Arc::strong_count(&p.live) > 1 {
+                warn!("{name}: a piece was still being written at exit; not kept");
+                continue;
+            }
+            match p.file.keep_for_resume() {
+                Ok(()) => {
+                    kept_names.insert(transfer, name);
+                }
+                Err(e) => warn!("cannot keep {name} to resume a download: {e}"),
+            }
+        }
         for (transfer, kept) in self.resumable.drain() {
             let name = kept.partial.name();
             match kept.partial.keep_for_resume() {

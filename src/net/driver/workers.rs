@@ -63,10 +63,26 @@ pub(super) enum WorkerMsg {
 }
 
 /// Opens the temp file `name` kept in `dir` and hashes its bytes (the
-/// prefix a resumed download continues).
-fn hash_prefix(dir: &Path, name: &str) -> io::Result<(PartialFile, FileHasher, u64)> {
-    use std::io::Read;
+/// prefix a resumed download continues), cut to its first `valid` bytes
+/// first when only those are the file's.
+fn hash_prefix(
+    dir: &Path,
+    name: &str,
+    valid: Option<u64>,
+) -> io::Result<(PartialFile, FileHasher, u64)> {
     let mut partial = PartialFile::reopen(dir, name)?;
+    if let Some(valid) = valid {
+        if partial.file().metadata()?.len() > valid {
+            partial.file().set_len(valid)?;
+        }
+    }
+    let (hasher, len) = hash_file(&mut partial)?;
+    Ok((partial, hasher, len))
+}
+
+/// Hashes a temp file from its start: its hash and its length.
+pub(super) fn hash_file(partial: &mut PartialFile) -> io::Result<(FileHasher, u64)> {
+    use std::io::Read;
     let mut hasher = FileHasher::new();
     let mut len = 0u64;
     let mut buf = vec![0u8; 1 << 20];
@@ -81,7 +97,7 @@ fn hash_prefix(dir: &Path, name: &str) -> io::Result<(PartialFile, FileHasher, u
             Err(e) => return Err(e),
         }
     }
-    Ok((partial, hasher, len))
+    Ok((hasher, len))
 }
 
 /// The worker thread: runs jobs in order, wakes the loop after each.
@@ -301,6 +317,8 @@ impl Driver {
     pub(super) fn resume_kept(&mut self, record: FileRecord, resume: metadata::StoredResume) {
         let path = self.settings.dir.join(&resume.partial);
         let len = std::fs::symlink_metadata(&path).map_or(0, |m| m.len());
+        // A download from several holders kept only its first pieces.
+        let len = resume.valid.map_or(len, |valid| len.min(valid));
         let now = self.now();
         let Some(transfer) = self.core.resume_download(now, record, resume.by_user, len) else {
             // Only a `.partial-` regular file of ours (checked at load).
@@ -315,7 +333,7 @@ impl Driver {
             .worker_tx
             .send(Box::new(move || WorkerMsg::PrefixHashed {
                 transfer,
-                result: hash_prefix(&dir, &resume.partial),
+                result: hash_prefix(&dir, &resume.partial, resume.valid),
             }));
     }
 
