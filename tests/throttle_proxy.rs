@@ -168,3 +168,40 @@ fn corruption_changes_one_digit_every_planned_bytes_in_each_reply_and_keeps_the_
     );
     assert_eq!(traffic.data_bytes(), 2 * len as u64);
 }
+
+#[test]
+fn the_hex_is_found_and_counted_after_python_spacing_split_across_reads() {
+    // json.dumps' `"data": "`, after a file named "data", the head arriving
+    // in pieces of 3 bytes.
+    let len = 1000;
+    let hex = "ab".repeat(len);
+    let msg = format!(
+        r#"{{"type": "FILE_DATA", "file_id": "ab12", "file_name": "data", "file_size": {len}, "data": "{hex}"}}"#
+    );
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let up = listener.local_addr().unwrap().port();
+    let reply = msg.clone().into_bytes();
+    let server = thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        conn.set_read_timeout(Some(WAIT)).unwrap();
+        let mut request = [0u8; 64];
+        let _ = conn.read(&mut request);
+        for piece in reply.chunks(3) {
+            conn.write_all(piece).unwrap();
+            conn.flush().unwrap();
+            thread::sleep(Duration::from_micros(200));
+        }
+    });
+    let proxy = ProxyPort::bind()
+        .unwrap()
+        .relay_to(up, 1_000_000_000, None)
+        .unwrap();
+    let got = fetch(proxy.port, r#"{"type":"GET_FILE","file_id":"ab12"}"#);
+    server.join().unwrap();
+    assert!(got == msg.as_bytes(), "relayed unchanged");
+    assert_eq!(
+        proxy.traffic().data_bytes(),
+        len as u64,
+        "every digit, only those"
+    );
+}

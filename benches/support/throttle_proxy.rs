@@ -35,8 +35,10 @@ pub const MAX_REQUEST: usize = 64 * 1024;
 pub const MAX_HEAD: usize = 16 * 1024;
 /// Largest piece written at once: the pacing step (1.3 ms at 25 MB/s).
 const PIECE: usize = 32 * 1024;
-/// Where the hex starts: every other field of a FILE_DATA comes before it.
-const DATA_MARKER: &[u8] = br#""data":""#;
+/// The key before the hex: every other field of a FILE_DATA comes before
+/// it. Python peers write `"data": "` (json.dumps' spacing), ours
+/// `"data":"`.
+const DATA_KEY: &[u8] = br#""data""#;
 
 /// Locks a mutex even if a relay thread panicked holding it (the counters
 /// inside stay meaningful).
@@ -395,7 +397,7 @@ fn paced_write(
 
 /// Where a downward stream is in its FILE_DATA.
 enum DownState {
-    /// Before the hex: the head so far, searched for [`DATA_MARKER`].
+    /// Before the hex: the head so far, searched for [`DATA_KEY`].
     Head(Vec<u8>),
     /// In the hex: digits relayed so far, after how many to cut, and the
     /// index of the next digit to change.
@@ -417,10 +419,11 @@ fn plan_down(state: &mut DownState, chunk: &mut [u8], link: &Link) -> (usize, bo
         let keep = chunk.len().min(MAX_HEAD.saturating_sub(head.len()));
         let from = head.len();
         head.extend_from_slice(&chunk[..keep]);
-        match find(head, DATA_MARKER) {
+        match data_start(head) {
             Some(i) => {
-                // The hex starts right after the marker, in this chunk.
-                at = i + DATA_MARKER.len() - from;
+                // The hex starts here, in this chunk (else the head before
+                // it would have held the opening quote already).
+                at = i - from;
                 let cut_after = link.cut.as_ref().and_then(CutPlan::claim);
                 let next_flip = link.corruption.as_ref().map(Corruption::first_hex);
                 *state = DownState::Data {
@@ -478,6 +481,32 @@ fn plan_down(state: &mut DownState, chunk: &mut [u8], link: &Link) -> (usize, bo
         *state = DownState::Rest;
     }
     (chunk.len(), false)
+}
+
+/// Where the `data` string's first digit is in `head`: after `"data"`,
+/// optional spaces, `:`, optional spaces and the opening quote. None until
+/// that quote is in.
+fn data_start(head: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    while let Some(i) = find(&head[from..], DATA_KEY) {
+        let mut at = from + i + DATA_KEY.len();
+        let skip_spaces = |mut at: usize| {
+            while head.get(at).is_some_and(|b| b.is_ascii_whitespace()) {
+                at += 1;
+            }
+            at
+        };
+        at = skip_spaces(at);
+        if head.get(at) == Some(&b':') {
+            at = skip_spaces(at + 1);
+            if head.get(at) == Some(&b'"') {
+                return Some(at + 1);
+            }
+        }
+        // A `"data"` that is no key (a file named so), or one not complete.
+        from += i + 1;
+    }
+    None
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
