@@ -593,7 +593,8 @@ impl FakeState {
 /// A holder that behaves as the Python peers do where it matters here: it
 /// answers a GOSSIP with a GOSSIP_REPLY (no `ranges`) on a new connection
 /// to the port named in it, and a GET_FILE with one FILE_DATA of the whole
-/// file (no range fields, whatever was asked), streamed from disk.
+/// file (no range fields, whatever was asked; json.dumps' `": "` spacing),
+/// streamed from disk rather than built in memory as they do.
 /// Dropping it stops and joins every thread.
 struct PythonFake {
     /// Where it listens (private; its proxy relays to it).
@@ -803,6 +804,14 @@ fn is_timeout(e: &io::Error) -> bool {
 // ---------------------------------------------------------------------
 // Reporting.
 
+/// Whether a `get:` line is a progress report (`get: <name> 6% 71.3 MiB of
+/// 1.0 GiB at ...`).
+fn is_progress(line: &str) -> bool {
+    line.split_whitespace()
+        .any(|w| w.len() > 1 && w.ends_with('%') && w[..w.len() - 1].parse::<u8>().is_ok())
+        && line.contains(" of ")
+}
+
 fn mb_per_s(bytes: u64, elapsed: Duration) -> f64 {
     bytes as f64 / elapsed.as_secs_f64().max(1e-9) / 1e6
 }
@@ -981,7 +990,8 @@ fn run(options: &Options) -> Result<bool, String> {
     for &kind in &options.runs {
         println!("run {} ({}) ...", kind.name(), kind.describe());
         let r = run_one(kind, &setup).map_err(|why| format!("run {}: {why}", kind.name()))?;
-        for line in &r.lines {
+        // Progress lines (every few seconds) would bury the others.
+        for line in r.lines.iter().filter(|l| !is_progress(l)) {
             println!("  downloader: {line}");
         }
         for line in &r.log_tail {
