@@ -847,6 +847,12 @@ fn compared(r: &RunResult, results: &[RunResult]) -> String {
     }
 }
 
+/// File data relayed by all the run's proxies, in % of the file.
+fn relayed_percent(r: &RunResult, len: u64) -> f64 {
+    let relayed: u64 = r.links.iter().map(|l| l.data_bytes).sum();
+    100.0 * relayed as f64 / len as f64
+}
+
 fn verified_text(r: &RunResult) -> String {
     match &r.problem {
         None => "yes".into(),
@@ -889,20 +895,24 @@ fn print_report(options: &Options, setup: &Setup, results: &[RunResult], taken: 
         2.0 * len as f64 / setup.bytes_per_sec as f64
     );
     println!(
-        "{:<8} {:<30} {:>9} {:>10}  {:<36} verified",
-        "run", "holders", "time", "file MB/s", "compared"
+        "{:<8} {:<30} {:>9} {:>10} {:>9}  {:<36} verified",
+        "run", "holders", "time", "file MB/s", "relayed", "compared"
     );
     for r in results {
         println!(
-            "{:<8} {:<30} {:>7.1} s {:>10.1}  {:<36} {}",
+            "{:<8} {:<30} {:>7.1} s {:>10.1} {:>7.1} %  {:<36} {}",
             r.kind.name(),
             r.kind.describe(),
             r.elapsed.as_secs_f64(),
             mb_per_s(len, r.elapsed),
+            relayed_percent(r, len),
             compared(r, results),
             verified_text(r)
         );
     }
+    println!(
+        "(relayed: file data all proxies relayed, in % of the file; over 100: bytes sent twice)"
+    );
     println!();
     println!("file data each proxy relayed down (hex digits / 2), and the GET_FILEs it passed up:");
     for r in results {
@@ -923,8 +933,11 @@ fn print_report(options: &Options, setup: &Setup, results: &[RunResult], taken: 
         setup.corruption.first_byte
     );
     println!();
-    println!("| run | holders | `get` to `saved` | file MB/s | compared | verified | file data relayed per proxy |");
-    println!("|---|---|---:|---:|---|---|---|");
+    println!(
+        "| run | holders | `get` to `saved` | file MB/s | compared | verified \
+         | file data relayed, all proxies | per proxy |"
+    );
+    println!("|---|---|---:|---:|---|---|---:|---|");
     for r in results {
         let relayed: Vec<String> = r
             .links
@@ -949,13 +962,14 @@ fn print_report(options: &Options, setup: &Setup, results: &[RunResult], taken: 
             })
             .collect();
         println!(
-            "| {} | {} | {:.1} s | {:.1} | {} | {} | {} |",
+            "| {} | {} | {:.1} s | {:.1} | {} | {} | {:.1} % of the file | {} |",
             r.kind.name(),
             r.kind.describe(),
             r.elapsed.as_secs_f64(),
             mb_per_s(len, r.elapsed),
             compared(r, results),
             if r.problem.is_none() { "yes" } else { "**no**" },
+            relayed_percent(r, len),
             relayed.join("; ")
         );
     }
