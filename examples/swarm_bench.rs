@@ -68,6 +68,8 @@ use throttle_proxy::{Corruption, ProxyPort, ThrottleProxy, Traffic};
 
 const MIB: u64 = 1024 * 1024;
 const DEFAULT_SIZE_MIB: u64 = 1024;
+/// Peershare's default `--max-file-size` (4 GiB).
+const MAX_SIZE_MIB: u64 = 4096;
 /// Issue 14's link: 25 MB/s per holder.
 const DEFAULT_RATE_MB_PER_S: u64 = 25;
 const DEFAULT_CORRUPT_EVERY_MIB: u64 = 16;
@@ -163,17 +165,21 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value"));
-        let whole = |v: &String, min: u64| {
+        let whole = |v: &String, min: u64, max: u64| {
             v.parse::<u64>()
                 .ok()
-                .filter(|n| *n >= min)
-                .ok_or_else(|| format!("{arg} must be a whole number of at least {min}"))
+                .filter(|n| (min..=max).contains(n))
+                .ok_or_else(|| format!("{arg} must be a whole number from {min} to {max}"))
         };
         match arg.as_str() {
-            "--size-mib" => options.size_mib = whole(value()?, 1)?,
-            "--rate" => options.rate_mb_per_s = whole(value()?, 1)?,
-            "--corrupt-every-mib" => options.corruption.every_bytes = whole(value()?, 1)? * MIB,
-            "--corrupt-first-byte" => options.corruption.first_byte = whole(value()?, 0)?,
+            "--size-mib" => options.size_mib = whole(value()?, 1, MAX_SIZE_MIB)?,
+            "--rate" => options.rate_mb_per_s = whole(value()?, 1, 10_000)?,
+            "--corrupt-every-mib" => {
+                options.corruption.every_bytes = whole(value()?, 1, MAX_SIZE_MIB)? * MIB
+            }
+            "--corrupt-first-byte" => {
+                options.corruption.first_byte = whole(value()?, 0, MAX_SIZE_MIB * MIB)?
+            }
             "--runs" => {
                 options.runs = Vec::new();
                 for name in value()?.split(',') {
