@@ -192,9 +192,14 @@ impl Peer {
             dir: dir.to_path_buf(),
         };
         // On an error `peer` is dropped: killed and reaped.
-        let banner = peer
-            .wait_line("listening on", WAIT)
-            .ok_or_else(|| format!("peer {id} did not start (log: {log})"))?;
+        let banner = peer.wait_line("listening on", WAIT).ok_or_else(|| {
+            // The log's end says why (its folder may be gone by the time
+            // the message is read).
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = lines[lines.len().saturating_sub(10)..].join("\n  ");
+            format!("peer {id} did not start; the end of its log {log}:\n  {tail}")
+        })?;
         match (
             try_port_after(&banner, "listening on 127.0.0.1:"),
             try_port_after(&banner, "http://127.0.0.1:"),
