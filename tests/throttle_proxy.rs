@@ -1,7 +1,8 @@
 //! The resume benchmark's proxy (`benches/support/throttle_proxy.rs`) on
 //! real sockets, 127.0.0.1 only: what it reports is what went through it,
-//! its cut falls where it was planned and only once, and it keeps to its
-//! rate. The benchmark's figures are these counters.
+//! its cut falls where it was planned and only once, its corruption
+//! changes exactly the planned hex digits (to other hex digits), and it
+//! keeps to its rate. The benchmark's figures are these counters.
 
 #[path = "../benches/support/throttle_proxy.rs"]
 mod throttle_proxy;
@@ -10,7 +11,7 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
-use throttle_proxy::{CutPlan, ProxyPort};
+use throttle_proxy::{Corruption, CutPlan, ProxyPort};
 
 /// Bound on every socket wait here.
 const WAIT: Duration = Duration::from_secs(10);
@@ -131,4 +132,76 @@ fn the_link_keeps_to_its_rate() {
     assert!(took >= floor, "{took:?} for {} B at 10 MB/s", msg.len());
     assert!(took < floor * 10, "{took:?}: paced far below the rate");
     assert!(proxy.traffic().cut().is_none(), "no plan, no cut");
+}
+
+#[test]
+fn corruption_changes_one_digit_every_planned_bytes_in_each_reply_and_keeps_the_hex_valid() {
+    let len = 100_000;
+    let (msg, head) = file_data(len);
+    let (up, server) = upstream(msg.clone(), 2);
+    let corruption = Corruption {
+        first_byte: 1000,
+        every_bytes: 30_000,
+    };
+    let proxy = ProxyPort::bind()
+        .unwrap()
+        .relay_corrupting(up, 1_000_000_000, corruption)
+        .unwrap();
+    // Bytes 1000, 31 000, 61 000 and 91 000 of each reply: their first digit.
+    let planned: Vec<usize> = (0..4).map(|k| head + 2 * (1000 + 30_000 * k)).collect();
+    for _ in 0..2 {
+        let got = fetch(proxy.port, r#"{"type":"GET_FILE","file_id":"ab12"}"#);
+        assert_eq!(got.len(), msg.len(), "relayed whole");
+        let changed: Vec<usize> = (0..msg.len()).filter(|&i| got[i] != msg[i]).collect();
+        assert_eq!(changed, planned, "the planned digits, and only those");
+        assert!(
+            got[head..head + 2 * len].iter().all(u8::is_ascii_hexdigit),
+            "the hex stays valid"
+        );
+    }
+    server.join().unwrap();
+    let traffic = proxy.traffic();
+    assert_eq!(
+        traffic.corrupted.load(std::sync::atomic::Ordering::SeqCst),
+        8,
+        "every change is counted"
+    );
+    assert_eq!(traffic.data_bytes(), 2 * len as u64);
+}
+
+#[test]
+fn the_hex_is_found_and_counted_after_python_spacing_split_across_reads() {
+    // json.dumps' `"data": "`, after a file named "data", the head arriving
+    // in pieces of 3 bytes.
+    let len = 1000;
+    let hex = "ab".repeat(len);
+    let msg = format!(
+        r#"{{"type": "FILE_DATA", "file_id": "ab12", "file_name": "data", "file_size": {len}, "data": "{hex}"}}"#
+    );
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let up = listener.local_addr().unwrap().port();
+    let reply = msg.clone().into_bytes();
+    let server = thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        conn.set_read_timeout(Some(WAIT)).unwrap();
+        let mut request = [0u8; 64];
+        let _ = conn.read(&mut request);
+        for piece in reply.chunks(3) {
+            conn.write_all(piece).unwrap();
+            conn.flush().unwrap();
+            thread::sleep(Duration::from_micros(200));
+        }
+    });
+    let proxy = ProxyPort::bind()
+        .unwrap()
+        .relay_to(up, 1_000_000_000, None)
+        .unwrap();
+    let got = fetch(proxy.port, r#"{"type":"GET_FILE","file_id":"ab12"}"#);
+    server.join().unwrap();
+    assert!(got == msg.as_bytes(), "relayed unchanged");
+    assert_eq!(
+        proxy.traffic().data_bytes(),
+        len as u64,
+        "every digit, only those"
+    );
 }

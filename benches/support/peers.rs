@@ -12,11 +12,13 @@
 //!
 //! Every process is killed and reaped on drop; every folder is a
 //! `tempfile::TempDir` (under `$TMPDIR`, default `/tmp`) removed on drop.
+//! The `try_` functions return errors where the others panic (for
+//! examples that must report a failed child or I/O and clean up).
 #![allow(dead_code)]
 
 #[path = "../../tests/support/basics.rs"]
 mod basics;
-pub use basics::{http_get, port_after};
+pub use basics::http_get;
 
 use rand::rngs::SmallRng;
 use rand::{RngCore, SeedableRng};
@@ -32,18 +34,21 @@ pub const WAIT: Duration = Duration::from_secs(120);
 
 /// The release binary to run.
 pub fn peershare_bin() -> PathBuf {
+    try_peershare_bin().unwrap_or_else(|why| panic!("{why}"))
+}
+
+/// The release binary to run, or why there is none.
+pub fn try_peershare_bin() -> Result<PathBuf, String> {
     if let Some(p) = std::env::var_os("PEERSHARE_BIN") {
         let bin = PathBuf::from(p);
-        assert!(
-            bin.is_file(),
-            "PEERSHARE_BIN={} is not a file",
-            bin.display()
-        );
-        return bin;
+        if !bin.is_file() {
+            return Err(format!("PEERSHARE_BIN={} is not a file", bin.display()));
+        }
+        return Ok(bin);
     }
     // Cargo builds the binary for a bench and says where.
     if let Some(p) = option_env!("CARGO_BIN_EXE_peershare") {
-        return PathBuf::from(p);
+        return Ok(PathBuf::from(p));
     }
     // An example runs from `<target>/release/examples/`.
     let beside_us = std::env::current_exe()
@@ -55,28 +60,42 @@ pub fn peershare_bin() -> PathBuf {
         .join("release")
         .join("peershare");
     let bin = beside_us.filter(|p| p.is_file()).unwrap_or(from_env);
-    assert!(
-        bin.is_file(),
-        "{} not found: run `cargo build --release` first (same CARGO_TARGET_DIR) \
-         or set PEERSHARE_BIN",
-        bin.display()
-    );
-    bin
+    if !bin.is_file() {
+        return Err(format!(
+            "{} not found: run `cargo build --release` first (same CARGO_TARGET_DIR) \
+             or set PEERSHARE_BIN",
+            bin.display()
+        ));
+    }
+    Ok(bin)
 }
 
 /// Writes `len` pseudo-random bytes to `path` in 1 MiB pieces.
 pub fn write_random_file(path: &Path, len: u64, seed: u64) {
+    try_write_random_file(path, len, seed)
+        .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}
+
+/// As [`write_random_file`], returning the I/O error.
+pub fn try_write_random_file(path: &Path, len: u64, seed: u64) -> std::io::Result<()> {
     let mut rng = SmallRng::seed_from_u64(seed);
-    let mut f = std::io::BufWriter::new(std::fs::File::create(path).expect("create file"));
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
     let mut buf = vec![0u8; 1 << 20];
     let mut left = len;
     while left > 0 {
         let n = left.min(buf.len() as u64) as usize;
         rng.fill_bytes(&mut buf[..n]);
-        f.write_all(&buf[..n]).expect("write file");
+        f.write_all(&buf[..n])?;
         left -= n as u64;
     }
-    f.flush().expect("flush file");
+    f.flush()
+}
+
+/// The port number that follows `marker` in `line`, if any.
+fn try_port_after(line: &str, marker: &str) -> Option<u16> {
+    let rest = &line[line.find(marker)? + marker.len()..];
+    let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+    digits.parse().ok()
 }
 
 /// A running peer: stdout lines arrive on a channel.
@@ -106,14 +125,35 @@ impl Peer {
     /// a free port of its own and tells the network `advertised` (a proxy's
     /// port); [`Peer::p2p_port`] is where it really listens.
     pub fn spawn_advertising(id: &str, dir: &Path, advertised: u16, extra: &[String]) -> Peer {
-        std::fs::create_dir_all(dir).expect("storage dir");
+        Peer::try_spawn_advertising(id, dir, advertised, extra)
+            .unwrap_or_else(|why| panic!("{why}"))
+    }
+
+    /// As [`Peer::spawn_advertising`], returning why it failed (the process,
+    /// if it started, is killed and reaped). Option variables of the
+    /// environment (`PEERSHARE_<OPTION>`) are not passed on: the peer runs
+    /// on `extra` alone.
+    pub fn try_spawn_advertising(
+        id: &str,
+        dir: &Path,
+        advertised: u16,
+        extra: &[String],
+    ) -> Result<Peer, String> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("create storage folder {}: {e}", dir.display()))?;
         let log = dir
             .parent()
             .unwrap_or(dir)
             .join(format!("{id}.log"))
             .display()
             .to_string();
-        let mut child = Command::new(peershare_bin())
+        let mut cmd = Command::new(try_peershare_bin()?);
+        for (key, _) in std::env::vars_os() {
+            if key.to_str().is_some_and(|k| k.starts_with("PEERSHARE_")) {
+                cmd.env_remove(&key);
+            }
+        }
+        let mut child = cmd
             .args([
                 id,
                 "127.0.0.1",
@@ -128,9 +168,12 @@ impl Peer {
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
-            .expect("start peershare");
-        let stdin = child.stdin.take().expect("stdin");
-        let stdout = child.stdout.take().expect("stdout");
+            .map_err(|e| format!("start peershare {id}: {e}"))?;
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("peershare {id}: no stdin/stdout pipe"));
+        };
         let (tx, lines) = mpsc::channel();
         thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
@@ -148,12 +191,23 @@ impl Peer {
             http_port: 0,
             dir: dir.to_path_buf(),
         };
-        let banner = peer
-            .wait_line("listening on", WAIT)
-            .unwrap_or_else(|| panic!("peer {id} did not start"));
-        peer.p2p_port = port_after(&banner, "listening on 127.0.0.1:");
-        peer.http_port = port_after(&banner, "http://127.0.0.1:");
-        peer
+        // On an error `peer` is dropped: killed and reaped.
+        let banner = peer.wait_line("listening on", WAIT).ok_or_else(|| {
+            // The log's end says why (its folder may be gone by the time
+            // the message is read).
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = lines[lines.len().saturating_sub(10)..].join("\n  ");
+            format!("peer {id} did not start; the end of its log {log}:\n  {tail}")
+        })?;
+        match (
+            try_port_after(&banner, "listening on 127.0.0.1:"),
+            try_port_after(&banner, "http://127.0.0.1:"),
+        ) {
+            (Some(p2p), Some(http)) => (peer.p2p_port, peer.http_port) = (p2p, http),
+            _ => return Err(format!("peer {id}: no ports in its banner {banner:?}")),
+        }
+        Ok(peer)
     }
 
     /// The process id.
@@ -163,8 +217,13 @@ impl Peer {
 
     /// Types a menu line.
     pub fn send_line(&mut self, line: &str) {
-        writeln!(self.stdin, "{line}").expect("write stdin");
-        self.stdin.flush().expect("flush stdin");
+        self.try_send_line(line).expect("write stdin");
+    }
+
+    /// Types a menu line; the error if the peer's stdin is gone.
+    pub fn try_send_line(&mut self, line: &str) -> std::io::Result<()> {
+        writeln!(self.stdin, "{line}")?;
+        self.stdin.flush()
     }
 
     /// Waits for the next stdout line containing `needle` (earlier lines
@@ -232,9 +291,19 @@ impl Peer {
     /// download ends (`get: saved`, or `get: no source left`) or `timeout`
     /// passes; the lines, and the time from typing to the last one.
     pub fn get_lines(&mut self, file_id: &str, timeout: Duration) -> (Vec<String>, Duration) {
+        self.try_get_lines(file_id, timeout)
+            .unwrap_or_else(|e| panic!("type `get`: {e}"))
+    }
+
+    /// As [`Peer::get_lines`]; an error if `get` could not be typed.
+    pub fn try_get_lines(
+        &mut self,
+        file_id: &str,
+        timeout: Duration,
+    ) -> std::io::Result<(Vec<String>, Duration)> {
         let start = Instant::now();
         let deadline = start + timeout;
-        self.send_line(&format!("get {file_id}"));
+        self.try_send_line(&format!("get {file_id}"))?;
         let mut lines = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -247,7 +316,7 @@ impl Peer {
                 break;
             }
         }
-        (lines, start.elapsed())
+        Ok((lines, start.elapsed()))
     }
 
     /// Waits until the catalog lists `file_id`.

@@ -1,8 +1,9 @@
 //! A userspace link for benchmarks on one machine: a TCP relay on
 //! 127.0.0.1 that caps each direction's bandwidth, watches the GET_FILEs
 //! going up and the FILE_DATA hex coming down, and can cut the first
-//! FILE_DATA it relays part-way (included with `#[path]` by
-//! `examples/resume_bench.rs`).
+//! FILE_DATA it relays part-way or corrupt the data of every one (included
+//! with `#[path]` by `examples/resume_bench.rs` and
+//! `examples/swarm_bench.rs`).
 //!
 //! A holder listens on a private port (`--bind`) and advertises the
 //! proxy's port, so everything other peers send it crosses the proxy.
@@ -34,8 +35,10 @@ pub const MAX_REQUEST: usize = 64 * 1024;
 pub const MAX_HEAD: usize = 16 * 1024;
 /// Largest piece written at once: the pacing step (1.3 ms at 25 MB/s).
 const PIECE: usize = 32 * 1024;
-/// Where the hex starts: every other field of a FILE_DATA comes before it.
-const DATA_MARKER: &[u8] = br#""data":""#;
+/// The key before the hex: every other field of a FILE_DATA comes before
+/// it. Python peers write `"data": "` (json.dumps' spacing), ours
+/// `"data":"`.
+const DATA_KEY: &[u8] = br#""data""#;
 
 /// Locks a mutex even if a relay thread panicked holding it (the counters
 /// inside stay meaningful).
@@ -96,6 +99,40 @@ impl CutPlan {
     }
 }
 
+/// Corrupts every FILE_DATA a proxy relays: in each `data` string one hex
+/// digit is swapped for another valid one at file byte `first_byte`,
+/// `first_byte + every_bytes`, ... counted from that string's first byte.
+/// The JSON and the hex stay valid, so only a hash of the content shows it
+/// (a ranged reply of more than `first_byte` bytes is always hit).
+#[derive(Clone, Copy, Debug)]
+pub struct Corruption {
+    /// The first byte changed in each `data` string.
+    pub first_byte: u64,
+    /// Bytes between two changed bytes (at least 1).
+    pub every_bytes: u64,
+}
+
+impl Corruption {
+    /// The hex index (from the start of `data`) of the first digit changed.
+    fn first_hex(&self) -> u64 {
+        2 * self.first_byte
+    }
+
+    /// Hex digits between two changed digits.
+    fn step_hex(&self) -> u64 {
+        2 * self.every_bytes.max(1)
+    }
+}
+
+/// Another valid hex digit than `d` (any digit case), so the hex decodes.
+fn other_digit(d: u8) -> u8 {
+    if d == b'0' {
+        b'1'
+    } else {
+        b'0'
+    }
+}
+
 /// A GET_FILE the proxy relayed to its holder.
 #[derive(Clone, Debug)]
 pub struct GetFileSeen {
@@ -129,6 +166,8 @@ pub struct Traffic {
     pub accepted: AtomicUsize,
     /// Connections being relayed now.
     pub active: AtomicUsize,
+    /// Hex digits changed by a [`Corruption`].
+    pub corrupted: AtomicU64,
     get_files: Mutex<Vec<GetFileSeen>>,
     cut: Mutex<Option<CutSeen>>,
     last_data: Mutex<Option<Instant>>,
@@ -182,12 +221,34 @@ impl ProxyPort {
         bytes_per_sec: u64,
         cut: Option<CutPlan>,
     ) -> io::Result<ThrottleProxy> {
+        self.relay(upstream_port, bytes_per_sec, cut, None)
+    }
+
+    /// As [`ProxyPort::relay_to`] without a cut, changing the data of every
+    /// FILE_DATA relayed down as `corruption` says.
+    pub fn relay_corrupting(
+        self,
+        upstream_port: u16,
+        bytes_per_sec: u64,
+        corruption: Corruption,
+    ) -> io::Result<ThrottleProxy> {
+        self.relay(upstream_port, bytes_per_sec, None, Some(corruption))
+    }
+
+    fn relay(
+        self,
+        upstream_port: u16,
+        bytes_per_sec: u64,
+        cut: Option<CutPlan>,
+        corruption: Option<Corruption>,
+    ) -> io::Result<ThrottleProxy> {
         let upstream = SocketAddr::from((Ipv4Addr::LOCALHOST, upstream_port));
         let link = Arc::new(Link {
             upstream,
             down: Pacer::new(bytes_per_sec),
             up: Pacer::new(bytes_per_sec),
             cut,
+            corruption,
             traffic: Traffic::default(),
             stop: AtomicBool::new(false),
         });
@@ -211,6 +272,7 @@ struct Link {
     down: Pacer,
     up: Pacer,
     cut: Option<CutPlan>,
+    corruption: Option<Corruption>,
     traffic: Traffic,
     stop: AtomicBool,
 }
@@ -335,34 +397,51 @@ fn paced_write(
 
 /// Where a downward stream is in its FILE_DATA.
 enum DownState {
-    /// Before the hex: the head so far, searched for [`DATA_MARKER`].
+    /// Before the hex: the head so far, searched for [`DATA_KEY`].
     Head(Vec<u8>),
-    /// In the hex: digits relayed so far, and after how many to cut.
-    Data { hex: u64, cut_after: Option<u64> },
+    /// In the hex: digits relayed so far, after how many to cut, and the
+    /// index of the next digit to change.
+    Data {
+        hex: u64,
+        cut_after: Option<u64>,
+        next_flip: Option<u64>,
+    },
     /// Past the data, or no FILE_DATA: relayed as is.
     Rest,
 }
 
 /// What to do with the next `chunk` coming down: how many of its bytes to
-/// relay, and whether to cut after them. Counts the hex digits relayed.
-fn plan_down(state: &mut DownState, chunk: &[u8], link: &Link) -> (usize, bool) {
+/// relay, and whether to cut after them. Counts the hex digits relayed and
+/// changes those a [`Corruption`] picks, in place.
+fn plan_down(state: &mut DownState, chunk: &mut [u8], link: &Link) -> (usize, bool) {
     let mut at = 0;
     if let DownState::Head(head) = state {
         let keep = chunk.len().min(MAX_HEAD.saturating_sub(head.len()));
         let from = head.len();
         head.extend_from_slice(&chunk[..keep]);
-        match find(head, DATA_MARKER) {
+        match data_start(head) {
             Some(i) => {
-                // The hex starts right after the marker, in this chunk.
-                at = i + DATA_MARKER.len() - from;
+                // The hex starts here, in this chunk (else the head before
+                // it would have held the opening quote already).
+                at = i - from;
                 let cut_after = link.cut.as_ref().and_then(CutPlan::claim);
-                *state = DownState::Data { hex: 0, cut_after };
+                let next_flip = link.corruption.as_ref().map(Corruption::first_hex);
+                *state = DownState::Data {
+                    hex: 0,
+                    cut_after,
+                    next_flip,
+                };
             }
             None if head.len() >= MAX_HEAD => *state = DownState::Rest,
             None => return (chunk.len(), false),
         }
     }
-    let DownState::Data { hex, cut_after } = state else {
+    let DownState::Data {
+        hex,
+        cut_after,
+        next_flip,
+    } = state
+    else {
         return (chunk.len(), false);
     };
     // Hex digits run to the closing quote (a digit is never a quote).
@@ -374,6 +453,16 @@ fn plan_down(state: &mut DownState, chunk: &[u8], link: &Link) -> (usize, bool) 
         Some(limit) if *hex + digits as u64 >= limit => ((limit - *hex) as usize, true),
         _ => (digits, false),
     };
+    // Digits relayed here are `hex .. hex + take` of the data string.
+    while let (Some(flip), Some(c)) = (*next_flip, link.corruption.as_ref()) {
+        if flip >= *hex + take as u64 {
+            break;
+        }
+        let i = at + (flip - *hex) as usize;
+        chunk[i] = other_digit(chunk[i]);
+        link.traffic.corrupted.fetch_add(1, Ordering::SeqCst);
+        *next_flip = Some(flip + c.step_hex());
+    }
     *hex += take as u64;
     link.traffic
         .data_hex
@@ -392,6 +481,32 @@ fn plan_down(state: &mut DownState, chunk: &[u8], link: &Link) -> (usize, bool) 
         *state = DownState::Rest;
     }
     (chunk.len(), false)
+}
+
+/// Where the `data` string's first digit is in `head`: after `"data"`,
+/// optional spaces, `:`, optional spaces and the opening quote. None until
+/// that quote is in.
+fn data_start(head: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    while let Some(i) = find(&head[from..], DATA_KEY) {
+        let mut at = from + i + DATA_KEY.len();
+        let skip_spaces = |mut at: usize| {
+            while head.get(at).is_some_and(|b| b.is_ascii_whitespace()) {
+                at += 1;
+            }
+            at
+        };
+        at = skip_spaces(at);
+        if head.get(at) == Some(&b':') {
+            at = skip_spaces(at + 1);
+            if head.get(at) == Some(&b'"') {
+                return Some(at + 1);
+            }
+        }
+        // A `"data"` that is no key (a file named so), or one not complete.
+        from += i + 1;
+    }
+    None
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -481,7 +596,7 @@ fn relay(mut client: TcpStream, link: &Arc<Link>) {
             }
             Err(_) => break,
         };
-        let (relay_now, cut_here) = plan_down(&mut state, &buf[..n], link);
+        let (relay_now, cut_here) = plan_down(&mut state, &mut buf[..n], link);
         if paced_write(&mut client, &buf[..relay_now], &link.down, &quit).is_err() {
             break;
         }
