@@ -585,6 +585,86 @@ fn a_not_found_answer_to_a_piece_request_drops_the_holder() {
 }
 
 #[test]
+fn a_piece_whose_data_is_not_hex_is_refused() {
+    survives(
+        "nothex",
+        229,
+        liar(|a| {
+            let (o, l) = a.range();
+            let mut msg = piece_msg(a.record, o, &a.bytes[o..o + l]);
+            // Two characters in the middle of the data that are not hex.
+            let at = msg.len() - l;
+            msg[at] = b'z';
+            msg[at + 1] = b'!';
+            msg
+        }),
+    );
+}
+
+#[test]
+fn a_holder_that_closes_every_piece_at_once_is_dropped() {
+    survives("closes", 230, liar(|_| Vec::new()));
+}
+
+#[test]
+fn a_huge_field_before_the_data_is_refused_and_memory_stays_flat() {
+    // 48 MiB of padding in the header of every piece: the header has a
+    // bound, and the downloader must not buffer it.
+    let (record, bytes) = file("padded.bin", 231, LEN);
+    let none = Duration::ZERO;
+    let pad: Policy = Arc::new(|a: &Ask| {
+        let (o, l) = a.range();
+        let fields = json!({"offset": o, "length": l, "pad": "a".repeat(48 * MIB)});
+        Act::Send(reply_with(a.record, fields, &a.bytes[o..o + l]))
+    });
+    let holders = vec![
+        holder("honestA", &record, &bytes, true, honest(none)),
+        holder("honestB", &record, &bytes, true, honest(none)),
+        holder("padder", &record, &bytes, true, pad),
+    ];
+    let mut down = PeerBuilder::new("down").args(&QUIET).spawn();
+    let rss = procfs::RssSampler::start(down.pid(), Duration::from_millis(10));
+    let base = rss.now_kib();
+    start_get(&mut down, &holders.iter().collect::<Vec<_>>(), &record);
+    let ended = wait_ended(&mut down, &record, END);
+    let peak = rss.stop();
+    assert_verified(&mut down, &record, &bytes, &ended);
+    eprintln!("RssAnon {base} -> {peak} KiB");
+    assert!(
+        peak.saturating_sub(base) < 48 * 1024,
+        "memory grew from {base} to {peak} KiB"
+    );
+}
+
+#[test]
+fn junk_after_a_good_piece_is_not_read_on_and_the_file_verifies() {
+    // Every reply is right, then 32 MiB of junk follows its closing brace.
+    let (record, bytes) = file("trailing.bin", 232, LEN);
+    let junk: Policy = Arc::new(|a: &Ask| {
+        let mut msg = a.honest();
+        msg.extend(std::iter::repeat_n(b'{', 32 * MIB));
+        Act::Send(msg)
+    });
+    let holders = vec![
+        holder("junkA", &record, &bytes, true, junk.clone()),
+        holder("junkB", &record, &bytes, true, junk.clone()),
+        holder("junkC", &record, &bytes, true, junk),
+    ];
+    let mut down = PeerBuilder::new("down").args(&QUIET).spawn();
+    let rss = procfs::RssSampler::start(down.pid(), Duration::from_millis(10));
+    let base = rss.now_kib();
+    start_get(&mut down, &holders.iter().collect::<Vec<_>>(), &record);
+    let ended = wait_ended(&mut down, &record, END);
+    let peak = rss.stop();
+    assert_verified(&mut down, &record, &bytes, &ended);
+    eprintln!("RssAnon {base} -> {peak} KiB");
+    assert!(
+        peak.saturating_sub(base) < 96 * 1024,
+        "memory grew from {base} to {peak} KiB"
+    );
+}
+
+#[test]
 fn hostile_header_fields_in_good_pieces_change_neither_the_name_nor_the_folder() {
     // Right range, right bytes; the name, size and owner in the replies
     // lie. The copy is stored under the catalog's name, inside the folder.
@@ -1097,6 +1177,32 @@ fn the_owners_delete_mid_swarm_ends_it_and_leaves_no_file() {
 }
 
 #[test]
+fn a_delete_from_another_peer_and_a_second_get_mid_swarm_change_nothing() {
+    let (record, bytes) = file("stays.bin", 233, LEN);
+    let id = id_of(&record);
+    let holders = slow_trio(&record, &bytes);
+    let mut down = PeerBuilder::new("down").args(&QUIET).spawn();
+    start_get(&mut down, &holders.iter().collect::<Vec<_>>(), &record);
+    wait_mid_swarm(&down, &record);
+    // Someone who is not the owner, and a holder naming itself.
+    for from in ["mallory", "slowA"] {
+        let delete = json!({"type": "DELETE", "from": from, "file_id": id});
+        send_raw(down.p2p_port, delete.to_string().as_bytes()).unwrap();
+    }
+    down.send_line(&format!("get {id}"));
+    let ended = wait_ended(&mut down, &record, END);
+    assert_verified(&mut down, &record, &bytes, &ended);
+    let starts = down
+        .lines()
+        .iter()
+        .filter(|l| l.contains("fetching stays.bin"))
+        .count();
+    assert_eq!(starts, 1, "{}", down.lines().join("\n"));
+    let pieces: usize = holders.iter().map(Holder::piece_gets).sum();
+    assert!(pieces <= 12 + 6, "{pieces} pieces asked for 12");
+}
+
+#[test]
 fn killed_mid_swarm_the_next_start_removes_its_temp_file_and_fetches_again() {
     let (record, bytes) = file("killed.bin", 223, LEN);
     let id = id_of(&record);
@@ -1145,6 +1251,7 @@ fn killed_mid_swarm_the_next_start_removes_its_temp_file_and_fetches_again() {
         resumed.is_empty(),
         "resumed from a swarm's temp file: {resumed:?}"
     );
+    eprintln!("after the restart: {}", down.lines().join("\n"));
     // Asked again, it comes, verified.
     start_get(&mut down, &holders.iter().collect::<Vec<_>>(), &record);
     let ended = wait_ended(&mut down, &record, END);
