@@ -357,6 +357,7 @@ fn assert_never_wrong(down: &mut PeerProc, record: &Value, bytes: &[u8], ended: 
                 stored != bytes,
                 "the true file is marked unverified: {entry}"
             );
+            assert_not_served(down, record);
         }
     }
     let files = data_files(&down.dir);
@@ -367,6 +368,20 @@ fn assert_never_wrong(down: &mut PeerProc, record: &Value, bytes: &[u8], ended: 
     assert_no_temp_file_left(&down.dir);
     assert!(down.alive(), "the downloader died\n{}", log_tail(down));
     assert!(down.state().is_some(), "/api/state does not answer");
+}
+
+/// A copy that doesn't match its id is not served as the file (the peer
+/// runs without `--share-unverified`).
+fn assert_not_served(down: &PeerProc, record: &Value) {
+    let ask = json!({"type": "GET_FILE", "file_id": id_of(record)});
+    let reply = procfs::request(down.p2p_port, ask.to_string().as_bytes(), WAIT);
+    if let Some(r) = reply {
+        assert!(
+            r["data"].is_null(),
+            "BUG: the copy that doesn't match the id is served: {} hex digits",
+            r["data"].as_str().map_or(0, str::len)
+        );
+    }
 }
 
 /// The download ended stored, verified, with exactly `bytes`, and nothing
@@ -617,7 +632,7 @@ fn a_huge_field_before_the_data_is_refused_and_memory_stays_flat() {
         let fields = json!({"offset": o, "length": l, "pad": "a".repeat(48 * MIB)});
         Act::Send(reply_with(a.record, fields, &a.bytes[o..o + l]))
     });
-    let holders = vec![
+    let holders = [
         holder("honestA", &record, &bytes, true, honest(none)),
         holder("honestB", &record, &bytes, true, honest(none)),
         holder("padder", &record, &bytes, true, pad),
@@ -645,7 +660,7 @@ fn junk_after_a_good_piece_is_not_read_on_and_the_file_verifies() {
         msg.extend(std::iter::repeat_n(b'{', 32 * MIB));
         Act::Send(msg)
     });
-    let holders = vec![
+    let holders = [
         holder("junkA", &record, &bytes, true, junk.clone()),
         holder("junkB", &record, &bytes, true, junk.clone()),
         holder("junkC", &record, &bytes, true, junk),
@@ -679,7 +694,7 @@ fn hostile_header_fields_in_good_pieces_change_neither_the_name_nor_the_folder()
         });
         Act::Send(reply_with(a.record, fields, &a.bytes[o..o + l]))
     });
-    let holders = vec![
+    let holders = [
         holder("liarA", &record, &bytes, true, lying.clone()),
         holder("liarB", &record, &bytes, true, lying.clone()),
         holder("liarC", &record, &bytes, true, lying),
@@ -793,7 +808,7 @@ fn a_holder_that_trickles_its_pieces_past_half_does_not_hold_the_download() {
     let started = Instant::now();
     let (record, bytes) = file("trickle.bin", 226, LEN);
     let none = Duration::ZERO;
-    let holders = vec![
+    let holders = [
         holder("honestA", &record, &bytes, true, honest(none)),
         holder("honestB", &record, &bytes, true, honest(none)),
         holder(
@@ -866,7 +881,7 @@ fn a_holder_lying_about_the_size_first_does_not_stop_the_file() {
     let none = Duration::ZERO;
     let big = Arc::new(pattern(228, LEN + 4 * MIB));
     let liar = holder("sizeliar", &lie, &big, true, honest(none));
-    let holders = vec![
+    let holders = [
         holder("honestA", &record, &bytes, true, honest(none)),
         holder("honestB", &record, &bytes, true, honest(none)),
     ];
@@ -895,7 +910,7 @@ fn a_holder_honest_for_its_first_pieces_then_corrupting_is_still_excluded() {
             Act::Slowly(a.corrupt(), pause)
         }
     });
-    let holders = vec![
+    let holders = [
         holder("honestA", &record, &bytes, true, honest(pause)),
         holder("honestB", &record, &bytes, true, honest(pause)),
         holder("turncoat", &record, &bytes, true, turncoat),
@@ -906,15 +921,7 @@ fn a_holder_honest_for_its_first_pieces_then_corrupting_is_still_excluded() {
     assert_verified(&mut down, &record, &bytes, &ended);
     let asked = holders[2].gets().len();
     eprintln!("the turncoat was asked {asked} times");
-    if asked > 3 {
-        let lines = down.lines().join("\n");
-        assert!(
-            lines
-                .lines()
-                .any(|l| l.contains("that other holders contradict") && l.contains("turncoat")),
-            "the turncoat sent bad pieces and was never excluded\n{lines}"
-        );
-    }
+    assert_culprit_only(&down, "turncoat", &["honestA", "honestB"]);
 }
 
 #[test]
@@ -931,7 +938,7 @@ fn a_fast_holder_corrupting_only_the_last_piece_is_caught() {
             Act::Send(a.honest())
         }
     });
-    let holders = vec![
+    let holders = [
         holder("slowA", &record, &bytes, true, honest(slow)),
         holder("slowB", &record, &bytes, true, honest(slow)),
         holder("lastliar", &record, &bytes, true, lastliar),
@@ -944,6 +951,34 @@ fn a_fast_holder_corrupting_only_the_last_piece_is_caught() {
         m["offset"].as_u64().unwrap_or(0) + m["length"].as_u64().unwrap_or(0) >= LEN as u64
     });
     eprintln!("the liar was asked for the last piece: {got_last}");
+    assert_culprit_only(&down, "lastliar", &["slowA", "slowB"]);
+}
+
+/// If the copy from several holders failed its check, `culprit` was the
+/// one excluded, and none of `honest` was.
+fn assert_culprit_only(down: &PeerProc, culprit: &str, honest: &[&str]) {
+    let lines = down.lines().join("\n");
+    eprintln!("{lines}");
+    for l in lines
+        .lines()
+        .filter(|l| l.contains("that other holders contradict"))
+    {
+        for h in honest {
+            assert!(
+                !l.contains(&format!("{h} (")),
+                "an honest holder excluded: {l}"
+            );
+        }
+    }
+    if lines.contains("doesn't match its id; checking") {
+        assert!(
+            lines
+                .lines()
+                .any(|l| l.contains("that other holders contradict")
+                    && l.contains(&format!("{culprit} ("))),
+            "{culprit} sent bad pieces and was never excluded\n{lines}"
+        );
+    }
 }
 
 #[test]
@@ -956,7 +991,7 @@ fn two_liars_agreeing_against_one_honest_holder_never_store_a_wrong_file_as_veri
     let (record, bytes) = file("collude.bin", 218, LEN);
     let none = Duration::ZERO;
     let colluder: Policy = Arc::new(|a: &Ask| Act::Send(a.corrupt()));
-    let holders = vec![
+    let holders = [
         holder("honest", &record, &bytes, true, honest(none)),
         holder("liarA", &record, &bytes, true, colluder.clone()),
         holder("liarB", &record, &bytes, true, colluder),
@@ -975,7 +1010,7 @@ fn two_liars_agreeing_against_one_honest_holder_never_store_a_wrong_file_as_veri
 #[test]
 fn a_liar_among_two_holders_falls_back_and_ends_verified_from_the_honest_one() {
     let (record, bytes) = file("pair.bin", 219, LEN);
-    let holders = vec![
+    let holders = [
         holder("honest", &record, &bytes, true, honest(Duration::ZERO)),
         holder(
             "liar",
@@ -1011,7 +1046,7 @@ fn two_holders_that_forge_ranges_still_give_the_file_whole() {
     // fallback takes the whole file, which verifies.
     let (record, bytes) = file("allforged.bin", 220, LEN);
     let whole: Policy = Arc::new(|a: &Ask| Act::Send(file_data(a.record, a.bytes)));
-    let holders = vec![
+    let holders = [
         holder("forgerA", &record, &bytes, true, whole.clone()),
         holder("forgerB", &record, &bytes, true, whole),
     ];
