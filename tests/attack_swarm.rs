@@ -122,9 +122,11 @@ enum Act {
     Stall,
     /// Writes the first half of the message, then says nothing more.
     HalfThenStall(Vec<u8>),
-    /// Writes three quarters of the message at once, then one byte every
-    /// half second: never silent long enough for an idle timeout.
-    Trickle(Vec<u8>),
+    /// Writes this many quarters of the message at once, then one byte
+    /// every half second: never silent long enough for an idle timeout.
+    Trickle(Vec<u8>, usize),
+    /// Writes the message and keeps the connection open, silent.
+    SendNoClose(Vec<u8>),
 }
 
 type Policy = Arc<dyn Fn(&Ask) -> Act + Send + Sync>;
@@ -135,6 +137,9 @@ struct Holder {
     /// Connections of GET_FILE being answered now, and the most at once.
     live: Arc<AtomicUsize>,
     peak: Arc<AtomicUsize>,
+    /// The longest the downloader took to close a connection after a
+    /// whole reply that was not followed by a close (ms).
+    slowest_close: Arc<AtomicUsize>,
 }
 
 impl Holder {
@@ -176,8 +181,9 @@ fn holder(id: &str, record: &Value, bytes: &Arc<Vec<u8>>, ranges: bool, policy: 
     let live = Arc::new(AtomicUsize::new(0));
     let peak = Arc::new(AtomicUsize::new(0));
     let served = Arc::new(AtomicUsize::new(0));
+    let slowest_close = Arc::new(AtomicUsize::new(0));
     let (rec, data) = (record.clone(), bytes.clone());
-    let (l, p) = (live.clone(), peak.clone());
+    let (l, p, close_delay) = (live.clone(), peak.clone(), slowest_close.clone());
     let handler = move |req: &Value, mut conn: TcpStream, stop: &AtomicBool| {
         let now = l.fetch_add(1, Ordering::SeqCst) + 1;
         p.fetch_max(now, Ordering::SeqCst);
@@ -198,8 +204,21 @@ fn holder(id: &str, record: &Value, bytes: &Arc<Vec<u8>>, ranges: bool, policy: 
                 let _ = conn.write_all(&msg[..msg.len() / 2]);
                 false
             }
-            Act::Trickle(msg) => {
-                let at = msg.len() * 3 / 4;
+            Act::SendNoClose(msg) => {
+                let sent = write_paced(&mut conn, &msg, Duration::ZERO, stop);
+                let waited = Instant::now();
+                let _ = hold_silent(
+                    conn.try_clone().expect("clone"),
+                    stop,
+                    Duration::from_secs(30),
+                );
+                if sent {
+                    close_delay.fetch_max(waited.elapsed().as_millis() as usize, Ordering::SeqCst);
+                }
+                false
+            }
+            Act::Trickle(msg, quarters) => {
+                let at = msg.len() * quarters / 4;
                 write_paced(&mut conn, &msg[..at], Duration::ZERO, stop)
                     && msg[at..].chunks(1).all(|b| {
                         std::thread::sleep(Duration::from_millis(500));
@@ -224,7 +243,12 @@ fn holder(id: &str, record: &Value, bytes: &Arc<Vec<u8>>, ranges: bool, policy: 
         },
         handler,
     );
-    Holder { fake, live, peak }
+    Holder {
+        fake,
+        live,
+        peak,
+        slowest_close,
+    }
 }
 
 fn honest(pause: Duration) -> Policy {
@@ -816,7 +840,7 @@ fn a_holder_that_trickles_its_pieces_past_half_does_not_hold_the_download() {
             &record,
             &bytes,
             true,
-            Arc::new(|a: &Ask| Act::Trickle(a.honest())),
+            Arc::new(|a: &Ask| Act::Trickle(a.honest(), 3)),
         ),
     ];
     let mut down = PeerBuilder::new("down").args(&QUIET).spawn();
@@ -824,6 +848,84 @@ fn a_holder_that_trickles_its_pieces_past_half_does_not_hold_the_download() {
     let ended = wait_ended(&mut down, &record, Duration::from_secs(30));
     assert_verified(&mut down, &record, &bytes, &ended);
     eprintln!("trickler: ended in {:?}", started.elapsed());
+}
+
+#[test]
+fn a_holder_that_trickles_its_pieces_before_half_is_overtaken_by_the_endgame() {
+    // The same trickle from a quarter of each piece: the endgame copies
+    // those pieces elsewhere (the boundary of the test above).
+    let (record, bytes) = file("trickleearly.bin", 234, LEN);
+    let none = Duration::ZERO;
+    let holders = [
+        holder("honestA", &record, &bytes, true, honest(none)),
+        holder("honestB", &record, &bytes, true, honest(none)),
+        holder(
+            "trickler",
+            &record,
+            &bytes,
+            true,
+            Arc::new(|a: &Ask| Act::Trickle(a.honest(), 1)),
+        ),
+    ];
+    let mut down = PeerBuilder::new("down").args(&QUIET).spawn();
+    start_get(&mut down, &holders.iter().collect::<Vec<_>>(), &record);
+    let ended = wait_ended(&mut down, &record, Duration::from_secs(30));
+    assert_verified(&mut down, &record, &bytes, &ended);
+    let closed = wait_until(WAIT, || holders[2].live.load(Ordering::SeqCst) == 0);
+    assert!(closed, "the trickler's connections are left open");
+}
+
+#[test]
+fn a_reply_not_followed_by_a_close_ends_its_piece_at_the_closing_brace() {
+    // Every holder writes its reply and keeps the connection open: the
+    // piece ends at the reply's closing brace, and the downloader closes.
+    let (record, bytes) = file("noclose.bin", 235, LEN);
+    let open: Policy = Arc::new(|a: &Ask| Act::SendNoClose(a.honest()));
+    let holders = [
+        holder("openA", &record, &bytes, true, open.clone()),
+        holder("openB", &record, &bytes, true, open.clone()),
+        holder("openC", &record, &bytes, true, open),
+    ];
+    let mut down = PeerBuilder::new("down").args(&QUIET).spawn();
+    start_get(&mut down, &holders.iter().collect::<Vec<_>>(), &record);
+    let ended = wait_ended(&mut down, &record, END);
+    assert_verified(&mut down, &record, &bytes, &ended);
+    let closed = wait_until(WAIT, || {
+        holders.iter().all(|h| h.live.load(Ordering::SeqCst) == 0)
+    });
+    assert!(closed, "connections left open");
+    let slowest = holders
+        .iter()
+        .map(|h| h.slowest_close.load(Ordering::SeqCst))
+        .max()
+        .unwrap_or(0);
+    eprintln!("slowest close after a reply: {slowest} ms");
+    assert!(
+        slowest < 1500,
+        "a connection was closed {slowest} ms after its reply (waited for an idle timeout?)"
+    );
+}
+
+#[test]
+fn ranged_holders_that_stall_leave_the_file_to_a_python_holder_asked_whole() {
+    let (record, bytes) = file("topython.bin", 236, LEN);
+    let stall: Policy = Arc::new(|_: &Ask| Act::Stall);
+    let holders = [
+        holder("stallA", &record, &bytes, true, stall.clone()),
+        holder("stallB", &record, &bytes, true, stall),
+        holder("python", &record, &bytes, false, honest(Duration::ZERO)),
+    ];
+    let mut down = PeerBuilder::new("down").args(&QUIET).spawn();
+    start_get(&mut down, &holders.iter().collect::<Vec<_>>(), &record);
+    let ended = wait_ended(&mut down, &record, END);
+    assert_verified(&mut down, &record, &bytes, &ended);
+    let py = holders[2].gets();
+    assert!(!py.is_empty(), "the Python holder was never asked");
+    assert!(
+        py.iter()
+            .all(|m| m.get("offset").is_none() && m.get("length").is_none()),
+        "a Python holder was sent range fields: {py:?}"
+    );
 }
 
 #[test]
