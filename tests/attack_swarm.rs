@@ -1238,6 +1238,110 @@ fn ten_holders_keep_connections_and_memory_bounded() {
     assert!(used >= 5, "only {used} of 10 holders asked");
 }
 
+#[test]
+fn holders_advertising_the_downloaders_own_ports_are_dropped() {
+    // Two GOSSIP_REPLYs name the file with `ranges`, one at the
+    // downloader's own P2P port, one at its page's port.
+    let (record, bytes) = file("mirror.bin", 237, LEN);
+    let none = Duration::ZERO;
+    let holders = [
+        holder("honestA", &record, &bytes, true, honest(none)),
+        holder("honestB", &record, &bytes, true, honest(none)),
+    ];
+    let mut down = PeerBuilder::new("down").args(&QUIET).spawn();
+    for (peer, port) in [("mirror", down.p2p_port), ("pagemirror", down.http_port)] {
+        let reply = json!({
+            "type": "GOSSIP_REPLY", "host": "127.0.0.1", "port": port,
+            "peerId": peer, "files": [record.clone()], "ranges": 1,
+        });
+        send_raw(down.p2p_port, reply.to_string().as_bytes()).unwrap();
+    }
+    start_get(&mut down, &holders.iter().collect::<Vec<_>>(), &record);
+    let ended = wait_ended(&mut down, &record, END);
+    eprintln!("{}", down.lines().join("\n"));
+    assert_verified(&mut down, &record, &bytes, &ended);
+}
+
+#[test]
+fn two_files_from_the_same_holders_at_once_and_the_owners_delete_of_one() {
+    // Both files come from the same three slow holders at once; the owner
+    // deletes the first mid-way: the second must not lose a piece to it.
+    let (rec1, bytes1) = file("first.bin", 238, LEN);
+    let (rec2, bytes2) = file("second.bin", 239, LEN);
+    let pause = Duration::from_millis(60);
+    let both = {
+        let (r1, b1, r2, b2) = (rec1.clone(), bytes1.clone(), rec2.clone(), bytes2.clone());
+        move |id: &str, live: Arc<AtomicUsize>, peak: Arc<AtomicUsize>| {
+            let (r1, b1, r2, b2) = (r1.clone(), b1.clone(), r2.clone(), b2.clone());
+            FakeHolder::start(
+                id,
+                vec![r1.clone(), r2.clone()],
+                FakeStyle {
+                    ranges: true,
+                    ..FakeStyle::default()
+                },
+                move |req, mut conn, stop| {
+                    let now = live.fetch_add(1, Ordering::SeqCst) + 1;
+                    peak.fetch_max(now, Ordering::SeqCst);
+                    let (rec, data) = if req["file_id"] == r1["file_id"] {
+                        (&r1, &b1)
+                    } else {
+                        (&r2, &b2)
+                    };
+                    let ask = Ask {
+                        record: rec,
+                        bytes: data,
+                        offset: req["offset"].as_u64().map(|o| o as usize),
+                        length: req["length"].as_u64().map(|o| o as usize),
+                        nth: 0,
+                    };
+                    if write_paced(&mut conn, &ask.honest(), pause, stop) {
+                        let _ = conn.shutdown(Shutdown::Write);
+                    }
+                    let _ = hold_silent(conn, stop, Duration::from_secs(60));
+                    live.fetch_sub(1, Ordering::SeqCst);
+                },
+            )
+        }
+    };
+    let gauges: Vec<(Arc<AtomicUsize>, Arc<AtomicUsize>)> = (0..3)
+        .map(|_| (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0))))
+        .collect();
+    let fakes: Vec<FakeHolder> = ["twoA", "twoB", "twoC"]
+        .iter()
+        .zip(&gauges)
+        .map(|(id, (l, p))| both(id, l.clone(), p.clone()))
+        .collect();
+    let mut down = PeerBuilder::new("down").args(&QUIET).spawn();
+    for f in &fakes {
+        f.send_gossip_reply(down.p2p_port).unwrap();
+    }
+    for r in [&rec1, &rec2] {
+        let id = id_of(r);
+        assert!(wait_until(WAIT, || down.file_with_id(&id).is_some_and(
+            |f| { f["peers_with_file"].as_array().map_or(0, Vec::len) == 3 }
+        )));
+        down.send_line(&format!("get {id}"));
+    }
+    wait_mid_swarm(&down, &rec1);
+    let delete = json!({"type": "DELETE", "from": "owner", "file_id": id_of(&rec1)});
+    send_raw(down.p2p_port, delete.to_string().as_bytes()).unwrap();
+    let ended = wait_ended(&mut down, &rec2, END);
+    assert_verified(&mut down, &rec2, &bytes2, &ended);
+    assert!(down.file_with_id(&id_of(&rec1)).is_none());
+    assert!(
+        !down.dir.join("first.bin").exists(),
+        "the deleted file was stored"
+    );
+    assert_eq!(data_files(&down.dir), vec!["second.bin".to_string()]);
+    let per: Vec<usize> = gauges
+        .iter()
+        .map(|(_, p)| p.load(Ordering::SeqCst))
+        .collect();
+    eprintln!("peak connections per holder for two files: {per:?}");
+    assert!(per.iter().all(|&p| p <= 4), "{per:?}");
+}
+
 // ---- the downloader's life during a download from several holders -------
 
 /// Three slow honest holders (about 6 s for the file).
