@@ -83,6 +83,15 @@ impl Ask<'_> {
         }
         bad
     }
+    /// A piece answer of the right form whose every byte is wrong.
+    fn corrupt_all(&self) -> Vec<u8> {
+        let (o, l) = self.range();
+        let bad: Vec<u8> = self.bytes[o..(o + l).min(self.bytes.len())]
+            .iter()
+            .map(|b| !b)
+            .collect();
+        piece_msg(self.record, o, &bad)
+    }
     /// An answer true to the request's form, with corrupt bytes.
     fn corrupt(&self) -> Vec<u8> {
         let bad = self.corrupt_bytes();
@@ -125,6 +134,8 @@ enum Act {
     /// Writes this many quarters of the message at once, then one byte
     /// every half second: never silent long enough for an idle timeout.
     Trickle(Vec<u8>, usize),
+    /// Writes 40 % of the message, pauses 1.2 s, then writes the rest.
+    Lag(Vec<u8>),
     /// Writes the message and keeps the connection open, silent.
     SendNoClose(Vec<u8>),
 }
@@ -216,6 +227,13 @@ fn holder(id: &str, record: &Value, bytes: &Arc<Vec<u8>>, ranges: bool, policy: 
                     close_delay.fetch_max(waited.elapsed().as_millis() as usize, Ordering::SeqCst);
                 }
                 false
+            }
+            Act::Lag(msg) => {
+                let at = msg.len() * 2 / 5;
+                write_paced(&mut conn, &msg[..at], Duration::ZERO, stop) && {
+                    std::thread::sleep(Duration::from_millis(1200));
+                    write_paced(&mut conn, &msg[at..], Duration::ZERO, stop)
+                }
             }
             Act::Trickle(msg, quarters) => {
                 let at = msg.len() * quarters / 4;
@@ -1081,6 +1099,58 @@ fn assert_culprit_only(down: &PeerProc, culprit: &str, honest: &[&str]) {
             "{culprit} sent bad pieces and was never excluded\n{lines}"
         );
     }
+}
+
+#[test]
+fn an_endgame_copy_that_loses_leaves_no_bad_bytes_in_the_file() {
+    // `lagger` sends 40 % of each piece at once, then pauses (under the
+    // idle timeout), then the rest: its pieces are copied in the endgame.
+    // `racer` answers a copy of a lagger's piece with bad bytes, slower
+    // than the lagger: its copy loses and is closed, but the bytes it
+    // wrote over the lagger's first 40 % are in the file. The copy must
+    // still end verified, and no honest holder be blamed.
+    let (record, bytes) = file("endgame.bin", 240, LEN);
+    let lagged: Arc<std::sync::Mutex<Vec<usize>>> = Arc::default();
+    let seen = lagged.clone();
+    let lagger: Policy = Arc::new(move |a: &Ask| {
+        seen.lock().unwrap().push(a.range().0);
+        Act::Lag(a.honest())
+    });
+    let racer: Policy = Arc::new(move |a: &Ask| {
+        if a.is_piece() && lagged.lock().unwrap().contains(&a.range().0) {
+            Act::Slowly(a.corrupt_all(), Duration::from_millis(60))
+        } else {
+            Act::Send(a.honest())
+        }
+    });
+    let holders = [
+        holder("fast", &record, &bytes, true, honest(Duration::ZERO)),
+        holder("lagger", &record, &bytes, true, lagger),
+        holder("racer", &record, &bytes, true, racer),
+    ];
+    let mut down = PeerBuilder::new("down").args(&QUIET).spawn();
+    start_get(&mut down, &holders.iter().collect::<Vec<_>>(), &record);
+    let ended = wait_ended(&mut down, &record, END);
+    assert_verified(&mut down, &record, &bytes, &ended);
+    let lagged_offsets: Vec<u64> = holders[1]
+        .gets()
+        .iter()
+        .filter_map(|m| m["offset"].as_u64())
+        .collect();
+    let raced = holders[2]
+        .gets()
+        .iter()
+        .filter(|m| {
+            m["offset"]
+                .as_u64()
+                .is_some_and(|o| lagged_offsets.contains(&o))
+        })
+        .count();
+    let closed = down.log().matches("no longer wanted").count();
+    eprintln!(
+        "lagger asked {lagged_offsets:?}; racer copied {raced} of them; {closed} copies closed"
+    );
+    assert_culprit_only(&down, "racer", &["fast", "lagger"]);
 }
 
 #[test]
