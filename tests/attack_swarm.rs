@@ -8,7 +8,8 @@
 //! Whatever comes, the downloader must stay up and answering, never store
 //! bytes that don't match the id as verified, never write outside its
 //! folder, and leave no temp file behind; when honest holders are left it
-//! must end with their file, verified, within a bounded time.
+//! must end with their file, verified, within a bounded time. The tests
+//! marked `BUG` fail today; each says where the cause lies.
 mod support;
 
 use serde_json::{json, Value};
@@ -841,6 +842,11 @@ fn a_holder_that_stalls_half_way_through_its_pieces_does_not_hold_the_download()
     );
 }
 
+/// BUG: the download hangs at 95 %. A piece's only timeout is the idle
+/// timeout (conns.rs: `last_active + idle_timeout`), which a byte every
+/// half second never reaches, and the endgame copies only pieces "not half
+/// in yet" (`Swarm::pick`: `a.progress < len / 2`), so a piece past half
+/// from a trickler is neither timed out nor copied elsewhere.
 #[test]
 fn a_holder_that_trickles_its_pieces_past_half_does_not_hold_the_download() {
     // Three quarters of each piece at once, then a byte every half second:
@@ -991,6 +997,11 @@ fn nine_stalling_holders_and_one_honest_one_end_verified_with_bounded_connection
     assert!(closed, "connections to stallers left open");
 }
 
+/// BUG: the first size heard for an id wins; the pieces are planned for
+/// 16 MiB, and then the honest holders' whole 12 MiB copies, which match
+/// the id, are refused ("sent 12.0 MiB, not the advertised 16.0 MiB"); the
+/// liar's 16 MiB copy is kept UNVERIFIED. Not only the swarm's: the
+/// whole-file path judges the size before the id.
 #[test]
 fn a_holder_lying_about_the_size_first_does_not_stop_the_file() {
     // The liar's GOSSIP_REPLY comes first and lists the file (same id)
@@ -1153,8 +1164,14 @@ fn an_endgame_copy_that_loses_leaves_no_bad_bytes_in_the_file() {
     assert_culprit_only(&down, "racer", &["fast", "lagger"]);
 }
 
+/// BUG: the audit's vote excludes the honest holder (two words against
+/// one), the pieces from the liars then fail the check again, and the
+/// fallback to one holder at a time asks only the liars (`usable_peers`
+/// leaves the excluded holder out), so the file ends UNVERIFIED with the
+/// liars' bytes although the honest holder's whole copy would match the
+/// id. Nothing wrong is marked verified, and the bad copy is not served.
 #[test]
-fn two_liars_agreeing_against_one_honest_holder_never_store_a_wrong_file_as_verified() {
+fn two_liars_agreeing_against_one_honest_holder_still_end_verified_from_it() {
     // Both change the same byte of every piece: to an audit, they confirm
     // each other and contradict the honest holder. The whole-file check
     // is the authority: the file must end verified from the honest holder
