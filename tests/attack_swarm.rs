@@ -1026,6 +1026,38 @@ fn a_holder_lying_about_the_size_first_does_not_stop_the_file() {
     assert_verified(&mut down, &record, &bytes, &ended);
 }
 
+/// BUG (cost, not correctness): the pieces' whole-file check tries only
+/// the catalog's timestamp (`verifying_timestamps(&record, None)` in
+/// pieces.rs), not the ones the holders' replies carry as the whole-file
+/// path does; the true copy is called a mismatch, audited, then fetched
+/// whole again: three times the file for one.
+#[test]
+fn a_holder_announcing_the_file_with_a_newer_timestamp_does_not_stop_it() {
+    // Same id, a timestamp a day later (a record replaces an older one):
+    // the id no longer hashes under the catalog's timestamp. Its pieces
+    // are the true bytes; the honest holders' replies carry the true one.
+    let (record, bytes) = file("later.bin", 241, LEN);
+    let mut later = record.clone();
+    later["file_timestamp"] = (TS + 86_400).into();
+    let none = Duration::ZERO;
+    let holders = [
+        holder("honestA", &record, &bytes, true, honest(none)),
+        holder("honestB", &record, &bytes, true, honest(none)),
+        holder("later", &later, &bytes, true, honest(none)),
+    ];
+    let mut down = PeerBuilder::new("down").args(&QUIET).spawn();
+    start_get(&mut down, &holders.iter().collect::<Vec<_>>(), &record);
+    let ended = wait_ended(&mut down, &record, END);
+    assert_verified(&mut down, &record, &bytes, &ended);
+    // The pieces made the true file: it is not called a mismatch and
+    // fetched twice more (audit, then whole).
+    let lines = down.lines().join("\n");
+    assert!(
+        !lines.contains("doesn't match its id"),
+        "BUG (cost): the true file from pieces was refused\n{lines}"
+    );
+}
+
 // ---- holders that corrupt ------------------------------------------------
 
 #[test]
