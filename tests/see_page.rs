@@ -307,3 +307,82 @@ fn the_search_finds_one_file_among_20000_and_the_page_fits_360_px() {
     println!("see_page: 20 000 files at 360 px: scrollWidth {scroll}, innerWidth {inner}");
     assert!(scroll <= inner, "the page overflows: {scroll} > {inner}");
 }
+
+/// A fake holder that serves ranges (pieces) slowly: each reply in 16
+/// chunks, `pause` apart.
+fn slow_ranged_holder(id: &str, record: &Value, data: Vec<u8>, pause: Duration) -> FakeHolder {
+    let rec = record.clone();
+    FakeHolder::start(
+        id,
+        vec![record.clone()],
+        FakeStyle {
+            ranges: true,
+            ..FakeStyle::default()
+        },
+        move |req, mut conn, stop: &AtomicBool| {
+            let offset = req["offset"].as_u64().unwrap_or(0) as usize;
+            let offset = offset.min(data.len());
+            let len = req["length"]
+                .as_u64()
+                .map_or(data.len() - offset, |l| l as usize);
+            let end = (offset + len).min(data.len());
+            let mut head = rec.clone();
+            head["offset"] = offset.into();
+            head["length"] = (end - offset).into();
+            let reply = file_data(&head, &data[offset..end]);
+            for chunk in reply.chunks(reply.len().div_ceil(16)) {
+                if stop.load(Ordering::SeqCst) || conn.write_all(chunk).is_err() {
+                    return;
+                }
+                std::thread::sleep(pause);
+            }
+        },
+    )
+}
+
+#[test]
+fn a_download_from_several_holders_shows_each_holders_share_on_the_page() {
+    let Some(b) = browser() else { return };
+    let me = PeerBuilder::new("watcher").args(&QUIET).spawn();
+    let data = pattern(8, 8 << 20);
+    let record = file_record("pieces.bin", &data, "carol", 1_750_000_000);
+    let id = record["file_id"].as_str().expect("id").to_owned();
+    let pause = Duration::from_millis(120);
+    let holders = [
+        slow_ranged_holder("dave", &record, data.clone(), pause),
+        slow_ranged_holder("erin", &record, data.clone(), pause),
+    ];
+    for h in &holders {
+        h.send_gossip_reply(me.p2p_port).expect("gossip reply");
+    }
+    assert!(wait_until(WAIT, || me.file(&id).is_some_and(|f| f
+        ["peers_with_file"]
+        .as_array()
+        .map_or(0, Vec::len)
+        == 2)));
+    let token = token_of(&me);
+    b.goto(&format!("http://127.0.0.1:{}/#token={token}", me.http_port));
+    let mut me = me;
+    me.send_line(&format!("get {id}"));
+    let shown = b.wait_for(
+        WAIT,
+        "const t = document.getElementById('transfers-body').innerText; \
+         return t.includes('2 holders at once') && t.includes('dave') && t.includes('erin') \
+         && t.includes('/s') ? t : null;",
+    );
+    println!("see_page: the transfer as shown: {shown}");
+    assert!(
+        shown.is_string(),
+        "no holder shares shown: {}",
+        body_text(&b, "transfers-body")
+    );
+    let path = me.dir.join("pieces.bin");
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            std::fs::read(&path).is_ok_and(|got| sha256_hex(&got) == sha256_hex(&data))
+        }),
+        "the file arrived whole"
+    );
+    let (scroll, inner) = fits_width(&b);
+    assert!(scroll <= inner, "the page overflows: {scroll} > {inner}");
+}

@@ -530,7 +530,7 @@ impl Peer {
 
     /// Download `d` ended with our copy `kept`: recorded, announced,
     /// copied out to the `get`s' destinations, reported.
-    fn saved(&mut self, now: Time, d: Download, kept: Kept) {
+    fn saved(&mut self, now: Time, mut d: Download, kept: Kept) {
         let Kept {
             local_name,
             len,
@@ -538,6 +538,10 @@ impl Peer {
             took,
             peer,
         } = kept;
+        // Bytes that match the id tell its true size, whatever was claimed.
+        if verified && d.record.file_size.bytes().is_some_and(|n| n != len) {
+            d.record.file_size = crate::protocol::FileSize::Bytes(len);
+        }
         // A resumed copy's figures are those of the bytes this source sent.
         let resumed = d.current_from.min(len);
         let mut line = if resumed > 0 && d.kept_took.is_none() {

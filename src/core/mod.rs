@@ -188,6 +188,9 @@ pub enum Timer {
     /// Time to start the downloads resumed from the last run whose holders
     /// are known now (and to give up those still without one).
     ResumeWaiting,
+    /// Time to look again at the downloads from several holders: a piece
+    /// crawling on a slow holder is copied by an idle one.
+    SwarmTick,
 }
 
 /// Menu commands that change state (read-only ones are served from
@@ -401,6 +404,8 @@ pub struct Peer {
     auto_batch: Option<AutoBatch>,
     /// A `Timer::ResumeWaiting` is scheduled.
     resume_timer_armed: bool,
+    /// A `Timer::SwarmTick` is scheduled.
+    swarm_tick_armed: bool,
     started_at: Option<Time>,
     /// When our last periodic gossip round went out, and its GOSSIP.
     last_round: Option<Time>,
@@ -439,6 +444,7 @@ impl Peer {
             auto_fetch_early: false,
             auto_batch: None,
             resume_timer_armed: false,
+            swarm_tick_armed: false,
             started_at: None,
             last_round: None,
             round_gossip: None,
@@ -557,6 +563,7 @@ impl Peer {
             Timer::Retransmit { round, pass } => self.retransmit(now, round, pass),
             Timer::Recheck => self.recheck(),
             Timer::ResumeWaiting => self.start_resumed(now),
+            Timer::SwarmTick => self.on_swarm_tick(now),
         }
     }
 }

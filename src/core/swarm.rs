@@ -30,7 +30,7 @@ use std::time::Duration;
 pub const PIECE_UNIT: u64 = 1024 * 1024;
 
 /// The largest piece: the most a source resends when it fails mid-piece.
-pub const MAX_PIECE: u64 = 16 * PIECE_UNIT;
+pub const MAX_PIECE: u64 = 8 * PIECE_UNIT;
 
 /// Pieces in flight per source: the next request overlaps the current
 /// one's last bytes, so a source's link never idles between pieces.
@@ -54,7 +54,7 @@ pub const MIN_SWARM_SIZE: u64 = 8 * PIECE_UNIT;
 /// is this many [`MAX_PIECE`]s (64 GiB); a larger one comes from one holder
 /// at a time (the plan's memory is bounded by it, whatever size a peer
 /// claims).
-pub const MAX_PIECES: u64 = 4096;
+pub const MAX_PIECES: u64 = 8192;
 
 /// Most holders asked at once for one file (more join as others drop).
 pub const MAX_SOURCES: usize = 8;
@@ -194,6 +194,8 @@ struct Attempt {
     source: usize,
     /// Bytes of the piece received so far.
     progress: u64,
+    /// When it was asked for.
+    started: Time,
 }
 
 /// Where the swarm stands as a whole.
@@ -486,7 +488,7 @@ impl Swarm {
                 {
                     continue;
                 }
-                let Some(piece) = self.pick(s) else {
+                let Some(piece) = self.pick(s, now) else {
                     continue;
                 };
                 let attempt = next_attempt();
@@ -507,7 +509,7 @@ impl Swarm {
     }
 
     /// The piece source `s` should fetch next, if any.
-    fn pick(&self, s: usize) -> Option<usize> {
+    fn pick(&self, s: usize, now: Time) -> Option<usize> {
         let in_flight = |piece: usize| self.attempts.values().filter(move |a| a.piece == piece);
         // A wanted piece nobody fetches yet, lowest offset first.
         let fresh = self.pieces.iter().enumerate().find(|(i, p)| match p {
@@ -518,8 +520,8 @@ impl Swarm {
             return Some(i);
         }
         // Endgame, for a source with nothing in flight: the oldest piece in
-        // flight elsewhere and not half in yet (fetches only; an audit's
-        // second copy would decide nothing new).
+        // flight elsewhere that a fresh copy here would finish first
+        // (fetches only; an audit's second copy would decide nothing new).
         if self.sources[s].in_flight > 0 {
             return None;
         }
@@ -527,12 +529,32 @@ impl Swarm {
             .values()
             .filter(|a| {
                 matches!(&self.pieces[a.piece], PieceState::Wanted(Need::Fetch { avoid }) if !avoid.contains(&s))
-                    && a.progress < self.piece_range(a.piece).1 / 2
+                    && self.worth_copying(a, s, now)
                     && in_flight(a.piece).count() < ENDGAME_COPIES
                     && in_flight(a.piece).all(|b| b.source != s)
             })
             .map(|a| a.piece)
             .next()
+    }
+
+    /// Whether source `s` should copy the piece of attempt `a`: it is not
+    /// half in yet, or at its pace so far it would end after a fresh copy
+    /// at `s`'s measured rate (a holder crawling past half is overtaken).
+    fn worth_copying(&self, a: &Attempt, s: usize, now: Time) -> bool {
+        let len = self.piece_range(a.piece).1;
+        if a.progress < len / 2 {
+            return true;
+        }
+        let elapsed = now.since(a.started).as_millis() as u64;
+        let here = self.sources[s].rate(now);
+        if elapsed < 1000 || here == 0 {
+            return false;
+        }
+        // In milliseconds: what is left there, against all of it here.
+        let there = a.progress.saturating_mul(1000) / elapsed.max(1);
+        let left_there = (len - a.progress).saturating_mul(1000) / there.max(1);
+        let fresh_here = len.saturating_mul(1000) / here;
+        left_there > fresh_here
     }
 
     fn start(&mut self, now: Time, attempt: u64, piece: usize, s: usize) {
@@ -547,6 +569,7 @@ impl Swarm {
                 piece,
                 source: s,
                 progress: 0,
+                started: now,
             },
         );
     }

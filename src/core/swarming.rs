@@ -4,7 +4,8 @@
 
 use super::downloads::{save_figures, SwarmRun};
 use super::swarm::{
-    AfterMismatch, PieceOutcome, Swarm, MAX_IN_FLIGHT_TOTAL, MAX_PIECE, MAX_PIECES, MIN_SWARM_SIZE,
+    AfterMismatch, PieceOutcome, SourceState, Swarm, MAX_IN_FLIGHT_TOTAL, MAX_PIECE, MAX_PIECES,
+    MIN_SWARM_SIZE,
 };
 use super::view::EventKind;
 use super::{Effect, FetchResult, Peer, SourceFailure, Time};
@@ -12,6 +13,11 @@ use crate::ids::{PeerId, TransferId};
 use crate::protocol::message::human_bytes;
 use crate::protocol::FileSize;
 use log::{debug, info};
+use std::time::Duration;
+
+/// How often the downloads from several holders are looked at again
+/// between results.
+const SWARM_TICK: Duration = Duration::from_secs(1);
 
 impl Peer {
     /// Starts download `id` from several holders at once if it can: an
@@ -132,8 +138,36 @@ impl Peer {
             d.bytes_done = bytes;
             d.swarm = Some(run);
         }
+        self.arm_swarm_tick(now);
         if stuck {
             self.swarm_falls_back(now, id, "no holder is left to send its pieces");
+        }
+    }
+
+    /// Every second while a download from several holders runs: each is
+    /// pumped (a piece crawling on a slow holder is copied by an idle one,
+    /// which no result would otherwise trigger).
+    pub(super) fn on_swarm_tick(&mut self, now: Time) {
+        self.swarm_tick_armed = false;
+        let ids: Vec<TransferId> = self
+            .downloads
+            .iter()
+            .filter(|d| d.swarm.is_some())
+            .map(|d| d.id)
+            .collect();
+        for id in &ids {
+            self.pump_swarm(now, *id);
+        }
+        self.arm_swarm_tick(now);
+    }
+
+    /// Schedules a [`super::Timer::SwarmTick`] if a download from several
+    /// holders runs and none is scheduled.
+    fn arm_swarm_tick(&mut self, now: Time) {
+        let running = self.downloads.iter().any(|d| d.swarm.is_some());
+        if running && !self.swarm_tick_armed {
+            self.swarm_tick_armed = true;
+            self.schedule(now.plus(SWARM_TICK), super::Timer::SwarmTick);
         }
     }
 
@@ -269,14 +303,18 @@ impl Peer {
                 run.plan.on_verified();
                 self.counters.downloads_succeeded += 1;
                 self.counters.downloaded_bytes += len;
-                let shares: Vec<String> = run
-                    .plan
-                    .shares(now)
-                    .into_iter()
-                    .filter(|s| s.bytes > 0)
+                let all = run.plan.shares(now);
+                let shares: Vec<String> = all
+                    .iter()
+                    .filter(|s| s.bytes > 0 && s.state != SourceState::Excluded)
                     .map(|s| format!("{} {}", s.peer, human_bytes(s.bytes)))
                     .collect();
-                let line = format!(
+                let excluded: Vec<String> = all
+                    .iter()
+                    .filter(|s| s.state == SourceState::Excluded)
+                    .map(|s| s.peer.0.clone())
+                    .collect();
+                let mut line = format!(
                     "saved {}, {} {} from {} holders ({})",
                     d.record.file_name,
                     human_bytes(len),
@@ -284,6 +322,9 @@ impl Peer {
                     shares.len(),
                     shares.join(", ")
                 );
+                if !excluded.is_empty() {
+                    line.push_str(&format!("; excluded: {}", excluded.join(", ")));
+                }
                 self.record_saved(now, d, local_name, true, line);
             }
             FetchResult::Unverified { .. } | FetchResult::Saved { .. } => {
@@ -335,9 +376,13 @@ impl Peer {
         let Some(run) = d.swarm.take() else {
             return;
         };
+        // Holders never caught first, then the others, then those the audit
+        // excluded: a vote can be wrong (two liars agreeing), the id can't.
         let mut queue: Vec<PeerId> = run.plan.usable_peers();
         queue.extend(d.remaining.drain(..));
-        queue.dedup();
+        queue.extend(run.plan.excluded_peers());
+        let mut seen = std::collections::HashSet::new();
+        queue.retain(|p| seen.insert(p.clone()));
         d.remaining = queue.into();
         super::fetching::ranged_first(&self.members, &mut d.remaining);
         d.bytes_done = 0;

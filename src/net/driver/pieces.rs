@@ -10,7 +10,7 @@ use crate::core::{FetchResult, SourceFailure};
 use crate::ids::{PeerAddr, TransferId};
 use crate::net::conn::{FetchConn, PartialSink, Role};
 use crate::protocol::decoder::MessageDecoder;
-use crate::protocol::{ByteRange, FileRecord, Message};
+use crate::protocol::{ByteRange, FileRecord, Message, Timestamp};
 use crate::storage::{FileHasher, PartialFile};
 use log::debug;
 use std::io;
@@ -27,7 +27,14 @@ const WRITERS_GONE_TIMEOUT: Duration = Duration::from_secs(60);
 pub(super) struct PieceFile {
     pub(super) file: PartialFile,
     pub(super) live: Arc<()>,
+    /// Timestamps the pieces' replies gave, other than the catalog's (the
+    /// file is verified under each, as a whole-file reply's is).
+    reply_ts: Vec<Timestamp>,
 }
+
+/// Distinct reply timestamps kept per download (a holder could send a new
+/// one with every piece; the first few are enough).
+const MAX_REPLY_TIMESTAMPS: usize = 4;
 
 /// One piece to fetch.
 pub(super) struct Piece {
@@ -128,6 +135,7 @@ impl Driver {
                 e.insert(PieceFile {
                     file,
                     live: Arc::new(()),
+                    reply_ts: Vec::new(),
                 })
             }
         };
@@ -135,6 +143,16 @@ impl Driver {
         let now = self.now();
         self.schedule_persist(now);
         PartialSink::piece(self.settings.dir.clone(), self.waker.clone(), alias, offset)
+    }
+
+    /// A piece of `transfer` came with timestamp `ts` in its reply.
+    pub(super) fn note_piece_timestamp(&mut self, transfer: TransferId, ts: Option<Timestamp>) {
+        let (Some(ts), Some(p)) = (ts, self.piece_files.get_mut(&transfer)) else {
+            return;
+        };
+        if p.reply_ts.len() < MAX_REPLY_TIMESTAMPS && !p.reply_ts.contains(&ts) {
+            p.reply_ts.push(ts);
+        }
     }
 
     /// Every piece of download `transfer` is in: its temp file is hashed on
@@ -184,8 +202,14 @@ impl Driver {
         let result = match result {
             Ok((hasher, len)) => {
                 let exact = record.file_size.bytes() == Some(len);
+                let replies = self
+                    .piece_files
+                    .get(&transfer)
+                    .map(|p| p.reply_ts.clone())
+                    .unwrap_or_default();
                 let verified = exact
                     && verifying_timestamps(&record, None)
+                        .chain(replies.iter())
                         .any(|ts| hasher.clone().matches(&record.file_id, ts));
                 match self.piece_files.remove(&transfer) {
                     Some(p) if verified => self.commit(p.file, &record.file_name, len, true),

@@ -1,7 +1,7 @@
 //! Received FILE_DATAs (downloads and pushes): checked, committed, handed to the core.
 
 use super::{Driver, Due};
-use crate::core::downloads::{judge_piece, judge_reply, verifying_timestamps};
+use crate::core::downloads::{judge_piece, judge_reply, verifying_timestamps, BadReply};
 use crate::core::push_quota::PushTicket;
 use crate::core::swarm::PieceDigest;
 use crate::core::{FetchResult, SourceFailure, Time, UploadEnd};
@@ -111,7 +111,11 @@ impl Driver {
                     return;
                 }
                 let result = match (sink.settle(), piece) {
-                    (Ok(()), Some(len)) => check_piece(&record, decoded, (from, len), sink),
+                    (Ok(()), Some(len)) => {
+                        let (result, ts) = check_piece(&record, decoded, (from, len), sink);
+                        self.note_piece_timestamp(transfer, ts);
+                        result
+                    }
                     (Ok(()), None) => self.check_fetched(transfer, &record, (decoded, from), sink),
                     (Err(e), _) => FetchResult::Failed(SourceFailure::Disk(format!(
                         "cannot write the file: {e}"
@@ -530,6 +534,10 @@ impl Driver {
         let (decoded, from) = reply;
         let parsed = Message::from_object(&decoded.fields);
         let ranged = matches!(&parsed, Ok(Message::FileData(h)) if h.range.is_some());
+        let header_ts = match &parsed {
+            Ok(Message::FileData(h)) => h.file_timestamp.clone(),
+            _ => None,
+        };
         let judged = match judge_reply(record, parsed, decoded.data, from) {
             // Its bytes were written as the whole file: a range named after
             // them can't be trusted to say where they go.
@@ -542,6 +550,16 @@ impl Driver {
                 sink.len
             ))),
             Ok(ok) => Ok(ok),
+            // Another size than a peer claimed, but the bytes are the id's:
+            // the id is the authority (the claim was wrong, or a lie).
+            Err(BadReply::WrongSize { .. })
+                if !ranged
+                    && sink.len > 0
+                    && verifying_timestamps(record, header_ts.as_ref())
+                        .any(|ts| sink.hasher.clone().matches(&record.file_id, ts)) =>
+            {
+                Ok((sink.len, header_ts))
+            }
             Err(why) => Err(why.into()),
         };
         let (len, reply_ts) = match judged {
@@ -622,22 +640,25 @@ impl Driver {
 
 /// Checks a piece's complete reply (`piece`: its offset and length): the
 /// range asked for, written as that range; its digest goes to the core.
+/// Also the reply's own timestamp (the file is verified under it too).
 fn check_piece(
     record: &FileRecord,
     decoded: Decoded,
     piece: (u64, u64),
     sink: PartialSink,
-) -> FetchResult {
+) -> (FetchResult, Option<crate::protocol::Timestamp>) {
     let parsed = Message::from_object(&decoded.fields);
+    let ts = match &parsed {
+        Ok(Message::FileData(h)) => h.file_timestamp.clone(),
+        _ => None,
+    };
     if let Err(why) = judge_piece(record, parsed, decoded.data, piece) {
-        return FetchResult::Failed(why.into());
+        return (FetchResult::Failed(why.into()), None);
     }
     if !sink.range_before_data() || sink.len != piece.0.saturating_add(piece.1) {
-        return FetchResult::Failed(SourceFailure::Malformed(
-            "its range fields come after its data".into(),
-        ));
+        let why = SourceFailure::Malformed("its range fields come after its data".into());
+        return (FetchResult::Failed(why), None);
     }
-    FetchResult::Piece {
-        digest: PieceDigest(sink.hasher.digest()),
-    }
+    let digest = PieceDigest(sink.hasher.digest());
+    (FetchResult::Piece { digest }, ts)
 }
