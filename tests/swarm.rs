@@ -433,3 +433,80 @@ fn a_download_from_several_holders_resumes_after_a_clean_exit() {
 fn a_download_from_several_holders_resumes_after_a_kill_9() {
     swarm_resumes_after(PeerProc::kill, "kill -9");
 }
+
+#[test]
+fn a_holder_serving_many_pieces_at_once_stays_fair_and_its_memory_flat() {
+    use std::io::Read;
+    const PIECE: usize = 4 << 20;
+    const CLIENTS: usize = 12;
+    let bytes = pattern(87, CLIENTS * PIECE);
+    let holder = PeerBuilder::new("holder")
+        .file("served.bin", &bytes)
+        .args(&QUIET)
+        .spawn();
+    let mut record = Value::Null;
+    assert!(wait_until(WAIT, || holder
+        .file_named("served.bin")
+        .is_some_and(|f| {
+            record = f;
+            true
+        })));
+    let id = record["file_id"].as_str().unwrap().to_string();
+    let rss = support::procfs::RssSampler::start(holder.pid(), Duration::from_millis(20));
+    let base = rss.now_kib();
+    let progress: Arc<Vec<AtomicU64>> = Arc::new((0..CLIENTS).map(|_| AtomicU64::new(0)).collect());
+    let readers: Vec<_> = (0..CLIENTS)
+        .map(|i| {
+            let (id, progress) = (id.clone(), progress.clone());
+            let port = holder.p2p_port;
+            std::thread::spawn(move || -> Result<Vec<u8>, String> {
+                let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+                s.set_read_timeout(Some(Duration::from_secs(20))).ok();
+                let ask = serde_json::json!({"type": "GET_FILE", "file_id": id,
+                    "offset": i * PIECE, "length": PIECE});
+                s.write_all(ask.to_string().as_bytes())
+                    .map_err(|e| e.to_string())?;
+                let mut reply = Vec::new();
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    // A slow reader: every piece is in flight at once.
+                    match s.read(&mut buf) {
+                        Ok(0) => return Ok(reply),
+                        Ok(n) => {
+                            reply.extend_from_slice(&buf[..n]);
+                            progress[i].fetch_add(n as u64, Ordering::SeqCst);
+                            std::thread::sleep(Duration::from_millis(2));
+                        }
+                        Err(e) => return Err(e.to_string()),
+                    }
+                }
+            })
+        })
+        .collect();
+    // When the first piece is done, every other has moved a good part.
+    let whole = (2 * PIECE) as u64;
+    assert!(wait_until(WAIT, || progress
+        .iter()
+        .any(|p| p.load(Ordering::SeqCst) >= whole)));
+    let at_first: Vec<u64> = progress.iter().map(|p| p.load(Ordering::SeqCst)).collect();
+    for (i, r) in readers.into_iter().enumerate() {
+        let reply = r.join().expect("reader").expect("a reply");
+        let text = String::from_utf8_lossy(&reply);
+        let start = text.find("\"data\":\"").expect("data") + 8;
+        let hex = &reply[start..start + 2 * PIECE];
+        let got = faster_hex::hex_string(&bytes[i * PIECE..(i + 1) * PIECE]);
+        assert!(hex == got.as_bytes(), "piece {i} is not the file's bytes");
+    }
+    let peak = rss.stop();
+    eprintln!(
+        "progress when the first piece ended: {at_first:?}; holder RssAnon {base} -> {peak} KiB"
+    );
+    assert!(
+        at_first.iter().all(|&n| n >= whole / 4),
+        "a piece waited for the others: {at_first:?}"
+    );
+    assert!(
+        peak < base + 16 * 1024,
+        "holder RssAnon {base} -> {peak} KiB"
+    );
+}
