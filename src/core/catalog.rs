@@ -374,6 +374,18 @@ impl Catalog {
         }
     }
 
+    /// Our verified copy of `id` has `len` bytes: a size in bytes claimed
+    /// otherwise is corrected (the id is the authority; a byte count costs
+    /// nothing in the byte budget either way).
+    pub fn correct_size(&mut self, id: &FileId, len: u64) {
+        if let Some(e) = self.files.get_mut(id) {
+            if matches!(e.record.file_size, FileSize::Bytes(n) if n != len) {
+                e.record.file_size = FileSize::Bytes(len);
+                self.changes += 1;
+            }
+        }
+    }
+
     /// Inserts an entry as loaded from the metadata file, within the same
     /// caps as network input: false (entry dropped) when the catalog is
     /// full in count, or, for a file we don't hold, in bytes. Holders past

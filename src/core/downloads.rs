@@ -246,21 +246,7 @@ pub fn judge_reply(
     data: DataField,
     asked_from: u64,
 ) -> Result<(u64, Option<Timestamp>), BadReply> {
-    let header = match reply {
-        Ok(Message::FileData(h)) => h,
-        Ok(other) => return Err(BadReply::NotFileData(other.kind())),
-        Err(e) => return Err(BadReply::Malformed(e)),
-    };
-    let Some(id) = header.file_id.as_ref() else {
-        return Err(BadReply::NotFound);
-    };
-    if !id.0.eq_ignore_ascii_case(&requested.file_id.0) {
-        return Err(BadReply::OtherFile(id.clone()));
-    }
-    let sent = match data {
-        DataField::Bytes { len } => len,
-        DataField::Null | DataField::Absent => return Err(BadReply::NoData),
-    };
+    let (header, sent) = file_data_for(requested, reply, data)?;
     let len = match header.range {
         Some(r) if r.offset != asked_from => {
             return Err(BadReply::WrongRange {
@@ -286,14 +272,13 @@ pub fn judge_reply(
     Ok((len, header.file_timestamp))
 }
 
-/// Judges a complete reply to a piece's GET_FILE (`piece`: its offset and
-/// length): a FILE_DATA for the file, carrying exactly that range.
-pub fn judge_piece(
+/// A reply's FILE_DATA header and its data bytes, if it is a FILE_DATA
+/// with data for the file asked for.
+fn file_data_for(
     requested: &FileRecord,
     reply: Result<Message, ParseError>,
     data: DataField,
-    piece: (u64, u64),
-) -> Result<(), BadReply> {
+) -> Result<(crate::protocol::FileDataHeader, u64), BadReply> {
     let header = match reply {
         Ok(Message::FileData(h)) => h,
         Ok(other) => return Err(BadReply::NotFileData(other.kind())),
@@ -309,6 +294,18 @@ pub fn judge_piece(
         DataField::Bytes { len } => len,
         DataField::Null | DataField::Absent => return Err(BadReply::NoData),
     };
+    Ok((header, sent))
+}
+
+/// Judges a complete reply to a piece's GET_FILE (`piece`: its offset and
+/// length): a FILE_DATA for the file, carrying exactly that range.
+pub fn judge_piece(
+    requested: &FileRecord,
+    reply: Result<Message, ParseError>,
+    data: DataField,
+    piece: (u64, u64),
+) -> Result<(), BadReply> {
+    let (header, sent) = file_data_for(requested, reply, data)?;
     let offset = header.range.map(|r| r.offset);
     if offset != Some(piece.0) || sent != piece.1 {
         return Err(BadReply::NotThePiece {

@@ -251,11 +251,7 @@ impl Peer {
                 self.name_peer(&peer),
                 tried + 1
             );
-            if auto {
-                info!("auto-fetch: {line}");
-            } else {
-                self.print(format!("get: {line}"));
-            }
+            self.tell(auto, &line);
         }
         let what = if resume_from > 0 {
             format!(
@@ -311,6 +307,16 @@ impl Peer {
             );
             self.event(now, EventKind::DownloadFailed, line.clone());
             self.finish(now, d, DownloadEnd::Failed(line));
+        }
+    }
+
+    /// Says `line` to whoever asked for a download: the menu (`get: `), or
+    /// only the log for auto-fetch's (`auto-fetch: `).
+    pub(super) fn tell(&mut self, auto: bool, line: &str) {
+        if auto {
+            info!("auto-fetch: {line}");
+        } else {
+            self.print(format!("get: {line}"));
         }
     }
 
@@ -474,11 +480,7 @@ impl Peer {
                     crate::units::bytes(d.current_from),
                     self.name_peer(&peer)
                 );
-                if auto {
-                    info!("auto-fetch: {text}");
-                } else {
-                    self.print(format!("get: {text}"));
-                }
+                self.tell(auto, &text);
                 self.event(now, EventKind::SourceFailed, text);
                 self.try_next_source(now, transfer);
             }
@@ -541,6 +543,7 @@ impl Peer {
         // Bytes that match the id tell its true size, whatever was claimed.
         if verified && d.record.file_size.bytes().is_some_and(|n| n != len) {
             d.record.file_size = crate::protocol::FileSize::Bytes(len);
+            self.catalog.correct_size(&d.record.file_id, len);
         }
         // A resumed copy's figures are those of the bytes this source sent.
         let resumed = d.current_from.min(len);

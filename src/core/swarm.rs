@@ -46,6 +46,9 @@ const MAX_FAILURES_IN_ROW: u32 = 2;
 /// Copies of one piece in flight at once in the endgame.
 const ENDGAME_COPIES: usize = 2;
 
+/// Copies of one piece in flight at most, when those in flight crawl.
+const MAX_COPIES: usize = 4;
+
 /// The smallest file fetched from several holders (below it, one source
 /// is as fast as several).
 pub const MIN_SWARM_SIZE: u64 = 8 * PIECE_UNIT;
@@ -315,11 +318,20 @@ impl Swarm {
 
     /// Bytes from the file's start that are in (the pieces done from
     /// offset 0 on, up to the first missing one): what a restart may keep.
+    /// After a failed whole-file check only pieces two holders agreed on
+    /// count, and never a piece another copy may have written over.
     pub fn done_prefix(&self) -> u64 {
+        let checked = self.audit_rounds > 0;
         let done = self
             .pieces
             .iter()
-            .take_while(|p| matches!(p, PieceState::Done { .. }))
+            .enumerate()
+            .take_while(|(i, p)| match p {
+                PieceState::Done { confirmed, .. } => {
+                    (!checked || *confirmed) && !self.raced.contains(i)
+                }
+                PieceState::Wanted(_) => false,
+            })
             .count();
         (done as u64 * self.piece_len).min(self.size)
     }
@@ -525,13 +537,17 @@ impl Swarm {
         if self.sources[s].in_flight > 0 {
             return None;
         }
+        // Past ENDGAME_COPIES only when every copy in flight crawls (two
+        // slow holders must not hold a piece between them).
         self.attempts
             .values()
             .filter(|a| {
                 matches!(&self.pieces[a.piece], PieceState::Wanted(Need::Fetch { avoid }) if !avoid.contains(&s))
                     && self.worth_copying(a, s, now)
-                    && in_flight(a.piece).count() < ENDGAME_COPIES
                     && in_flight(a.piece).all(|b| b.source != s)
+                    && (in_flight(a.piece).count() < ENDGAME_COPIES
+                        || (in_flight(a.piece).count() < MAX_COPIES
+                            && in_flight(a.piece).all(|b| self.crawls(b, s, now))))
             })
             .map(|a| a.piece)
             .next()
@@ -542,11 +558,19 @@ impl Swarm {
     /// at `s`'s measured rate (a holder crawling past half is overtaken).
     fn worth_copying(&self, a: &Attempt, s: usize, now: Time) -> bool {
         let len = self.piece_range(a.piece).1;
-        if a.progress < len / 2 {
-            return true;
-        }
+        a.progress < len / 2 || self.crawls(a, s, now)
+    }
+
+    /// Whether attempt `a`, at its pace so far, would end after a fresh
+    /// copy at source `s` (at its measured rate, or, with none yet, the
+    /// best any source has shown).
+    fn crawls(&self, a: &Attempt, s: usize, now: Time) -> bool {
+        let len = self.piece_range(a.piece).1;
         let elapsed = now.since(a.started).as_millis() as u64;
-        let here = self.sources[s].rate(now);
+        let here = match self.sources[s].rate(now) {
+            0 => self.sources.iter().map(|x| x.rate(now)).max().unwrap_or(0),
+            r => r,
+        };
         if elapsed < 1000 || here == 0 {
             return false;
         }
@@ -1021,6 +1045,49 @@ mod tests {
         let r = run(Swarm::new(8 * MIB, peers(2)), &links, 3);
         assert_eq!(r.end, End::Verified);
         assert!(r.bytes[0] >= 7 * MIB, "{:?}", r.bytes);
+    }
+
+    #[test]
+    fn two_crawling_copies_of_a_piece_get_a_third_from_an_idle_fast_holder() {
+        let mut s = Swarm::new(2 * MIB, peers(3));
+        let mut n = counter();
+        // p0 and p1 first (a budget of two), then p2 copies p0's piece.
+        let first = s.requests(Time(0), 2, &mut n);
+        assert_eq!(first.len(), 2);
+        let copy = s.requests(Time(0), usize::MAX, &mut n);
+        assert_eq!(copy.len(), 1);
+        assert_eq!((copy[0].peer.0.as_str(), copy[0].offset), ("p2", 0));
+        // p2 is fast: its copy lands in half a second; p0's is cancelled.
+        let out = s.on_piece_done(Time(500), copy[0].attempt, digest_of(0, None));
+        assert_eq!(out.cancel, vec![first[0].attempt]);
+        // p0, idle, copies p1's piece: two copies of piece 1 now.
+        let second = s.requests(Time(500), usize::MAX, &mut n);
+        assert_eq!(second.len(), 1);
+        assert_eq!((second[0].peer.0.as_str(), second[0].offset), ("p0", MIB));
+        // Ten seconds on, both crawl past half.
+        s.on_progress_at(first[1].attempt, MIB + MIB * 6 / 10);
+        s.on_progress_at(second[0].attempt, MIB + MIB * 6 / 10);
+        let third = s.requests(Time(10_500), usize::MAX, &mut n);
+        assert_eq!(third.len(), 1, "{third:?}");
+        assert_eq!((third[0].peer.0.as_str(), third[0].offset), ("p2", MIB));
+        // No fourth from anyone while it runs fast.
+        assert!(s.requests(Time(10_600), usize::MAX, &mut n).is_empty());
+    }
+
+    #[test]
+    fn after_a_failed_check_only_agreed_pieces_count_for_a_restart() {
+        let mut s = Swarm::new(8 * MIB, peers(3));
+        let mut n = counter();
+        while !s.wants_verify() {
+            for r in s.requests(Time(0), usize::MAX, &mut n) {
+                s.on_piece_done(Time(0), r.attempt, digest_of(r.offset, None));
+            }
+        }
+        // Up to the first piece an endgame copy raced for.
+        assert!(s.done_prefix() >= MIB, "{}", s.done_prefix());
+        s.verifying();
+        assert!(matches!(s.on_mismatch(), AfterMismatch::Auditing { .. }));
+        assert_eq!(s.done_prefix(), 0, "nothing agreed on yet");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use super::{Effect, FetchResult, Peer, SourceFailure, Time};
 use crate::ids::{PeerId, TransferId};
 use crate::protocol::message::human_bytes;
 use crate::protocol::FileSize;
-use log::{debug, info};
+use log::debug;
 use std::time::Duration;
 
 /// How often the downloads from several holders are looked at again
@@ -65,11 +65,7 @@ impl Peer {
             verify: None,
             started: now,
         });
-        if auto {
-            info!("auto-fetch: {line}");
-        } else {
-            self.print(format!("get: {line}"));
-        }
+        self.tell(auto, &line);
         self.counters.downloads_started += 1;
         self.pump_swarm(now, id);
         true
@@ -277,11 +273,7 @@ impl Peer {
                 "{} sent pieces of {name} that other holders contradict; excluded, its pieces fetched again from the others",
                 self.name_peer(&peer)
             );
-            if auto {
-                info!("auto-fetch: {line}");
-            } else {
-                self.print(format!("get: {line}"));
-            }
+            self.tell(auto, &line);
             self.event(now, EventKind::SourceFailed, line);
         }
     }
@@ -341,11 +333,7 @@ impl Peer {
                             "the copy of {name} from {} holders doesn't match its id; checking {pieces} of its pieces against other holders",
                             run.plan.usable_peers().len()
                         );
-                        if auto {
-                            info!("auto-fetch: {line}");
-                        } else {
-                            self.print(format!("get: {line}"));
-                        }
+                        self.tell(auto, &line);
                         self.event(now, EventKind::SourceFailed, line);
                         self.pump_swarm(now, transfer);
                     }
@@ -384,7 +372,6 @@ impl Peer {
         let mut seen = std::collections::HashSet::new();
         queue.retain(|p| seen.insert(p.clone()));
         d.remaining = queue.into();
-        super::fetching::ranged_first(&self.members, &mut d.remaining);
         d.bytes_done = 0;
         // The failures said already stay said.
         d.failures_said = d.failures.len();
@@ -392,11 +379,8 @@ impl Peer {
             "{}: {why}; fetching it from one holder at a time",
             d.record.file_name
         );
-        if d.is_auto() {
-            info!("auto-fetch: {line}");
-        } else {
-            self.print(format!("get: {line}"));
-        }
+        let auto = d.is_auto();
+        self.tell(auto, &line);
         self.event(now, EventKind::SourceFailed, line);
         self.try_next_source(now, id);
     }

@@ -490,6 +490,36 @@ pub struct FetchConn {
 }
 
 impl FetchConn {
+    /// An attempt asking `source` (as logs name it) for `record`: the whole
+    /// file, from an offset (`range` without a length), or one piece (with
+    /// one); the reply is decoded within `limits` into `sink`.
+    pub fn new(
+        (transfer, attempt): (TransferId, u64),
+        record: FileRecord,
+        source: String,
+        range: Option<crate::protocol::ByteRange>,
+        limits: crate::protocol::decoder::DecoderLimits,
+        sink: PartialSink,
+    ) -> Self {
+        FetchConn {
+            transfer,
+            attempt,
+            request: crate::protocol::Message::GetFile {
+                file_id: record.file_id.clone(),
+                range,
+            }
+            .to_bytes(),
+            record,
+            source,
+            from: range.map_or(0, |r| r.offset),
+            request_pos: 0,
+            decoder: MessageDecoder::new(limits),
+            sink,
+            received: 0,
+            piece: range.and_then(|r| r.length),
+        }
+    }
+
     /// Bytes of the file this attempt has: a kept prefix and what arrived
     /// after it, decoded (a whole-file answer's skipped bytes are not
     /// counted twice).

@@ -11,7 +11,6 @@ use crate::net::conn::{FetchConn, Payload, WriteKind};
 use crate::net::counters::NetLimit;
 use crate::net::resolver::Resolved;
 use crate::net::sockopt;
-use crate::protocol::decoder::MessageDecoder;
 use crate::protocol::{ByteRange, FileRecord, Message};
 use log::{debug, info};
 use mio::Interest;
@@ -202,23 +201,9 @@ impl Driver {
             length: None,
         });
         self.net.message_out("GET_FILE");
-        let role = Role::Fetch(Box::new(FetchConn {
-            transfer,
-            attempt,
-            request: Message::GetFile {
-                file_id: record.file_id.clone(),
-                range,
-            }
-            .to_bytes(),
-            record,
-            source: format!("{source} ({to})"),
-            from,
-            request_pos: 0,
-            decoder: MessageDecoder::new(limits),
-            sink,
-            received: 0,
-            piece: None,
-        }));
+        let name = format!("{source} ({to})");
+        let fetch = FetchConn::new((transfer, attempt), record, name, range, limits, sink);
+        let role = Role::Fetch(Box::new(fetch));
         self.connect_to(to, role);
     }
 

@@ -9,8 +9,7 @@ use crate::core::downloads::verifying_timestamps;
 use crate::core::{FetchResult, SourceFailure};
 use crate::ids::{PeerAddr, TransferId};
 use crate::net::conn::{FetchConn, PartialSink, Role};
-use crate::protocol::decoder::MessageDecoder;
-use crate::protocol::{ByteRange, FileRecord, Message, Timestamp};
+use crate::protocol::{ByteRange, FileRecord, Timestamp};
 use crate::storage::{FileHasher, PartialFile};
 use log::debug;
 use std::io;
@@ -99,32 +98,26 @@ impl Driver {
         let mut limits = self.fetch_limits(&record.file_size);
         limits.max_data = limits.max_data.min(len);
         self.net.message_out("GET_FILE");
-        let role = Role::Fetch(Box::new(FetchConn {
-            transfer,
-            attempt,
-            request: Message::GetFile {
-                file_id: record.file_id.clone(),
-                range: Some(ByteRange {
-                    offset,
-                    length: Some(len),
-                }),
-            }
-            .to_bytes(),
-            record,
-            source: format!("{source} ({to})"),
-            from: offset,
-            request_pos: 0,
-            decoder: MessageDecoder::new(limits),
-            sink,
-            received: 0,
-            piece: Some(len),
-        }));
+        let range = Some(ByteRange {
+            offset,
+            length: Some(len),
+        });
+        let name = format!("{source} ({to})");
+        let fetch = FetchConn::new((transfer, attempt), record, name, range, limits, sink);
+        let role = Role::Fetch(Box::new(fetch));
         self.connect_to(to, role);
     }
 
     /// A sink writing at `offset` in download `transfer`'s temp file (made
     /// at its first piece).
     fn piece_sink(&mut self, transfer: TransferId, offset: u64) -> io::Result<PartialSink> {
+        // Pieces start over: a prefix kept for the download (an empty one
+        // from a restart) is no longer its temp file.
+        if !self.piece_files.contains_key(&transfer) {
+            if let Some(kept) = self.resumable.remove(&transfer) {
+                self.discard(vec![kept.partial]);
+            }
+        }
         let file = match self.piece_files.entry(transfer) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => {
