@@ -88,14 +88,17 @@ impl Peer {
             }
         }
         loop {
-            // Pieces the other downloads have in flight count too.
-            let others: usize = self
+            // Pieces the other downloads have in flight count too, and each
+            // download gets at most its share of them all (at least one).
+            let (others, swarms) = self
                 .downloads
                 .iter()
                 .filter_map(|d| d.swarm.as_ref())
-                .map(|r| r.plan.in_flight())
-                .sum();
-            let budget = MAX_IN_FLIGHT_TOTAL.saturating_sub(others + run.plan.in_flight());
+                .fold((0, 1), |(n, k), r| (n + r.plan.in_flight(), k + 1));
+            let share = (MAX_IN_FLIGHT_TOTAL / swarms).max(1);
+            let budget = MAX_IN_FLIGHT_TOTAL
+                .saturating_sub(others + run.plan.in_flight())
+                .min(share.saturating_sub(run.plan.in_flight()));
             let downloads = &mut self.downloads;
             let requests = run.plan.requests(now, budget, || downloads.next_attempt());
             if requests.is_empty() {
