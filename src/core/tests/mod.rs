@@ -10,6 +10,7 @@ mod inbound;
 mod ranges;
 mod resume;
 mod rounds;
+mod swarming;
 
 fn peer() -> Peer {
     let cfg = Config {
