@@ -769,13 +769,6 @@ fn bytes_done(down: &PeerProc, id: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// The `resume` record of file `id` in the folder's metadata, if any.
-fn resume_record(dir: &Path, id: &str) -> Option<Value> {
-    let text = std::fs::read(dir.join("metadata.json")).ok()?;
-    let meta: Value = serde_json::from_slice(&text).ok()?;
-    meta.get(id)?.get("resume").cloned()
-}
-
 /// A fraction in [lo, hi) from the clock's nanoseconds (printed, so a
 /// failing run's moments can be told).
 fn random_fraction(lo: f64, hi: f64) -> f64 {

@@ -329,13 +329,6 @@ fn bytes_done(down: &PeerProc, id: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// The `resume` record of file `id` in the folder's metadata, if any.
-fn resume_record(dir: &std::path::Path, id: &str) -> Option<Value> {
-    let text = std::fs::read(dir.join("metadata.json")).ok()?;
-    let meta: Value = serde_json::from_slice(&text).ok()?;
-    meta.get(id)?.get("resume").cloned()
-}
-
 /// A download stopped half-way by `stop` (a clean exit or kill -9) goes on
 /// at the next start from the bytes it kept: the temp file named in the
 /// metadata is the only one left, and the holder is asked only for the

@@ -854,14 +854,7 @@ fn bytes_a_corrupt_holder_sent_before_a_cut_never_end_in_a_verified_copy() {
             bandwidth: 4_000_000,
             ..lossless(12, seed)
         });
-        let file = sim.add_local_file(1, "big.bin", len);
-        sim.start_all();
-        sim.run_for(Duration::from_secs(10));
-        for i in 2..6 {
-            get(&mut sim, i, &file);
-            sim.run_for(Duration::from_secs(30));
-        }
-        assert!((1..6).all(|i| holds(&sim, i, &file)), "seed {seed}");
+        let file = held_by(&mut sim, len, 5, Duration::from_secs(30));
         // Two of the five holders now send bad bytes; transfers are cut often.
         sim.set_corrupt(2, true);
         sim.set_corrupt(3, true);
@@ -902,6 +895,20 @@ fn bytes_a_corrupt_holder_sent_before_a_cut_never_end_in_a_verified_copy() {
     }
 }
 
+/// Starts `sim` with a file of `len` bytes on p1 that p2 .. p`n` then fetch
+/// in turn (each given `each` to do it): it is held by `n` peers.
+fn held_by(sim: &mut Sim, len: u64, n: usize, each: Duration) -> FileId {
+    let file = sim.add_local_file(1, "big.bin", len);
+    sim.start_all();
+    sim.run_for(Duration::from_secs(10));
+    for i in 2..=n {
+        get(sim, i, &file);
+        sim.run_for(each);
+        assert!(holds(sim, i, &file), "p{i}: {:?}", sim.prints(i));
+    }
+    file
+}
+
 /// Runs `sim` in steps of 100 ms until peer `i`'s download of `file` has
 /// ended (at most `limit`); how long it took.
 fn time_get(sim: &mut Sim, i: usize, file: &FileId, limit: Duration) -> Duration {
@@ -917,14 +924,7 @@ fn time_get(sim: &mut Sim, i: usize, file: &FileId, limit: Duration) -> Duration
 fn a_file_held_by_four_comes_from_all_of_them_about_four_times_faster() {
     let len = 1_000_000_000;
     let mut sim = Sim::new(lossless(8, 3));
-    let file = sim.add_local_file(1, "big.bin", len);
-    sim.start_all();
-    sim.run_for(Duration::from_secs(10));
-    for i in 2..5 {
-        get(&mut sim, i, &file);
-        sim.run_for(Duration::from_secs(300));
-        assert!(holds(&sim, i, &file), "p{i}: {:?}", sim.prints(i));
-    }
+    let file = held_by(&mut sim, len, 4, Duration::from_secs(300));
     // Every holder's uplink is 25 MB/s.
     for i in 1..8 {
         sim.set_uplink(i, 25_000_000);
@@ -954,14 +954,7 @@ fn slow_stalling_cutting_and_corrupting_holders_still_give_verified_copies() {
             bandwidth: 20_000_000,
             ..lossless(14, seed)
         });
-        let file = sim.add_local_file(1, "big.bin", len);
-        sim.start_all();
-        sim.run_for(Duration::from_secs(10));
-        for i in 2..6 {
-            get(&mut sim, i, &file);
-            sim.run_for(Duration::from_secs(60));
-        }
-        assert!((1..6).all(|i| holds(&sim, i, &file)), "seed {seed}");
+        let file = held_by(&mut sim, len, 5, Duration::from_secs(60));
         // One holder corrupts, one is slow; pieces stall and are cut.
         sim.set_corrupt(3, true);
         sim.set_uplink(4, 1_000_000);

@@ -344,13 +344,6 @@ fn real_peershare_holders_serve_the_pieces() {
     );
 }
 
-/// The `resume` record of file `id` in the folder's metadata, if any.
-fn resume_record(dir: &std::path::Path, id: &str) -> Option<Value> {
-    let text = std::fs::read(dir.join("metadata.json")).ok()?;
-    let meta: Value = serde_json::from_slice(&text).ok()?;
-    meta.get(id)?.get("resume").cloned()
-}
-
 /// A download from several holders stopped by `stop` (a clean exit or
 /// kill -9) goes on at the next start from the pieces it had from the
 /// file's start (the metadata's `valid`), and ends verified.

@@ -272,6 +272,15 @@ pub fn judge_reply(
     Ok((len, header.file_timestamp))
 }
 
+/// Whether a complete reply refused as `bad` is taken all the same: a
+/// whole file (not a `ranged` reply) of another size than claimed whose
+/// bytes match the id (`matches_id`, asked only then). The id is the
+/// authority; a size is only a claim (a peer that heard another first, or
+/// lied, can't make the true file unfetchable).
+pub fn id_overrules_size(bad: &BadReply, ranged: bool, matches_id: impl FnOnce() -> bool) -> bool {
+    matches!(bad, BadReply::WrongSize { .. }) && !ranged && matches_id()
+}
+
 /// A reply's FILE_DATA header and its data bytes, if it is a FILE_DATA
 /// with data for the file asked for.
 fn file_data_for(
@@ -629,6 +638,25 @@ mod tests {
     #[test]
     fn a_huge_figure_bounds_nothing() {
         assert_eq!(size_upper_bound(&reported("1e300")), None);
+    }
+
+    #[test]
+    fn only_a_whole_copy_whose_bytes_match_the_id_overrules_a_size_claim() {
+        let size = BadReply::WrongSize {
+            sent: 12,
+            advertised: 16,
+        };
+        assert!(id_overrules_size(&size, false, || true));
+        assert!(!id_overrules_size(&size, false, || false));
+        assert!(
+            !id_overrules_size(&size, true, || true),
+            "a range is no whole copy"
+        );
+        let other = BadReply::OtherFile("x".into());
+        assert!(
+            !id_overrules_size(&other, false, || panic!("not hashed for other refusals")),
+            "only a size refusal"
+        );
     }
 
     #[test]

@@ -1175,24 +1175,10 @@ impl Sim {
         } else {
             FetchResult::Unverified { len }
         };
-        let incarnation = self.nodes[i].incarnation;
         // Hashing the file takes a while (about 1 GB/s).
         let at = self.now.plus(Duration::from_millis(len / 1_000_000));
-        self.push(
-            at,
-            Event::FetchDone(FetchDone {
-                peer: i,
-                incarnation,
-                transfer,
-                attempt,
-                name: record.file_name,
-                file: record.file_id,
-                result,
-                source: None,
-                from: 0,
-                piece: None,
-            }),
-        );
+        let file = (record.file_name, record.file_id);
+        self.local_result(at, i, (transfer, attempt), file, result, 0);
     }
 
     /// How peer `source` answers a GET_FILE for `record` from byte `from`
@@ -1559,26 +1545,13 @@ impl Sim {
             }
             None => {
                 let at = now.plus(self.cfg.connect_timeout);
-                self.push(
-                    at,
-                    Event::FetchDone(FetchDone {
-                        peer: i,
-                        incarnation,
-                        transfer,
-                        attempt,
-                        name: record.file_name,
-                        file: record.file_id,
-                        result: match piece {
-                            Some(_) => FetchResult::Failed(SourceFailure::Connect(
-                                "connection refused".into(),
-                            )),
-                            None => kept(SourceFailure::Connect("connection refused".into()), from),
-                        },
-                        source: None,
-                        from,
-                        piece: None,
-                    }),
-                );
+                let refused = SourceFailure::Connect("connection refused".into());
+                let result = match piece {
+                    Some(_) => FetchResult::Failed(refused),
+                    None => kept(refused, from),
+                };
+                let file = (record.file_name, record.file_id);
+                self.local_result(at, i, (transfer, attempt), file, result, from);
             }
         }
     }
@@ -1601,9 +1574,24 @@ impl Sim {
                 FetchResult::Failed(SourceFailure::Disk("no unverified copy was kept".into())),
             ),
         };
+        self.local_result(self.now, i, (transfer, attempt), (name, file), result, 0);
+    }
+
+    /// Queues, for `at`, a result of peer `i`'s download that no source is
+    /// streaming (a refused connect, a check, a kept copy): `file` is its
+    /// local name and id, `from` the offset the attempt asked from.
+    fn local_result(
+        &mut self,
+        at: Time,
+        i: usize,
+        (transfer, attempt): (TransferId, u64),
+        (name, file): (String, FileId),
+        result: FetchResult,
+        from: u64,
+    ) {
         let incarnation = self.nodes[i].incarnation;
         self.push(
-            self.now,
+            at,
             Event::FetchDone(FetchDone {
                 peer: i,
                 incarnation,
@@ -1613,7 +1601,7 @@ impl Sim {
                 file,
                 result,
                 source: None,
-                from: 0,
+                from,
                 piece: None,
             }),
         );

@@ -245,6 +245,8 @@ pub struct Swarm {
     phase: Phase,
     /// Audit rounds begun (sampling first, then everything unconfirmed).
     audit_rounds: u32,
+    /// Bytes of the pieces done (kept up to date by `recount_done`).
+    done_bytes: u64,
     /// Pieces another copy may have written over after the kept one came
     /// (a cancelled endgame copy, a failed attempt whose writer was still
     /// flushing): audited first when the file does not verify.
@@ -270,6 +272,7 @@ impl Swarm {
             attempts: BTreeMap::new(),
             phase: Phase::Fetching,
             audit_rounds: 0,
+            done_bytes: 0,
             raced: std::collections::BTreeSet::new(),
             undecidable: false,
         };
@@ -374,22 +377,28 @@ impl Swarm {
     }
 
     /// Bytes of the file we have: pieces done and, for those in flight,
-    /// the most any copy has received.
+    /// the most any copy has received. Asked at every step of a piece's
+    /// connection: the pieces done are counted when they change, not here.
     pub fn bytes_done(&self) -> u64 {
-        let mut total = 0u64;
-        let mut partial: BTreeMap<usize, u64> = BTreeMap::new();
-        for (i, p) in self.pieces.iter().enumerate() {
-            if matches!(p, PieceState::Done { .. }) {
-                total += self.piece_range(i).1;
-            }
-        }
+        let mut partial: Vec<(usize, u64)> = Vec::with_capacity(self.attempts.len());
         for a in self.attempts.values() {
-            if matches!(self.pieces[a.piece], PieceState::Wanted(_)) {
-                let e = partial.entry(a.piece).or_default();
-                *e = (*e).max(a.progress);
+            if !matches!(self.pieces[a.piece], PieceState::Wanted(_)) {
+                continue;
+            }
+            match partial.iter_mut().find(|(p, _)| *p == a.piece) {
+                Some((_, most)) => *most = (*most).max(a.progress),
+                None => partial.push((a.piece, a.progress)),
             }
         }
-        total + partial.values().sum::<u64>()
+        self.done_bytes + partial.iter().map(|(_, n)| n).sum::<u64>()
+    }
+
+    /// Counts the bytes of the pieces done again (after pieces changed).
+    fn recount_done(&mut self) {
+        self.done_bytes = (0..self.pieces.len())
+            .filter(|&i| matches!(self.pieces[i], PieceState::Done { .. }))
+            .map(|i| self.piece_range(i).1)
+            .sum();
     }
 
     /// Each source's share.
@@ -466,6 +475,7 @@ impl Swarm {
                 Need::Fetch { .. } => {}
             }
         }
+        self.recount_done();
     }
 
     /// The requests to send now: every active source is given pieces up to
@@ -700,6 +710,8 @@ impl Swarm {
                 self.raced.insert(piece);
             }
         }
+        // Exclusions above may have made pieces wanted again too.
+        self.recount_done();
         out
     }
 
@@ -819,6 +831,7 @@ impl Swarm {
                 digest: *digest,
             });
         }
+        self.recount_done();
         AfterMismatch::Auditing {
             pieces: audits.len(),
         }
@@ -943,6 +956,11 @@ mod tests {
             let out = swarm.on_piece_done(now, attempt, digest_of(offset, corrupt.then_some(src)));
             file.insert(offset, !corrupt);
             pending.retain(|p| !out.cancel.contains(&p.1));
+            let counted: u64 = (0..swarm.pieces.len())
+                .filter(|&i| matches!(swarm.pieces[i], PieceState::Done { .. }))
+                .map(|i| swarm.piece_range(i).1)
+                .sum();
+            assert_eq!(swarm.done_bytes, counted, "the count of pieces done");
         }
         panic!("the model ran 100000 steps without an end");
     }

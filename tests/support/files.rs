@@ -535,3 +535,10 @@ pub fn push_slowly(
         sent
     })
 }
+
+/// The `resume` record of file `id` in the folder's metadata, if any.
+pub fn resume_record(dir: &Path, id: &str) -> Option<Value> {
+    let text = std::fs::read(dir.join("metadata.json")).ok()?;
+    let meta: Value = serde_json::from_slice(&text).ok()?;
+    meta.get(id)?.get("resume").cloned()
+}

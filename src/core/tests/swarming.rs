@@ -101,6 +101,18 @@ fn answer_all(p: &mut Peer, mut effects: Vec<Effect>) -> (TransferId, u64) {
     panic!("never checked");
 }
 
+/// A 16 MiB file fetched from two ranged holders, every piece in: the
+/// peer, the transfer, and the attempt its check must answer.
+fn all_pieces_in() -> (Peer, TransferId, u64) {
+    let mut p = knowing(
+        &[sized("f", 16 * MIB)],
+        &[("a", 9002, true), ("b", 9003, true)],
+    );
+    let effects = get(&mut p, Time(1_000), "f");
+    let (t, check) = answer_all(&mut p, effects);
+    (p, t, check)
+}
+
 #[test]
 fn two_ranged_holders_get_the_pieces_and_a_python_holder_none() {
     let f = sized("f", 16 * MIB);
@@ -156,12 +168,7 @@ fn one_ranged_holder_or_a_small_file_is_fetched_whole_as_before() {
 
 #[test]
 fn every_piece_in_is_checked_and_a_match_is_saved_with_each_holders_share() {
-    let mut p = knowing(
-        &[sized("f", 16 * MIB)],
-        &[("a", 9002, true), ("b", 9003, true)],
-    );
-    let effects = get(&mut p, Time(1_000), "f");
-    let (t, check) = answer_all(&mut p, effects);
+    let (mut p, t, check) = all_pieces_in();
     p.on_fetch_result(
         Time(3_000),
         t,
@@ -186,12 +193,7 @@ fn every_piece_in_is_checked_and_a_match_is_saved_with_each_holders_share() {
 
 #[test]
 fn a_mismatch_audits_pieces_and_without_a_majority_goes_on_whole() {
-    let mut p = knowing(
-        &[sized("f", 16 * MIB)],
-        &[("a", 9002, true), ("b", 9003, true)],
-    );
-    let effects = get(&mut p, Time(1_000), "f");
-    let (t, check) = answer_all(&mut p, effects);
+    let (mut p, t, check) = all_pieces_in();
     p.on_fetch_result(
         Time(3_000),
         t,

@@ -1,7 +1,7 @@
 //! Received FILE_DATAs (downloads and pushes): checked, committed, handed to the core.
 
 use super::{Driver, Due};
-use crate::core::downloads::{judge_piece, judge_reply, verifying_timestamps, BadReply};
+use crate::core::downloads::{id_overrules_size, judge_piece, judge_reply, verifying_timestamps};
 use crate::core::push_quota::PushTicket;
 use crate::core::swarm::PieceDigest;
 use crate::core::{FetchResult, SourceFailure, Time, UploadEnd};
@@ -550,13 +550,12 @@ impl Driver {
                 sink.len
             ))),
             Ok(ok) => Ok(ok),
-            // Another size than a peer claimed, but the bytes are the id's:
-            // the id is the authority (the claim was wrong, or a lie).
-            Err(BadReply::WrongSize { .. })
-                if !ranged
-                    && sink.len > 0
-                    && verifying_timestamps(record, header_ts.as_ref())
-                        .any(|ts| sink.hasher.clone().matches(&record.file_id, ts)) =>
+            Err(bad)
+                if sink.len > 0
+                    && id_overrules_size(&bad, ranged, || {
+                        verifying_timestamps(record, header_ts.as_ref())
+                            .any(|ts| sink.hasher.clone().matches(&record.file_id, ts))
+                    }) =>
             {
                 Ok((sink.len, header_ts))
             }
