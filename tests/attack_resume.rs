@@ -756,19 +756,6 @@ fn two_entries_naming_one_temp_file_both_end_verified() {
 
 // ---- the downloader killed, the owner deleting ---------------------------
 
-/// The bytes the download of `id` has, from `/api/state`.
-fn bytes_done(down: &PeerProc, id: &str) -> u64 {
-    down.state()
-        .and_then(|s| {
-            s["transfers"]
-                .as_array()?
-                .iter()
-                .find(|t| t["file_id"] == id)
-                .and_then(|t| t["bytes_done"].as_u64())
-        })
-        .unwrap_or(0)
-}
-
 /// A fraction in [lo, hi) from the clock's nanoseconds (printed, so a
 /// failing run's moments can be told).
 fn random_fraction(lo: f64, hi: f64) -> f64 {

@@ -1471,19 +1471,6 @@ fn slow_trio(record: &Value, bytes: &Arc<Vec<u8>>) -> Vec<Holder> {
         .collect()
 }
 
-/// The bytes the download of `id` has, from `/api/state`.
-fn bytes_done(down: &PeerProc, id: &str) -> u64 {
-    down.state()
-        .and_then(|s| {
-            s["transfers"]
-                .as_array()?
-                .iter()
-                .find(|t| t["file_id"] == id)
-                .and_then(|t| t["bytes_done"].as_u64())
-        })
-        .unwrap_or(0)
-}
-
 /// Waits until the download of `record` from several holders has some of
 /// its bytes, not all.
 fn wait_mid_swarm(down: &PeerProc, record: &Value) {

@@ -316,19 +316,6 @@ fn stalling_holder(id: &str, record: &Value, bytes: &Arc<Vec<u8>>) -> FakeHolder
     )
 }
 
-/// The bytes the download of `id` has, from `/api/state`.
-fn bytes_done(down: &PeerProc, id: &str) -> u64 {
-    down.state()
-        .and_then(|s| {
-            s["transfers"]
-                .as_array()?
-                .iter()
-                .find(|t| t["file_id"] == id)
-                .and_then(|t| t["bytes_done"].as_u64())
-        })
-        .unwrap_or(0)
-}
-
 /// A download stopped half-way by `stop` (a clean exit or kill -9) goes on
 /// at the next start from the bytes it kept: the temp file named in the
 /// metadata is the only one left, and the holder is asked only for the

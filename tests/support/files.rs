@@ -542,3 +542,16 @@ pub fn resume_record(dir: &Path, id: &str) -> Option<Value> {
     let meta: Value = serde_json::from_slice(&text).ok()?;
     meta.get(id)?.get("resume").cloned()
 }
+
+/// The bytes the download of `id` has, from `/api/state`.
+pub fn bytes_done(down: &PeerProc, id: &str) -> u64 {
+    down.state()
+        .and_then(|s| {
+            s["transfers"]
+                .as_array()?
+                .iter()
+                .find(|t| t["file_id"] == id)
+                .and_then(|t| t["bytes_done"].as_u64())
+        })
+        .unwrap_or(0)
+}
